@@ -1,0 +1,353 @@
+//! Loading a persistent store: header, then every metadata area with read-ahead.
+//!
+//! The kernel reads areas through dm-bufio, prefetching up to 12 areas ahead
+//! of the one it is parsing. Here up to `1 + PREFETCH_AREAS` area reads are in
+//! flight; they may complete in any order, so results wait in `arrived` until
+//! every earlier area has been parsed. Parsing stops at the first area that is
+//! not full. Reads issued past it are still waited for (and discarded), so no
+//! I/O of the load outlives its completion.
+//!
+//! Unlike the kernel, loading validates what it reads: a record that points
+//! outside the COW or at metadata, two records for one origin chunk, or two
+//! for one COW chunk, refuse the load with an error naming the record.
+
+use std::collections::BTreeMap;
+
+use super::persistent::State;
+use super::{Loaded, LoadOutcome, PersistentStore, StoreConfig, StoreError};
+use crate::chunk::{ChunkSize, DEFAULT_CHUNK_SECTORS};
+use crate::exception_table::ExceptionTable;
+use crate::format::{DISK_VERSION, DiskHeader, HEADER_CHUNKS, Layout, Record, SNAP_MAGIC};
+use crate::io::{BlockDevice, IoError, SECTOR_BYTES, WriteFlags};
+use crate::sync::{Arc, Mutex};
+
+/// Areas read ahead of the one being parsed (the kernel's `DM_PREFETCH_CHUNKS`).
+pub const PREFETCH_AREAS: u64 = 12;
+
+/// Receives the result of [`PersistentStore::load`].
+pub type LoadDone<D> = Box<dyn FnOnce(Result<Loaded<D>, StoreError>) + Send + 'static>;
+
+/// Everything fixed once the header has been read.
+struct Setup<D: BlockDevice> {
+    cow: Arc<D>,
+    config: StoreConfig,
+    layout: Layout,
+    device_chunks: u64,
+    chunk_size_override: Option<(u32, u32)>,
+}
+
+impl<D: BlockDevice> PersistentStore<D> {
+    /// Loads (or, on a zeroed header, creates) the store on `cow`.
+    ///
+    /// A table chunk size that is invalid for the devices is refused at once
+    /// with an error, and `done` is never called. Otherwise `done` is called
+    /// exactly once, after every I/O of the load has completed.
+    pub fn load(cow: Arc<D>, origin_block_bytes: u32, config: StoreConfig, done: LoadDone<D>) -> Result<(), StoreError> {
+        let cow_block_bytes = cow.logical_block_bytes();
+        let table_chunk = match config.chunk_sectors {
+            Some(sectors) => ChunkSize::new(sectors, cow_block_bytes, origin_block_bytes).map_err(StoreError::TableChunkSize)?,
+            None => {
+                let sectors = DEFAULT_CHUNK_SECTORS.max(cow_block_bytes / SECTOR_BYTES as u32);
+                ChunkSize::new(sectors, cow_block_bytes, origin_block_bytes).map_err(StoreError::TableChunkSize)?
+            }
+        };
+        let header_sectors = (cow_block_bytes as usize / SECTOR_BYTES).max(1) as u32;
+        if cow.size_sectors() < u64::from(header_sectors) {
+            return Err(too_small(cow.size_sectors(), table_chunk));
+        }
+        let reader = Arc::clone(&cow);
+        reader.read(
+            0,
+            header_sectors,
+            Box::new(move |result| match on_header(cow, origin_block_bytes, config, table_chunk, result) {
+                HeaderNext::Finished(outcome) => done(outcome),
+                HeaderNext::CreateNew(setup) => create_new(setup, done),
+                HeaderNext::ReadAreas(setup) => AreaReader::start(setup, done),
+            }),
+        );
+        Ok(())
+    }
+}
+
+fn too_small(device_sectors: u64, chunk: ChunkSize) -> StoreError {
+    StoreError::CowTooSmall { device_sectors, chunk_sectors: chunk.sectors(), chunks: chunk.chunks_in(device_sectors) }
+}
+
+enum HeaderNext<D: BlockDevice> {
+    Finished(Result<Loaded<D>, StoreError>),
+    CreateNew(Setup<D>),
+    ReadAreas(Setup<D>),
+}
+
+fn on_header<D: BlockDevice>(
+    cow: Arc<D>,
+    origin_block_bytes: u32,
+    config: StoreConfig,
+    table_chunk: ChunkSize,
+    result: Result<Vec<u8>, IoError>,
+) -> HeaderNext<D> {
+    let bytes = match result {
+        Ok(bytes) => bytes,
+        Err(error) => return HeaderNext::Finished(Err(StoreError::io("reading the COW header", error))),
+    };
+    let header = DiskHeader::decode(&bytes);
+    let device_sectors = cow.size_sectors();
+    let setup = |chunk: ChunkSize, chunk_size_override| {
+        let device_chunks = chunk.chunks_in(device_sectors);
+        if device_chunks < HEADER_CHUNKS + 2 {
+            return Err(too_small(device_sectors, chunk));
+        }
+        Ok(Setup { cow: Arc::clone(&cow), config, layout: Layout::new(chunk), device_chunks, chunk_size_override })
+    };
+    if header.magic == 0 {
+        return match setup(table_chunk, None) {
+            Ok(setup) => HeaderNext::CreateNew(setup),
+            Err(error) => HeaderNext::Finished(Err(error)),
+        };
+    }
+    if header.magic != SNAP_MAGIC {
+        return HeaderNext::Finished(Err(StoreError::BadMagic { found: header.magic }));
+    }
+    let mut chunk = table_chunk;
+    let mut chunk_size_override = None;
+    if header.chunk_size != table_chunk.sectors() {
+        if config.chunk_sectors.is_some() {
+            log::warn!(
+                "chunk size {} in device metadata overrides table chunk size of {}",
+                header.chunk_size,
+                table_chunk.sectors()
+            );
+            chunk_size_override = Some((table_chunk.sectors(), header.chunk_size));
+        }
+        chunk = match ChunkSize::new(header.chunk_size, cow.logical_block_bytes(), origin_block_bytes) {
+            Ok(chunk) => chunk,
+            Err(source) => {
+                return HeaderNext::Finished(Err(StoreError::HeaderChunkSize { value: header.chunk_size, source }));
+            }
+        };
+    }
+    if header.version != DISK_VERSION {
+        return HeaderNext::Finished(Err(StoreError::UnsupportedVersion { found: header.version }));
+    }
+    let setup = match setup(chunk, chunk_size_override) {
+        Ok(setup) => setup,
+        Err(error) => return HeaderNext::Finished(Err(error)),
+    };
+    if header.valid == 0 {
+        let mut state = State::new(chunk);
+        state.valid = false;
+        return HeaderNext::Finished(Ok(finish(setup, state, LoadOutcome::Invalid, ExceptionTable::new())));
+    }
+    HeaderNext::ReadAreas(setup)
+}
+
+fn finish<D: BlockDevice>(setup: Setup<D>, state: State, outcome: LoadOutcome, exceptions: ExceptionTable) -> Loaded<D> {
+    let store = PersistentStore {
+        cow: setup.cow,
+        kind: setup.config.kind,
+        layout: setup.layout,
+        state: Mutex::new(state),
+    };
+    Loaded { store: Arc::new(store), outcome, exceptions, chunk_size_override: setup.chunk_size_override }
+}
+
+/// A new snapshot: write the header, then zero the first metadata area. Both
+/// are plain writes, as in the kernel; the first commit's PREFLUSH makes them
+/// durable.
+fn create_new<D: BlockDevice>(setup: Setup<D>, done: LoadDone<D>) {
+    let chunk = setup.layout.chunk();
+    let header = DiskHeader::new(true, chunk).encode_chunk(chunk);
+    let cow = Arc::clone(&setup.cow);
+    cow.write(
+        0,
+        header,
+        WriteFlags::PLAIN,
+        Box::new(move |result| {
+            if let Err(error) = result {
+                return done(Err(StoreError::io("writing the header of a new snapshot", error)));
+            }
+            let area_sector = chunk.chunk_to_sector(setup.layout.area_location(0));
+            let cow = Arc::clone(&setup.cow);
+            cow.write(
+                area_sector,
+                vec![0; chunk.bytes()],
+                WriteFlags::PLAIN,
+                Box::new(move |result| match result {
+                    Err(error) => done(Err(StoreError::io("zeroing metadata area 0 of a new snapshot", error))),
+                    Ok(()) => {
+                        let state = State::new(chunk);
+                        done(Ok(finish(setup, state, LoadOutcome::New, ExceptionTable::new())));
+                    }
+                }),
+            );
+        }),
+    );
+}
+
+/// The read-ahead loader of metadata areas.
+struct AreaReader<D: BlockDevice> {
+    cow: Arc<D>,
+    layout: Layout,
+    device_chunks: u64,
+    /// Handed to the loaded store once the last area has been parsed.
+    setup: Option<Setup<D>>,
+    done: Option<LoadDone<D>>,
+    /// The next area to parse.
+    parse_next: u64,
+    /// The next area to read.
+    read_next: u64,
+    in_flight: usize,
+    /// Reads completed ahead of their turn.
+    arrived: BTreeMap<u64, Result<Vec<u8>, IoError>>,
+    records: Vec<Record>,
+    /// One bit per COW chunk: claimed by a record already parsed.
+    claimed: Vec<u64>,
+    /// One past the highest COW chunk claimed (the allocator's start).
+    next_free: u64,
+    result: Option<Result<Loaded<D>, StoreError>>,
+}
+
+impl<D: BlockDevice> AreaReader<D> {
+    fn start(setup: Setup<D>, done: LoadDone<D>) {
+        let words = setup.device_chunks.div_ceil(64) as usize;
+        let reader = Arc::new(Mutex::new(AreaReader {
+            cow: Arc::clone(&setup.cow),
+            layout: setup.layout,
+            device_chunks: setup.device_chunks,
+            setup: Some(setup),
+            done: Some(done),
+            parse_next: 0,
+            read_next: 0,
+            in_flight: 0,
+            arrived: BTreeMap::new(),
+            records: Vec::new(),
+            claimed: vec![0; words],
+            next_free: HEADER_CHUNKS + 1,
+            result: None,
+        }));
+        Self::progress(&reader);
+    }
+
+    /// Parses what has arrived in order, issues reads up to the read-ahead
+    /// window, and reports once parsing is over and no read is in flight.
+    fn progress(this: &Arc<Mutex<Self>>) {
+        let mut reads = Vec::new();
+        let (report, cow, layout) = {
+            let mut reader = this.lock();
+            reader.parse_arrived();
+            if reader.result.is_none() {
+                reader.plan_reads(&mut reads);
+            }
+            let report = if reader.result.is_some() && reader.in_flight == 0 {
+                reader.done.take().zip(reader.result.take())
+            } else {
+                None
+            };
+            (report, Arc::clone(&reader.cow), reader.layout)
+        };
+        for area in reads {
+            let this = Arc::clone(this);
+            let sector = layout.chunk().chunk_to_sector(layout.area_location(area));
+            cow.read(
+                sector,
+                layout.chunk().sectors(),
+                Box::new(move |result| {
+                    {
+                        let mut reader = this.lock();
+                        reader.in_flight -= 1;
+                        if reader.result.is_none() {
+                            reader.arrived.insert(area, result);
+                        }
+                    }
+                    Self::progress(&this);
+                }),
+            );
+        }
+        if let Some((done, result)) = report {
+            done(result);
+        }
+    }
+
+    fn plan_reads(&mut self, reads: &mut Vec<u64>) {
+        let (layout, device_chunks) = (self.layout, self.device_chunks);
+        if self.read_next <= self.parse_next && layout.area_location(self.parse_next) >= device_chunks {
+            let area = self.parse_next;
+            self.fail(StoreError::AreaBeyondDevice { area, chunk: layout.area_location(area), device_chunks });
+            return;
+        }
+        while self.read_next <= self.parse_next + PREFETCH_AREAS && layout.area_location(self.read_next) < device_chunks {
+            reads.push(self.read_next);
+            self.read_next += 1;
+            self.in_flight += 1;
+        }
+    }
+
+    fn fail(&mut self, error: StoreError) {
+        self.arrived.clear();
+        self.result = Some(Err(error));
+    }
+
+    fn parse_arrived(&mut self) {
+        while self.result.is_none() {
+            let Some(read) = self.arrived.remove(&self.parse_next) else { return };
+            let area = self.parse_next;
+            match read {
+                Err(error) => self.fail(StoreError::io(format!("reading metadata area {area}"), error)),
+                Ok(bytes) => self.parse_area(area, bytes),
+            }
+        }
+    }
+
+    fn parse_area(&mut self, area: u64, bytes: Vec<u8>) {
+        let (layout, device_chunks) = (self.layout, self.device_chunks);
+        let per_area = layout.exceptions_per_area();
+        let mut used = per_area;
+        for index in 0..per_area {
+            let record = Record::decode(&bytes, index as usize);
+            if record.is_end_marker() {
+                used = index;
+                break;
+            }
+            if let Err(error) = self.admit(layout, device_chunks, area, index, record) {
+                return self.fail(error);
+            }
+        }
+        if used == per_area {
+            self.parse_next += 1;
+            return;
+        }
+        // The last, partial area: it becomes the store's in-memory area.
+        let setup = self.setup.take().expect("the last area is parsed once");
+        let mut state = State::new(layout.chunk());
+        state.current_area = area;
+        state.current_committed = used;
+        state.area = bytes;
+        state.next_free = layout.skip_metadata(self.next_free);
+        assert!(!layout.is_metadata_chunk(state.next_free), "allocator would hand out metadata chunk {}", state.next_free);
+        let records = std::mem::take(&mut self.records);
+        self.result = Some(match ExceptionTable::from_records(records) {
+            Ok(table) => Ok(finish(setup, state, LoadOutcome::Valid, table)),
+            Err(duplicate) => Err(StoreError::DuplicateOldChunk(duplicate)),
+        });
+    }
+
+    /// Checks one record against the device and the records before it.
+    fn admit(&mut self, layout: Layout, device_chunks: u64, area: u64, index: u32, record: Record) -> Result<(), StoreError> {
+        let Record { old_chunk, new_chunk } = record;
+        if new_chunk >= device_chunks {
+            return Err(StoreError::RecordOutsideCow { area, index, old_chunk, new_chunk, device_chunks });
+        }
+        if layout.is_metadata_chunk(new_chunk) {
+            return Err(StoreError::RecordOnMetadata { area, index, old_chunk, new_chunk });
+        }
+        let (word, bit) = ((new_chunk / 64) as usize, 1u64 << (new_chunk % 64));
+        if self.claimed[word] & bit != 0 {
+            let first_old = self.records.iter().find(|r| r.new_chunk == new_chunk).map_or(0, |r| r.old_chunk);
+            return Err(StoreError::DuplicateNewChunk { new_chunk, first_old, second_old: old_chunk });
+        }
+        self.claimed[word] |= bit;
+        self.next_free = self.next_free.max(new_chunk + 1);
+        self.records.push(record);
+        Ok(())
+    }
+}

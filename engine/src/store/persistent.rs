@@ -1,0 +1,446 @@
+//! The running persistent store: allocation, batched commits, merge and drop.
+//!
+//! The kernel does its metadata I/O synchronously from one worker thread, so
+//! commits are naturally serialised. Here the I/O is asynchronous, so the
+//! store is a small state machine: while an area write (or the zeroing of the
+//! next area) is in flight, further commits wait in a queue, in arrival order,
+//! and are taken up when it completes — exactly the order the kernel's worker
+//! would have run them in. Callbacks never run under the store's lock.
+
+use std::collections::VecDeque;
+
+use super::{StoreError, StoreKind, Usage};
+use crate::chunk::ChunkSize;
+use crate::format::{DiskHeader, Layout, Record, clear_record};
+use crate::io::{BlockDevice, IoError, WriteFlags};
+use crate::sync::{Arc, Mutex};
+
+/// Called once a committed exception's record is durable (`true`), or with
+/// `false` if the snapshot became invalid (the record may not be on disk).
+pub type CommitCallback = Box<dyn FnOnce(bool) + Send + 'static>;
+
+/// A run of exceptions to merge, found by [`PersistentStore::prepare_merge`]:
+/// origin chunks `last_old_chunk + 1 - count ..= last_old_chunk` live in COW
+/// chunks `last_new_chunk + 1 - count ..= last_new_chunk`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MergeRun {
+    pub last_old_chunk: u64,
+    pub last_new_chunk: u64,
+    pub count: u32,
+}
+
+/// What [`PersistentStore::prepare_merge`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergeStep {
+    /// The newest records form this run.
+    Run(MergeRun),
+    /// The current area is used up: call
+    /// [`read_previous_area`](PersistentStore::read_previous_area), then prepare again.
+    NeedPreviousArea,
+    /// No records are left: the merge is complete.
+    Done,
+}
+
+/// What the metadata I/O machinery is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    /// A full area is about to be committed; the next area is being zeroed first.
+    ZeroingNextArea,
+    /// The current area is being written with PREFLUSH|FUA.
+    WritingArea,
+    /// A merge read or write of the current area is in flight.
+    MergeIo,
+}
+
+struct QueuedCommit {
+    record: Record,
+    valid: bool,
+    callback: CommitCallback,
+}
+
+/// The store's mutable state, the kernel's `struct pstore`.
+pub(super) struct State {
+    /// Cleared on any metadata error or invalidation; never set again.
+    pub(super) valid: bool,
+    /// Index of the metadata area held in `area`.
+    pub(super) current_area: u64,
+    /// Records used in `area`.
+    pub(super) current_committed: u32,
+    /// The next chunk to allocate (never the header or a metadata area).
+    pub(super) next_free: u64,
+    /// Exceptions prepared but not yet committed.
+    pub(super) pending_count: u64,
+    /// The current metadata area, as it will be written.
+    pub(super) area: Vec<u8>,
+    phase: Phase,
+    /// Callbacks of records in `area` not yet written.
+    callbacks: Vec<CommitCallback>,
+    /// Commits that arrived while metadata I/O was in flight.
+    queued: VecDeque<QueuedCommit>,
+}
+
+impl State {
+    pub(super) fn new(chunk: ChunkSize) -> Self {
+        Self {
+            valid: true,
+            current_area: 0,
+            current_committed: 0,
+            next_free: crate::format::HEADER_CHUNKS + 1,
+            pending_count: 0,
+            area: vec![0; chunk.bytes()],
+            phase: Phase::Idle,
+            callbacks: Vec::new(),
+            queued: VecDeque::new(),
+        }
+    }
+}
+
+/// What to do once the lock is released.
+enum Step {
+    Nothing,
+    ZeroArea { chunk: u64 },
+    WriteArea { chunk: u64, bytes: Vec<u8> },
+    RunCallbacks { callbacks: Vec<CommitCallback>, valid: bool },
+}
+
+/// A persistent exception store on a COW device.
+pub struct PersistentStore<D: BlockDevice> {
+    pub(super) cow: Arc<D>,
+    pub(super) kind: StoreKind,
+    pub(super) layout: Layout,
+    pub(super) state: Mutex<State>,
+}
+
+impl<D: BlockDevice> std::fmt::Debug for PersistentStore<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state.lock();
+        f.debug_struct("PersistentStore")
+            .field("kind", &self.kind)
+            .field("chunk", &self.layout.chunk())
+            .field("valid", &state.valid)
+            .field("current_area", &state.current_area)
+            .field("current_committed", &state.current_committed)
+            .field("next_free", &state.next_free)
+            .field("pending_count", &state.pending_count)
+            .field("phase", &state.phase)
+            .finish()
+    }
+}
+
+impl<D: BlockDevice> PersistentStore<D> {
+    /// The chunk size in force (the header's, once loaded).
+    pub fn chunk_size(&self) -> ChunkSize {
+        self.layout.chunk()
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    pub fn kind(&self) -> StoreKind {
+        self.kind
+    }
+
+    pub fn cow(&self) -> &Arc<D> {
+        &self.cow
+    }
+
+    /// Whether no metadata error or invalidation has happened.
+    pub fn is_valid(&self) -> bool {
+        self.state.lock().valid
+    }
+
+    /// The next chunk the allocator will hand out.
+    pub fn next_free(&self) -> u64 {
+        self.state.lock().next_free
+    }
+
+    /// `(current_area, current_committed)`: where the next record goes.
+    pub fn position(&self) -> (u64, u32) {
+        let state = self.state.lock();
+        (state.current_area, state.current_committed)
+    }
+
+    /// Exceptions prepared but not yet committed.
+    pub fn pending_count(&self) -> u64 {
+        self.state.lock().pending_count
+    }
+
+    /// The table's store arguments as `dmsetup table` prints them: `P 8`.
+    pub fn table_status(&self) -> String {
+        format!("{} {}", self.kind.table_name(), self.layout.chunk().sectors())
+    }
+
+    /// The kernel's `persistent_usage`.
+    pub fn usage(&self) -> Usage {
+        let state = self.state.lock();
+        let chunk_sectors = u64::from(self.layout.chunk().sectors());
+        Usage {
+            sectors_allocated: state.next_free * chunk_sectors,
+            total_sectors: self.cow.size_sectors(),
+            metadata_sectors: (state.current_area + 1 + crate::format::HEADER_CHUNKS) * chunk_sectors,
+        }
+    }
+
+    /// Allocates the COW chunk for a new exception, or fails when the device
+    /// has no room for one more chunk (the kernel's `-ENOSPC`).
+    pub fn prepare_exception(&self) -> Result<u64, StoreError> {
+        let mut state = self.state.lock();
+        let chunk_sectors = u64::from(self.layout.chunk().sectors());
+        let device_sectors = self.cow.size_sectors();
+        let next_free = state.next_free;
+        if device_sectors < (next_free + 1).saturating_mul(chunk_sectors) {
+            return Err(StoreError::NoSpace { device_sectors, next_free });
+        }
+        assert!(!self.layout.is_metadata_chunk(next_free), "allocator points at metadata chunk {next_free}");
+        state.next_free = self.layout.skip_metadata(next_free + 1);
+        state.pending_count += 1;
+        debug_assert!(!self.layout.is_metadata_chunk(state.next_free));
+        Ok(next_free)
+    }
+
+    /// Records a prepared exception. `valid == false` (a failed copy)
+    /// invalidates the store. The callback runs once the record is durable —
+    /// when the batch of records it belongs to has been written with
+    /// PREFLUSH|FUA — with the store's validity at that moment.
+    pub fn commit_exception(self: &Arc<Self>, record: Record, valid: bool, callback: CommitCallback) {
+        assert!(!self.layout.is_metadata_chunk(record.new_chunk), "commit of metadata chunk {}", record.new_chunk);
+        let step = {
+            let mut state = self.state.lock();
+            state.queued.push_back(QueuedCommit { record, valid, callback });
+            self.advance(&mut state)
+        };
+        self.perform(step);
+    }
+
+    /// Takes up queued commits until one needs metadata I/O (or none is left).
+    fn advance(&self, state: &mut State) -> Step {
+        if state.phase != Phase::Idle {
+            return Step::Nothing;
+        }
+        let per_area = self.layout.exceptions_per_area();
+        while let Some(commit) = state.queued.pop_front() {
+            if !commit.valid {
+                state.valid = false;
+            }
+            assert!(state.current_committed < per_area, "area {} overfull", state.current_area);
+            assert!(state.pending_count > 0, "commit of an exception that was never prepared");
+            let index = state.current_committed as usize;
+            commit.record.encode(&mut state.area, index);
+            state.current_committed += 1;
+            state.callbacks.push(commit.callback);
+            state.pending_count -= 1;
+
+            let area_full = state.current_committed == per_area;
+            // More copies are in flight and the area has room: let them join this batch.
+            if state.pending_count != 0 && !area_full {
+                continue;
+            }
+            if area_full {
+                // The next area must read as empty on disk before this one
+                // says "full", or a reload would run on into stale records.
+                state.phase = Phase::ZeroingNextArea;
+                return Step::ZeroArea { chunk: self.layout.area_location(state.current_area + 1) };
+            }
+            return self.begin_area_write(state);
+        }
+        Step::Nothing
+    }
+
+    fn begin_area_write(&self, state: &mut State) -> Step {
+        if !state.valid {
+            return self.finish_commit(state);
+        }
+        state.phase = Phase::WritingArea;
+        Step::WriteArea { chunk: self.layout.area_location(state.current_area), bytes: state.area.clone() }
+    }
+
+    fn finish_commit(&self, state: &mut State) -> Step {
+        if state.current_committed == self.layout.exceptions_per_area() {
+            state.current_committed = 0;
+            state.current_area += 1;
+            state.area.fill(0);
+        }
+        state.phase = Phase::Idle;
+        debug_assert!(state.current_committed < self.layout.exceptions_per_area());
+        Step::RunCallbacks { callbacks: std::mem::take(&mut state.callbacks), valid: state.valid }
+    }
+
+    fn perform(self: &Arc<Self>, mut step: Step) {
+        loop {
+            match step {
+                Step::Nothing => return,
+                Step::ZeroArea { chunk } => {
+                    let this = Arc::clone(self);
+                    let zeros = vec![0; self.layout.chunk().bytes()];
+                    let sector = self.layout.chunk().chunk_to_sector(chunk);
+                    self.cow.write(sector, zeros, WriteFlags::PLAIN, Box::new(move |result| this.on_next_area_zeroed(result)));
+                    return;
+                }
+                Step::WriteArea { chunk, bytes } => {
+                    let this = Arc::clone(self);
+                    let sector = self.layout.chunk().chunk_to_sector(chunk);
+                    self.cow.write(sector, bytes, WriteFlags::PREFLUSH_FUA, Box::new(move |result| this.on_area_written(result)));
+                    return;
+                }
+                Step::RunCallbacks { callbacks, valid } => {
+                    for callback in callbacks {
+                        callback(valid);
+                    }
+                    let mut state = self.state.lock();
+                    step = self.advance(&mut state);
+                }
+            }
+        }
+    }
+
+    fn on_next_area_zeroed(self: &Arc<Self>, result: Result<(), IoError>) {
+        let step = {
+            let mut state = self.state.lock();
+            assert_eq!(state.phase, Phase::ZeroingNextArea);
+            if let Err(error) = result {
+                log::warn!("invalidating snapshot: zeroing metadata area {} failed: {error}", state.current_area + 1);
+                state.valid = false;
+            }
+            self.begin_area_write(&mut state)
+        };
+        self.perform(step);
+    }
+
+    fn on_area_written(self: &Arc<Self>, result: Result<(), IoError>) {
+        let step = {
+            let mut state = self.state.lock();
+            assert_eq!(state.phase, Phase::WritingArea);
+            if let Err(error) = result {
+                log::warn!("invalidating snapshot: writing metadata area {} failed: {error}", state.current_area);
+                state.valid = false;
+            }
+            self.finish_commit(&mut state)
+        };
+        self.perform(step);
+    }
+
+    /// Finds the newest run of records to merge: the last record of the
+    /// current area and those before it whose origin and COW chunks both
+    /// count down by one.
+    pub fn prepare_merge(&self) -> MergeStep {
+        let state = self.state.lock();
+        assert_eq!(state.phase, Phase::Idle, "merge while metadata I/O is in flight");
+        assert!(state.queued.is_empty() && state.pending_count == 0, "merge while exceptions are pending");
+        if state.current_committed == 0 {
+            return if state.current_area == 0 { MergeStep::Done } else { MergeStep::NeedPreviousArea };
+        }
+        let last = Record::decode(&state.area, state.current_committed as usize - 1);
+        let mut count = 1u32;
+        while count < state.current_committed {
+            let before = Record::decode(&state.area, (state.current_committed - 1 - count) as usize);
+            let step = u64::from(count);
+            if before.old_chunk != last.old_chunk.wrapping_sub(step) || before.new_chunk != last.new_chunk.wrapping_sub(step)
+            {
+                break;
+            }
+            count += 1;
+        }
+        MergeStep::Run(MergeRun { last_old_chunk: last.old_chunk, last_new_chunk: last.new_chunk, count })
+    }
+
+    /// Steps back to the previous (full) metadata area, reading it from disk.
+    pub fn read_previous_area(self: &Arc<Self>, done: Box<dyn FnOnce(Result<(), StoreError>) + Send>) {
+        let area = {
+            let mut state = self.state.lock();
+            assert_eq!(state.phase, Phase::Idle, "merge read while metadata I/O is in flight");
+            assert!(state.current_committed == 0 && state.current_area > 0, "previous area read with records left");
+            state.phase = Phase::MergeIo;
+            state.current_area - 1
+        };
+        let this = Arc::clone(self);
+        let chunk = self.layout.area_location(area);
+        let sector = self.layout.chunk().chunk_to_sector(chunk);
+        self.cow.read(
+            sector,
+            self.layout.chunk().sectors(),
+            Box::new(move |result| {
+                let outcome = {
+                    let mut state = this.state.lock();
+                    state.phase = Phase::Idle;
+                    match result {
+                        Ok(bytes) => {
+                            state.current_area = area;
+                            state.area = bytes;
+                            state.current_committed = this.layout.exceptions_per_area();
+                            Ok(())
+                        }
+                        Err(error) => Err(StoreError::io(format!("reading metadata area {area} to merge"), error)),
+                    }
+                };
+                done(outcome);
+            }),
+        );
+    }
+
+    /// Removes the newest `count` records (just merged into the origin) and
+    /// writes the area with PREFLUSH|FUA. The caller must have flushed the
+    /// origin first, or a crash could lose both the records and the merged data.
+    pub fn commit_merge(self: &Arc<Self>, count: u32, done: Box<dyn FnOnce(Result<(), StoreError>) + Send>) {
+        let (chunk, bytes) = {
+            let mut state = self.state.lock();
+            assert_eq!(state.phase, Phase::Idle, "merge commit while metadata I/O is in flight");
+            assert!(count > 0 && count <= state.current_committed, "merge of {count} of {} records", state.current_committed);
+            for offset in 0..count {
+                let index = (state.current_committed - 1 - offset) as usize;
+                clear_record(&mut state.area, index);
+            }
+            state.phase = Phase::MergeIo;
+            (self.layout.area_location(state.current_area), state.area.clone())
+        };
+        let this = Arc::clone(self);
+        let sector = self.layout.chunk().chunk_to_sector(chunk);
+        self.cow.write(
+            sector,
+            bytes,
+            WriteFlags::PREFLUSH_FUA,
+            Box::new(move |result| {
+                let outcome = {
+                    let mut state = this.state.lock();
+                    state.phase = Phase::Idle;
+                    match result {
+                        Ok(()) => {
+                            state.current_committed -= count;
+                            // Only usage reads next_free now; give it the value it
+                            // would have had had every exception committed in order.
+                            state.next_free =
+                                this.layout.area_location(state.current_area) + u64::from(state.current_committed) + 1;
+                            Ok(())
+                        }
+                        Err(error) => Err(StoreError::io(format!("writing metadata area {} after merging", state.current_area), error)),
+                    }
+                };
+                done(outcome);
+            }),
+        );
+    }
+
+    /// Invalidates the snapshot: clears `valid` and rewrites the header with
+    /// `valid = 0` (a plain write, as the kernel's). The header is built in
+    /// its own buffer, never in the area buffer a commit may be writing.
+    pub fn drop_snapshot(&self, done: Option<Box<dyn FnOnce(Result<(), StoreError>) + Send>>) {
+        self.state.lock().valid = false;
+        let chunk = self.layout.chunk();
+        let header = DiskHeader::new(false, chunk).encode_chunk(chunk);
+        self.cow.write(
+            0,
+            header,
+            WriteFlags::PLAIN,
+            Box::new(move |result| {
+                let outcome = result.map_err(|error| {
+                    log::warn!("writing the invalidated header failed: {error}");
+                    StoreError::io("writing the invalidated header", error)
+                });
+                if let Some(done) = done {
+                    done(outcome);
+                }
+            }),
+        );
+    }
+}
