@@ -17,6 +17,9 @@
 //! - [`sync`]: the one facade through which the engine takes locks.
 //! - [`testing`]: test infrastructure (a device whose completions tests control).
 
+// Disk I/O errors are returned, never unwrapped.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod chunk;
 pub mod exception_table;
 pub mod format;

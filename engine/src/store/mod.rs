@@ -16,7 +16,7 @@ mod load;
 mod persistent;
 
 pub use load::LoadDone;
-pub use persistent::{CommitCallback, MergeRun, MergeStep, PersistentStore};
+pub use persistent::{CommitCallback, MergeRun, MergeStep, PersistentStore, StoreDone};
 
 use crate::chunk::ChunkSizeError;
 use crate::exception_table::{ExceptionTable, TableError};

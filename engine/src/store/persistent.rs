@@ -19,6 +19,9 @@ use crate::sync::{Arc, Mutex};
 /// `false` if the snapshot became invalid (the record may not be on disk).
 pub type CommitCallback = Box<dyn FnOnce(bool) + Send + 'static>;
 
+/// Receives the outcome of a merge step or of dropping the snapshot.
+pub type StoreDone = Box<dyn FnOnce(Result<(), StoreError>) + Send + 'static>;
+
 /// A run of exceptions to merge, found by [`PersistentStore::prepare_merge`]:
 /// origin chunks `last_old_chunk + 1 - count ..= last_old_chunk` live in COW
 /// chunks `last_new_chunk + 1 - count ..= last_new_chunk`.
@@ -346,7 +349,7 @@ impl<D: BlockDevice> PersistentStore<D> {
     }
 
     /// Steps back to the previous (full) metadata area, reading it from disk.
-    pub fn read_previous_area(self: &Arc<Self>, done: Box<dyn FnOnce(Result<(), StoreError>) + Send>) {
+    pub fn read_previous_area(self: &Arc<Self>, done: StoreDone) {
         let area = {
             let mut state = self.state.lock();
             assert_eq!(state.phase, Phase::Idle, "merge read while metadata I/O is in flight");
@@ -382,7 +385,7 @@ impl<D: BlockDevice> PersistentStore<D> {
     /// Removes the newest `count` records (just merged into the origin) and
     /// writes the area with PREFLUSH|FUA. The caller must have flushed the
     /// origin first, or a crash could lose both the records and the merged data.
-    pub fn commit_merge(self: &Arc<Self>, count: u32, done: Box<dyn FnOnce(Result<(), StoreError>) + Send>) {
+    pub fn commit_merge(self: &Arc<Self>, count: u32, done: StoreDone) {
         let (chunk, bytes) = {
             let mut state = self.state.lock();
             assert_eq!(state.phase, Phase::Idle, "merge commit while metadata I/O is in flight");
@@ -424,7 +427,7 @@ impl<D: BlockDevice> PersistentStore<D> {
     /// Invalidates the snapshot: clears `valid` and rewrites the header with
     /// `valid = 0` (a plain write, as the kernel's). The header is built in
     /// its own buffer, never in the area buffer a commit may be writing.
-    pub fn drop_snapshot(&self, done: Option<Box<dyn FnOnce(Result<(), StoreError>) + Send>>) {
+    pub fn drop_snapshot(&self, done: Option<StoreDone>) {
         self.state.lock().valid = false;
         let chunk = self.layout.chunk();
         let header = DiskHeader::new(false, chunk).encode_chunk(chunk);

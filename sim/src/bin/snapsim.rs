@@ -1,1 +1,65 @@
-fn main() {}
+//! `snapsim`: tools for dm-snapshot COW devices and the simulation harness.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sim::cli::{CliError, inspect, view};
+
+#[derive(Debug, Parser)]
+#[command(name = "snapsim", version, about = "Inspect, view and simulate Linux dm-snapshot COW devices")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what a COW device holds: header, areas, records, and its `dmsetup status` usage line.
+    Inspect(inspect::InspectArgs),
+    /// Write the snapshot's view (origin remapped through the COW) to a file.
+    View(view::ViewArgs),
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Inspect(args) => {
+            if args.records {
+                let stdout = std::io::stdout();
+                inspect::dump_records(&args, &mut stdout.lock())?;
+                return Ok(());
+            }
+            let report = inspect::report(&args)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| CliError::new(e.to_string()))?);
+            } else {
+                print!("{}", inspect::render(&report));
+            }
+            if report.state == "error" {
+                return Err(CliError::new(format!("{}: {}", report.path, report.error.unwrap_or_default())));
+            }
+            Ok(())
+        }
+        Command::View(args) => {
+            let stats = view::run(&args)?;
+            eprintln!(
+                "wrote {}: {} chunks, {} from the COW, {} from the origin",
+                args.out.display(),
+                stats.chunks,
+                stats.chunks_from_cow,
+                stats.chunks - stats.chunks_from_cow
+            );
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_timestamp(None).init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("snapsim: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

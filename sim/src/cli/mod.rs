@@ -1,1 +1,22 @@
-//! placeholder
+//! The `snapsim` verbs that work on real COW devices: `inspect` and `view`.
+
+pub mod devices;
+pub mod inspect;
+pub mod view;
+
+/// A failure of a command, with the message the user sees.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CliError(pub String);
+
+impl CliError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl From<engine::StoreError> for CliError {
+    fn from(error: engine::StoreError) -> Self {
+        Self(error.to_string())
+    }
+}

@@ -1,0 +1,140 @@
+//! `snapsim inspect` and `snapsim view` on the kernel's golden vectors, run as
+//! a user would run them: the status line must be the kernel's, the view the
+//! kernel's snapshot, and bad input a clear error with a non-zero exit.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn vectors_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SNAPSIM_VECTORS") {
+        return PathBuf::from(dir);
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/linux-6.1");
+    assert!(dir.is_dir(), "golden vectors not found at {} (set SNAPSIM_VECTORS)", dir.display());
+    dir
+}
+
+fn snapsim(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_snapsim")).args(args).output().expect("snapsim runs");
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into(), String::from_utf8_lossy(&output.stderr).into())
+}
+
+/// The vector's expected status after the target name, from its console log.
+fn expected_status(name: &str) -> String {
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(vectors_dir().join(name).join("vector.json")).unwrap()).unwrap();
+    let tag = if meta["merge"].as_bool().unwrap() { "@@MERGE1 " } else { "@@STATUS1 " };
+    let line = meta["console"].as_array().unwrap().iter().find_map(|l| l.as_str()?.strip_prefix(tag)).unwrap();
+    line.splitn(4, ' ').nth(3).unwrap().to_string()
+}
+
+fn check_inspect(name: &str) {
+    let cow = vectors_dir().join(name).join("cow.img.gz");
+    let (ok, stdout, stderr) = snapsim(&["inspect", cow.to_str().unwrap()]);
+    assert!(ok, "{name}: {stderr}");
+    let status = stdout.lines().find_map(|l| l.strip_prefix("status:")).map(str::trim).unwrap_or_default();
+    assert_eq!(status, expected_status(name), "{name}:\n{stdout}");
+
+    let (ok, stdout, _) = snapsim(&["inspect", "--json", cow.to_str().unwrap()]);
+    assert!(ok);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["status"], expected_status(name).as_str(), "{name}");
+    assert_eq!(report["chunk_sectors"], 8, "{name}");
+}
+
+#[test]
+fn inspect_prints_the_kernels_status_line_for_every_vector() {
+    for name in ["basic-4k", "merge-4k", "multi-area-4k", "overflow-invalid"] {
+        check_inspect(name);
+    }
+}
+
+#[test]
+fn inspect_records_dumps_one_json_line_per_record() {
+    let cow = vectors_dir().join("multi-area-4k/cow.img.gz");
+    let (ok, stdout, stderr) = snapsim(&["inspect", "--records", cow.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 700);
+    assert_eq!(lines[0], serde_json::json!({"area": 0, "index": 0, "old_chunk": 505, "new_chunk": 2}));
+    assert_eq!(lines[699]["area"], 2);
+    assert_eq!(lines[699]["new_chunk"], 703);
+}
+
+#[test]
+fn view_writes_the_kernels_snapshot() {
+    let out_dir = tempfile::tempdir().unwrap();
+    for name in ["basic-4k", "merge-4k", "multi-area-4k"] {
+        let dir = vectors_dir().join(name);
+        let out = out_dir.path().join(format!("{name}.img"));
+        let (ok, _, stderr) = snapsim(&[
+            "view",
+            "--origin",
+            dir.join("origin.after.img.gz").to_str().unwrap(),
+            "--cow",
+            dir.join("cow.img.gz").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(ok, "{name}: {stderr}");
+        let mut expected = Vec::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(dir.join("snapshot.img.gz")).unwrap())
+            .read_to_end(&mut expected)
+            .unwrap();
+        assert!(std::fs::read(&out).unwrap() == expected, "{name}: view differs from the kernel's snapshot");
+    }
+}
+
+#[test]
+fn view_of_an_invalid_snapshot_fails_as_the_kernel_does() {
+    let dir = vectors_dir().join("overflow-invalid");
+    let out = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = snapsim(&[
+        "view",
+        "--origin",
+        dir.join("origin.after.img.gz").to_str().unwrap(),
+        "--cow",
+        dir.join("cow.img.gz").to_str().unwrap(),
+        "--out",
+        out.path().join("v.img").to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("the snapshot is invalid"), "{stderr}");
+}
+
+#[test]
+fn a_cow_that_is_its_own_origin_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disk.img");
+    std::fs::write(&path, vec![0u8; 64 * 4096]).unwrap();
+    let p = path.to_str().unwrap();
+    let out = dir.path().join("out.img");
+    let (ok, _, stderr) = snapsim(&["view", "--origin", p, "--cow", p, "--out", out.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("the COW device is the origin device"), "{stderr}");
+}
+
+#[test]
+fn inspect_of_something_that_is_not_a_cow_fails_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("junk.img");
+    std::fs::write(&path, [0xa5u8; 8192]).unwrap();
+    let (ok, stdout, stderr) = snapsim(&["inspect", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stdout.contains("refused"), "{stdout}");
+    assert!(stderr.contains("magic is 0xa5a5a5a5"), "{stderr}");
+    let (ok, stdout, _) = snapsim(&["inspect", dir.path().join("missing").to_str().unwrap()]);
+    assert!(!ok && stdout.is_empty());
+}
+
+#[test]
+fn inspect_of_a_zeroed_device_reports_a_new_cow_without_writing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zero.img");
+    std::fs::write(&path, vec![0u8; 64 * 4096]).unwrap();
+    let (ok, stdout, stderr) = snapsim(&["inspect", path.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("state:            new"), "{stdout}");
+    assert!(std::fs::read(&path).unwrap().iter().all(|&b| b == 0), "inspect wrote to the device");
+}
