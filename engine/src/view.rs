@@ -24,18 +24,6 @@ pub enum ViewError {
     Sink(#[from] std::io::Error),
 }
 
-impl From<ViewError> for StoreError {
-    fn from(error: ViewError) -> Self {
-        match error {
-            ViewError::CowIsOrigin => StoreError::CowIsOrigin,
-            other => StoreError::Io {
-                context: "reading the snapshot view".into(),
-                source: IoError::new(crate::io::IoOp::Read, 0, 0, crate::io::IoErrorKind::Os { message: other.to_string(), raw_os_error: None }),
-            },
-        }
-    }
-}
-
 /// Figures about an exported view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ViewStats {
