@@ -32,6 +32,14 @@ fn load_with(image: Vec<u8>, chunk_sectors: u32, drive: impl Fn(&ScriptedDevice)
     (device, result)
 }
 
+/// Loads `image`, completing requests oldest first; the load must succeed.
+fn reload(image: Vec<u8>, chunk_sectors: u32) -> (Arc<ScriptedDevice>, Loaded<ScriptedDevice>) {
+    let (device, loaded) = load_with(image, chunk_sectors, |d| {
+        d.drain_oldest_first();
+    });
+    (device, loaded.unwrap_or_else(|e| panic!("reload failed: {e}")))
+}
+
 fn new_store(chunk_sectors: u32, chunks: u64) -> (Arc<ScriptedDevice>, Store) {
     let bytes = vec![0u8; chunks as usize * chunk_sectors as usize * SECTOR_BYTES];
     let (device, loaded) = load_with(bytes, chunk_sectors, |d| {
@@ -60,6 +68,14 @@ fn commit(store: &Store, acks: &Acks, old_chunk: u64) -> u64 {
     let new_chunk = store.prepare_exception().unwrap();
     store.commit_exception(Record { old_chunk, new_chunk }, true, acks.callback(old_chunk));
     new_chunk
+}
+
+/// Commits each origin chunk in turn, completing all I/O after each.
+fn commit_each(store: &Store, device: &ScriptedDevice, acks: &Acks, old_chunks: impl IntoIterator<Item = u64>) {
+    for old in old_chunks {
+        commit(store, acks, old);
+        device.drain_oldest_first();
+    }
 }
 
 fn writes_since(device: &ScriptedDevice, start: usize) -> Vec<Submitted> {
@@ -152,15 +168,10 @@ fn a_full_area_is_written_only_after_the_next_area_is_zeroed() {
     let chunks = 100u64;
     let mut image = Image::new(1, chunks).record(1, 0, 999, 50).bytes;
     image[..4].fill(0);
-    let (device, loaded) = load_with(image, 1, |d| {
-        d.drain_oldest_first();
-    });
-    let store = loaded.unwrap().store;
+    let (device, loaded) = reload(image, 1);
+    let store = loaded.store;
     let acks = Acks::default();
-    for old in 0..31 {
-        commit(&store, &acks, old);
-        device.drain_oldest_first();
-    }
+    commit_each(&store, &device, &acks, 0..31);
     let start = device.log().len();
     commit(&store, &acks, 31);
     let writes = writes_since(&device, start);
@@ -175,10 +186,7 @@ fn a_full_area_is_written_only_after_the_next_area_is_zeroed() {
     assert_eq!(store.position(), (1, 0));
     assert_eq!(store.usage().metadata_sectors, 3, "header + areas 0 and 1");
 
-    let (_device, reloaded) = load_with(device.contents(), 1, |d| {
-        d.drain_oldest_first();
-    });
-    let reloaded = reloaded.unwrap();
+    let (_device, reloaded) = reload(device.contents(), 1);
     assert_eq!(reloaded.exceptions.len(), 32);
     assert_eq!(reloaded.exceptions.lookup(999), None, "stale record in area 1 loaded");
     assert_eq!(reloaded.store.position(), (1, 0));
@@ -189,10 +197,7 @@ fn a_full_area_is_written_only_after_the_next_area_is_zeroed() {
 fn a_failed_zeroing_of_the_next_area_invalidates_and_skips_the_area_write() {
     let (device, store) = new_store(1, 100);
     let acks = Acks::default();
-    for old in 0..31 {
-        commit(&store, &acks, old);
-        device.drain_oldest_first();
-    }
+    commit_each(&store, &device, &acks, 0..31);
     let start = device.log().len();
     commit(&store, &acks, 31);
     let zeroing = device.in_flight()[0];
@@ -326,10 +331,7 @@ fn merge_walks_runs_newest_first_and_clears_them_durably() {
     // 100..=139, all consecutive, so runs break only at area boundaries.
     let (device, store) = new_store(1, 100);
     let acks = Acks::default();
-    for old in 100..140 {
-        commit(&store, &acks, old);
-        device.drain_oldest_first();
-    }
+    commit_each(&store, &device, &acks, 100..140);
     assert_eq!(store.position(), (1, 8));
     let mut runs = Vec::new();
     loop {
@@ -356,10 +358,7 @@ fn merge_walks_runs_newest_first_and_clears_them_durably() {
                 device.drain_oldest_first();
                 result.lock().take().unwrap().unwrap();
                 // What is on disk now is exactly what is left to merge.
-                let (_d, reloaded) = load_with(device.contents(), 1, |d| {
-                    d.drain_oldest_first();
-                });
-                let reloaded = reloaded.unwrap();
+                let (_d, reloaded) = reload(device.contents(), 1);
                 let (area, committed) = store.position();
                 assert_eq!(reloaded.exceptions.len(), area * 32 + u64::from(committed));
                 assert_eq!(reloaded.store.usage().sectors_allocated, store.usage().sectors_allocated);
@@ -383,35 +382,21 @@ fn drop_snapshot_writes_an_invalid_header() {
     assert_eq!((last.op, last.sector, last.flags), (IoOp::Write, 0, WriteFlags::PLAIN));
     device.drain_oldest_first();
     assert!(!store.is_valid());
-    let (_d, reloaded) = load_with(device.contents(), 8, |d| {
-        d.drain_oldest_first();
-    });
-    assert_eq!(reloaded.unwrap().outcome, LoadOutcome::Invalid);
+    let (_d, reloaded) = reload(device.contents(), 8);
+    assert_eq!(reloaded.outcome, LoadOutcome::Invalid);
 }
 
 #[test]
 fn records_survive_reload_and_commits_continue_after_it() {
     let (device, store) = new_store(1, 200);
     let acks = Acks::default();
-    for old in [9, 3, 7, 1000, 4] {
-        commit(&store, &acks, old);
-        device.drain_oldest_first();
-    }
-    let (device, reloaded) = load_with(device.contents(), 1, |d| {
-        d.drain_oldest_first();
-    });
-    let reloaded = reloaded.unwrap();
+    commit_each(&store, &device, &acks, [9, 3, 7, 1000, 4]);
+    let (device, reloaded) = reload(device.contents(), 1);
     assert_eq!(reloaded.exceptions.len(), 5);
     assert_eq!(reloaded.store.next_free(), store.next_free());
     let store = reloaded.store;
-    for old in 50..80 {
-        commit(&store, &acks, old);
-        device.drain_oldest_first();
-    }
-    let (_device, again) = load_with(device.contents(), 1, |d| {
-        d.drain_oldest_first();
-    });
-    let again = again.unwrap();
+    commit_each(&store, &device, &acks, 50..80);
+    let (_device, again) = reload(device.contents(), 1);
     assert_eq!(again.exceptions.len(), 35);
     for old in [9, 3, 7, 1000, 4, 50, 79] {
         assert!(again.exceptions.lookup(old).is_some(), "origin chunk {old} lost across reloads");

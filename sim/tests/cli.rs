@@ -15,6 +15,14 @@ fn vectors_dir() -> PathBuf {
     dir
 }
 
+/// Runs `snapsim view` on a vector's final origin and COW, writing `out`.
+fn view(name: &str, out: &std::path::Path) -> (bool, String, String) {
+    let dir = vectors_dir().join(name);
+    let origin = dir.join("origin.after.img.gz");
+    let cow = dir.join("cow.img.gz");
+    snapsim(&["view", "--origin", origin.to_str().unwrap(), "--cow", cow.to_str().unwrap(), "--out", out.to_str().unwrap()])
+}
+
 fn snapsim(args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_snapsim")).args(args).output().expect("snapsim runs");
     (output.status.success(), String::from_utf8_lossy(&output.stdout).into(), String::from_utf8_lossy(&output.stderr).into())
@@ -68,15 +76,7 @@ fn view_writes_the_kernels_snapshot() {
     for name in ["basic-4k", "merge-4k", "multi-area-4k"] {
         let dir = vectors_dir().join(name);
         let out = out_dir.path().join(format!("{name}.img"));
-        let (ok, _, stderr) = snapsim(&[
-            "view",
-            "--origin",
-            dir.join("origin.after.img.gz").to_str().unwrap(),
-            "--cow",
-            dir.join("cow.img.gz").to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let (ok, _, stderr) = view(name, &out);
         assert!(ok, "{name}: {stderr}");
         let mut expected = Vec::new();
         flate2::read::GzDecoder::new(std::fs::File::open(dir.join("snapshot.img.gz")).unwrap())
@@ -88,17 +88,8 @@ fn view_writes_the_kernels_snapshot() {
 
 #[test]
 fn view_of_an_invalid_snapshot_fails_as_the_kernel_does() {
-    let dir = vectors_dir().join("overflow-invalid");
     let out = tempfile::tempdir().unwrap();
-    let (ok, _, stderr) = snapsim(&[
-        "view",
-        "--origin",
-        dir.join("origin.after.img.gz").to_str().unwrap(),
-        "--cow",
-        dir.join("cow.img.gz").to_str().unwrap(),
-        "--out",
-        out.path().join("v.img").to_str().unwrap(),
-    ]);
+    let (ok, _, stderr) = view("overflow-invalid", &out.path().join("v.img"));
     assert!(!ok);
     assert!(stderr.contains("the snapshot is invalid"), "{stderr}");
 }
