@@ -9,6 +9,8 @@
 //! it is propagated as a panic rather than handed to callers as an error.
 
 pub use std::sync::Arc;
+pub use std::sync::Weak;
+pub use std::sync::atomic;
 
 /// A mutual-exclusion lock whose `lock` never returns an error.
 #[derive(Debug, Default)]

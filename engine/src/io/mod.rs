@@ -88,6 +88,20 @@ pub trait BlockDevice: Send + Sync + 'static {
     fn flush(&self, done: IoDone<()>);
 }
 
+/// Runs work later, outside the caller: how a target completes a request it
+/// refuses before any I/O (out of range, invalid snapshot) without breaking
+/// the "never inline" rule. The simulator schedules deferred work as events;
+/// real devices queue it on a [`CompletionQueue`].
+pub trait Defer: Send + Sync + 'static {
+    fn defer(&self, work: Box<dyn FnOnce() + Send + 'static>);
+}
+
+impl Defer for CompletionQueue {
+    fn defer(&self, work: Box<dyn FnOnce() + Send + 'static>) {
+        CompletionQueue::defer(self, work);
+    }
+}
+
 /// The kind of request that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IoOp {
@@ -117,6 +131,12 @@ pub enum IoErrorKind {
     ReadOnly,
     #[error("media error")]
     Media,
+    #[error("the snapshot is invalid")]
+    SnapshotInvalid,
+    #[error("the snapshot has overflowed: no space left for a new exception")]
+    SnapshotOverflow,
+    #[error("the merge failed")]
+    MergeFailed,
     #[error("{message}")]
     Os { message: String, raw_os_error: Option<i32> },
 }

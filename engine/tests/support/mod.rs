@@ -69,6 +69,38 @@ pub fn vector(name: &str) -> Vector {
     }
 }
 
+/// One write of a vector's workload.
+pub struct VectorWrite {
+    /// `origin` or `snap`.
+    pub device: String,
+    pub sector: u64,
+    pub data: Vec<u8>,
+}
+
+/// The vector's writes, with their data: write `k`'s sector `j` holds the
+/// tag `w<k:05>s<j:04>.` repeated (and cut at 512 bytes).
+pub fn vector_writes(name: &str) -> Vec<VectorWrite> {
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(vectors_dir().join(name).join("vector.json")).unwrap()).unwrap();
+    let writes = meta["writes"].as_array().unwrap();
+    writes
+        .iter()
+        .enumerate()
+        .map(|(k, write)| {
+            let sectors = write["sectors"].as_u64().unwrap() as usize;
+            let mut data = Vec::with_capacity(sectors * SECTOR_BYTES);
+            for j in 0..sectors {
+                let tag = format!("w{k:05}s{j:04}.");
+                data.extend(tag.as_bytes().iter().copied().cycle().take(SECTOR_BYTES));
+            }
+            VectorWrite { device: write["device"].as_str().unwrap().to_string(), sector: write["sector"].as_u64().unwrap(), data }
+        })
+        .collect()
+}
+
+pub fn origin_before(name: &str) -> Vec<u8> {
+    gunzip(&vectors_dir().join(name).join("origin.before.img.gz"))
+}
+
 pub const VECTORS: [&str; 4] = ["basic-4k", "merge-4k", "multi-area-4k", "overflow-invalid"];
 
 /// Loads a COW image held in memory.

@@ -1,0 +1,132 @@
+//! User I/O as the targets see it: writes that wait on exceptions, and the
+//! splitting of requests at chunk boundaries.
+//!
+//! Device-mapper splits every bio at the target's `max_io_len` before the
+//! target sees it: a snapshot's chunk size, or for an origin the smallest
+//! chunk size of its snapshots. [`split`] does the same, and [`Join`]
+//! completes the caller's request once every piece has completed (with the
+//! first error, if any).
+
+use crate::io::{IoDone, IoError, SECTOR_BYTES, WriteFlags};
+use crate::sync::{Arc, Mutex};
+
+/// A write held by a target until an exception it depends on is complete.
+pub struct WriteBio {
+    pub sector: u64,
+    pub data: Vec<u8>,
+    pub flags: WriteFlags,
+    pub done: IoDone<()>,
+}
+
+impl std::fmt::Debug for WriteBio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteBio").field("sector", &self.sector).field("sectors", &self.sectors()).finish()
+    }
+}
+
+impl WriteBio {
+    pub fn sectors(&self) -> u64 {
+        (self.data.len() / SECTOR_BYTES) as u64
+    }
+
+    /// Fails the write.
+    pub fn fail(self, error: IoError) {
+        (self.done)(Err(error));
+    }
+}
+
+/// The pieces `(sector, sectors)` of a request split at multiples of `boundary` sectors.
+pub fn split(sector: u64, sectors: u64, boundary: u64) -> Vec<(u64, u64)> {
+    assert!(boundary.is_power_of_two(), "split boundary {boundary} is not a power of two");
+    let mut pieces = Vec::new();
+    let (mut at, end) = (sector, sector + sectors);
+    while at < end {
+        let next = ((at / boundary) + 1) * boundary;
+        let piece_end = next.min(end);
+        pieces.push((at, piece_end - at));
+        at = piece_end;
+    }
+    pieces
+}
+
+struct JoinState<T> {
+    remaining: usize,
+    error: Option<IoError>,
+    value: T,
+    done: Option<IoDone<T>>,
+}
+
+/// Completes one request made of several pieces.
+pub struct Join<T> {
+    state: Arc<Mutex<JoinState<T>>>,
+}
+
+impl<T> std::fmt::Debug for Join<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Join").field("remaining", &self.state.lock().remaining).finish()
+    }
+}
+
+impl<T: Default + Send + 'static> Join<T> {
+    /// A join of `pieces` pieces that reports `value` (as filled in by the pieces) to `done`.
+    pub fn new(pieces: usize, value: T, done: IoDone<T>) -> Self {
+        assert!(pieces > 0, "a request of no pieces");
+        Self { state: Arc::new(Mutex::new(JoinState { remaining: pieces, error: None, value, done: Some(done) })) }
+    }
+
+    /// The completion of one piece; `fill` stores its result into the joined value.
+    pub fn piece<R: Send + 'static>(&self, fill: impl FnOnce(&mut T, R) + Send + 'static) -> IoDone<R> {
+        let state = Arc::clone(&self.state);
+        Box::new(move |result: Result<R, IoError>| {
+            let finished = {
+                let mut join = state.lock();
+                match result {
+                    Ok(piece) => fill(&mut join.value, piece),
+                    Err(error) => {
+                        join.error.get_or_insert(error);
+                    }
+                }
+                assert!(join.remaining > 0, "a piece completed twice");
+                join.remaining -= 1;
+                if join.remaining == 0 {
+                    let done = join.done.take().expect("joined request completes once");
+                    let outcome = match join.error.take() {
+                        Some(error) => Err(error),
+                        None => Ok(std::mem::take(&mut join.value)),
+                    };
+                    Some((done, outcome))
+                } else {
+                    None
+                }
+            };
+            if let Some((done, outcome)) = finished {
+                done(outcome);
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_at_boundaries() {
+        assert_eq!(split(0, 8, 8), vec![(0, 8)]);
+        assert_eq!(split(6, 12, 8), vec![(6, 2), (8, 8), (16, 2)]);
+        assert_eq!(split(3, 1, 1), vec![(3, 1)]);
+    }
+
+    #[test]
+    fn join_reports_once_with_the_first_error() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let join = Join::new(3, Vec::<u8>::new(), Box::new(move |r: Result<Vec<u8>, IoError>| log.lock().push(r.map_err(|e| e.sector))));
+        let error = |sector| IoError::new(crate::io::IoOp::Read, sector, 1, crate::io::IoErrorKind::Media);
+        join.piece(|v: &mut Vec<u8>, x: u8| v.push(x))(Ok(1));
+        join.piece(|v: &mut Vec<u8>, x: u8| v.push(x))(Err(error(5)));
+        assert!(seen.lock().is_empty());
+        join.piece(|v: &mut Vec<u8>, x: u8| v.push(x))(Err(error(9)));
+        assert_eq!(*seen.lock(), vec![Err(5)]);
+    }
+}
