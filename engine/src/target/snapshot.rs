@@ -442,6 +442,17 @@ impl<D: BlockDevice> Snapshot<D> {
         }
     }
 
+    /// Where requests to this target are split: its chunk size, or for a
+    /// snapshot-merge target (which acts as an origin too) the smallest chunk
+    /// size of the origin's snapshots.
+    fn split_boundary(&self) -> u64 {
+        let own = u64::from(self.chunk.sectors());
+        match (self.role, self.origin.upgrade()) {
+            (Role::Merge, Some(origin)) => origin.minimum_chunk_sectors().map_or(own, |s| own.min(u64::from(s))),
+            _ => own,
+        }
+    }
+
     /// Submits a write to the snapshot, after the COW throttle admits it.
     pub(super) fn write_admitted(self: &Arc<Self>, bio: WriteBio) {
         self.map_write(bio);
@@ -484,7 +495,7 @@ impl<D: BlockDevice> BlockDevice for SnapshotDevice<D> {
         if let Err(error) = crate::io::check_request(IoOp::Read, sector, sectors as usize * SECTOR_BYTES, self.size_sectors()) {
             return snapshot.fail_later(done, error);
         }
-        let pieces = split(sector, u64::from(sectors), u64::from(snapshot.chunk.sectors()));
+        let pieces = split(sector, u64::from(sectors), snapshot.split_boundary());
         let join = Join::new(pieces.len(), vec![0u8; sectors as usize * SECTOR_BYTES], done);
         for (piece_sector, piece_sectors) in pieces {
             let offset = (piece_sector - sector) as usize * SECTOR_BYTES;
@@ -500,7 +511,7 @@ impl<D: BlockDevice> BlockDevice for SnapshotDevice<D> {
         if let Err(error) = crate::io::check_request(IoOp::Write, sector, data.len(), self.size_sectors()) {
             return snapshot.fail_later(done, error);
         }
-        let pieces = split(sector, (data.len() / SECTOR_BYTES) as u64, u64::from(snapshot.chunk.sectors()));
+        let pieces = split(sector, (data.len() / SECTOR_BYTES) as u64, snapshot.split_boundary());
         let join = Join::new(pieces.len(), (), done);
         for (index, (piece_sector, piece_sectors)) in pieces.into_iter().enumerate() {
             let offset = (piece_sector - sector) as usize * SECTOR_BYTES;
