@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use engine::format::Record;
 use engine::io::{BlockDevice, CompletionQueue, IoDone, IoOp, WriteFlags};
-use engine::store::{LoadOutcome, StoreConfig, StoreKind, load_blocking};
+use engine::store::{LoadOutcome, StoreConfig, StoreKind};
 use engine::sync::{Arc, Mutex};
 use engine::target::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
 use engine::testing::ScriptedDevice;
@@ -128,8 +128,8 @@ impl Rig {
         let filler = Arc::clone(&slot);
         device.read(sector, sectors, Box::new(move |r| *filler.lock() = Some(r.map_err(|e| e.to_string()))));
         self.settle();
-        let result = slot.lock().take().expect("read completed");
-        result
+        let result = slot.lock().take();
+        result.expect("read completed")
     }
 
     fn read_snapshot(&mut self, index: usize, sector: u64, sectors: u32) -> Result<Vec<u8>, String> {
