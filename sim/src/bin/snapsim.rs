@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sim::cli::{CliError, inspect, view};
+use sim::cli::{CliError, inspect, live, view};
 
 #[derive(Debug, Parser)]
 #[command(name = "snapsim", version, about = "Inspect, view and simulate Linux dm-snapshot COW devices")]
@@ -18,6 +18,10 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Write the snapshot's view (origin remapped through the COW) to a file.
     View(view::ViewArgs),
+    /// Replay a workload's writes through a live snapshot onto real origin and COW files.
+    Apply(live::ApplyArgs),
+    /// Merge a snapshot's COW back into its origin (offline snapshot-merge).
+    Merge(live::LiveArgs),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -38,6 +42,24 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 return Err(CliError::new(format!("{}: {}", report.path, report.error.unwrap_or_default())));
             }
             Ok(())
+        }
+        Command::Apply(args) => {
+            let applied = live::apply(&args)?;
+            println!("applied {} requests, {} failed", applied.requests, applied.failed);
+            if let Some(failure) = &applied.first_failure {
+                println!("first failure: {failure}");
+            }
+            println!("status: {}", applied.status);
+            Ok(())
+        }
+        Command::Merge(args) => {
+            let merged = live::merge(&args)?;
+            println!("merged {} runs: {:?}", merged.runs, merged.outcome);
+            println!("status: {}", merged.status);
+            match merged.outcome {
+                engine::target::MergeOutcome::Complete => Ok(()),
+                other => Err(CliError::new(format!("merge did not complete: {other:?}"))),
+            }
         }
         Command::View(args) => {
             let stats = view::run(&args)?;

@@ -1,8 +1,10 @@
-//! The `snapsim` verbs that work on real COW devices: `inspect` and `view`.
+//! The `snapsim` verbs that work on real devices: `inspect`, `view`, `apply`, `merge`.
 
 pub mod devices;
 pub mod inspect;
+pub mod live;
 pub mod view;
+pub mod workload;
 
 /// A failure of a command, with the message the user sees.
 #[derive(Debug, thiserror::Error)]
