@@ -49,6 +49,16 @@ pub fn split(sector: u64, sectors: u64, boundary: u64) -> Vec<(u64, u64)> {
     pieces
 }
 
+/// The data of one piece of a split write: the whole buffer, moved, when
+/// the write is a single piece (the common case); a copy of the piece otherwise.
+pub fn piece_of(data: &mut Vec<u8>, single: bool, offset: usize, sectors: u64) -> Vec<u8> {
+    if single {
+        debug_assert_eq!((offset, data.len()), (0, sectors as usize * SECTOR_BYTES));
+        return std::mem::take(data);
+    }
+    data[offset..offset + sectors as usize * SECTOR_BYTES].to_vec()
+}
+
 struct JoinState<T> {
     remaining: usize,
     error: Option<IoError>,

@@ -19,7 +19,7 @@
 
 use std::collections::VecDeque;
 
-use super::bio::{Join, WriteBio, split};
+use super::bio::{Join, WriteBio, piece_of, split};
 use super::snapshot::{Role, Snapshot, State};
 use super::merge::MergeState;
 use super::sequencer::Sequencer;
@@ -35,7 +35,8 @@ pub const DEFAULT_COW_THRESHOLD: usize = 2048;
 /// Settings of an origin and its snapshots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OriginConfig {
-    /// Most copies in flight per snapshot before writes wait; 0 = unlimited.
+    /// Most exceptions in progress (copying or committing) per snapshot
+    /// before new writes wait; 0 = unlimited.
     pub cow_threshold: usize,
 }
 
@@ -422,10 +423,11 @@ impl<D: BlockDevice> BlockDevice for OriginDevice<D> {
             return origin.dev.write(sector, data, flags, done);
         };
         let pieces = split(sector, (data.len() / SECTOR_BYTES) as u64, u64::from(boundary));
+        let single = pieces.len() == 1;
+        let mut data = data;
         let join = Join::new(pieces.len(), (), done);
         for (index, (piece_sector, piece_sectors)) in pieces.into_iter().enumerate() {
-            let offset = (piece_sector - sector) as usize * SECTOR_BYTES;
-            let piece_data = data[offset..offset + piece_sectors as usize * SECTOR_BYTES].to_vec();
+            let piece_data = piece_of(&mut data, single, (piece_sector - sector) as usize * SECTOR_BYTES, piece_sectors);
             let piece_flags = WriteFlags { preflush: flags.preflush && index == 0, fua: flags.fua };
             let done = join.piece(|_: &mut (), _: ()| {});
             origin.submit_origin_write(WriteBio { sector: piece_sector, data: piece_data, flags: piece_flags, done });

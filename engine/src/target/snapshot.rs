@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::bio::{Join, WriteBio, split};
+use super::bio::{Join, WriteBio, piece_of, split};
 use super::copy::copy;
 use super::origin::Origin;
 use super::sequencer::Sequencer;
@@ -88,9 +88,17 @@ pub struct Snapshot<D: BlockDevice> {
     pub(super) role: Role,
     /// The target's length: the origin's size when the snapshot was made.
     pub(super) target_sectors: u64,
-    /// Copies in flight (the COW throttle counts these).
+    /// Exceptions in progress, from the start of their copy until their
+    /// record is durable (or has failed): what the COW throttle counts.
+    ///
+    /// The kernel releases a throttle slot when `commit_exception` returns,
+    /// and since its metadata writes are synchronous on the single copy
+    /// callback thread, a copy whose commit waits for an area write holds
+    /// its slot meanwhile. Here commits are asynchronous, so the slot is held
+    /// until the exception completes: copies and commits waiting for
+    /// metadata I/O together stay within the threshold, and so does memory.
     pub(super) copies_in_flight: AtomicUsize,
-    /// The most copies ever in flight at once.
+    /// The most exceptions ever in progress at once.
     pub(super) copies_in_flight_max: AtomicUsize,
     pub(super) defer: Arc<dyn Defer>,
     pub(super) state: Mutex<State<D>>,
@@ -140,6 +148,11 @@ impl<D: BlockDevice> Snapshot<D> {
         self.state.lock().complete.len()
     }
 
+    /// Runs of consecutive chunks the completed exceptions are kept in.
+    pub fn run_count(&self) -> usize {
+        self.state.lock().complete.run_count()
+    }
+
     /// The COW chunk of origin chunk `chunk`, if its exception is complete.
     pub fn lookup(&self, chunk: u64) -> Option<u64> {
         self.state.lock().complete.lookup(chunk)
@@ -150,7 +163,8 @@ impl<D: BlockDevice> Snapshot<D> {
         self.state.lock().pending.len()
     }
 
-    /// Copies in flight now, and the most there have ever been at once.
+    /// Exceptions in progress (copying or committing) now, and the most there
+    /// have ever been at once: what the COW throttle bounds.
     pub fn copies_in_flight(&self) -> (usize, usize) {
         (self.copies_in_flight.load(Ordering::SeqCst), self.copies_in_flight_max.load(Ordering::SeqCst))
     }
@@ -261,12 +275,7 @@ impl<D: BlockDevice> Snapshot<D> {
                 state.commits.push_back(Record { old_chunk: released, new_chunk });
             }
         }
-        let before = self.copies_in_flight.fetch_sub(1, Ordering::SeqCst);
-        assert!(before > 0, "more copies finished than started");
         self.run_commits();
-        if let Some(origin) = self.origin.upgrade() {
-            origin.unpark();
-        }
     }
 
     /// Feeds released exceptions to the store in order. Only one caller at a
@@ -318,6 +327,8 @@ impl<D: BlockDevice> Snapshot<D> {
             (pending, failed)
         };
         let (pending, failed) = pending;
+        let before = self.copies_in_flight.fetch_sub(1, Ordering::SeqCst);
+        assert!(before > 0, "more exceptions completed than were started");
         let origin = self.origin.upgrade();
         if let Some(origin) = &origin {
             origin.exception_done();
@@ -339,6 +350,7 @@ impl<D: BlockDevice> Snapshot<D> {
             for bio in pending.origin_bios {
                 origin.retry(bio);
             }
+            origin.unpark();
         } else {
             for bio in pending.origin_bios {
                 let (sector, sectors) = (bio.sector, bio.sectors());
@@ -512,10 +524,11 @@ impl<D: BlockDevice> BlockDevice for SnapshotDevice<D> {
             return snapshot.fail_later(done, error);
         }
         let pieces = split(sector, (data.len() / SECTOR_BYTES) as u64, snapshot.split_boundary());
+        let single = pieces.len() == 1;
+        let mut data = data;
         let join = Join::new(pieces.len(), (), done);
         for (index, (piece_sector, piece_sectors)) in pieces.into_iter().enumerate() {
-            let offset = (piece_sector - sector) as usize * SECTOR_BYTES;
-            let piece_data = data[offset..offset + piece_sectors as usize * SECTOR_BYTES].to_vec();
+            let piece_data = piece_of(&mut data, single, (piece_sector - sector) as usize * SECTOR_BYTES, piece_sectors);
             let piece_flags = WriteFlags { preflush: flags.preflush && index == 0, fua: flags.fua };
             let bio = WriteBio { sector: piece_sector, data: piece_data, flags: piece_flags, done: join.piece(|_: &mut (), _: ()| {}) };
             match snapshot.origin.upgrade() {
