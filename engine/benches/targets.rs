@@ -145,7 +145,7 @@ fn main() {
     let chunk_bytes = 64 * 1024;
     let dir = tempfile::Builder::new().prefix("snapsim-bench").tempdir_in(std::env::var("SNAPSIM_BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_string())).unwrap();
     println!("first-write throughput: {} MiB origin, 64 KiB chunks, files under {}", origin_bytes / MIB, dir.path().display());
-    println!("{:<6} {:>14} {:>14} {:>10}   {}", "run", "plain MiB/s", "snapshot MiB/s", "ratio", "status");
+    println!("{:<6} {:>14} {:>14} {:>10}   status", "run", "plain MiB/s", "snapshot MiB/s", "ratio");
     let mut ratios = Vec::new();
     // Run 0 warms the page cache and is not counted.
     for run in 0..=5 {
