@@ -14,7 +14,7 @@ use engine::io::{BlockDevice, CompletionQueue, IoDone, IoOp, WriteFlags};
 use engine::store::{LoadOutcome, StoreConfig, StoreKind};
 use engine::sync::{Arc, Mutex};
 use engine::target::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
-use engine::testing::ScriptedDevice;
+use engine::testing::{ScriptedDevice, Submitted};
 use engine::SECTOR_BYTES;
 use support::disk_records;
 
@@ -35,6 +35,8 @@ struct Rig {
     order: Order,
     /// Requests (device index, request id) to fail when they come up.
     fail: Vec<(usize, u64)>,
+    /// Fails every request for which this says so (device index, request).
+    fail_when: Option<Box<dyn Fn(usize, &Submitted) -> bool>>,
     /// Outcomes of user I/O, by tag.
     outcomes: Arc<Mutex<BTreeMap<String, Result<(), String>>>>,
 }
@@ -53,7 +55,7 @@ impl Rig {
         let queue = CompletionQueue::new();
         let origin_dev = Arc::new(ScriptedDevice::new(origin_image(origin_sectors)));
         let origin = Origin::new(Arc::clone(&origin_dev), queue.clone(), OriginConfig { cow_threshold: threshold });
-        Rig { queue, origin_dev, origin, cows: Vec::new(), snapshots: Vec::new(), order: Order::Oldest, fail: Vec::new(), outcomes: Default::default() }
+        Rig { queue, origin_dev, origin, cows: Vec::new(), snapshots: Vec::new(), order: Order::Oldest, fail: Vec::new(), fail_when: None, outcomes: Default::default() }
     }
 
     fn devices(&self) -> Vec<Arc<ScriptedDevice>> {
@@ -83,7 +85,8 @@ impl Rig {
                     in_flight[(state % in_flight.len() as u64) as usize]
                 }
             };
-            let fail = self.fail.contains(&pick);
+            let request = self.devices()[pick.0].log().into_iter().find(|r| r.id == pick.1).expect("logged");
+            let fail = self.fail.contains(&pick) || self.fail_when.as_ref().is_some_and(|f| f(pick.0, &request));
             self.devices()[pick.0].complete(pick.1, fail);
             for snapshot in &self.snapshots {
                 let (now, _) = snapshot.copies_in_flight();
@@ -345,4 +348,24 @@ fn the_throttle_is_never_exceeded_and_every_write_completes() {
         assert!(max <= 4 && max > 1, "copies in flight peaked at {max}");
     }
     assert_eq!(rig.read_snapshot(0, 0, 2048).unwrap(), origin_image(2048));
+}
+
+#[test]
+fn a_merge_whose_origin_flush_fails_stops_with_merge_failed() {
+    let mut rig = Rig::new(256, 0);
+    rig.add_snapshot(64, 8, StoreKind::Persistent);
+    for i in 0..4u64 {
+        rig.write_origin(i * 8, 8, &format!("o{i}."));
+    }
+    rig.settle();
+    let merging = rig.origin.hand_over(&rig.snapshots[0], Role::Merge);
+    rig.fail_when = Some(Box::new(|device, request| device == 0 && request.op == IoOp::Flush));
+    let outcome = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&outcome);
+    merging.start_merge(Box::new(move |o| *slot.lock() = Some(o)));
+    rig.settle();
+    assert!(matches!(&*outcome.lock(), Some(MergeOutcome::Failed(why)) if why.contains("flushing the origin")), "{:?}", outcome.lock());
+    assert_eq!(merging.status(), "Merge failed");
+    // The records were not cleared: the COW still protects every chunk.
+    assert_eq!(disk_records(&rig.cows[0].contents(), 8).len(), 4);
 }
