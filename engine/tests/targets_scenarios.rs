@@ -26,6 +26,9 @@ enum Order {
     Shuffled(u64),
 }
 
+/// Decides, from the device index and the request, whether a request fails.
+type FailWhen = Box<dyn Fn(usize, &Submitted) -> bool>;
+
 struct Rig {
     queue: Arc<CompletionQueue>,
     origin_dev: Arc<ScriptedDevice>,
@@ -36,7 +39,7 @@ struct Rig {
     /// Requests (device index, request id) to fail when they come up.
     fail: Vec<(usize, u64)>,
     /// Fails every request for which this says so (device index, request).
-    fail_when: Option<Box<dyn Fn(usize, &Submitted) -> bool>>,
+    fail_when: Option<FailWhen>,
     /// Outcomes of user I/O, by tag.
     outcomes: Arc<Mutex<BTreeMap<String, Result<(), String>>>>,
 }
