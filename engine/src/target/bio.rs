@@ -51,12 +51,34 @@ pub fn split(sector: u64, sectors: u64, boundary: u64) -> Vec<(u64, u64)> {
 
 /// The data of one piece of a split write: the whole buffer, moved, when
 /// the write is a single piece (the common case); a copy of the piece otherwise.
-pub fn piece_of(data: &mut Vec<u8>, single: bool, offset: usize, sectors: u64) -> Vec<u8> {
+fn piece_of(data: &mut Vec<u8>, single: bool, offset: usize, sectors: u64) -> Vec<u8> {
     if single {
         debug_assert_eq!((offset, data.len()), (0, sectors as usize * SECTOR_BYTES));
         return std::mem::take(data);
     }
     data[offset..offset + sectors as usize * SECTOR_BYTES].to_vec()
+}
+
+/// Splits a write at multiples of `boundary` sectors and hands each piece to
+/// `submit`; `done` runs once every piece has completed. Only the first
+/// piece carries `preflush`; every piece carries `fua`.
+pub fn split_write(sector: u64, data: Vec<u8>, flags: WriteFlags, boundary: u64, done: IoDone<()>, mut submit: impl FnMut(WriteBio)) {
+    let pieces = split(sector, (data.len() / SECTOR_BYTES) as u64, boundary);
+    let single = pieces.len() == 1;
+    let mut data = data;
+    let join = Join::new(pieces.len(), (), done);
+    for (index, (piece_sector, piece_sectors)) in pieces.into_iter().enumerate() {
+        let piece_data = piece_of(&mut data, single, (piece_sector - sector) as usize * SECTOR_BYTES, piece_sectors);
+        let piece_flags = WriteFlags { preflush: flags.preflush && index == 0, fua: flags.fua };
+        submit(WriteBio { sector: piece_sector, data: piece_data, flags: piece_flags, done: join.piece(|_: &mut (), _: ()| {}) });
+    }
+}
+
+/// A process-unique identity for a target device (dm devices are distinct
+/// from the devices under them, and from each other).
+pub fn next_target_identity() -> crate::io::DeviceIdentity {
+    static NEXT: crate::sync::atomic::AtomicU64 = crate::sync::atomic::AtomicU64::new(1);
+    crate::io::DeviceIdentity::Memory((1 << 48) + NEXT.fetch_add(1, crate::sync::atomic::Ordering::Relaxed))
 }
 
 struct JoinState<T> {

@@ -19,12 +19,9 @@
 
 use std::collections::VecDeque;
 
-use super::bio::{Join, WriteBio, piece_of, split};
+use super::bio::{WriteBio, next_target_identity, split_write};
 use super::snapshot::{Role, Snapshot, State};
-use super::merge::MergeState;
-use super::sequencer::Sequencer;
-use super::tracked::Tracked;
-use crate::io::{BlockDevice, Defer, DeviceIdentity, IoDone, IoOp, SECTOR_BYTES, WriteFlags};
+use crate::io::{BlockDevice, Defer, DeviceIdentity, IoDone, IoOp, WriteFlags};
 use crate::store::{LoadOutcome, Loaded, PersistentStore, StoreConfig, StoreError};
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex};
@@ -135,19 +132,7 @@ impl<D: BlockDevice> Origin<D> {
         if loaded.outcome == LoadOutcome::Invalid {
             log::warn!("snapshot is marked invalid");
         }
-        let state = State {
-            valid: loaded.outcome != LoadOutcome::Invalid,
-            overflowed: false,
-            active: true,
-            complete: loaded.exceptions,
-            pending: Default::default(),
-            sequencer: Sequencer::new(),
-            commits: VecDeque::new(),
-            committing: false,
-            tracked: Tracked::default(),
-            merge: MergeState::default(),
-            store: Arc::clone(&loaded.store),
-        };
+        let state = State::new(Arc::clone(&loaded.store), loaded.exceptions, loaded.outcome != LoadOutcome::Invalid, false);
         self.insert(Snapshot {
             origin: Arc::downgrade(self),
             origin_dev: Arc::clone(&self.dev),
@@ -185,19 +170,7 @@ impl<D: BlockDevice> Origin<D> {
         let state = {
             let mut from = source.state.lock();
             assert!(from.pending.is_empty(), "handover from a snapshot with exceptions pending");
-            let state = State {
-                store: Arc::clone(&from.store),
-                valid: from.valid,
-                overflowed: from.overflowed,
-                active: true,
-                complete: std::mem::take(&mut from.complete),
-                pending: Default::default(),
-                sequencer: Sequencer::new(),
-                commits: VecDeque::new(),
-                committing: false,
-                tracked: Tracked::default(),
-                merge: MergeState::default(),
-            };
+            let state = State::new(Arc::clone(&from.store), std::mem::take(&mut from.complete), from.valid, from.overflowed);
             // The source receives no further I/O.
             from.valid = false;
             state
@@ -383,13 +356,12 @@ fn origin_write<D: BlockDevice>(snapshots: &[Arc<Snapshot<D>>], sector: u64, mut
 #[derive(Debug)]
 pub struct OriginDevice<D: BlockDevice> {
     origin: Arc<Origin<D>>,
-    identity: u64,
+    identity: DeviceIdentity,
 }
 
 impl<D: BlockDevice> OriginDevice<D> {
     pub fn new(origin: Arc<Origin<D>>) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(1);
-        Self { origin, identity: (1 << 50) + NEXT.fetch_add(1, Ordering::Relaxed) as u64 }
+        Self { origin, identity: next_target_identity() }
     }
 
     pub fn origin(&self) -> &Arc<Origin<D>> {
@@ -407,7 +379,7 @@ impl<D: BlockDevice> BlockDevice for OriginDevice<D> {
     }
 
     fn identity(&self) -> DeviceIdentity {
-        DeviceIdentity::Memory(self.identity)
+        self.identity
     }
 
     fn read(&self, sector: u64, sectors: u32, done: IoDone<Vec<u8>>) {
@@ -422,16 +394,7 @@ impl<D: BlockDevice> BlockDevice for OriginDevice<D> {
         let Some(boundary) = origin.minimum_chunk_sectors() else {
             return origin.dev.write(sector, data, flags, done);
         };
-        let pieces = split(sector, (data.len() / SECTOR_BYTES) as u64, u64::from(boundary));
-        let single = pieces.len() == 1;
-        let mut data = data;
-        let join = Join::new(pieces.len(), (), done);
-        for (index, (piece_sector, piece_sectors)) in pieces.into_iter().enumerate() {
-            let piece_data = piece_of(&mut data, single, (piece_sector - sector) as usize * SECTOR_BYTES, piece_sectors);
-            let piece_flags = WriteFlags { preflush: flags.preflush && index == 0, fua: flags.fua };
-            let done = join.piece(|_: &mut (), _: ()| {});
-            origin.submit_origin_write(WriteBio { sector: piece_sector, data: piece_data, flags: piece_flags, done });
-        }
+        split_write(sector, data, flags, u64::from(boundary), done, |bio| origin.submit_origin_write(bio));
     }
 
     fn flush(&self, done: IoDone<()>) {

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::bio::{Join, WriteBio, piece_of, split};
+use super::bio::{Join, WriteBio, next_target_identity, split, split_write};
 use super::copy::copy;
 use super::origin::Origin;
 use super::sequencer::Sequencer;
@@ -76,6 +76,25 @@ pub(super) struct State<D: BlockDevice> {
     pub(super) committing: bool,
     pub(super) tracked: Tracked<Waiter>,
     pub(super) merge: super::merge::MergeState,
+}
+
+impl<D: BlockDevice> State<D> {
+    /// The state of a snapshot taking over `store` with its completed `exceptions`.
+    pub(super) fn new(store: Arc<PersistentStore<D>>, complete: ExceptionTable, valid: bool, overflowed: bool) -> Self {
+        Self {
+            store,
+            valid,
+            overflowed,
+            active: true,
+            complete,
+            pending: BTreeMap::new(),
+            sequencer: Sequencer::new(),
+            commits: VecDeque::new(),
+            committing: false,
+            tracked: Tracked::default(),
+            merge: super::merge::MergeState::default(),
+        }
+    }
 }
 
 /// A snapshot of an origin, with its COW device and exception store.
@@ -475,13 +494,12 @@ impl<D: BlockDevice> Snapshot<D> {
 #[derive(Debug)]
 pub struct SnapshotDevice<D: BlockDevice> {
     snapshot: Arc<Snapshot<D>>,
-    identity: u64,
+    identity: DeviceIdentity,
 }
 
 impl<D: BlockDevice> SnapshotDevice<D> {
     pub fn new(snapshot: Arc<Snapshot<D>>) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(1);
-        Self { snapshot, identity: (1 << 48) + NEXT.fetch_add(1, Ordering::Relaxed) as u64 }
+        Self { snapshot, identity: next_target_identity() }
     }
 
     pub fn snapshot(&self) -> &Arc<Snapshot<D>> {
@@ -499,7 +517,7 @@ impl<D: BlockDevice> BlockDevice for SnapshotDevice<D> {
     }
 
     fn identity(&self) -> DeviceIdentity {
-        DeviceIdentity::Memory(self.identity)
+        self.identity
     }
 
     fn read(&self, sector: u64, sectors: u32, done: IoDone<Vec<u8>>) {
@@ -523,19 +541,10 @@ impl<D: BlockDevice> BlockDevice for SnapshotDevice<D> {
         if let Err(error) = crate::io::check_request(IoOp::Write, sector, data.len(), self.size_sectors()) {
             return snapshot.fail_later(done, error);
         }
-        let pieces = split(sector, (data.len() / SECTOR_BYTES) as u64, snapshot.split_boundary());
-        let single = pieces.len() == 1;
-        let mut data = data;
-        let join = Join::new(pieces.len(), (), done);
-        for (index, (piece_sector, piece_sectors)) in pieces.into_iter().enumerate() {
-            let piece_data = piece_of(&mut data, single, (piece_sector - sector) as usize * SECTOR_BYTES, piece_sectors);
-            let piece_flags = WriteFlags { preflush: flags.preflush && index == 0, fua: flags.fua };
-            let bio = WriteBio { sector: piece_sector, data: piece_data, flags: piece_flags, done: join.piece(|_: &mut (), _: ()| {}) };
-            match snapshot.origin.upgrade() {
-                Some(origin) => origin.submit_snapshot_write(snapshot, bio),
-                None => snapshot.write_admitted(bio),
-            }
-        }
+        split_write(sector, data, flags, snapshot.split_boundary(), done, |bio| match snapshot.origin.upgrade() {
+            Some(origin) => origin.submit_snapshot_write(snapshot, bio),
+            None => snapshot.write_admitted(bio),
+        });
     }
 
     fn flush(&self, done: IoDone<()>) {
