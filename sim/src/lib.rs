@@ -1,5 +1,9 @@
 //! The simulation harness and the tools behind the `snapsim` command.
 //!
-//! - [`cli`]: the verbs of `snapsim` that work on real COW devices (`inspect`, `view`).
+//! - [`disk`]: `SimDisk`, the simulated block device and its fault model.
+//! - [`trace`]: run traces and their hashes.
+//! - [`cli`]: the verbs of `snapsim` that work on real devices.
 
 pub mod cli;
+pub mod disk;
+pub mod trace;
