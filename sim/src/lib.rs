@@ -1,9 +1,11 @@
 //! The simulation harness and the tools behind the `snapsim` command.
 //!
 //! - [`disk`]: `SimDisk`, the simulated block device and its fault model.
+//! - [`world`]: the deterministic world: engine, disks, workload, crashes.
 //! - [`trace`]: run traces and their hashes.
 //! - [`cli`]: the verbs of `snapsim` that work on real devices.
 
 pub mod cli;
 pub mod disk;
 pub mod trace;
+pub mod world;

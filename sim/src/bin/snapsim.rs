@@ -22,6 +22,18 @@ enum Command {
     Apply(live::ApplyArgs),
     /// Merge a snapshot's COW back into its origin (offline snapshot-merge).
     Merge(live::LiveArgs),
+    /// Run the deterministic simulation for one seed: knobs, summary, verdict, trace hash.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The root seed: it draws the knobs and every choice of the run.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Steps after which an unfinished run is a liveness failure.
+    #[arg(long, default_value_t = 2_000_000)]
+    max_steps: u64,
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -59,6 +71,29 @@ fn run(cli: Cli) -> Result<(), CliError> {
             match merged.outcome {
                 engine::target::MergeOutcome::Complete => Ok(()),
                 other => Err(CliError::new(format!("merge did not complete: {other:?}"))),
+            }
+        }
+        Command::Run(args) => {
+            let config = sim::world::RunConfig { seed: args.seed, max_steps: args.max_steps };
+            let knobs = sim::world::Knobs::draw(&mut sim::world::stream(args.seed, "knobs"));
+            println!("seed {}: {knobs}", args.seed);
+            let report = sim::world::run(&config);
+            let s = &report.stats;
+            println!(
+                "steps {}, operations {} ({} acknowledged, {} failed), disk requests {} ({} errors), deferred {}, crashes {}, sectors checked {}",
+                s.steps, s.operations, s.acknowledged, s.failed, s.disk_requests, s.disk_errors, s.deferred, s.crashes, s.sectors_checked
+            );
+            println!("trace hash {:016x}", report.trace_hash);
+            match &report.violation {
+                None => {
+                    println!("verdict: PASS");
+                    Ok(())
+                }
+                Some(violation) => {
+                    println!("verdict: FAIL: {violation}");
+                    println!("replay: {}   or   SEED={} cargo test -p sim --test world replay_seed", report.replay_command(), report.seed);
+                    Err(CliError::new(format!("seed {} failed", report.seed)))
+                }
             }
         }
         Command::View(args) => {

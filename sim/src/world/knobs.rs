@@ -1,0 +1,89 @@
+//! Swarm testing: the seed draws the run's knobs, so every seed explores a
+//! different configuration, and the run prints them first.
+
+use engine::store::StoreKind;
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+
+use crate::disk::FaultRates;
+
+/// Relative weights of the operations the workload submits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mix {
+    pub origin_write: u32,
+    pub snapshot_write: u32,
+    pub snapshot_read: u32,
+    pub flush: u32,
+}
+
+/// Everything a seed decides about a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Knobs {
+    pub chunk_sectors: u32,
+    pub origin_chunks: u64,
+    pub cow_chunks: u64,
+    pub snapshots: usize,
+    pub store: StoreKind,
+    pub mix: Mix,
+    pub faults: FaultRates,
+    pub queue_depth: usize,
+    pub cow_threshold: usize,
+    pub crashes: u32,
+    pub operations: u64,
+}
+
+impl Knobs {
+    /// Draws the knobs from the run's `knobs` stream.
+    pub fn draw(rng: &mut ChaCha8Rng) -> Self {
+        let chunk_sectors = 1u32 << rng.random_range(0..=4u32);
+        let origin_chunks = rng.random_range(16..=96u64);
+        // Sometimes too small, so that P invalidates and PO overflows.
+        let cow_chunks = if rng.random_bool(0.2) { rng.random_range(4..=24u64) } else { origin_chunks * 2 + 16 };
+        let faulty = rng.random_bool(0.25);
+        let rate = |rng: &mut ChaCha8Rng| if faulty { rng.random_range(0..=20u32) as f64 / 1000.0 } else { 0.0 };
+        Knobs {
+            chunk_sectors,
+            origin_chunks,
+            cow_chunks,
+            snapshots: rng.random_range(1..=3usize),
+            store: if rng.random_bool(0.5) { StoreKind::Persistent } else { StoreKind::PersistentOverflow },
+            mix: Mix {
+                origin_write: rng.random_range(1..=10),
+                snapshot_write: rng.random_range(0..=5),
+                snapshot_read: rng.random_range(1..=8),
+                flush: rng.random_range(0..=2),
+            },
+            faults: FaultRates { read_error: rate(rng), write_error: rate(rng), flush_error: rate(rng) },
+            queue_depth: rng.random_range(1..=16usize),
+            cow_threshold: [0, 1, 2, 4, 2048][rng.random_range(0..5usize)],
+            crashes: rng.random_range(0..=3u32),
+            operations: rng.random_range(100..=600u64),
+        }
+    }
+}
+
+impl std::fmt::Display for Knobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.mix;
+        write!(
+            f,
+            "chunk {} sectors, origin {} chunks, {} snapshot(s) of {} chunks, store {}, mix origin-write {} / snapshot-write {} / snapshot-read {} / flush {}, faults read {} write {} flush {}, queue depth {}, cow threshold {}, crashes {}, {} operations",
+            self.chunk_sectors,
+            self.origin_chunks,
+            self.snapshots,
+            self.cow_chunks,
+            self.store.table_name(),
+            m.origin_write,
+            m.snapshot_write,
+            m.snapshot_read,
+            m.flush,
+            self.faults.read_error,
+            self.faults.write_error,
+            self.faults.flush_error,
+            self.queue_depth,
+            self.cow_threshold,
+            self.crashes,
+            self.operations
+        )
+    }
+}
