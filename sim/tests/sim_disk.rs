@@ -135,6 +135,18 @@ fn preflush_fua_write_makes_earlier_writes_and_itself_durable() {
 }
 
 #[test]
+fn an_in_flight_preflush_write_never_lands_without_the_writes_it_follows() {
+    let mut s = Script::new(8);
+    s.write("data", 4, "D", 1, PLAIN);
+    s.complete("data");
+    s.write("record", 1, "R", 1, PREFLUSH_FUA); // in flight at the crash
+    assert_eq!(s.candidates(1), ["-"], "the record cannot be on the media while D may not be");
+    assert_eq!(s.candidates(4), ["-", "D"]);
+    s.write("plain", 2, "P", 1, FUA); // an in-flight write without PREFLUSH may land
+    assert_eq!(s.candidates(2), ["-", "P"]);
+}
+
+#[test]
 fn a_failed_flush_makes_nothing_durable() {
     let mut s = Script::with_faults(8, FaultRates { flush_error: 1.0, ..FaultRates::default() });
     s.write("a", 0, "A", 1, PLAIN);

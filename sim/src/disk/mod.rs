@@ -20,6 +20,11 @@
 //!   or by a write still in flight — independently holds its durable value
 //!   or *any* value written to it since ([`SimDisk::crash_candidates`]).
 //!   Torn multi-sector writes fall out of this. In-flight callbacks are lost.
+//!   An in-flight write *with PREFLUSH* is taken as not yet processed: its
+//!   data could reach the media only after its preflush had made the earlier
+//!   writes durable, a dependency between sectors that independent choices
+//!   cannot express. (The states this leaves out — preflush done, write torn
+//!   — are legal but are not generated.)
 //! - **Faults**, drawn from the disk's own seeded stream at completion:
 //!   read, write and flush errors at configured rates, and latent sector
 //!   errors (sectors whose reads fail until they are rewritten). A failed
@@ -253,6 +258,9 @@ impl SimDisk {
             }
         }
         for request in state.in_flight.values() {
+            if matches!(request.info.kind, RequestKind::Write { preflush: true, .. }) {
+                continue;
+            }
             if let Some(data) = &request.data {
                 for index in 0..request.info.sectors {
                     add(request.info.sector + index, &state.durable, Sector::of(data, index as usize));
