@@ -128,6 +128,8 @@ struct Shared {
     written: BTreeMap<(usize, u64), BTreeSet<u64>>,
     /// Snapshots invalidated before a crash that loaded as valid after it.
     revived: BTreeSet<usize>,
+    /// Set while checking a read that completed after its snapshot was invalidated.
+    raced_invalidation: BTreeSet<usize>,
     trace: Fnv,
 }
 
@@ -175,6 +177,7 @@ struct World {
     initial_hashes: Vec<u64>,
     /// Snapshots that were invalid when some crash struck.
     invalid_before_crash: BTreeSet<usize>,
+    show_events: bool,
 }
 
 /// Runs the world for `config.seed`.
@@ -200,6 +203,7 @@ pub fn run(config: &RunConfig) -> Report {
         epoch: 0,
         initial_hashes,
         invalid_before_crash: BTreeSet::new(),
+        show_events: std::env::var_os("SNAPSIM_EVENTS").is_some(),
     };
     world.boot(images);
     world.main_loop(config.max_steps);
@@ -222,6 +226,13 @@ impl World {
         let mut shared = lock(&self.shared);
         for &value in values {
             shared.trace.u64(value);
+        }
+    }
+
+    /// Prints an event when `SNAPSIM_EVENTS` is set (for reading a failing run).
+    fn show(&self, event: impl FnOnce() -> String) {
+        if self.show_events {
+            eprintln!("step {:>6}: {}", self.stats.steps, event());
         }
     }
 
@@ -302,6 +313,7 @@ impl World {
                 RequestKind::Write { fua, preflush } => 1 + u64::from(fua) + 2 * u64::from(preflush),
                 RequestKind::Flush => 5,
             };
+            self.show(|| format!("disk {disk} completes {:?} ok={}", info, completion.ok));
             self.stats.disk_requests += 1;
             self.stats.disk_errors += u64::from(!completion.ok);
             self.trace(&[2, disk as u64, info.id, kind, info.sector, info.sectors, u64::from(completion.ok)]);
@@ -379,6 +391,7 @@ impl World {
         lock(&self.shared).in_flight += 1;
         let done = self.acknowledger(op);
         if roll < mix.origin_write {
+            self.show(|| format!("op {op}: origin write {sector}+{sectors}"));
             self.trace(&[10, op, sector, sectors]);
             return self.engine.origin.write(sector, tagged(&format!("o{op:05}"), sectors), WriteFlags::PLAIN, done);
         }
@@ -388,6 +401,7 @@ impl World {
             return;
         };
         if roll < mix.snapshot_write {
+            self.show(|| format!("op {op}: snapshot {snapshot} write {sector}+{sectors}"));
             self.trace(&[11, op, snapshot as u64, sector, sectors]);
             let data = tagged(&format!("s{snapshot}{op:05}"), sectors);
             {
@@ -401,8 +415,9 @@ impl World {
         }
         roll -= mix.snapshot_write;
         if roll < mix.snapshot_read {
+            self.show(|| format!("op {op}: snapshot {snapshot} read {sector}+{sectors}"));
             self.trace(&[12, op, snapshot as u64, sector, sectors]);
-            let checker = self.read_checker(op, snapshot, sector);
+            let checker = self.read_checker(op, snapshot, sector, Arc::clone(&device));
             return device.read(sector, sectors as u32, checker);
         }
         self.trace(&[13, op]);
@@ -427,10 +442,11 @@ impl World {
     }
 
     /// Checks a snapshot read: each sector the snapshot-time origin or a value written to it.
-    fn read_checker(&self, op: u64, snapshot: usize, sector: u64) -> IoDone<Vec<u8>> {
+    fn read_checker(&self, op: u64, snapshot: usize, sector: u64, device: Arc<SnapshotDevice<SimDisk>>) -> IoDone<Vec<u8>> {
         let shared = Arc::clone(&self.shared);
         let initial = self.initial_hashes.clone();
         Box::new(move |result| {
+            let invalidated_meanwhile = !device.snapshot().is_valid();
             let mut shared = lock(&shared);
             shared.in_flight -= 1;
             shared.trace.u64(21);
@@ -440,7 +456,11 @@ impl World {
                 return;
             };
             shared.acknowledged += 1;
+            if invalidated_meanwhile {
+                shared.raced_invalidation.insert(snapshot);
+            }
             check_sectors(&mut shared, &initial, snapshot, sector, &data);
+            shared.raced_invalidation.remove(&snapshot);
         })
     }
 
@@ -483,7 +503,14 @@ fn check_sectors(shared: &mut Shared, initial: &[u64], snapshot: usize, sector: 
         let written = shared.written.get(&(snapshot, at)).is_some_and(|w| w.contains(&hash));
         if hash != initial[at as usize] && !written {
             let seen = String::from_utf8_lossy(&bytes[..16]).into_owned();
-            if shared.revived.contains(&snapshot) {
+            if shared.raced_invalidation.contains(&snapshot) {
+                let message = format!(
+                    "a read of snapshot {snapshot} served from the origin returned sector {at} as {seen:?}, written to the origin \
+                     after the snapshot: the snapshot was invalidated while the read was in flight, and a failed exception \
+                     releases origin writes without waiting for tracked reads"
+                );
+                shared.violate("I13 conflicting reads", message);
+            } else if shared.revived.contains(&snapshot) {
                 let message = format!(
                     "snapshot {snapshot} was invalidated before a crash but loaded as valid after it (its valid=0 header, a plain write, \
                      was not durable while origin writes went ahead); sector {at} now reads {seen:?}"
