@@ -75,9 +75,7 @@ pub fn export<O: BlockDevice, C: BlockDevice>(
     loaded: &Loaded<C>,
     sink: &mut dyn std::io::Write,
 ) -> Result<ViewStats, ViewError> {
-    if origin.identity() == loaded.store.cow().identity() {
-        return Err(ViewError::CowIsOrigin);
-    }
+    check_distinct(origin, loaded.store.cow().as_ref()).map_err(|_| ViewError::CowIsOrigin)?;
     if loaded.outcome == LoadOutcome::Invalid || !loaded.store.is_valid() {
         return Err(ViewError::Invalid);
     }

@@ -17,8 +17,8 @@
 
 use super::bio::WriteBio;
 use super::copy::copy;
-use super::snapshot::{Role, Snapshot, Waiter, target_error};
-use crate::io::{BlockDevice, IoErrorKind, IoOp};
+use super::snapshot::{Role, Snapshot, Waiter};
+use crate::io::{BlockDevice, IoError, IoErrorKind, IoOp};
 use crate::store::MergeStep;
 use crate::sync::Arc;
 
@@ -95,7 +95,7 @@ impl<D: BlockDevice> Snapshot<D> {
             (state.merge.done.take(), queued)
         };
         for bio in queued {
-            let error = target_error(IoOp::Write, bio.sector, bio.sectors(), IoErrorKind::MergeFailed);
+            let error = IoError::new(IoOp::Write, bio.sector, bio.sectors(), IoErrorKind::MergeFailed);
             bio.fail(error);
         }
         if let MergeOutcome::Failed(why) = &outcome {

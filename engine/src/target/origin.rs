@@ -118,9 +118,7 @@ impl<D: BlockDevice> Origin<D> {
         config: StoreConfig,
         done: SnapshotCreated<D>,
     ) -> Result<(), StoreError> {
-        if cow.identity() == self.dev.identity() {
-            return Err(StoreError::CowIsOrigin);
-        }
+        crate::view::check_distinct(self.dev.as_ref(), cow.as_ref())?;
         let origin = Arc::clone(self);
         PersistentStore::load(cow, self.dev.logical_block_bytes(), config, Box::new(move |loaded| {
             done(loaded.map(|loaded| origin.register(loaded, Role::Snapshot)));

@@ -133,10 +133,6 @@ impl<D: BlockDevice> std::fmt::Debug for Snapshot<D> {
     }
 }
 
-pub(super) fn target_error(op: IoOp, sector: u64, sectors: u64, kind: IoErrorKind) -> IoError {
-    IoError::new(op, sector, sectors, kind)
-}
-
 impl<D: BlockDevice> Snapshot<D> {
     pub fn chunk_size(&self) -> ChunkSize {
         self.chunk
@@ -352,7 +348,7 @@ impl<D: BlockDevice> Snapshot<D> {
         if let Some(origin) = &origin {
             origin.exception_done();
         }
-        let error = |sector, sectors| target_error(IoOp::Write, sector, sectors, IoErrorKind::SnapshotInvalid);
+        let error = |sector, sectors| IoError::new(IoOp::Write, sector, sectors, IoErrorKind::SnapshotInvalid);
         let chunk_sector = self.chunk.chunk_to_sector(chunk);
         if let Some(done) = pending.full_bio {
             done(if failed { Err(error(chunk_sector, u64::from(self.chunk.sectors()))) } else { Ok(()) });
@@ -373,7 +369,7 @@ impl<D: BlockDevice> Snapshot<D> {
         } else {
             for bio in pending.origin_bios {
                 let (sector, sectors) = (bio.sector, bio.sectors());
-                bio.fail(target_error(IoOp::Write, sector, sectors, IoErrorKind::SnapshotInvalid));
+                bio.fail(IoError::new(IoOp::Write, sector, sectors, IoErrorKind::SnapshotInvalid));
             }
         }
     }
@@ -410,7 +406,7 @@ impl<D: BlockDevice> Snapshot<D> {
         }
         if !state.valid {
             drop(state);
-            return self.fail_later(done, target_error(IoOp::Read, sector, u64::from(sectors), IoErrorKind::SnapshotInvalid));
+            return self.fail_later(done, IoError::new(IoOp::Read, sector, u64::from(sectors), IoErrorKind::SnapshotInvalid));
         }
         if let Some(new_chunk) = state.complete.lookup(chunk) {
             drop(state);
@@ -436,7 +432,7 @@ impl<D: BlockDevice> Snapshot<D> {
         if !state.valid || state.overflowed {
             let kind = if state.valid { IoErrorKind::SnapshotOverflow } else { IoErrorKind::SnapshotInvalid };
             drop(state);
-            let error = target_error(IoOp::Write, bio.sector, bio.sectors(), kind);
+            let error = IoError::new(IoOp::Write, bio.sector, bio.sectors(), kind);
             return self.fail_later(bio.done, error);
         }
         if let Some(new_chunk) = state.complete.lookup(chunk) {
@@ -446,7 +442,7 @@ impl<D: BlockDevice> Snapshot<D> {
         if !self.allocate_pending(&mut state, chunk, true) {
             let kind = if state.valid { IoErrorKind::SnapshotOverflow } else { IoErrorKind::SnapshotInvalid };
             drop(state);
-            let error = target_error(IoOp::Write, bio.sector, bio.sectors(), kind);
+            let error = IoError::new(IoOp::Write, bio.sector, bio.sectors(), kind);
             return self.fail_later(bio.done, error);
         }
         let pending = state.pending.get_mut(&chunk).expect("just allocated");

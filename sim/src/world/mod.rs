@@ -174,7 +174,8 @@ struct World {
     engine: Engine,
     stats: Stats,
     epoch: u64,
-    initial_hashes: Vec<u64>,
+    /// Hash of each origin sector at snapshot time, shared with every read check.
+    initial_hashes: Arc<[u64]>,
     /// Snapshots that were invalid when some crash struck.
     invalid_before_crash: BTreeSet<usize>,
     show_events: bool,
@@ -186,7 +187,7 @@ pub fn run(config: &RunConfig) -> Report {
     let knobs = Knobs::draw(&mut stream(seed, "knobs"));
     let origin_sectors = knobs.origin_chunks * u64::from(knobs.chunk_sectors);
     let origin_image: Vec<u8> = (0..origin_sectors).flat_map(initial_sector).collect();
-    let initial_hashes = (0..origin_sectors).map(|s| sector_hash(&initial_sector(s))).collect();
+    let initial_hashes: Arc<[u64]> = (0..origin_sectors).map(|s| sector_hash(&initial_sector(s))).collect();
     let cow_sectors = knobs.cow_chunks * u64::from(knobs.chunk_sectors);
     let mut images = vec![Image::from_bytes(origin_image)];
     images.extend((0..knobs.snapshots).map(|_| Image::zeroed(cow_sectors)));
@@ -444,7 +445,7 @@ impl World {
     /// Checks a snapshot read: each sector the snapshot-time origin or a value written to it.
     fn read_checker(&self, op: u64, snapshot: usize, sector: u64, device: Arc<SnapshotDevice<SimDisk>>) -> IoDone<Vec<u8>> {
         let shared = Arc::clone(&self.shared);
-        let initial = self.initial_hashes.clone();
+        let initial = Arc::clone(&self.initial_hashes);
         Box::new(move |result| {
             let invalidated_meanwhile = !device.snapshot().is_valid();
             let mut shared = lock(&shared);
@@ -483,10 +484,9 @@ impl World {
                     }
                 }
                 if let Some(Ok(data)) = lock(&slot).take() {
-                    let initial = self.initial_hashes.clone();
                     let mut shared = lock(&self.shared);
                     shared.trace.u64(sector_hash(&data));
-                    check_sectors(&mut shared, &initial, index, sector, &data);
+                    check_sectors(&mut shared, &self.initial_hashes, index, sector, &data);
                 }
                 sector += count;
             }
