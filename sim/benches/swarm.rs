@@ -17,7 +17,7 @@ fn main() {
         requests += report.stats.disk_requests;
         operations += report.stats.operations;
         steps += report.stats.steps;
-        failures += u64::from(report.violation.is_some());
+        failures += u64::from(report.failure.is_some());
     }
     let seconds = start.elapsed().as_secs_f64();
     println!("swarm: seeds 0..{seeds} on one core in {seconds:.2} s ({failures} with a violation)");

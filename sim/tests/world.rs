@@ -12,7 +12,7 @@ fn a_seed_run_twice_gives_the_same_trace_hash() {
         let second = run(&RunConfig::new(seed));
         assert_eq!(first.trace_hash, second.trace_hash, "seed {seed}: trace hashes differ between two runs");
         assert_eq!(first.stats, second.stats, "seed {seed}");
-        assert_eq!(first.violation, second.violation, "seed {seed}");
+        assert_eq!(first.failure, second.failure, "seed {seed}");
     }
 }
 
@@ -25,7 +25,7 @@ fn different_seeds_explore_different_runs() {
 #[test]
 fn the_readme_seed_passes() {
     let report = run(&RunConfig::new(42));
-    assert_eq!(report.violation, None, "seed 42: replay with {}", report.replay_command());
+    assert_eq!(report.failure, None, "seed 42: replay with {}", report.replay_command());
     assert!(report.stats.operations > 0 && report.stats.sectors_checked > 0);
 }
 
@@ -36,8 +36,13 @@ fn replay_seed() {
     println!("seed {seed}: {}", report.knobs);
     println!("{:?}", report.stats);
     println!("trace hash {:016x}", report.trace_hash);
-    match &report.violation {
+    println!("kernel behaviours allowed: {}", report.allowances);
+    match &report.failure {
         None => println!("verdict: PASS"),
-        Some(violation) => println!("verdict: FAIL: {violation}\nreplay: {}", report.replay_command()),
+        Some(failure) => {
+            println!("verdict: FAIL: {failure}");
+            failure.violation.events.iter().for_each(|e| println!("  {e}"));
+            panic!("seed {seed} fails; replay with {}", report.replay_command());
+        }
     }
 }

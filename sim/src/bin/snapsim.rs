@@ -34,6 +34,36 @@ struct RunArgs {
     /// Steps after which an unfinished run is a liveness failure.
     #[arg(long, default_value_t = 2_000_000)]
     max_steps: u64,
+    /// Fail on the kernel behaviours the oracle otherwise allows and counts (K1, K2).
+    #[arg(long)]
+    strict: bool,
+}
+
+/// Prints a run's summary and verdict; a failure becomes the exit status.
+fn print_run(report: &sim::world::Report) -> Result<(), CliError> {
+    let s = &report.stats;
+    println!(
+        "steps {}, operations {} ({} acknowledged, {} failed), disk requests {} ({} errors), deferred {}, crashes {}, sectors checked {}",
+        s.steps, s.operations, s.acknowledged, s.failed, s.disk_requests, s.disk_errors, s.deferred, s.crashes, s.sectors_checked
+    );
+    println!("kernel behaviours allowed: {}", report.allowances);
+    println!("trace hash {:016x}", report.trace_hash);
+    match &report.failure {
+        None => {
+            println!("verdict: PASS");
+            Ok(())
+        }
+        Some(failure) => {
+            println!("verdict: FAIL: {failure}");
+            println!("events before it:");
+            for event in &failure.violation.events {
+                println!("  {event}");
+            }
+            println!("replay: {}", report.replay_command());
+            println!("    or: {}", report.replay_test_command());
+            Err(CliError::new(format!("seed {} failed {}", report.seed, failure.violation.invariant.id())))
+        }
+    }
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -74,27 +104,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Run(args) => {
-            let config = sim::world::RunConfig { seed: args.seed, max_steps: args.max_steps };
-            let knobs = sim::world::Knobs::draw(&mut sim::world::stream(args.seed, "knobs"));
-            println!("seed {}: {knobs}", args.seed);
-            let report = sim::world::run(&config);
-            let s = &report.stats;
-            println!(
-                "steps {}, operations {} ({} acknowledged, {} failed), disk requests {} ({} errors), deferred {}, crashes {}, sectors checked {}",
-                s.steps, s.operations, s.acknowledged, s.failed, s.disk_requests, s.disk_errors, s.deferred, s.crashes, s.sectors_checked
-            );
-            println!("trace hash {:016x}", report.trace_hash);
-            match &report.violation {
-                None => {
-                    println!("verdict: PASS");
-                    Ok(())
-                }
-                Some(violation) => {
-                    println!("verdict: FAIL: {violation}");
-                    println!("replay: {}   or   SEED={} cargo test -p sim --test world replay_seed", report.replay_command(), report.seed);
-                    Err(CliError::new(format!("seed {} failed", report.seed)))
-                }
-            }
+            let mut config = sim::world::RunConfig::new(args.seed);
+            config.max_steps = args.max_steps;
+            config.strict |= args.strict;
+            print_run(&sim::world::run_reporting(&config))
         }
         Command::View(args) => {
             let stats = view::run(&args)?;

@@ -128,3 +128,13 @@ impl Image {
         hash.finish()
     }
 }
+
+impl model::SectorSource for Image {
+    fn sector_count(&self) -> u64 {
+        self.sectors
+    }
+
+    fn sector(&self, sector: u64) -> &[u8] {
+        Image::sector(self, sector)
+    }
+}

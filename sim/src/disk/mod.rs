@@ -173,6 +173,11 @@ impl SimDisk {
         self.lock().in_flight.len()
     }
 
+    /// The id of the `n`-th request in flight, oldest first.
+    pub fn in_flight_id(&self, n: usize) -> Option<u64> {
+        self.lock().in_flight.keys().nth(n).copied()
+    }
+
     /// Makes reads of `sectors` fail until they are rewritten.
     pub fn inject_latent(&self, sectors: std::ops::Range<u64>) {
         self.lock().latent.extend(sectors);

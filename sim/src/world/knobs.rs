@@ -33,6 +33,11 @@ pub struct Knobs {
 }
 
 impl Knobs {
+    /// Sectors of the origin.
+    pub fn origin_sectors(&self) -> u64 {
+        self.origin_chunks * u64::from(self.chunk_sectors)
+    }
+
     /// Draws the knobs from the run's `knobs` stream.
     pub fn draw(rng: &mut ChaCha8Rng) -> Self {
         let chunk_sectors = 1u32 << rng.random_range(0..=4u32);

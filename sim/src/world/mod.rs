@@ -9,27 +9,31 @@
 //! image and the engine is rebuilt from those images only, as after a
 //! reboot; then the workload goes on.
 //!
-//! The verdict, until the reference model judges runs fully: a snapshot
-//! sector may only ever read as the origin held it when the snapshot was
-//! taken, or as a value written to that snapshot sector (I2), before and
-//! after any crash; every load after a crash succeeds; and once the
-//! workload ends, every operation completes (I11).
+//! Every event goes to the [`model::Oracle`], which judges live reads and
+//! reported state; after every reload the world has it read each COW image
+//! (I4, I5) and compares the engine's loaded table with what the image says
+//! (I6); at the end it reads back every snapshot and the origin (I1, I2,
+//! I3) and requires every operation to have completed (I11).
 
 pub mod knobs;
+pub mod observer;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use engine::SECTOR_BYTES;
 use engine::io::{BlockDevice, Defer, IoDone, WriteFlags};
-use engine::store::StoreConfig;
+use engine::store::{StoreConfig, StoreKind};
 use engine::target::{Origin, OriginConfig, OriginDevice, Snapshot, SnapshotDevice};
+use model::{Allowances, CowState, DiskOp, Event, Invariant, Oracle, OracleConfig, SnapshotSpec, Target, Violation};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::disk::{FaultRates, Image, RequestKind, SimDisk};
 use crate::trace::Fnv;
 pub use knobs::Knobs;
+pub use observer::Failure;
+use observer::{Observer, Shared, lock};
 
 /// An independent stream for `component` of the run with root `seed`.
 pub fn stream(seed: u64, component: &str) -> ChaCha8Rng {
@@ -39,31 +43,31 @@ pub fn stream(seed: u64, component: &str) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(hash.finish())
 }
 
-/// How long a run may go on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a run goes.
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunConfig {
     pub seed: u64,
     /// Steps after which a run that has not finished is a liveness failure.
+    /// Default 2,000,000.
     pub max_steps: u64,
+    /// Fail on the kernel behaviours the oracle otherwise counts (K1, K2).
+    /// Default off; `SNAPSIM_STRICT=1` turns it on.
+    pub strict: bool,
+    /// Keep every event in the report (for trace files). Default off.
+    pub keep_events: bool,
+    /// Knobs to use instead of the ones the seed draws (a minimized run).
+    pub knobs: Option<Knobs>,
 }
 
 impl RunConfig {
     pub fn new(seed: u64) -> Self {
-        Self { seed, max_steps: 2_000_000 }
+        let strict = std::env::var_os("SNAPSIM_STRICT").is_some_and(|v| v != "0");
+        Self { seed, max_steps: 2_000_000, strict, keep_events: false, knobs: None }
     }
-}
 
-/// An invariant the run saw broken.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation {
-    pub step: u64,
-    pub invariant: &'static str,
-    pub message: String,
-}
-
-impl std::fmt::Display for Violation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} at step {}: {}", self.invariant, self.step, self.message)
+    /// The knobs this run uses.
+    pub fn knobs(&self) -> Knobs {
+        self.knobs.clone().unwrap_or_else(|| Knobs::draw(&mut stream(self.seed, "knobs")))
     }
 }
 
@@ -88,13 +92,21 @@ pub struct Report {
     pub knobs: Knobs,
     pub stats: Stats,
     pub trace_hash: u64,
-    pub violation: Option<Violation>,
+    pub failure: Option<Failure>,
+    pub allowances: Allowances,
+    /// Every event, when [`RunConfig::keep_events`] asked for them.
+    pub events: Vec<Event>,
 }
 
 impl Report {
     /// The command that replays this run.
     pub fn replay_command(&self) -> String {
         format!("snapsim run --seed {}", self.seed)
+    }
+
+    /// The `cargo test` form of the replay.
+    pub fn replay_test_command(&self) -> String {
+        format!("SEED={} cargo test -p sim --test world replay_seed -- --nocapture", self.seed)
     }
 }
 
@@ -111,36 +123,6 @@ impl Defer for DeferQueue {
 /// Where a callback leaves its result for the world to pick up.
 type Slot<T> = Arc<Mutex<Option<T>>>;
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| panic!("world lock poisoned: {poisoned}"))
-}
-
-/// What user-operation callbacks share with the world.
-#[derive(Default)]
-struct Shared {
-    step: u64,
-    in_flight: usize,
-    acknowledged: u64,
-    failed: u64,
-    sectors_checked: u64,
-    violation: Option<Violation>,
-    /// Hashes of values written to each (snapshot, sector).
-    written: BTreeMap<(usize, u64), BTreeSet<u64>>,
-    /// Snapshots invalidated before a crash that loaded as valid after it.
-    revived: BTreeSet<usize>,
-    /// Set while checking a read that completed after its snapshot was invalidated.
-    raced_invalidation: BTreeSet<usize>,
-    trace: Fnv,
-}
-
-impl Shared {
-    fn violate(&mut self, invariant: &'static str, message: String) {
-        if self.violation.is_none() {
-            self.violation = Some(Violation { step: self.step, invariant, message });
-        }
-    }
-}
-
 /// The engine as built on one set of disks (replaced at every crash).
 struct Engine {
     disks: Vec<Arc<SimDisk>>,
@@ -149,71 +131,96 @@ struct Engine {
     snapshots: Vec<Arc<SnapshotDevice<SimDisk>>>,
 }
 
-fn sector_hash(bytes: &[u8]) -> u64 {
+/// The model's value for a sector's contents.
+pub fn sector_hash(bytes: &[u8]) -> u64 {
     let mut hash = Fnv::new();
     hash.bytes(bytes);
     hash.finish()
 }
 
+fn sector_hashes(data: &[u8]) -> Vec<u64> {
+    data.chunks(SECTOR_BYTES).map(sector_hash).collect()
+}
+
+/// A tagged sector's name: its repeating tag (`o00012s003`).
+fn sector_label(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == b'.').unwrap_or(16).min(16);
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
 /// Origin sector `s` at snapshot time: `O<s:08>.` repeated.
-fn initial_sector(sector: u64) -> Vec<u8> {
+pub fn initial_sector(sector: u64) -> Vec<u8> {
     format!("O{sector:08}.").into_bytes().into_iter().cycle().take(SECTOR_BYTES).collect()
 }
 
-fn tagged(tag: &str, sectors: u64) -> Vec<u8> {
+/// The data a write tagged `tag` carries: `<tag>s<j:03>.` repeated in sector `j`.
+pub fn tagged(tag: &str, sectors: u64) -> Vec<u8> {
     (0..sectors).flat_map(|j| format!("{tag}s{j:03}.").into_bytes().into_iter().cycle().take(SECTOR_BYTES)).collect()
 }
 
 struct World {
-    seed: u64,
     knobs: Knobs,
+    seed: u64,
     scheduler: ChaCha8Rng,
     workload: ChaCha8Rng,
     crash: ChaCha8Rng,
-    shared: Arc<Mutex<Shared>>,
+    shared: Shared,
     engine: Engine,
     stats: Stats,
     epoch: u64,
-    /// Hash of each origin sector at snapshot time, shared with every read check.
-    initial_hashes: Arc<[u64]>,
-    /// Snapshots that were invalid when some crash struck.
-    invalid_before_crash: BTreeSet<usize>,
-    show_events: bool,
+    /// The durable COW images at the last crash: their records must survive it.
+    durable_cows: Vec<Option<Image>>,
+}
+
+/// Prints the seed and its knobs, then runs it (what `snapsim run` does).
+pub fn run_reporting(config: &RunConfig) -> Report {
+    println!("seed {}: {}", config.seed, config.knobs());
+    run(config)
 }
 
 /// Runs the world for `config.seed`.
 pub fn run(config: &RunConfig) -> Report {
     let seed = config.seed;
-    let knobs = Knobs::draw(&mut stream(seed, "knobs"));
-    let origin_sectors = knobs.origin_chunks * u64::from(knobs.chunk_sectors);
+    let knobs = config.knobs();
+    let origin_sectors = knobs.origin_sectors();
     let origin_image: Vec<u8> = (0..origin_sectors).flat_map(initial_sector).collect();
-    let initial_hashes: Arc<[u64]> = (0..origin_sectors).map(|s| sector_hash(&initial_sector(s))).collect();
+    let initial: Arc<[u64]> = (0..origin_sectors).map(|s| sector_hash(&initial_sector(s))).collect();
+    let spec = SnapshotSpec { chunk_sectors: knobs.chunk_sectors, overflow_store: knobs.store == StoreKind::PersistentOverflow };
+    let mut oracle = Oracle::new(OracleConfig { initial: Arc::clone(&initial), snapshots: vec![spec; knobs.snapshots], strict: config.strict });
+    for (sector, &value) in initial.iter().enumerate() {
+        oracle.label(value, format!("O{sector:08}"));
+    }
     let cow_sectors = knobs.cow_chunks * u64::from(knobs.chunk_sectors);
     let mut images = vec![Image::from_bytes(origin_image)];
     images.extend((0..knobs.snapshots).map(|_| Image::zeroed(cow_sectors)));
-    let shared: Arc<Mutex<Shared>> = Arc::default();
     let mut world = World {
         seed,
         scheduler: stream(seed, "scheduler"),
         workload: stream(seed, "workload"),
         crash: stream(seed, "crash"),
         engine: Engine { disks: Vec::new(), deferred: Arc::default(), origin: placeholder_origin(), snapshots: Vec::new() },
+        durable_cows: vec![None; knobs.snapshots],
         knobs,
-        shared,
+        shared: Arc::new(Mutex::new(Observer::new(oracle, config.keep_events))),
         stats: Stats::default(),
         epoch: 0,
-        initial_hashes,
-        invalid_before_crash: BTreeSet::new(),
-        show_events: std::env::var_os("SNAPSIM_EVENTS").is_some(),
     };
     world.boot(images);
     world.main_loop(config.max_steps);
-    let shared = lock(&world.shared);
+    let mut observer = lock(&world.shared);
     let mut stats = world.stats.clone();
-    stats.acknowledged = shared.acknowledged;
-    stats.failed = shared.failed;
-    stats.sectors_checked = shared.sectors_checked;
-    Report { seed, knobs: world.knobs.clone(), stats, trace_hash: shared.trace.finish(), violation: shared.violation.clone() }
+    stats.acknowledged = observer.counters.acknowledged;
+    stats.failed = observer.counters.failed;
+    stats.sectors_checked = observer.counters.sectors_checked;
+    Report {
+        seed,
+        knobs: world.knobs.clone(),
+        stats,
+        trace_hash: observer.trace_hash(),
+        failure: observer.failure.clone(),
+        allowances: observer.oracle.allowances(),
+        events: observer.take_log(),
+    }
 }
 
 /// An origin device with no disk behind it, replaced at boot.
@@ -223,32 +230,37 @@ fn placeholder_origin() -> Arc<OriginDevice<SimDisk>> {
 }
 
 impl World {
-    fn trace(&self, values: &[u64]) {
-        let mut shared = lock(&self.shared);
-        for &value in values {
-            shared.trace.u64(value);
+    fn emit(&self, event: Event) {
+        lock(&self.shared).emit(event);
+    }
+
+    /// Emits a write, naming its values for messages.
+    fn emit_write(&self, op: u64, target: Target, sector: u64, data: &[u8]) {
+        let mut observer = lock(&self.shared);
+        let values = sector_hashes(data);
+        for (bytes, &value) in data.chunks(SECTOR_BYTES).zip(&values) {
+            observer.oracle.label(value, sector_label(bytes));
         }
+        observer.emit(Event::Write { op, target, sector, values });
     }
 
-    /// Prints an event when `SNAPSIM_EVENTS` is set (for reading a failing run).
-    fn show(&self, event: impl FnOnce() -> String) {
-        if self.show_events {
-            eprintln!("step {:>6}: {}", self.stats.steps, event());
-        }
+    fn fail(&self, invariant: Invariant, message: String) {
+        lock(&self.shared).fail(Violation::new(invariant, message));
     }
 
-    fn violated(&self) -> bool {
-        lock(&self.shared).violation.is_some()
+    fn failed(&self) -> bool {
+        lock(&self.shared).failure.is_some()
     }
 
-    /// Builds the engine on disks holding `images`, loading every snapshot.
+    /// Builds the engine on disks holding `images`, loading every snapshot,
+    /// and checks what it loaded against what the images say.
     fn boot(&mut self, images: Vec<Image>) {
         let disks: Vec<Arc<SimDisk>> = images
-            .into_iter()
+            .iter()
             .enumerate()
             .map(|(index, image)| {
                 let seed = stream(self.seed, &format!("disk{index}-epoch{}", self.epoch)).random::<u64>();
-                Arc::new(SimDisk::new(index as u64, image, FaultRates::default(), seed))
+                Arc::new(SimDisk::new(index as u64, image.clone(), FaultRates::default(), seed))
             })
             .collect();
         let deferred = Arc::new(DeferQueue::default());
@@ -260,27 +272,27 @@ impl World {
             let filler = Arc::clone(&slot);
             let cow = Arc::clone(&self.engine.disks[index + 1]);
             if let Err(error) = origin.create_snapshot(cow, config, Box::new(move |r| *lock(&filler) = Some(r))) {
-                return lock(&self.shared).violate("I6 reload", format!("snapshot {index} refused: {error}"));
+                return self.fail(Invariant::I6Reload, format!("snapshot {index} refused: {error}"));
             }
             while lock(&slot).is_none() {
                 if !self.step_event() {
-                    return lock(&self.shared).violate("I11 liveness", format!("loading snapshot {index} stalled"));
+                    return self.fail(Invariant::I11Liveness, format!("loading snapshot {index} stalled"));
                 }
             }
             match lock(&slot).take() {
                 Some(Ok(snapshot)) => self.engine.snapshots.push(Arc::new(SnapshotDevice::new(snapshot))),
                 Some(Err(error)) => {
-                    return lock(&self.shared).violate("I6 reload", format!("snapshot {index} failed to load after {} crash(es): {error}", self.epoch));
+                    let message = format!("snapshot {index} failed to load after {} crash(es): {error}", self.epoch);
+                    return self.fail(Invariant::I6Reload, message);
                 }
                 None => unreachable!(),
             }
         }
-        // A snapshot invalidated before a crash that loads valid again: its
-        // invalid header never became durable (the kernel writes it without
-        // FUA and releases the origin writes at once).
-        for (index, device) in self.engine.snapshots.iter().enumerate() {
-            if self.invalid_before_crash.contains(&index) && device.snapshot().is_valid() {
-                lock(&self.shared).revived.insert(index);
+        let valid = self.engine.snapshots.iter().map(|d| d.snapshot().is_valid()).collect();
+        self.emit(Event::Reloaded { valid });
+        for index in 0..self.knobs.snapshots {
+            if let Err(violation) = self.check_loaded(index, &images[index + 1]) {
+                return lock(&self.shared).fail(violation);
             }
         }
         for disk in &self.engine.disks {
@@ -288,38 +300,70 @@ impl World {
         }
     }
 
+    /// I4/I5 on the COW image snapshot `k` was loaded from; I6: the engine
+    /// loaded exactly its records, and every record durable before the
+    /// crash is among them.
+    fn check_loaded(&self, k: usize, image: &Image) -> Result<(), Violation> {
+        let oracle = lock(&self.shared).oracle.clone();
+        let state = oracle.check_cow(k, image)?;
+        let snapshot = self.engine.snapshots[k].snapshot();
+        let table = state.table();
+        if matches!(state, CowState::Valid(_)) != snapshot.is_valid() && !matches!(state, CowState::Fresh) {
+            let message = format!("snapshot {k}'s COW says {state:?} but the engine loaded it as valid={}", snapshot.is_valid());
+            return Err(Violation::new(Invariant::I6Reload, message));
+        }
+        if snapshot.is_valid() {
+            let origin_chunks = self.knobs.origin_chunks;
+            for chunk in 0..origin_chunks {
+                let (engine, disk) = (snapshot.lookup(chunk), table.get(&chunk).copied());
+                if engine != disk {
+                    let message = format!("snapshot {k} origin chunk {chunk}: the COW records {disk:?}, the engine loaded {engine:?}");
+                    return Err(Violation::new(Invariant::I6Reload, message));
+                }
+            }
+        }
+        if let Some(durable) = &self.durable_cows[k] {
+            let before = oracle.check_cow(k, durable)?;
+            if let (CowState::Valid(before), CowState::Valid(_)) = (&before, &state) {
+                if let Some(&(old, new)) = before.iter().find(|&&(old, new)| table.get(&old) != Some(&new)) {
+                    let message = format!("snapshot {k}: the durable record origin chunk {old} → COW chunk {new} disappeared in the crash");
+                    return Err(Violation::new(Invariant::I6Reload, message));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Runs one in-flight event, if there is one: a disk completion or deferred work.
     fn step_event(&mut self) -> bool {
-        let mut events: Vec<(usize, u64)> = Vec::new();
-        for (index, disk) in self.engine.disks.iter().enumerate() {
-            events.extend(disk.in_flight().into_iter().map(|r| (index, r.id)));
-        }
+        let counts: Vec<usize> = self.engine.disks.iter().map(|d| d.in_flight_count()).collect();
+        let requests: usize = counts.iter().sum();
         let deferred_waiting = !lock(&self.engine.deferred.0).is_empty();
-        let choices = events.len() + usize::from(deferred_waiting);
+        let choices = requests + usize::from(deferred_waiting);
         if choices == 0 {
             return false;
         }
-        let pick = self.scheduler.random_range(0..choices);
-        if pick == events.len() {
+        let mut pick = self.scheduler.random_range(0..choices);
+        if pick == requests {
             let work = lock(&self.engine.deferred.0).pop_front().expect("deferred work waiting");
             self.stats.deferred += 1;
-            self.trace(&[1]);
+            self.emit(Event::Deferred);
             work();
-        } else {
-            let (disk, id) = events[pick];
-            let completion = self.engine.disks[disk].complete(id);
-            let info = completion.info;
-            let kind = match info.kind {
-                RequestKind::Read => 0,
-                RequestKind::Write { fua, preflush } => 1 + u64::from(fua) + 2 * u64::from(preflush),
-                RequestKind::Flush => 5,
-            };
-            self.show(|| format!("disk {disk} completes {:?} ok={}", info, completion.ok));
-            self.stats.disk_requests += 1;
-            self.stats.disk_errors += u64::from(!completion.ok);
-            self.trace(&[2, disk as u64, info.id, kind, info.sector, info.sectors, u64::from(completion.ok)]);
-            completion.run();
+            return true;
         }
+        let disk = counts.iter().position(|&count| if pick < count { true } else { pick -= count; false }).expect("pick within the requests");
+        let id = self.engine.disks[disk].in_flight_id(pick).expect("request in flight");
+        let completion = self.engine.disks[disk].complete(id);
+        let info = completion.info;
+        let op = match info.kind {
+            RequestKind::Read => DiskOp::Read,
+            RequestKind::Write { fua, preflush } => DiskOp::Write { preflush, fua },
+            RequestKind::Flush => DiskOp::Flush,
+        };
+        self.stats.disk_requests += 1;
+        self.stats.disk_errors += u64::from(!completion.ok);
+        self.emit(Event::Disk { disk, request: info.id, op, sector: info.sector, sectors: info.sectors, ok: completion.ok });
+        completion.run();
         true
     }
 
@@ -327,19 +371,18 @@ impl World {
         let operations = self.knobs.operations;
         let crash_chance = f64::from(self.knobs.crashes) / (operations as f64 * 4.0);
         let mut crashes_left = self.knobs.crashes;
-        while !self.violated() {
+        while !self.failed() {
             self.stats.steps += 1;
             lock(&self.shared).step = self.stats.steps;
             if self.stats.steps > max_steps {
-                let message = format!("the run did not finish within {max_steps} steps");
-                return lock(&self.shared).violate("I11 liveness", message);
+                return self.fail(Invariant::I11Liveness, format!("the run did not finish within {max_steps} steps"));
             }
             if crashes_left > 0 && self.scheduler.random_bool(crash_chance) {
                 crashes_left -= 1;
                 self.crash();
                 continue;
             }
-            let can_submit = self.stats.operations < operations && lock(&self.shared).in_flight < self.knobs.queue_depth;
+            let can_submit = self.stats.operations < operations && lock(&self.shared).counters.in_flight < self.knobs.queue_depth;
             let busy = self.engine.disks.iter().any(|d| d.in_flight_count() > 0) || !lock(&self.engine.deferred.0).is_empty();
             if can_submit && (!busy || self.scheduler.random_bool(0.4)) {
                 self.submit();
@@ -347,32 +390,39 @@ impl World {
                 break;
             }
         }
-        if self.violated() {
+        if self.failed() {
             return;
         }
-        if lock(&self.shared).in_flight > 0 {
-            let message = format!("{} operation(s) never completed, with nothing left in flight", lock(&self.shared).in_flight);
-            return lock(&self.shared).violate("I11 liveness", message);
+        let stuck = lock(&self.shared).counters.in_flight;
+        if stuck > 0 {
+            return self.fail(Invariant::I11Liveness, format!("{stuck} operation(s) never completed, with nothing left in flight"));
         }
+        self.report_status();
         self.read_back_everything();
+    }
+
+    fn report_status(&self) {
+        for (snapshot, device) in self.engine.snapshots.iter().enumerate() {
+            let s = device.snapshot();
+            self.emit(Event::Status { snapshot, valid: s.is_valid(), overflowed: s.is_overflowed() });
+        }
     }
 
     /// A crash: every disk becomes a crash image; the engine is rebuilt from them.
     fn crash(&mut self) {
         self.stats.crashes += 1;
-        let invalid: Vec<usize> =
-            self.engine.snapshots.iter().enumerate().filter(|(_, d)| !d.snapshot().is_valid()).map(|(i, _)| i).collect();
-        self.invalid_before_crash.extend(invalid);
+        self.report_status();
+        self.emit(Event::Crash);
         let crash = &mut self.crash;
         let images: Vec<Image> = self.engine.disks.iter().map(|disk| disk.crash_image(|_, n| crash.random_range(0..n))).collect();
+        self.durable_cows = self.engine.disks[1..].iter().map(|disk| Some(disk.durable())).collect();
         {
-            let mut shared = lock(&self.shared);
-            shared.trace.u64(3);
+            let mut observer = lock(&self.shared);
             for image in &images {
-                shared.trace.u64(image.content_hash());
+                observer.mix(image.content_hash());
             }
             // The operations in flight died with the machine.
-            shared.in_flight = 0;
+            observer.counters.in_flight = 0;
         }
         lock(&self.engine.deferred.0).clear();
         self.epoch += 1;
@@ -385,143 +435,136 @@ impl World {
         let mix = self.knobs.mix;
         let total = mix.origin_write + mix.snapshot_write + mix.snapshot_read + mix.flush;
         let mut roll = self.workload.random_range(0..total);
-        let origin_sectors = self.knobs.origin_chunks * u64::from(self.knobs.chunk_sectors);
+        let origin_sectors = self.knobs.origin_sectors();
         let sector = self.workload.random_range(0..origin_sectors);
         let sectors = self.workload.random_range(1..=16u64).min(origin_sectors - sector);
         let snapshot = self.workload.random_range(0..self.knobs.snapshots);
-        lock(&self.shared).in_flight += 1;
+        lock(&self.shared).counters.in_flight += 1;
         let done = self.acknowledger(op);
         if roll < mix.origin_write {
-            self.show(|| format!("op {op}: origin write {sector}+{sectors}"));
-            self.trace(&[10, op, sector, sectors]);
-            return self.engine.origin.write(sector, tagged(&format!("o{op:05}"), sectors), WriteFlags::PLAIN, done);
+            let data = tagged(&format!("o{op:05}"), sectors);
+            self.emit_write(op, Target::Origin, sector, &data);
+            return self.engine.origin.write(sector, data, WriteFlags::PLAIN, done);
         }
         roll -= mix.origin_write;
         let Some(device) = self.engine.snapshots.get(snapshot).cloned() else {
             // No snapshot could be loaded; the violation is already recorded.
             return;
         };
+        let target = Target::Snapshot(snapshot);
         if roll < mix.snapshot_write {
-            self.show(|| format!("op {op}: snapshot {snapshot} write {sector}+{sectors}"));
-            self.trace(&[11, op, snapshot as u64, sector, sectors]);
             let data = tagged(&format!("s{snapshot}{op:05}"), sectors);
-            {
-                let mut shared = lock(&self.shared);
-                for j in 0..sectors {
-                    let hash = sector_hash(&data[j as usize * SECTOR_BYTES..(j as usize + 1) * SECTOR_BYTES]);
-                    shared.written.entry((snapshot, sector + j)).or_default().insert(hash);
-                }
-            }
+            self.emit_write(op, target, sector, &data);
             return device.write(sector, data, WriteFlags::PLAIN, done);
         }
         roll -= mix.snapshot_write;
         if roll < mix.snapshot_read {
-            self.show(|| format!("op {op}: snapshot {snapshot} read {sector}+{sectors}"));
-            self.trace(&[12, op, snapshot as u64, sector, sectors]);
-            let checker = self.read_checker(op, snapshot, sector, Arc::clone(&device));
+            self.emit(Event::Read { op, target, sector, sectors });
+            let checker = self.read_checker(op, Arc::clone(&device));
             return device.read(sector, sectors as u32, checker);
         }
-        self.trace(&[13, op]);
-        if self.workload.random_bool(0.5) { self.engine.origin.flush(done) } else { device.flush(done) }
+        if self.workload.random_bool(0.5) {
+            self.emit(Event::Flush { op, target: Target::Origin });
+            self.engine.origin.flush(done)
+        } else {
+            self.emit(Event::Flush { op, target });
+            device.flush(done)
+        }
     }
 
     fn acknowledger(&self, op: u64) -> IoDone<()> {
         let shared = Arc::clone(&self.shared);
         Box::new(move |result| {
-            let mut shared = lock(&shared);
-            shared.in_flight -= 1;
+            let mut observer = lock(&shared);
+            observer.counters.in_flight -= 1;
             let ok = result.is_ok();
             if ok {
-                shared.acknowledged += 1;
+                observer.counters.acknowledged += 1;
             } else {
-                shared.failed += 1;
+                observer.counters.failed += 1;
             }
-            shared.trace.u64(20);
-            shared.trace.u64(op);
-            shared.trace.u64(u64::from(ok));
+            observer.emit(Event::Ack { op, ok });
         })
     }
 
-    /// Checks a snapshot read: each sector the snapshot-time origin or a value written to it.
-    fn read_checker(&self, op: u64, snapshot: usize, sector: u64, device: Arc<SnapshotDevice<SimDisk>>) -> IoDone<Vec<u8>> {
+    /// Hands a snapshot read's result to the oracle.
+    fn read_checker(&self, op: u64, device: Arc<SnapshotDevice<SimDisk>>) -> IoDone<Vec<u8>> {
         let shared = Arc::clone(&self.shared);
-        let initial = Arc::clone(&self.initial_hashes);
         Box::new(move |result| {
-            let invalidated_meanwhile = !device.snapshot().is_valid();
-            let mut shared = lock(&shared);
-            shared.in_flight -= 1;
-            shared.trace.u64(21);
-            shared.trace.u64(op);
-            let Ok(data) = result else {
-                shared.failed += 1;
-                return;
+            let snapshot_valid = device.snapshot().is_valid();
+            let mut observer = lock(&shared);
+            observer.counters.in_flight -= 1;
+            let values = match result {
+                Ok(data) => {
+                    observer.counters.acknowledged += 1;
+                    observer.counters.sectors_checked += (data.len() / SECTOR_BYTES) as u64;
+                    Some(sector_hashes(&data))
+                }
+                Err(_) => {
+                    observer.counters.failed += 1;
+                    None
+                }
             };
-            shared.acknowledged += 1;
-            if invalidated_meanwhile {
-                shared.raced_invalidation.insert(snapshot);
-            }
-            check_sectors(&mut shared, &initial, snapshot, sector, &data);
-            shared.raced_invalidation.remove(&snapshot);
+            observer.emit(Event::ReadDone { op, values, snapshot_valid });
         })
     }
 
-    /// At the end: every sector of every snapshot, checked.
+    /// Reads `count` sectors from `device` to completion.
+    fn read_now(&mut self, device: &dyn BlockDevice, sector: u64, count: u64) -> Option<Result<Vec<u8>, engine::IoError>> {
+        let slot: Slot<Result<Vec<u8>, engine::IoError>> = Arc::default();
+        let filler = Arc::clone(&slot);
+        device.read(sector, count as u32, Box::new(move |r| *lock(&filler) = Some(r)));
+        while lock(&slot).is_none() {
+            if !self.step_event() {
+                self.fail(Invariant::I11Liveness, "a final read never completed".into());
+                return None;
+            }
+        }
+        lock(&slot).take()
+    }
+
+    /// At the end: every sector of every judged snapshot and of the origin, checked.
     fn read_back_everything(&mut self) {
-        let origin_sectors = self.knobs.origin_chunks * u64::from(self.knobs.chunk_sectors);
-        for (index, device) in self.engine.snapshots.clone().iter().enumerate() {
-            if !device.snapshot().is_valid() {
+        let origin_sectors = self.knobs.origin_sectors();
+        for (k, device) in self.engine.snapshots.clone().iter().enumerate() {
+            if !device.snapshot().is_valid() || !lock(&self.shared).oracle.judges(k) {
                 continue;
             }
-            let mut sector = 0;
-            while sector < origin_sectors && !self.violated() {
+            for sector in (0..origin_sectors).step_by(64) {
                 let count = (origin_sectors - sector).min(64);
-                let slot: Slot<Result<Vec<u8>, engine::IoError>> = Arc::default();
-                let filler = Arc::clone(&slot);
-                device.read(sector, count as u32, Box::new(move |r| *lock(&filler) = Some(r)));
-                while lock(&slot).is_none() {
-                    if !self.step_event() {
-                        return lock(&self.shared).violate("I11 liveness", "a final read never completed".into());
+                let Some(result) = self.read_now(device.as_ref(), sector, count) else { return };
+                if let Ok(data) = result {
+                    let mut observer = lock(&self.shared);
+                    observer.counters.sectors_checked += count;
+                    for (j, bytes) in data.chunks(SECTOR_BYTES).enumerate() {
+                        let value = sector_hash(bytes);
+                        observer.mix(value);
+                        if let Err(violation) = observer.oracle.check_view_sector(k, sector + j as u64, value, false, true) {
+                            return observer.fail(violation);
+                        }
                     }
                 }
-                if let Some(Ok(data)) = lock(&slot).take() {
-                    let mut shared = lock(&self.shared);
-                    shared.trace.u64(sector_hash(&data));
-                    check_sectors(&mut shared, &self.initial_hashes, index, sector, &data);
+            }
+        }
+        let origin = Arc::clone(&self.engine.origin);
+        for sector in (0..origin_sectors).step_by(64) {
+            let count = (origin_sectors - sector).min(64);
+            let Some(result) = self.read_now(origin.as_ref(), sector, count) else { return };
+            if let Ok(data) = result {
+                let mut observer = lock(&self.shared);
+                for (j, bytes) in data.chunks(SECTOR_BYTES).enumerate() {
+                    let value = sector_hash(bytes);
+                    observer.mix(value);
+                    if let Err(violation) = observer.oracle.check_origin_sector(sector + j as u64, value) {
+                        return observer.fail(violation);
+                    }
                 }
-                sector += count;
             }
         }
     }
 }
 
-fn check_sectors(shared: &mut Shared, initial: &[u64], snapshot: usize, sector: u64, data: &[u8]) {
-    for (j, bytes) in data.chunks(SECTOR_BYTES).enumerate() {
-        let at = sector + j as u64;
-        let hash = sector_hash(bytes);
-        shared.trace.u64(hash);
-        shared.sectors_checked += 1;
-        let written = shared.written.get(&(snapshot, at)).is_some_and(|w| w.contains(&hash));
-        if hash != initial[at as usize] && !written {
-            let seen = String::from_utf8_lossy(&bytes[..16]).into_owned();
-            if shared.raced_invalidation.contains(&snapshot) {
-                let message = format!(
-                    "a read of snapshot {snapshot} served from the origin returned sector {at} as {seen:?}, written to the origin \
-                     after the snapshot: the snapshot was invalidated while the read was in flight, and a failed exception \
-                     releases origin writes without waiting for tracked reads"
-                );
-                shared.violate("I13 conflicting reads", message);
-            } else if shared.revived.contains(&snapshot) {
-                let message = format!(
-                    "snapshot {snapshot} was invalidated before a crash but loaded as valid after it (its valid=0 header, a plain write, \
-                     was not durable while origin writes went ahead); sector {at} now reads {seen:?}"
-                );
-                shared.violate("I8 invalidation", message);
-            } else {
-                let message = format!(
-                    "snapshot {snapshot} sector {at} reads {seen:?}, neither the origin when the snapshot was taken nor a value written to the snapshot"
-                );
-                shared.violate("I2 snapshot view", message);
-            }
-        }
-    }
+/// Every snapshot's loaded records, for tests that compare two loads.
+pub fn loaded_records(snapshot: &Snapshot<SimDisk>, origin_chunks: u64) -> BTreeMap<u64, u64> {
+    (0..origin_chunks).filter_map(|c| snapshot.lookup(c).map(|n| (c, n))).collect()
 }

@@ -1,0 +1,256 @@
+//! An independent reader of the kernel's COW metadata, for judging.
+//!
+//! The oracle never asks the engine what its COW says: it reads the bytes
+//! itself with this small decoder (header, then areas of 16-byte records up
+//! to the first zero `new_chunk`, a full area followed by the next), and
+//! checks I4 (well-formed) and I5 (allocation order, no leaked chunk) on
+//! what it finds. It shares no code with the engine's loader on purpose.
+
+use std::collections::BTreeMap;
+
+use crate::invariant::{Invariant, Violation};
+
+/// "SnAp" little-endian.
+const MAGIC: u32 = 0x7041_6e53;
+const SECTOR_BYTES: usize = 512;
+const RECORD_BYTES: u64 = 16;
+
+/// Read access to a device image, one 512-byte sector at a time.
+pub trait SectorSource {
+    fn sector_count(&self) -> u64;
+    /// The 512 bytes of `sector` (`sector < sector_count()`).
+    fn sector(&self, sector: u64) -> &[u8];
+}
+
+impl SectorSource for [u8] {
+    fn sector_count(&self) -> u64 {
+        (self.len() / SECTOR_BYTES) as u64
+    }
+
+    fn sector(&self, sector: u64) -> &[u8] {
+        let start = sector as usize * SECTOR_BYTES;
+        &self[start..start + SECTOR_BYTES]
+    }
+}
+
+/// What the oracle knows about a COW device it is asked to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CowGeometry {
+    pub chunk_sectors: u32,
+    pub origin_chunks: u64,
+}
+
+impl CowGeometry {
+    fn records_per_area(self) -> u64 {
+        u64::from(self.chunk_sectors) * SECTOR_BYTES as u64 / RECORD_BYTES
+    }
+
+    /// The chunk holding metadata area `area`.
+    pub fn area_chunk(self, area: u64) -> u64 {
+        1 + area * (self.records_per_area() + 1)
+    }
+
+    /// Whether `chunk` is the header or a metadata area.
+    pub fn is_metadata(self, chunk: u64) -> bool {
+        chunk == 0 || (chunk - 1) % (self.records_per_area() + 1) == 0
+    }
+
+    /// The `n`-th data chunk in allocation order (0-based).
+    pub fn nth_data_chunk(self, n: u64) -> u64 {
+        let per_area = self.records_per_area();
+        2 + n + n / per_area
+    }
+}
+
+/// What a COW's metadata says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CowState {
+    /// Header all zero: never formatted (the engine formats it at load).
+    Fresh,
+    /// Header says invalid: the kernel loads no records.
+    Invalid,
+    /// Valid, with these records in on-disk order: `(old_chunk, new_chunk)`.
+    Valid(Vec<(u64, u64)>),
+}
+
+impl CowState {
+    /// Records (none unless valid).
+    pub fn records(&self) -> &[(u64, u64)] {
+        match self {
+            Self::Valid(records) => records,
+            _ => &[],
+        }
+    }
+
+    /// `old_chunk → new_chunk`.
+    pub fn table(&self) -> BTreeMap<u64, u64> {
+        self.records().iter().copied().collect()
+    }
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from(u32_at(bytes, at)) | (u64::from(u32_at(bytes, at + 4)) << 32)
+}
+
+fn ill_formed(message: String) -> Violation {
+    Violation::new(Invariant::I4MetadataWellFormed, message)
+}
+
+/// Reads and checks (I4) the metadata of `cow`.
+pub fn decode(cow: &(impl SectorSource + ?Sized), geometry: CowGeometry) -> Result<CowState, Violation> {
+    let header = cow.sector(0);
+    let (magic, valid, version, chunk_size) = (u32_at(header, 0), u32_at(header, 4), u32_at(header, 8), u32_at(header, 12));
+    if magic == 0 {
+        return Ok(CowState::Fresh);
+    }
+    if magic != MAGIC {
+        return Err(ill_formed(format!("header magic is {magic:#x}, not {MAGIC:#x}")));
+    }
+    if version != 1 {
+        return Err(ill_formed(format!("header version is {version}, not 1")));
+    }
+    if chunk_size != geometry.chunk_sectors {
+        return Err(ill_formed(format!("header chunk_size is {chunk_size} sectors, the snapshot's is {}", geometry.chunk_sectors)));
+    }
+    match valid {
+        0 => return Ok(CowState::Invalid),
+        1 => {}
+        other => return Err(ill_formed(format!("header valid field is {other}, neither 0 nor 1"))),
+    }
+    let chunk_sectors = u64::from(geometry.chunk_sectors);
+    let cow_chunks = cow.sector_count() / chunk_sectors;
+    let per_area = geometry.records_per_area();
+    let records_per_sector = SECTOR_BYTES as u64 / RECORD_BYTES;
+    let mut records = Vec::new();
+    let mut seen_old = BTreeMap::new();
+    let mut seen_new = BTreeMap::new();
+    let mut area = 0;
+    loop {
+        let area_chunk = geometry.area_chunk(area);
+        if area_chunk >= cow_chunks {
+            return Ok(CowState::Valid(records));
+        }
+        for index in 0..per_area {
+            let sector = cow.sector(area_chunk * chunk_sectors + index / records_per_sector);
+            let at = ((index % records_per_sector) * RECORD_BYTES) as usize;
+            let (old, new) = (u64_at(sector, at), u64_at(sector, at + 8));
+            if new == 0 {
+                return Ok(CowState::Valid(records));
+            }
+            let place = format!("area {area} record {index} (origin chunk {old} → COW chunk {new})");
+            if new >= cow_chunks {
+                return Err(ill_formed(format!("{place}: COW chunk beyond the {cow_chunks}-chunk device")));
+            }
+            if geometry.is_metadata(new) {
+                return Err(ill_formed(format!("{place}: COW chunk {new} is a metadata area")));
+            }
+            if old >= geometry.origin_chunks {
+                return Err(ill_formed(format!("{place}: origin chunk beyond the {}-chunk origin", geometry.origin_chunks)));
+            }
+            if let Some(earlier) = seen_old.insert(old, records.len()) {
+                return Err(ill_formed(format!("{place}: origin chunk {old} already has record {earlier}")));
+            }
+            if let Some(earlier) = seen_new.insert(new, records.len()) {
+                return Err(ill_formed(format!("{place}: COW chunk {new} already used by record {earlier}")));
+            }
+            records.push((old, new));
+        }
+        area += 1;
+    }
+}
+
+/// I5: records sit in allocation order and leave no data chunk unreferenced.
+///
+/// The store allocates data chunks in order (skipping metadata areas) and
+/// commits in allocation order, so the `n`-th record on disk must name the
+/// `n`-th data chunk. A record ahead of its place means one committed out
+/// of order — after a crash, the chunk it skipped is leaked.
+pub fn check_allocation_order(records: &[(u64, u64)], geometry: CowGeometry) -> Result<(), Violation> {
+    for (n, &(old, new)) in records.iter().enumerate() {
+        let expected = geometry.nth_data_chunk(n as u64);
+        if new != expected {
+            let message = if new > expected {
+                let skipped = records.iter().find(|&&(_, c)| c == expected).map(|&(o, _)| o);
+                let order = match skipped {
+                    Some(later) => format!("record for chunk {old} precedes chunk {later}"),
+                    None => format!("COW chunk {expected} is referenced by no record (leaked)"),
+                };
+                format!("{order}: record {n} names COW chunk {new} where allocation order puts chunk {expected}")
+            } else {
+                format!("record {n} (origin chunk {old}) names COW chunk {new}, behind allocation position {expected}")
+            };
+            return Err(Violation::new(Invariant::I5InOrderCommit, message));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GEOMETRY: CowGeometry = CowGeometry { chunk_sectors: 1, origin_chunks: 100 };
+
+    /// A 512-byte-chunk COW (32 records per area) with `records` in area 0 and on.
+    fn cow(records: &[(u64, u64)], chunks: usize) -> Vec<u8> {
+        let mut bytes = vec![0u8; chunks * SECTOR_BYTES];
+        bytes[..16].copy_from_slice(&[0x53, 0x6e, 0x41, 0x70, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0]);
+        for (i, &(old, new)) in records.iter().enumerate() {
+            let area = i as u64 / 32;
+            let at = GEOMETRY.area_chunk(area) as usize * SECTOR_BYTES + (i % 32) * 16;
+            bytes[at..at + 8].copy_from_slice(&old.to_le_bytes());
+            bytes[at + 8..at + 16].copy_from_slice(&new.to_le_bytes());
+        }
+        bytes
+    }
+
+    fn check(records: &[(u64, u64)]) -> Result<(), String> {
+        let bytes = cow(records, 80);
+        let state = decode(bytes.as_slice(), GEOMETRY).map_err(|v| v.to_string())?;
+        check_allocation_order(state.records(), GEOMETRY).map_err(|v| v.to_string())
+    }
+
+    #[test]
+    fn in_order_records_across_an_area_boundary_pass() {
+        let records: Vec<(u64, u64)> = (0..40).map(|n| (n + 50, GEOMETRY.nth_data_chunk(n))).collect();
+        assert_eq!(records[32].1, 35, "area 1 sits at chunk 34");
+        assert_eq!(check(&records), Ok(()));
+    }
+
+    #[test]
+    fn out_of_order_commit_is_named() {
+        let error = check(&[(412, 3), (409, 2)]).unwrap_err();
+        assert!(error.starts_with("I4"), "origin chunks beyond the origin: {error}");
+        let error = check(&[(41, 3), (40, 2)]).unwrap_err();
+        assert_eq!(error, "I5 in-order commit: record for chunk 41 precedes chunk 40: record 0 names COW chunk 3 where allocation order puts chunk 2");
+    }
+
+    #[test]
+    fn a_gap_is_a_leak() {
+        let error = check(&[(1, 2), (2, 4)]).unwrap_err();
+        assert!(error.contains("COW chunk 3 is referenced by no record (leaked)"), "{error}");
+    }
+
+    #[test]
+    fn ill_formed_metadata_is_named() {
+        for (records, expected) in [
+            (vec![(1, 2), (1, 3)], "origin chunk 1 already has record 0"),
+            (vec![(1, 2), (2, 2)], "COW chunk 2 already used by record 0"),
+            (vec![(1, 34)], "COW chunk 34 is a metadata area"),
+            (vec![(1, 500)], "beyond the 80-chunk device"),
+        ] {
+            let bytes = cow(&records, 80);
+            let error = decode(bytes.as_slice(), GEOMETRY).unwrap_err();
+            assert_eq!(error.invariant, Invariant::I4MetadataWellFormed);
+            assert!(error.message.contains(expected), "{error}");
+        }
+        let mut bytes = cow(&[], 4);
+        bytes[0] = 0x54;
+        assert!(decode(bytes.as_slice(), GEOMETRY).unwrap_err().message.contains("magic"));
+        assert_eq!(decode(vec![0u8; 2048].as_slice(), GEOMETRY), Ok(CowState::Fresh));
+    }
+}

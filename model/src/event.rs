@@ -1,0 +1,126 @@
+//! The events of a run, as the oracle consumes them and a trace records them.
+//!
+//! Events are what an observer of the block layer and the users can see:
+//! user operations submitted and acknowledged, disk requests completed,
+//! crashes, reloads and the engine's reported state. Values are 64-bit
+//! hashes of sector contents.
+
+/// What a user operation addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    Origin,
+    Snapshot(usize),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Origin => write!(f, "origin"),
+            Self::Snapshot(k) => write!(f, "snapshot {k}"),
+        }
+    }
+}
+
+/// A disk request's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskOp {
+    Read,
+    Write { preflush: bool, fua: bool },
+    Flush,
+}
+
+/// One event of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// User operation `op` writes `values` (one per sector) from `sector`.
+    Write { op: u64, target: Target, sector: u64, values: Vec<u64> },
+    /// User operation `op` reads `sectors` sectors from `sector`.
+    Read { op: u64, target: Target, sector: u64, sectors: u64 },
+    /// User operation `op` flushes `target`.
+    Flush { op: u64, target: Target },
+    /// A write or flush was acknowledged.
+    Ack { op: u64, ok: bool },
+    /// A read completed: its values, and whether its snapshot was still valid then.
+    ReadDone { op: u64, values: Option<Vec<u64>>, snapshot_valid: bool },
+    /// Disk `disk` (0 the origin, `k + 1` snapshot `k`'s COW) completed a request.
+    Disk { disk: usize, request: u64, op: DiskOp, sector: u64, sectors: u64, ok: bool },
+    /// The engine ran one piece of deferred work.
+    Deferred,
+    /// The engine reports a snapshot's state.
+    Status { snapshot: usize, valid: bool, overflowed: bool },
+    /// The machine crashed.
+    Crash,
+    /// The engine was rebuilt from the crash images; which snapshots loaded valid.
+    Reloaded { valid: Vec<bool> },
+}
+
+impl Event {
+    /// A fixed encoding as words, for hashing a trace.
+    pub fn encode(&self, out: &mut impl FnMut(u64)) {
+        let target = |t: &Target| match t {
+            Target::Origin => 0,
+            Target::Snapshot(k) => 1 + *k as u64,
+        };
+        match self {
+            Self::Write { op, target: t, sector, values } => {
+                [1, *op, target(t), *sector, values.len() as u64].into_iter().for_each(&mut *out);
+                values.iter().copied().for_each(out);
+            }
+            Self::Read { op, target: t, sector, sectors } => [2, *op, target(t), *sector, *sectors].into_iter().for_each(out),
+            Self::Flush { op, target: t } => [3, *op, target(t)].into_iter().for_each(out),
+            Self::Ack { op, ok } => [4, *op, u64::from(*ok)].into_iter().for_each(out),
+            Self::ReadDone { op, values, snapshot_valid } => {
+                [5, *op, u64::from(*snapshot_valid), values.as_ref().map_or(u64::MAX, |v| v.len() as u64)].into_iter().for_each(&mut *out);
+                values.iter().flatten().copied().for_each(out);
+            }
+            Self::Disk { disk, request, op, sector, sectors, ok } => {
+                let kind = match op {
+                    DiskOp::Read => 0,
+                    DiskOp::Write { preflush, fua } => 1 + u64::from(*fua) + 2 * u64::from(*preflush),
+                    DiskOp::Flush => 5,
+                };
+                [6, *disk as u64, *request, kind, *sector, *sectors, u64::from(*ok)].into_iter().for_each(out);
+            }
+            Self::Deferred => out(7),
+            Self::Status { snapshot, valid, overflowed } => [8, *snapshot as u64, u64::from(*valid), u64::from(*overflowed)].into_iter().for_each(out),
+            Self::Crash => out(9),
+            Self::Reloaded { valid } => {
+                out(10);
+                valid.iter().map(|&v| u64::from(v)).for_each(out);
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Write { op, target, sector, values } => write!(f, "op {op}: write {target} {sector}+{}", values.len()),
+            Self::Read { op, target, sector, sectors } => write!(f, "op {op}: read {target} {sector}+{sectors}"),
+            Self::Flush { op, target } => write!(f, "op {op}: flush {target}"),
+            Self::Ack { op, ok } => write!(f, "op {op}: {}", if *ok { "acknowledged" } else { "failed" }),
+            Self::ReadDone { op, values, snapshot_valid } => {
+                let outcome = if values.is_some() { "read done" } else { "read failed" };
+                write!(f, "op {op}: {outcome}{}", if *snapshot_valid { "" } else { " (snapshot invalid by then)" })
+            }
+            Self::Disk { disk, request, op, sector, sectors, ok } => {
+                let device = if *disk == 0 { "origin disk".to_string() } else { format!("cow{} disk", disk - 1) };
+                let kind = match op {
+                    DiskOp::Read => "read".to_string(),
+                    DiskOp::Write { preflush, fua } => {
+                        format!("write{}{}", if *preflush { "+preflush" } else { "" }, if *fua { "+fua" } else { "" })
+                    }
+                    DiskOp::Flush => "flush".to_string(),
+                };
+                write!(f, "{device} request {request}: {kind} {sector}+{sectors} {}", if *ok { "ok" } else { "ERROR" })
+            }
+            Self::Deferred => write!(f, "engine work"),
+            Self::Status { snapshot, valid, overflowed } => {
+                let state = if !valid { "Invalid" } else if *overflowed { "Overflow" } else { "valid" };
+                write!(f, "snapshot {snapshot} is {state}")
+            }
+            Self::Crash => write!(f, "CRASH"),
+            Self::Reloaded { valid } => write!(f, "reloaded; snapshots valid: {valid:?}"),
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! The oracle: the reference model fed with a run's events, checking every
+//! invariant it can see broken.
+//!
+//! The model is the origin and each snapshot as arrays of [`SectorVersions`]
+//! (only sectors written since the snapshot are stored; the rest hold the
+//! snapshot-time value). Live reads, reads after a reload and the final
+//! read-back are checked against it; reported state is checked against the
+//! I/O errors seen (I8, I9); COW images after a crash are read by
+//! [`crate::cow`] (I4, I5, I6).
+//!
+//! # Kernel behaviours the oracle allows (and counts)
+//!
+//! The engine is a faithful port, so it keeps two holes the kernel has. The
+//! oracle counts each occurrence instead of failing the run; with
+//! [`OracleConfig::strict`] each becomes a violation of the invariant named.
+//! - **K1 (I8)**: an invalidated snapshot may come back valid after a crash.
+//!   The kernel writes the `valid = 0` header without FUA or a flush and lets
+//!   origin writes go ahead at once, so a crash can lose the header while the
+//!   origin changes stay. Such a snapshot's view is not checked after that.
+//! - **K2 (I13)**: a snapshot read that was still in flight when its snapshot
+//!   was invalidated may return origin data written after the snapshot: a
+//!   failed exception releases its origin writes without waiting for tracked
+//!   reads (only the success path waits).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use crate::cow::{self, CowGeometry, CowState, SectorSource};
+use crate::event::{DiskOp, Event, Target};
+use crate::invariant::{Invariant, Violation};
+use crate::versions::SectorVersions;
+
+/// Events kept for a violation's story.
+const STORY_EVENTS: usize = 24;
+
+/// One snapshot as the oracle knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotSpec {
+    pub chunk_sectors: u32,
+    /// Whether the store is `PO` (overflow does not invalidate on snapshot writes).
+    pub overflow_store: bool,
+}
+
+/// What the oracle is told before a run.
+#[derive(Debug, Clone)]
+pub struct OracleConfig {
+    /// The origin's contents when the snapshots were taken, one value per sector.
+    pub initial: Arc<[u64]>,
+    pub snapshots: Vec<SnapshotSpec>,
+    /// Fail on the kernel behaviours K1 and K2 instead of counting them.
+    pub strict: bool,
+}
+
+/// How often the run showed each allowed kernel behaviour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Allowances {
+    /// K1: invalidated snapshots that loaded valid after a crash.
+    pub revived_invalid: u64,
+    /// K2: reads that raced their snapshot's invalidation and saw origin data.
+    pub raced_invalidation: u64,
+}
+
+impl std::fmt::Display for Allowances {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "K1 revived-invalid {} / K2 read-raced-invalidation {}", self.revived_invalid, self.raced_invalidation)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Pending {
+    Write { target: Target, sector: u64, values: Vec<u64> },
+    /// A snapshot read, with every value each of its sectors could hold at
+    /// some moment while it was in flight (a read may be served at any of them).
+    Read { snapshot: usize, sector: u64, legal: Vec<Vec<u64>> },
+    Flush { target: Target, covers: u64 },
+}
+
+/// A volume's legal contents: snapshot-time values plus what was written since.
+#[derive(Debug, Clone, Default)]
+struct Volume {
+    touched: BTreeMap<u64, SectorVersions>,
+}
+
+impl Volume {
+    fn sector(&mut self, initial: &[u64], sector: u64) -> &mut SectorVersions {
+        self.touched.entry(sector).or_insert_with(|| SectorVersions::new(initial[sector as usize]))
+    }
+
+    fn values(&self, initial: &[u64], sector: u64) -> Vec<u64> {
+        match self.touched.get(&sector) {
+            Some(versions) => versions.values(),
+            None => vec![initial[sector as usize]],
+        }
+    }
+
+    fn may_hold(&self, initial: &[u64], sector: u64, value: u64) -> bool {
+        match self.touched.get(&sector) {
+            Some(versions) => versions.may_hold(value),
+            None => initial[sector as usize] == value,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct SnapshotState {
+    view: Volume,
+    /// Reported invalid at some point (or a COW write failed) — sticky.
+    ever_invalid: bool,
+    /// Came back valid after being invalid (K1): its view is no longer checked.
+    revived: bool,
+    /// A write to its COW failed, so it must be invalid.
+    must_invalidate: bool,
+    /// An I/O error that may invalidate it was seen (COW write, origin read).
+    io_error_seen: bool,
+    /// Origin writes were submitted since the last reload (they may overflow it legitimately).
+    origin_written: bool,
+}
+
+/// The reference model and its checks.
+#[derive(Debug, Clone)]
+pub struct Oracle {
+    config: OracleConfig,
+    origin: Volume,
+    snapshots: Vec<SnapshotState>,
+    pending: BTreeMap<u64, Pending>,
+    /// Values written to the origin: the epoch (crash count) of their writes.
+    origin_values: BTreeMap<u64, u64>,
+    /// One sequence numbering submissions and acknowledgements.
+    seq: u64,
+    epoch: u64,
+    story: VecDeque<Event>,
+    allowances: Allowances,
+    /// Readable names of values, for messages (`o00012s003` for a tagged sector).
+    labels: BTreeMap<u64, String>,
+}
+
+impl Oracle {
+    pub fn new(config: OracleConfig) -> Self {
+        let snapshots = vec![SnapshotState::default(); config.snapshots.len()];
+        Self {
+            config,
+            origin: Volume::default(),
+            snapshots,
+            pending: BTreeMap::new(),
+            origin_values: BTreeMap::new(),
+            seq: 0,
+            epoch: 0,
+            story: VecDeque::new(),
+            allowances: Allowances::default(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    /// Names `value` in messages.
+    pub fn label(&mut self, value: u64, name: String) {
+        self.labels.insert(value, name);
+    }
+
+    fn name(&self, value: u64) -> String {
+        self.labels.get(&value).cloned().unwrap_or_else(|| format!("{value:016x}"))
+    }
+
+    pub fn allowances(&self) -> Allowances {
+        self.allowances
+    }
+
+    pub fn config(&self) -> &OracleConfig {
+        &self.config
+    }
+
+    /// Whether snapshot `k`'s view is still judged (not revived by K1).
+    pub fn judges(&self, snapshot: usize) -> bool {
+        !self.snapshots[snapshot].revived
+    }
+
+    /// Attaches the recent events to a violation.
+    pub fn with_story(&self, mut violation: Violation) -> Violation {
+        violation.events = self.story.iter().map(ToString::to_string).collect();
+        violation
+    }
+
+    /// Feeds one event to the model and checks what it can.
+    pub fn apply(&mut self, event: &Event) -> Result<(), Violation> {
+        if self.story.len() == STORY_EVENTS {
+            self.story.pop_front();
+        }
+        self.story.push_back(event.clone());
+        self.apply_inner(event).map_err(|v| self.with_story(v))
+    }
+
+    fn apply_inner(&mut self, event: &Event) -> Result<(), Violation> {
+        let initial = Arc::clone(&self.config.initial);
+        match event {
+            Event::Write { op, target, sector, values } => {
+                debug_assert!(!self.pending.contains_key(op), "operation {op} submitted twice");
+                self.seq += 1;
+                let submitted = self.seq;
+                for (j, &value) in values.iter().enumerate() {
+                    let at = sector + j as u64;
+                    self.volume(*target).sector(&initial, at).write(*op, value, submitted);
+                    if *target == Target::Origin {
+                        self.origin_values.entry(value).or_insert(self.epoch);
+                    }
+                }
+                if *target == Target::Origin {
+                    self.snapshots.iter_mut().for_each(|s| s.origin_written = true);
+                }
+                let written = *sector..*sector + values.len() as u64;
+                for pending in self.pending.values_mut() {
+                    if let Pending::Read { snapshot, sector: start, legal } = pending {
+                        if Target::Snapshot(*snapshot) == *target {
+                            for (j, legal) in legal.iter_mut().enumerate() {
+                                let at = *start + j as u64;
+                                if written.contains(&at) {
+                                    legal.push(values[(at - *sector) as usize]);
+                                }
+                            }
+                        }
+                    }
+                }
+                self.pending.insert(*op, Pending::Write { target: *target, sector: *sector, values: values.clone() });
+            }
+            Event::Read { op, target, sector, sectors } => {
+                if let Target::Snapshot(snapshot) = *target {
+                    let view = &self.snapshots[snapshot].view;
+                    let legal = (*sector..sector + sectors).map(|at| view.values(&initial, at)).collect();
+                    self.pending.insert(*op, Pending::Read { snapshot, sector: *sector, legal });
+                }
+            }
+            Event::Flush { op, target } => {
+                self.seq += 1;
+                self.pending.insert(*op, Pending::Flush { target: *target, covers: self.seq });
+            }
+            Event::Ack { op, ok } => {
+                let pending = self.pending.remove(op);
+                if !ok {
+                    return Ok(());
+                }
+                self.seq += 1;
+                let ack = self.seq;
+                match pending {
+                    Some(Pending::Write { target, sector, values }) => {
+                        for j in 0..values.len() as u64 {
+                            self.volume(target).sector(&initial, sector + j).acked(*op, ack);
+                        }
+                    }
+                    Some(Pending::Flush { target, covers }) => {
+                        self.volume(target).touched.values_mut().for_each(|v| v.flushed(covers));
+                    }
+                    Some(Pending::Read { .. }) | None => {}
+                }
+            }
+            Event::ReadDone { op, values, snapshot_valid } => {
+                let pending = self.pending.remove(op);
+                if let (Some(Pending::Read { snapshot, sector, legal }), Some(values)) = (pending, values) {
+                    for (j, &value) in values.iter().enumerate() {
+                        if !legal.get(j).is_some_and(|l| l.contains(&value)) {
+                            self.check_view_sector(snapshot, sector + j as u64, value, !snapshot_valid, false)?;
+                        }
+                    }
+                }
+            }
+            Event::Disk { disk, op, sector, ok: false, .. } => match (disk, op) {
+                (0, DiskOp::Read) => self.snapshots.iter_mut().for_each(|s| s.io_error_seen = true),
+                (0, _) => {}
+                (cow, DiskOp::Write { .. }) => {
+                    // A failed copy or metadata write must invalidate; a failed
+                    // snapshot write remapped to the COW only fails that write.
+                    // A data-chunk write is a user's only if one is in flight.
+                    let k = cow - 1;
+                    let metadata = self.geometry(k).is_metadata(sector / u64::from(self.config.snapshots[k].chunk_sectors));
+                    let user_write = self.pending.values().any(|p| matches!(p, Pending::Write { target: Target::Snapshot(j), .. } if *j == k));
+                    let state = &mut self.snapshots[k];
+                    state.io_error_seen = true;
+                    state.must_invalidate |= metadata || !user_write;
+                }
+                (cow, DiskOp::Read | DiskOp::Flush) => self.snapshots[cow - 1].io_error_seen = true,
+            },
+            Event::Disk { .. } | Event::Deferred => {}
+            Event::Status { snapshot, valid, overflowed } => self.check_status(*snapshot, *valid, *overflowed)?,
+            Event::Crash => {
+                self.epoch += 1;
+                self.seq += 1;
+                let at = self.seq;
+                self.pending.clear();
+                self.origin.touched.values_mut().for_each(|v| v.crashed(at));
+                for state in &mut self.snapshots {
+                    state.view.touched.values_mut().for_each(|v| v.crashed(at));
+                    state.ever_invalid |= state.must_invalidate;
+                    state.must_invalidate = false;
+                }
+            }
+            Event::Reloaded { valid } => {
+                for (k, &valid) in valid.iter().enumerate() {
+                    let state = &mut self.snapshots[k];
+                    if valid && state.ever_invalid && !state.revived {
+                        if self.config.strict {
+                            let message = format!("snapshot {k} was invalidated before a crash but loaded valid after it");
+                            return Err(Violation::new(Invariant::I8Invalidation, message));
+                        }
+                        state.revived = true;
+                        self.allowances.revived_invalid += 1;
+                    }
+                    state.origin_written = false;
+                    state.io_error_seen = false;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn volume(&mut self, target: Target) -> &mut Volume {
+        match target {
+            Target::Origin => &mut self.origin,
+            Target::Snapshot(k) => &mut self.snapshots[k].view,
+        }
+    }
+
+    fn check_status(&mut self, snapshot: usize, valid: bool, overflowed: bool) -> Result<(), Violation> {
+        let spec = self.config.snapshots[snapshot];
+        let state = &mut self.snapshots[snapshot];
+        if !valid {
+            state.ever_invalid = true;
+        }
+        if valid && state.must_invalidate {
+            let message = format!("a write to snapshot {snapshot}'s COW failed, yet the snapshot still reports valid");
+            return Err(Violation::new(Invariant::I8Invalidation, message));
+        }
+        if overflowed && !spec.overflow_store {
+            return Err(Violation::new(Invariant::I9Overflow, format!("snapshot {snapshot} (store P) reports Overflow; only PO overflows")));
+        }
+        if !valid && spec.overflow_store && !state.io_error_seen && !state.origin_written {
+            let message = format!(
+                "snapshot {snapshot} (store PO) went invalid with no I/O error and no origin write: a full PO store must fail the snapshot write and stay valid"
+            );
+            return Err(Violation::new(Invariant::I9Overflow, message));
+        }
+        Ok(())
+    }
+
+    /// Checks one sector of snapshot `k`'s view. `raced` says the read was in
+    /// flight when the snapshot was invalidated; `settled` that nothing was
+    /// in flight (a read-back at quiescence, or a crash image).
+    pub fn check_view_sector(&mut self, k: usize, sector: u64, value: u64, raced: bool, settled: bool) -> Result<(), Violation> {
+        if self.snapshots[k].revived || self.snapshots[k].view.may_hold(&self.config.initial, sector, value) {
+            return Ok(());
+        }
+        let origin_epoch = self.origin_values.get(&value).copied();
+        if raced && origin_epoch.is_some() {
+            if self.config.strict {
+                let message = format!("a read of snapshot {k} in flight when it was invalidated returned origin data at sector {sector}");
+                return Err(Violation::new(Invariant::I13ConflictingReads, message));
+            }
+            self.allowances.raced_invalidation += 1;
+            return Ok(());
+        }
+        let allowed = self.snapshots[k].view.values(&self.config.initial, sector);
+        let allowed: Vec<String> = allowed.into_iter().map(|v| self.name(v)).collect();
+        let (invariant, what) = match origin_epoch {
+            Some(epoch) if epoch == self.epoch && !settled => {
+                (Invariant::I13ConflictingReads, "data written to the origin after the snapshot (a read that raced an origin write)")
+            }
+            Some(_) => (Invariant::I1AckedOriginWrite, "data written to the origin after the snapshot"),
+            None => (Invariant::I2SnapshotView, "a value never legal there"),
+        };
+        let seen = self.name(value);
+        Err(Violation::new(invariant, format!("snapshot {k} sector {sector} holds {seen}, {what}; legal: {}", allowed.join(" "))))
+    }
+
+    /// Checks one origin sector read after a reload or at the end (I3).
+    pub fn check_origin_sector(&self, sector: u64, value: u64) -> Result<(), Violation> {
+        if self.origin.may_hold(&self.config.initial, sector, value) {
+            return Ok(());
+        }
+        let allowed: Vec<String> = self.origin.values(&self.config.initial, sector).into_iter().map(|v| self.name(v)).collect();
+        let message = format!("origin sector {sector} holds {}; legal after the flushes acknowledged: {}", self.name(value), allowed.join(" "));
+        Err(Violation::new(Invariant::I3FlushedWrites, message))
+    }
+
+    /// Reads snapshot `k`'s COW image and checks it (I4, I5).
+    pub fn check_cow(&self, k: usize, cow: &(impl SectorSource + ?Sized)) -> Result<CowState, Violation> {
+        let geometry = self.geometry(k);
+        let state = cow::decode(cow, geometry)?;
+        cow::check_allocation_order(state.records(), geometry)?;
+        Ok(state)
+    }
+
+    /// The COW geometry of snapshot `k`.
+    pub fn geometry(&self, k: usize) -> CowGeometry {
+        let chunk_sectors = self.config.snapshots[k].chunk_sectors;
+        CowGeometry { chunk_sectors, origin_chunks: self.config.initial.len() as u64 / u64::from(chunk_sectors) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oracle(strict: bool) -> Oracle {
+        let initial: Arc<[u64]> = (0..16).map(|s| 1000 + s).collect();
+        let snapshots = vec![SnapshotSpec { chunk_sectors: 2, overflow_store: true }];
+        Oracle::new(OracleConfig { initial, snapshots, strict })
+    }
+
+    fn run(oracle: &mut Oracle, events: &[Event]) -> Result<(), Violation> {
+        events.iter().try_for_each(|e| oracle.apply(e))
+    }
+
+    const S0: Target = Target::Snapshot(0);
+
+    #[test]
+    fn a_read_returning_origin_data_is_a_conflicting_read_live_and_i1_after_a_crash() {
+        let mut o = oracle(false);
+        run(&mut o, &[Event::Write { op: 0, target: Target::Origin, sector: 3, values: vec![7] }, Event::Ack { op: 0, ok: true }])
+            .unwrap();
+        let read = [Event::Read { op: 1, target: S0, sector: 3, sectors: 1 }, Event::ReadDone { op: 1, values: Some(vec![7]), snapshot_valid: true }];
+        let error = run(&mut o.clone(), &read).unwrap_err();
+        assert_eq!(error.invariant, Invariant::I13ConflictingReads);
+        assert_eq!(error.events.len(), 4);
+        run(&mut o, &[Event::Crash, Event::Reloaded { valid: vec![true] }]).unwrap();
+        assert_eq!(run(&mut o, &read).unwrap_err().invariant, Invariant::I1AckedOriginWrite);
+    }
+
+    #[test]
+    fn snapshot_writes_are_legal_values_and_flushed_ones_are_the_only_ones() {
+        let mut o = oracle(false);
+        run(&mut o, &[Event::Write { op: 0, target: S0, sector: 5, values: vec![9] }, Event::Ack { op: 0, ok: true }]).unwrap();
+        assert!(o.check_view_sector(0, 5, 1005, false, false).is_ok());
+        run(&mut o, &[Event::Flush { op: 1, target: S0 }, Event::Ack { op: 1, ok: true }]).unwrap();
+        assert_eq!(o.check_view_sector(0, 5, 1005, false, true).unwrap_err().invariant, Invariant::I2SnapshotView);
+        assert!(o.check_view_sector(0, 5, 9, false, true).is_ok());
+    }
+
+    #[test]
+    fn a_read_may_return_any_value_legal_while_it_was_in_flight() {
+        let mut o = oracle(false);
+        let events = [
+            Event::Read { op: 0, target: S0, sector: 4, sectors: 1 },
+            Event::Write { op: 1, target: S0, sector: 4, values: vec![11] },
+            Event::Ack { op: 1, ok: true },
+            Event::Write { op: 2, target: S0, sector: 4, values: vec![12] },
+            Event::Ack { op: 2, ok: true },
+            Event::Flush { op: 3, target: S0 },
+            Event::Ack { op: 3, ok: true },
+        ];
+        run(&mut o, &events).unwrap();
+        for value in [1004, 11, 12] {
+            o.clone().apply(&Event::ReadDone { op: 0, values: Some(vec![value]), snapshot_valid: true }).unwrap();
+        }
+        let error = o.apply(&Event::ReadDone { op: 0, values: Some(vec![13]), snapshot_valid: true }).unwrap_err();
+        assert_eq!(error.invariant, Invariant::I2SnapshotView);
+    }
+
+    #[test]
+    fn kernel_behaviours_are_counted_unless_strict() {
+        let revive = [Event::Status { snapshot: 0, valid: false, overflowed: false }, Event::Crash, Event::Reloaded { valid: vec![true] }];
+        let mut o = oracle(false);
+        run(&mut o, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: vec![5] }]).unwrap();
+        run(&mut o, &revive).unwrap();
+        assert_eq!(o.allowances().revived_invalid, 1);
+        let mut strict = oracle(true);
+        run(&mut strict, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: vec![5] }]).unwrap();
+        assert_eq!(run(&mut strict, &revive).unwrap_err().invariant, Invariant::I8Invalidation);
+    }
+
+    #[test]
+    fn invalidation_and_overflow_follow_the_errors_seen() {
+        let cow_write_failed = Event::Disk { disk: 1, request: 3, op: DiskOp::Write { preflush: false, fua: false }, sector: 8, sectors: 2, ok: false };
+        let mut o = oracle(false);
+        o.apply(&cow_write_failed).unwrap();
+        let error = o.apply(&Event::Status { snapshot: 0, valid: true, overflowed: false }).unwrap_err();
+        assert_eq!(error.invariant, Invariant::I8Invalidation);
+        let mut o = oracle(false);
+        let error = o.apply(&Event::Status { snapshot: 0, valid: false, overflowed: false }).unwrap_err();
+        assert_eq!(error.invariant, Invariant::I9Overflow);
+    }
+}

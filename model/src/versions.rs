@@ -1,0 +1,182 @@
+//! The values one sector may legally hold, and how writes, flushes and
+//! crashes change that set.
+//!
+//! A sector has a set of *settled* values and the values written since.
+//! Submissions and acknowledgements are numbered on one sequence. A flush
+//! acknowledged settles the sector on the writes acknowledged before the
+//! flush was submitted — but only on those that may have been the last to
+//! reach the media: a write is certainly older than another that was
+//! submitted after it was acknowledged, and otherwise either may be last (a
+//! write split at chunk boundaries completes piece by piece, so
+//! acknowledgement order is not media order). A crash settles the sector on
+//! any value it may hold.
+
+/// Where a written value stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Submitted, not yet acknowledged (it may already be on the media).
+    InFlight { op: u64 },
+    /// Acknowledged at sequence number `acked`.
+    Acked { acked: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Written {
+    value: u64,
+    submitted: u64,
+    stage: Stage,
+}
+
+/// A value the sector may hold for certain-or-maybe, with when it was
+/// submitted and acknowledged (0 for the snapshot-time value; a crash's
+/// sequence number for values a crash may have left).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Settled {
+    value: u64,
+    submitted: u64,
+    acked: u64,
+}
+
+/// The legal values of one sector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectorVersions {
+    settled: Vec<Settled>,
+    since: Vec<Written>,
+}
+
+impl SectorVersions {
+    /// A sector that holds `value` for certain.
+    pub fn new(value: u64) -> Self {
+        Self { settled: vec![Settled { value, submitted: 0, acked: 0 }], since: Vec::new() }
+    }
+
+    /// Operation `op` submitted a write of `value` at sequence number `submitted`.
+    pub fn write(&mut self, op: u64, value: u64, submitted: u64) {
+        self.since.push(Written { value, submitted, stage: Stage::InFlight { op } });
+    }
+
+    /// Operation `op` was acknowledged (successfully) at sequence number `acked`.
+    pub fn acked(&mut self, op: u64, acked: u64) {
+        for written in &mut self.since {
+            if written.stage == (Stage::InFlight { op }) {
+                written.stage = Stage::Acked { acked };
+            }
+        }
+    }
+
+    /// A flush submitted at sequence number `covers` was acknowledged.
+    pub fn flushed(&mut self, covers: u64) {
+        let covered = self.since.iter().filter_map(|w| match w.stage {
+            Stage::Acked { acked } if acked <= covers => Some(Settled { value: w.value, submitted: w.submitted, acked }),
+            _ => None,
+        });
+        let pool: Vec<Settled> = self.settled.iter().copied().chain(covered).collect();
+        if pool.len() == self.settled.len() {
+            return;
+        }
+        // Last on the media: any value not certainly older than another, i.e.
+        // acknowledged after every submission in the pool.
+        let newest_submission = pool.iter().map(|v| v.submitted).max().unwrap_or(0);
+        self.settled = pool.into_iter().filter(|v| v.acked > newest_submission || v.submitted == newest_submission).collect();
+        self.since.retain(|w| !matches!(w.stage, Stage::Acked { acked } if acked <= covers));
+        debug_assert!(!self.settled.is_empty(), "the newest submission is always a candidate");
+    }
+
+    /// A crash at sequence number `at`: every value that may be on the media
+    /// is now settled as possible.
+    pub fn crashed(&mut self, at: u64) {
+        for settled in &mut self.settled {
+            settled.submitted = 0;
+            settled.acked = at;
+        }
+        for written in self.since.drain(..) {
+            if !self.settled.iter().any(|s| s.value == written.value) {
+                self.settled.push(Settled { value: written.value, submitted: 0, acked: at });
+            }
+        }
+        debug_assert!(!self.settled.is_empty());
+    }
+
+    /// Whether the sector may hold `value` now.
+    pub fn may_hold(&self, value: u64) -> bool {
+        self.settled.iter().any(|s| s.value == value) || self.since.iter().any(|w| w.value == value)
+    }
+
+    /// Every value the sector may hold.
+    pub fn values(&self) -> Vec<u64> {
+        self.settled.iter().map(|s| s.value).chain(self.since.iter().map(|w| w.value)).collect()
+    }
+
+    /// How many values the sector may hold.
+    pub fn len(&self) -> usize {
+        self.settled.len() + self.since.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unflushed_writes_may_or_may_not_survive_flushed_ones_must() {
+        let mut sector = SectorVersions::new(0);
+        sector.write(1, 10, 1);
+        sector.acked(1, 2);
+        sector.write(2, 20, 3);
+        assert!(sector.may_hold(0) && sector.may_hold(10) && sector.may_hold(20));
+        sector.acked(2, 4);
+        sector.flushed(5);
+        assert!(!sector.may_hold(0) && !sector.may_hold(10) && sector.may_hold(20));
+    }
+
+    #[test]
+    fn overlapping_writes_in_flight_together_may_land_in_either_order() {
+        let mut sector = SectorVersions::new(0);
+        sector.write(1, 10, 1);
+        sector.write(2, 20, 2);
+        sector.acked(2, 3);
+        sector.acked(1, 4);
+        sector.flushed(5);
+        assert!(!sector.may_hold(0) && sector.may_hold(10) && sector.may_hold(20));
+    }
+
+    #[test]
+    fn a_flush_covers_only_what_was_acknowledged_before_it_was_submitted() {
+        let mut sector = SectorVersions::new(0);
+        sector.write(1, 10, 1);
+        sector.acked(1, 2);
+        sector.write(2, 20, 3);
+        sector.acked(2, 5);
+        sector.flushed(4);
+        assert!(!sector.may_hold(0) && sector.may_hold(10) && sector.may_hold(20));
+    }
+
+    #[test]
+    fn a_value_settled_by_an_earlier_flush_may_still_be_last() {
+        let mut sector = SectorVersions::new(0);
+        sector.write(1, 10, 1);
+        sector.write(2, 20, 2);
+        sector.acked(2, 3);
+        sector.flushed(4);
+        sector.acked(1, 5);
+        sector.flushed(6);
+        assert!(!sector.may_hold(0) && sector.may_hold(10) && sector.may_hold(20));
+    }
+
+    #[test]
+    fn a_crash_leaves_any_value_written_since() {
+        let mut sector = SectorVersions::new(0);
+        sector.write(1, 10, 1);
+        sector.crashed(2);
+        sector.flushed(100);
+        assert!(sector.may_hold(0) && sector.may_hold(10));
+        sector.write(2, 20, 101);
+        sector.acked(2, 102);
+        sector.flushed(103);
+        assert!(!sector.may_hold(0) && !sector.may_hold(10) && sector.may_hold(20));
+    }
+}
