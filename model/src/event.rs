@@ -3,7 +3,9 @@
 //! Events are what an observer of the block layer and the users can see:
 //! user operations submitted and acknowledged, disk requests completed,
 //! crashes, reloads and the engine's reported state. Values are 64-bit
-//! hashes of sector contents.
+//! hashes of sector contents, shared (`Arc`) so that keeping an event is cheap.
+
+use std::sync::Arc;
 
 /// What a user operation addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -33,7 +35,7 @@ pub enum DiskOp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// User operation `op` writes `values` (one per sector) from `sector`.
-    Write { op: u64, target: Target, sector: u64, values: Vec<u64> },
+    Write { op: u64, target: Target, sector: u64, values: Arc<[u64]> },
     /// User operation `op` reads `sectors` sectors from `sector`.
     Read { op: u64, target: Target, sector: u64, sectors: u64 },
     /// User operation `op` flushes `target`.
@@ -41,7 +43,7 @@ pub enum Event {
     /// A write or flush was acknowledged.
     Ack { op: u64, ok: bool },
     /// A read completed: its values, and whether its snapshot was still valid then.
-    ReadDone { op: u64, values: Option<Vec<u64>>, snapshot_valid: bool },
+    ReadDone { op: u64, values: Option<Arc<[u64]>>, snapshot_valid: bool },
     /// Disk `disk` (0 the origin, `k + 1` snapshot `k`'s COW) completed a request.
     Disk { disk: usize, request: u64, op: DiskOp, sector: u64, sectors: u64, ok: bool },
     /// The engine ran one piece of deferred work.
@@ -71,7 +73,7 @@ impl Event {
             Self::Ack { op, ok } => [4, *op, u64::from(*ok)].into_iter().for_each(out),
             Self::ReadDone { op, values, snapshot_valid } => {
                 [5, *op, u64::from(*snapshot_valid), values.as_ref().map_or(u64::MAX, |v| v.len() as u64)].into_iter().for_each(&mut *out);
-                values.iter().flatten().copied().for_each(out);
+                values.iter().flat_map(|v| v.iter()).copied().for_each(out);
             }
             Self::Disk { disk, request, op, sector, sectors, ok } => {
                 let kind = match op {

@@ -68,7 +68,7 @@ impl std::fmt::Display for Allowances {
 
 #[derive(Debug, Clone)]
 enum Pending {
-    Write { target: Target, sector: u64, values: Vec<u64> },
+    Write { target: Target, sector: u64, values: Arc<[u64]> },
     /// A snapshot read, with every value each of its sectors could hold at
     /// some moment while it was in flight (a read may be served at any of them).
     Read { snapshot: usize, sector: u64, legal: Vec<Vec<u64>> },
@@ -130,8 +130,9 @@ pub struct Oracle {
     epoch: u64,
     story: VecDeque<Event>,
     allowances: Allowances,
-    /// Readable names of values, for messages (`o00012s003` for a tagged sector).
-    labels: BTreeMap<u64, String>,
+    /// Readable names of values, for messages: the first bytes of the sector
+    /// (`o00012s003.` for a tagged one). Appended, searched only on failure.
+    labels: Vec<(u64, [u8; 16])>,
 }
 
 impl Oracle {
@@ -147,17 +148,23 @@ impl Oracle {
             epoch: 0,
             story: VecDeque::new(),
             allowances: Allowances::default(),
-            labels: BTreeMap::new(),
+            labels: Vec::new(),
         }
     }
 
     /// Names `value` in messages.
-    pub fn label(&mut self, value: u64, name: String) {
-        self.labels.insert(value, name);
+    pub fn label(&mut self, value: u64, head: [u8; 16]) {
+        self.labels.push((value, head));
     }
 
     fn name(&self, value: u64) -> String {
-        self.labels.get(&value).cloned().unwrap_or_else(|| format!("{value:016x}"))
+        match self.labels.iter().rev().find(|&&(v, _)| v == value) {
+            Some((_, head)) => {
+                let end = head.iter().position(|&b| b == b'.' || b == 0).unwrap_or(head.len());
+                String::from_utf8_lossy(&head[..end]).into_owned()
+            }
+            None => format!("{value:016x}"),
+        }
     }
 
     pub fn allowances(&self) -> Allowances {
@@ -218,7 +225,7 @@ impl Oracle {
                         }
                     }
                 }
-                self.pending.insert(*op, Pending::Write { target: *target, sector: *sector, values: values.clone() });
+                self.pending.insert(*op, Pending::Write { target: *target, sector: *sector, values: Arc::clone(values) });
             }
             Event::Read { op, target, sector, sectors } => {
                 if let Target::Snapshot(snapshot) = *target {
@@ -411,9 +418,9 @@ mod tests {
     #[test]
     fn a_read_returning_origin_data_is_a_conflicting_read_live_and_i1_after_a_crash() {
         let mut o = oracle(false);
-        run(&mut o, &[Event::Write { op: 0, target: Target::Origin, sector: 3, values: vec![7] }, Event::Ack { op: 0, ok: true }])
+        run(&mut o, &[Event::Write { op: 0, target: Target::Origin, sector: 3, values: Arc::from([7]) }, Event::Ack { op: 0, ok: true }])
             .unwrap();
-        let read = [Event::Read { op: 1, target: S0, sector: 3, sectors: 1 }, Event::ReadDone { op: 1, values: Some(vec![7]), snapshot_valid: true }];
+        let read = [Event::Read { op: 1, target: S0, sector: 3, sectors: 1 }, Event::ReadDone { op: 1, values: Some(Arc::from([7])), snapshot_valid: true }];
         let error = run(&mut o.clone(), &read).unwrap_err();
         assert_eq!(error.invariant, Invariant::I13ConflictingReads);
         assert_eq!(error.events.len(), 4);
@@ -424,7 +431,7 @@ mod tests {
     #[test]
     fn snapshot_writes_are_legal_values_and_flushed_ones_are_the_only_ones() {
         let mut o = oracle(false);
-        run(&mut o, &[Event::Write { op: 0, target: S0, sector: 5, values: vec![9] }, Event::Ack { op: 0, ok: true }]).unwrap();
+        run(&mut o, &[Event::Write { op: 0, target: S0, sector: 5, values: Arc::from([9]) }, Event::Ack { op: 0, ok: true }]).unwrap();
         assert!(o.check_view_sector(0, 5, 1005, false, false).is_ok());
         run(&mut o, &[Event::Flush { op: 1, target: S0 }, Event::Ack { op: 1, ok: true }]).unwrap();
         assert_eq!(o.check_view_sector(0, 5, 1005, false, true).unwrap_err().invariant, Invariant::I2SnapshotView);
@@ -436,18 +443,18 @@ mod tests {
         let mut o = oracle(false);
         let events = [
             Event::Read { op: 0, target: S0, sector: 4, sectors: 1 },
-            Event::Write { op: 1, target: S0, sector: 4, values: vec![11] },
+            Event::Write { op: 1, target: S0, sector: 4, values: Arc::from([11]) },
             Event::Ack { op: 1, ok: true },
-            Event::Write { op: 2, target: S0, sector: 4, values: vec![12] },
+            Event::Write { op: 2, target: S0, sector: 4, values: Arc::from([12]) },
             Event::Ack { op: 2, ok: true },
             Event::Flush { op: 3, target: S0 },
             Event::Ack { op: 3, ok: true },
         ];
         run(&mut o, &events).unwrap();
         for value in [1004, 11, 12] {
-            o.clone().apply(&Event::ReadDone { op: 0, values: Some(vec![value]), snapshot_valid: true }).unwrap();
+            o.clone().apply(&Event::ReadDone { op: 0, values: Some(Arc::from([value])), snapshot_valid: true }).unwrap();
         }
-        let error = o.apply(&Event::ReadDone { op: 0, values: Some(vec![13]), snapshot_valid: true }).unwrap_err();
+        let error = o.apply(&Event::ReadDone { op: 0, values: Some(Arc::from([13])), snapshot_valid: true }).unwrap_err();
         assert_eq!(error.invariant, Invariant::I2SnapshotView);
     }
 
@@ -455,11 +462,11 @@ mod tests {
     fn kernel_behaviours_are_counted_unless_strict() {
         let revive = [Event::Status { snapshot: 0, valid: false, overflowed: false }, Event::Crash, Event::Reloaded { valid: vec![true] }];
         let mut o = oracle(false);
-        run(&mut o, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: vec![5] }]).unwrap();
+        run(&mut o, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: Arc::from([5]) }]).unwrap();
         run(&mut o, &revive).unwrap();
         assert_eq!(o.allowances().revived_invalid, 1);
         let mut strict = oracle(true);
-        run(&mut strict, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: vec![5] }]).unwrap();
+        run(&mut strict, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: Arc::from([5]) }]).unwrap();
         assert_eq!(run(&mut strict, &revive).unwrap_err().invariant, Invariant::I8Invalidation);
     }
 

@@ -46,7 +46,11 @@ impl Sector {
     }
 }
 
-/// A device's contents: a shared base and the sectors that differ from it.
+/// Every byte of an all-zero base.
+static ZERO_SECTOR: [u8; SECTOR_BYTES] = [0; SECTOR_BYTES];
+
+/// A device's contents: a shared base (empty for an all-zero one, so a
+/// large zeroed device costs nothing) and the sectors that differ from it.
 #[derive(Clone, Debug)]
 pub struct Image {
     base: Arc<Vec<u8>>,
@@ -64,7 +68,16 @@ impl Image {
 
     /// A zeroed image of `sectors` sectors.
     pub fn zeroed(sectors: u64) -> Self {
-        Self::from_bytes(vec![0; sectors as usize * SECTOR_BYTES])
+        Self { base: Arc::new(Vec::new()), overlay: BTreeMap::new(), sectors }
+    }
+
+    /// Sector `sector` of the base.
+    fn base_sector(&self, sector: u64) -> &[u8] {
+        if self.base.is_empty() {
+            return &ZERO_SECTOR;
+        }
+        let start = sector as usize * SECTOR_BYTES;
+        &self.base[start..start + SECTOR_BYTES]
     }
 
     pub fn sectors(&self) -> u64 {
@@ -80,10 +93,7 @@ impl Image {
     pub fn sector(&self, sector: u64) -> &[u8] {
         match self.overlay.get(&sector) {
             Some(data) => data.bytes(),
-            None => {
-                let start = sector as usize * SECTOR_BYTES;
-                &self.base[start..start + SECTOR_BYTES]
-            }
+            None => self.base_sector(sector),
         }
     }
 
@@ -104,7 +114,7 @@ impl Image {
 
     /// The whole image as one buffer (a full copy).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut bytes = self.base.as_ref().clone();
+        let mut bytes = if self.base.is_empty() { vec![0; self.sectors as usize * SECTOR_BYTES] } else { self.base.as_ref().clone() };
         for (&sector, data) in &self.overlay {
             let start = sector as usize * SECTOR_BYTES;
             bytes[start..start + SECTOR_BYTES].copy_from_slice(data.bytes());
@@ -117,6 +127,19 @@ impl Image {
         if self.overlay.len() > limit {
             *self = Self::from_bytes(self.to_bytes());
         }
+    }
+
+    /// A hash of how the image differs from its base: equal for equal images
+    /// over the same base, and cheap (it reads only the overlay).
+    pub fn delta_hash(&self) -> u64 {
+        let mut hash = crate::trace::Fnv::new();
+        for (&sector, data) in &self.overlay {
+            if data.bytes() != self.base_sector(sector) {
+                hash.u64(sector);
+                hash.bytes(data.bytes());
+            }
+        }
+        hash.finish()
     }
 
     /// A hash of the contents, equal for equal images however they are built.

@@ -131,31 +131,47 @@ struct Engine {
     snapshots: Vec<Arc<SnapshotDevice<SimDisk>>>,
 }
 
-/// The model's value for a sector's contents.
+/// The model's value for a sector's contents: a 64-bit hash taken a word at
+/// a time (fixed forever, like the trace hash, and eight times cheaper than
+/// byte-wise FNV on the hot path of every read and write).
 pub fn sector_hash(bytes: &[u8]) -> u64 {
-    let mut hash = Fnv::new();
-    hash.bytes(bytes);
-    hash.finish()
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for word in bytes.chunks_exact(8) {
+        let word = u64::from_le_bytes([word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7]]);
+        hash = (hash ^ word).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
+    }
+    hash
 }
 
 fn sector_hashes(data: &[u8]) -> Vec<u64> {
     data.chunks(SECTOR_BYTES).map(sector_hash).collect()
 }
 
-/// A tagged sector's name: its repeating tag (`o00012s003`).
-fn sector_label(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == b'.').unwrap_or(16).min(16);
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+/// A sector's first bytes, which name a tagged sector (`o00012s003.`).
+fn head(bytes: &[u8]) -> [u8; 16] {
+    let mut head = [0; 16];
+    head.copy_from_slice(&bytes[..16]);
+    head
 }
 
 /// Origin sector `s` at snapshot time: `O<s:08>.` repeated.
 pub fn initial_sector(sector: u64) -> Vec<u8> {
-    format!("O{sector:08}.").into_bytes().into_iter().cycle().take(SECTOR_BYTES).collect()
+    repeat_to_sector(&format!("O{sector:08}."))
+}
+
+fn repeat_to_sector(unit: &str) -> Vec<u8> {
+    let mut bytes = unit.repeat(SECTOR_BYTES / unit.len() + 1).into_bytes();
+    bytes.truncate(SECTOR_BYTES);
+    bytes
 }
 
 /// The data a write tagged `tag` carries: `<tag>s<j:03>.` repeated in sector `j`.
 pub fn tagged(tag: &str, sectors: u64) -> Vec<u8> {
-    (0..sectors).flat_map(|j| format!("{tag}s{j:03}.").into_bytes().into_iter().cycle().take(SECTOR_BYTES)).collect()
+    let mut data = Vec::with_capacity(sectors as usize * SECTOR_BYTES);
+    for j in 0..sectors {
+        data.extend_from_slice(&repeat_to_sector(&format!("{tag}s{j:03}.")));
+    }
+    data
 }
 
 struct World {
@@ -183,12 +199,13 @@ pub fn run(config: &RunConfig) -> Report {
     let seed = config.seed;
     let knobs = config.knobs();
     let origin_sectors = knobs.origin_sectors();
-    let origin_image: Vec<u8> = (0..origin_sectors).flat_map(initial_sector).collect();
+    let mut origin_image = Vec::with_capacity(origin_sectors as usize * SECTOR_BYTES);
+    (0..origin_sectors).for_each(|s| origin_image.extend_from_slice(&initial_sector(s)));
     let initial: Arc<[u64]> = (0..origin_sectors).map(|s| sector_hash(&initial_sector(s))).collect();
     let spec = SnapshotSpec { chunk_sectors: knobs.chunk_sectors, overflow_store: knobs.store == StoreKind::PersistentOverflow };
     let mut oracle = Oracle::new(OracleConfig { initial: Arc::clone(&initial), snapshots: vec![spec; knobs.snapshots], strict: config.strict });
     for (sector, &value) in initial.iter().enumerate() {
-        oracle.label(value, format!("O{sector:08}"));
+        oracle.label(value, head(&initial_sector(sector as u64)));
     }
     let cow_sectors = knobs.cow_chunks * u64::from(knobs.chunk_sectors);
     let mut images = vec![Image::from_bytes(origin_image)];
@@ -239,9 +256,9 @@ impl World {
         let mut observer = lock(&self.shared);
         let values = sector_hashes(data);
         for (bytes, &value) in data.chunks(SECTOR_BYTES).zip(&values) {
-            observer.oracle.label(value, sector_label(bytes));
+            observer.oracle.label(value, head(bytes));
         }
-        observer.emit(Event::Write { op, target, sector, values });
+        observer.emit(Event::Write { op, target, sector, values: Arc::from(values) });
     }
 
     fn fail(&self, invariant: Invariant, message: String) {
@@ -419,7 +436,7 @@ impl World {
         {
             let mut observer = lock(&self.shared);
             for image in &images {
-                observer.mix(image.content_hash());
+                observer.mix(image.delta_hash());
             }
             // The operations in flight died with the machine.
             observer.counters.in_flight = 0;
@@ -498,7 +515,7 @@ impl World {
                 Ok(data) => {
                     observer.counters.acknowledged += 1;
                     observer.counters.sectors_checked += (data.len() / SECTOR_BYTES) as u64;
-                    Some(sector_hashes(&data))
+                    Some(Arc::from(sector_hashes(&data)))
                 }
                 Err(_) => {
                     observer.counters.failed += 1;
