@@ -111,7 +111,7 @@ fn burst_peak(writes: u64, cow_threshold: usize) -> (usize, usize) {
     let queue = CompletionQueue::new();
     let chunk_sectors = 8u64;
     let discard = |id, sectors| Arc::new(Discard { sectors, queue: Arc::clone(&queue), id });
-    let origin = Origin::new(discard(0, writes * chunk_sectors), queue.clone(), OriginConfig { cow_threshold });
+    let origin = Origin::new(discard(0, writes * chunk_sectors), queue.clone(), OriginConfig { cow_threshold, ..OriginConfig::default() });
     let config = StoreConfig { chunk_sectors: Some(chunk_sectors as u32), ..StoreConfig::default() };
     let snapshots: Vec<_> = (1..=16)
         .map(|id| {

@@ -17,6 +17,7 @@
 //! - [`view`]: the read-only snapshot view (what a snapshot device serves).
 //! - [`sync`]: the one facade through which the engine takes locks.
 //! - [`testing`]: test infrastructure (a device whose completions tests control).
+//! - [`zoo`]: historical kernel bugs, re-creatable only with the `bug-zoo` feature.
 
 // Disk I/O errors are returned, never unwrapped.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -30,6 +31,7 @@ pub mod sync;
 pub mod target;
 pub mod testing;
 pub mod view;
+pub mod zoo;
 
 pub use chunk::{ChunkSize, ChunkSizeError};
 pub use exception_table::ExceptionTable;

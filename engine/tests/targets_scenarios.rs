@@ -57,7 +57,7 @@ impl Rig {
     fn new(origin_sectors: u64, threshold: usize) -> Self {
         let queue = CompletionQueue::new();
         let origin_dev = Arc::new(ScriptedDevice::new(origin_image(origin_sectors)));
-        let origin = Origin::new(Arc::clone(&origin_dev), queue.clone(), OriginConfig { cow_threshold: threshold });
+        let origin = Origin::new(Arc::clone(&origin_dev), queue.clone(), OriginConfig { cow_threshold: threshold, ..OriginConfig::default() });
         Rig { queue, origin_dev, origin, cows: Vec::new(), snapshots: Vec::new(), order: Order::Oldest, fail: Vec::new(), fail_when: None, outcomes: Default::default() }
     }
 

@@ -40,7 +40,7 @@ fn writers_readers_and_snapshot_writes_on_threads_over_files() {
     std::fs::write(dir.path().join("cow"), vec![0u8; (CHUNKS * 2 + 16) as usize * 4096]).unwrap();
     let queue = CompletionQueue::new();
     let open = |name: &str| Arc::new(FileDevice::open(&dir.path().join(name), OpenMode::ReadWrite, &queue).unwrap());
-    let origin = Origin::new(open("origin"), queue.clone(), OriginConfig { cow_threshold: 16 });
+    let origin = Origin::new(open("origin"), queue.clone(), OriginConfig { cow_threshold: 16, ..OriginConfig::default() });
     let config = StoreConfig { chunk_sectors: Some(CHUNK_SECTORS as u32), ..StoreConfig::default() };
     let created = engine::io::run_until_done(&queue, |done| origin.create_snapshot(open("cow"), config, done).unwrap());
     let snapshot = created.expect("load completed").expect("snapshot created");

@@ -50,6 +50,11 @@ pub enum Event {
     Deferred,
     /// The engine reports a snapshot's state.
     Status { snapshot: usize, valid: bool, overflowed: bool },
+    /// Snapshot `snapshot` was handed to snapshot-merge and its merge started
+    /// (again, after a crash): from now on its view is the origin's future.
+    MergeStart { snapshot: usize },
+    /// The merge ended: every exception merged (`ok`) or stopped on an error.
+    MergeDone { snapshot: usize, ok: bool },
     /// The machine crashed.
     Crash,
     /// The engine was rebuilt from the crash images; which snapshots loaded valid.
@@ -86,6 +91,8 @@ impl Event {
             Self::Deferred => out(7),
             Self::Status { snapshot, valid, overflowed } => [8, *snapshot as u64, u64::from(*valid), u64::from(*overflowed)].into_iter().for_each(out),
             Self::Crash => out(9),
+            Self::MergeStart { snapshot } => [11, *snapshot as u64].into_iter().for_each(out),
+            Self::MergeDone { snapshot, ok } => [12, *snapshot as u64, u64::from(*ok)].into_iter().for_each(out),
             Self::Reloaded { valid } => {
                 out(10);
                 valid.iter().map(|&v| u64::from(v)).for_each(out);
@@ -122,6 +129,8 @@ impl std::fmt::Display for Event {
                 write!(f, "snapshot {snapshot} is {state}")
             }
             Self::Crash => write!(f, "CRASH"),
+            Self::MergeStart { snapshot } => write!(f, "merge of snapshot {snapshot} starts"),
+            Self::MergeDone { snapshot, ok } => write!(f, "merge of snapshot {snapshot} {}", if *ok { "complete" } else { "FAILED" }),
             Self::Reloaded { valid } => write!(f, "reloaded; snapshots valid: {valid:?}"),
         }
     }

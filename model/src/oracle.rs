@@ -130,6 +130,8 @@ pub struct Oracle {
     epoch: u64,
     story: VecDeque<Event>,
     allowances: Allowances,
+    /// The snapshot being merged, and whether its merge completed.
+    merging: Option<(usize, bool)>,
     /// Readable names of values, for messages: the first bytes of the sector
     /// (`o00012s003.` for a tagged one). Appended, searched only on failure.
     labels: Vec<(u64, [u8; 16])>,
@@ -149,6 +151,7 @@ impl Oracle {
             story: VecDeque::new(),
             allowances: Allowances::default(),
             labels: Vec::new(),
+            merging: None,
         }
     }
 
@@ -178,6 +181,11 @@ impl Oracle {
     /// Whether snapshot `k`'s view is still judged (not revived by K1).
     pub fn judges(&self, snapshot: usize) -> bool {
         !self.snapshots[snapshot].revived
+    }
+
+    /// The snapshot being merged, if a merge has started.
+    pub fn merging(&self) -> Option<usize> {
+        self.merging.map(|(k, _)| k)
     }
 
     /// Attaches the recent events to a violation.
@@ -276,7 +284,8 @@ impl Oracle {
                     // A data-chunk write is a user's only if one is in flight.
                     let k = cow - 1;
                     let metadata = self.geometry(k).is_metadata(sector / u64::from(self.config.snapshots[k].chunk_sectors));
-                    let user_write = self.pending.values().any(|p| matches!(p, Pending::Write { target: Target::Snapshot(j), .. } if *j == k));
+                    let user_write = self.pending.values().any(|p| matches!(p, Pending::Write { target: Target::Snapshot(j), .. } if *j == k))
+                        || self.merging.is_some_and(|(m, _)| m == k);
                     let state = &mut self.snapshots[k];
                     state.io_error_seen = true;
                     state.must_invalidate |= metadata || !user_write;
@@ -284,6 +293,16 @@ impl Oracle {
                 (cow, DiskOp::Read | DiskOp::Flush) => self.snapshots[cow - 1].io_error_seen = true,
             },
             Event::Disk { .. } | Event::Deferred => {}
+            Event::MergeStart { snapshot } => {
+                if self.merging.is_none() {
+                    self.merging = Some((*snapshot, false));
+                }
+            }
+            Event::MergeDone { snapshot, ok } => {
+                if *ok {
+                    self.merging = Some((*snapshot, true));
+                }
+            }
             Event::Status { snapshot, valid, overflowed } => self.check_status(*snapshot, *valid, *overflowed)?,
             Event::Crash => {
                 self.epoch += 1;
@@ -364,6 +383,7 @@ impl Oracle {
         let allowed = self.snapshots[k].view.values(&self.config.initial, sector);
         let allowed: Vec<String> = allowed.into_iter().map(|v| self.name(v)).collect();
         let (invariant, what) = match origin_epoch {
+            _ if self.merging.is_some() => (Invariant::I10Merge, "a value that is not the snapshot's view (during or after a merge)"),
             Some(epoch) if epoch == self.epoch && !settled => {
                 (Invariant::I13ConflictingReads, "data written to the origin after the snapshot (a read that raced an origin write)")
             }
@@ -374,9 +394,22 @@ impl Oracle {
         Err(Violation::new(invariant, format!("snapshot {k} sector {sector} holds {seen}, {what}; legal: {}", allowed.join(" "))))
     }
 
-    /// Checks one origin sector read after a reload or at the end (I3).
+    /// Checks one origin sector read after a reload or at the end (I3; I10
+    /// once a merge has started: merged chunks hold the snapshot's view, and
+    /// after a complete merge every chunk does).
     pub fn check_origin_sector(&self, sector: u64, value: u64) -> Result<(), Violation> {
-        if self.origin.may_hold(&self.config.initial, sector, value) {
+        let initial = &self.config.initial;
+        if let Some((k, complete)) = self.merging {
+            let in_view = self.snapshots[k].view.may_hold(initial, sector, value);
+            if in_view || (!complete && self.origin.may_hold(initial, sector, value)) {
+                return Ok(());
+            }
+            let allowed: Vec<String> = self.snapshots[k].view.values(initial, sector).into_iter().map(|v| self.name(v)).collect();
+            let state = if complete { "after a complete merge" } else { "during a merge" };
+            let message = format!("origin sector {sector} holds {} {state} of snapshot {k}; its view: {}", self.name(value), allowed.join(" "));
+            return Err(Violation::new(Invariant::I10Merge, message));
+        }
+        if self.origin.may_hold(initial, sector, value) {
             return Ok(());
         }
         let allowed: Vec<String> = self.origin.values(&self.config.initial, sector).into_iter().map(|v| self.name(v)).collect();

@@ -7,5 +7,7 @@
 
 pub mod cli;
 pub mod disk;
+pub mod explore;
+pub mod scenario;
 pub mod trace;
 pub mod world;

@@ -35,11 +35,13 @@ pub struct OriginConfig {
     /// Most exceptions in progress (copying or committing) per snapshot
     /// before new writes wait; 0 = unlimited.
     pub cow_threshold: usize,
+    /// Historical bugs to re-create (only with the `bug-zoo` feature).
+    pub mutations: crate::zoo::Mutations,
 }
 
 impl Default for OriginConfig {
     fn default() -> Self {
-        Self { cow_threshold: DEFAULT_COW_THRESHOLD }
+        Self { cow_threshold: DEFAULT_COW_THRESHOLD, mutations: crate::zoo::Mutations::NONE }
     }
 }
 
@@ -143,6 +145,7 @@ impl<D: BlockDevice> Origin<D> {
             copies_in_flight_max: AtomicUsize::new(0),
             defer: Arc::clone(&self.defer),
             state: Mutex::new(state),
+            mutations: self.config.mutations,
         })
     }
 
@@ -186,6 +189,7 @@ impl<D: BlockDevice> Origin<D> {
             copies_in_flight_max: AtomicUsize::new(0),
             defer: Arc::clone(&self.defer),
             state: Mutex::new(state),
+            mutations: self.config.mutations,
         })
     }
 

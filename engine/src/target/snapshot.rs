@@ -18,6 +18,7 @@ use super::bio::{Join, WriteBio, next_target_identity, split, split_write};
 use super::copy::copy;
 use super::origin::Origin;
 use super::sequencer::Sequencer;
+use crate::zoo::Mutation;
 use super::tracked::Tracked;
 use crate::chunk::ChunkSize;
 use crate::exception_table::ExceptionTable;
@@ -107,6 +108,8 @@ pub struct Snapshot<D: BlockDevice> {
     pub(super) role: Role,
     /// The target's length: the origin's size when the snapshot was made.
     pub(super) target_sectors: u64,
+    /// Historical bugs switched on (never, without the `bug-zoo` feature).
+    pub(super) mutations: crate::zoo::Mutations,
     /// Exceptions in progress, from the start of their copy until their
     /// record is durable (or has failed): what the COW throttle counts.
     ///
@@ -285,9 +288,16 @@ impl<D: BlockDevice> Snapshot<D> {
             let pending = state.pending.get_mut(&chunk).expect("copy finished for an unknown exception");
             pending.copy_error = copy_error;
             let sequence = pending.sequence;
-            for released in state.sequencer.finish(sequence, chunk) {
-                let new_chunk = state.pending[&released].new_chunk;
-                state.commits.push_back(Record { old_chunk: released, new_chunk });
+            let released = state.sequencer.finish(sequence, chunk);
+            if self.mutations.has(Mutation::Z3CommitInCompletionOrder) {
+                // Z3: commit as copies complete, whatever the allocation order.
+                let new_chunk = state.pending[&chunk].new_chunk;
+                state.commits.push_back(Record { old_chunk: chunk, new_chunk });
+            } else {
+                for released in released {
+                    let new_chunk = state.pending[&released].new_chunk;
+                    state.commits.push_back(Record { old_chunk: released, new_chunk });
+                }
             }
         }
         self.run_commits();

@@ -24,6 +24,72 @@ enum Command {
     Merge(live::LiveArgs),
     /// Run the deterministic simulation for one seed: knobs, summary, verdict, trace hash.
     Run(RunArgs),
+    /// Run a scenario and check every crash state within its bound; print the counts.
+    Explore(ExploreArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ExploreArgs {
+    /// A scenario file, or the name of one in `scenarios/` (`basic-cow`); `all` for every one.
+    scenario: String,
+    /// Override the scenario's bound on non-durable writes enumerated per crash point.
+    #[arg(long)]
+    writes_max: Option<usize>,
+    /// Stop each run after this many distinct states (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    states_max: u64,
+    /// Re-create a historical kernel bug in the engine (`Z3`); needs a build with `--features bug-zoo`.
+    #[arg(long)]
+    mutation: Option<String>,
+}
+
+/// The mutations a command line asks for.
+fn mutations(id: Option<&str>) -> Result<engine::zoo::Mutations, CliError> {
+    let Some(id) = id else { return Ok(engine::zoo::Mutations::NONE) };
+    if !engine::zoo::Mutations::available() {
+        return Err(CliError::new("mutations need a build with the bug-zoo feature: cargo run --release -p sim --features bug-zoo --bin snapsim -- …"));
+    }
+    let mutation = engine::zoo::Mutation::parse(id).ok_or_else(|| CliError::new(format!("unknown mutation {id:?}")))?;
+    Ok(engine::zoo::Mutations::only(mutation))
+}
+
+/// Explores one scenario over each of its seeds and prints the figures.
+fn explore(scenario: &sim::scenario::Scenario, args: &ExploreArgs) -> Result<(), CliError> {
+    let mut bounds = scenario.bounds();
+    bounds.writes_max = args.writes_max.unwrap_or(bounds.writes_max);
+    bounds.states_max = args.states_max;
+    let mutations = mutations(args.mutation.as_deref())?;
+    for &seed in &scenario.file.seeds {
+        let mut config = scenario.run_config(seed);
+        config.mutations = mutations;
+        #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // a throughput figure for the user, not engine time
+        let start = std::time::Instant::now();
+        let (coverage, outcome) = sim::explore::explore(&config, &bounds);
+        #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+        let seconds = start.elapsed().as_secs_f64();
+        println!(
+            "{} seed {seed}: {} steps, {} crash points, {} states, {} distinct checked (at most {} non-durable writes at a point; bound {}), {:.2} s, {:.0} states/s",
+            scenario.name,
+            coverage.steps,
+            coverage.crash_points,
+            coverage.states,
+            coverage.distinct,
+            coverage.pending_max,
+            bounds.writes_max,
+            seconds,
+            coverage.distinct as f64 / seconds.max(1e-9)
+        );
+        if let Err(failure) = outcome {
+            println!("verdict: FAIL: {failure}");
+            for event in &failure.violation.events {
+                println!("  {event}");
+            }
+            let mutation = args.mutation.as_ref().map_or(String::new(), |m| format!(" --mutation {m}"));
+            println!("replay: snapsim explore {}{mutation}", scenario.path.display());
+            return Err(CliError::new(format!("{} seed {seed} failed {}", scenario.name, failure.violation.invariant.id())));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -108,6 +174,21 @@ fn run(cli: Cli) -> Result<(), CliError> {
             config.max_steps = args.max_steps;
             config.strict |= args.strict;
             print_run(&sim::world::run_reporting(&config))
+        }
+        Command::Explore(args) => {
+            let scenarios = if args.scenario == "all" {
+                sim::scenario::all_in(&sim::scenario::scenarios_dir()).map_err(CliError::new)?
+            } else {
+                vec![sim::scenario::Scenario::load(&args.scenario).map_err(CliError::new)?]
+            };
+            let mut failed = Vec::new();
+            for scenario in &scenarios {
+                if let Err(error) = explore(scenario, &args) {
+                    failed.push(error.to_string());
+                }
+            }
+            println!("verdict: {}", if failed.is_empty() { "PASS".to_string() } else { format!("FAIL ({})", failed.join("; ")) });
+            if failed.is_empty() { Ok(()) } else { Err(CliError::new(format!("{} scenario(s) failed", failed.len()))) }
         }
         Command::View(args) => {
             let stats = view::run(&args)?;

@@ -118,6 +118,10 @@ struct State {
     /// Writes completed so far (each write's completion number).
     completed_writes: u64,
     latent: BTreeSet<u64>,
+    /// Sector ranges whose next writes fail: (first sector, end, writes left to fail).
+    failing_writes: Vec<(u64, u64, u32)>,
+    /// Requests completed so far.
+    completions: u64,
     faults: FaultRates,
     rng: ChaCha8Rng,
 }
@@ -135,6 +139,13 @@ impl std::fmt::Debug for SimDisk {
     }
 }
 
+/// A write a crash may leave applied, partly applied or not at all: its
+/// sectors that are not durable, in order.
+#[derive(Debug, Clone)]
+pub struct PendingWrite {
+    pub sectors: Vec<(u64, Sector)>,
+}
+
 /// For every sector a crash may change: its durable value first, then every
 /// value it may hold instead.
 pub type CrashCandidates = BTreeMap<u64, Vec<Sector>>;
@@ -150,6 +161,8 @@ impl SimDisk {
             next_id: 0,
             completed_writes: 0,
             latent: BTreeSet::new(),
+            failing_writes: Vec::new(),
+            completions: 0,
             faults,
             rng: ChaCha8Rng::seed_from_u64(seed),
         };
@@ -183,6 +196,12 @@ impl SimDisk {
         self.lock().latent.extend(sectors);
     }
 
+    /// Makes the next `count` writes that touch `sectors` fail (a scripted
+    /// write error: a copy or a metadata write that the disk refuses).
+    pub fn fail_writes(&self, sectors: std::ops::Range<u64>, count: u32) {
+        self.lock().failing_writes.push((sectors.start, sectors.end, count));
+    }
+
     pub fn set_faults(&self, faults: FaultRates) {
         self.lock().faults = faults;
     }
@@ -211,6 +230,7 @@ impl SimDisk {
     pub fn complete(&self, id: u64) -> Completion {
         let mut state = self.lock();
         let request = state.in_flight.remove(&id).unwrap_or_else(|| panic!("request {id} is not in flight on disk {}", self.id));
+        state.completions += 1;
         let info = request.info;
         let error = |kind| IoError::new(op_of(info.kind), info.sector, info.sectors, kind);
         match request.callback {
@@ -230,7 +250,7 @@ impl SimDisk {
                 };
                 let failed = match info.kind {
                     RequestKind::Flush => draw(&mut state, |f| f.flush_error),
-                    _ => draw(&mut state, |f| f.write_error),
+                    _ => scripted_write_failure(&mut state, info.sector, info.sectors) || draw(&mut state, |f| f.write_error),
                 };
                 if !failed {
                     if preflush {
@@ -275,6 +295,36 @@ impl SimDisk {
         candidates
     }
 
+    /// Every write not yet durable, oldest first: completed writes in
+    /// completion order (their sectors still in the cache), then writes in
+    /// flight in submission order (except PREFLUSH ones, as above).
+    pub fn pending_writes(&self) -> Vec<PendingWrite> {
+        let state = self.lock();
+        let mut completed: BTreeMap<u64, Vec<(u64, Sector)>> = BTreeMap::new();
+        for (&sector, versions) in &state.volatile {
+            for version in versions {
+                completed.entry(version.completed).or_default().push((sector, version.data.clone()));
+            }
+        }
+        let mut writes: Vec<PendingWrite> = completed.into_values().map(|sectors| PendingWrite { sectors }).collect();
+        for request in state.in_flight.values() {
+            if matches!(request.info.kind, RequestKind::Write { preflush: true, .. }) {
+                continue;
+            }
+            if let Some(data) = &request.data {
+                let sectors = (0..request.info.sectors).map(|i| (request.info.sector + i, Sector::of(data, i as usize))).collect();
+                writes.push(PendingWrite { sectors });
+            }
+        }
+        writes
+    }
+
+    /// A number that changes whenever a request is submitted or completed.
+    pub fn stamp(&self) -> u64 {
+        let state = self.lock();
+        state.next_id.wrapping_mul(1_000_003).wrapping_add(state.completions)
+    }
+
     /// The image a crash leaves when `choose(sector, candidates)` picks, for
     /// every changeable sector, the index of the candidate it holds.
     pub fn crash_image(&self, mut choose: impl FnMut(u64, usize) -> usize) -> Image {
@@ -302,6 +352,18 @@ fn op_of(kind: RequestKind) -> IoOp {
 fn draw(state: &mut State, rate: impl Fn(&FaultRates) -> f64) -> bool {
     let p = rate(&state.faults);
     p > 0.0 && state.rng.random_bool(p.min(1.0))
+}
+
+/// Whether a scripted failure claims this write (and uses it up).
+fn scripted_write_failure(state: &mut State, sector: u64, sectors: u64) -> bool {
+    let hit = state.failing_writes.iter_mut().find(|(start, end, left)| *left > 0 && sector < *end && *start < sector + sectors);
+    match hit {
+        Some((_, _, left)) => {
+            *left -= 1;
+            true
+        }
+        None => false,
+    }
 }
 
 fn read_cached(state: &State, sector: u64, sectors: u64) -> Vec<u8> {

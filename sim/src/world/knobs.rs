@@ -30,9 +30,17 @@ pub struct Knobs {
     pub cow_threshold: usize,
     pub crashes: u32,
     pub operations: u64,
+    /// Each snapshot's chunk size when they differ (each at most
+    /// `chunk_sectors`); empty when every snapshot uses `chunk_sectors`.
+    pub mixed_chunk_sectors: Vec<u32>,
 }
 
 impl Knobs {
+    /// Snapshot `k`'s chunk size in sectors.
+    pub fn snapshot_chunk_sectors(&self, k: usize) -> u32 {
+        self.mixed_chunk_sectors.get(k).copied().unwrap_or(self.chunk_sectors)
+    }
+
     /// Sectors of the origin.
     pub fn origin_sectors(&self) -> u64 {
         self.origin_chunks * u64::from(self.chunk_sectors)
@@ -46,11 +54,16 @@ impl Knobs {
         let cow_chunks = if rng.random_bool(0.2) { rng.random_range(4..=24u64) } else { origin_chunks * 2 + 16 };
         let faulty = rng.random_bool(0.25);
         let rate = |rng: &mut ChaCha8Rng| if faulty { rng.random_range(0..=20u32) as f64 / 1000.0 } else { 0.0 };
+        let snapshots = rng.random_range(1..=3usize);
+        let bits = chunk_sectors.trailing_zeros();
+        let mixed_chunk_sectors =
+            if snapshots > 1 && bits > 0 && rng.random_bool(0.3) { (0..snapshots).map(|_| 1 << rng.random_range(0..=bits)).collect() } else { Vec::new() };
         Knobs {
             chunk_sectors,
+            mixed_chunk_sectors,
             origin_chunks,
             cow_chunks,
-            snapshots: rng.random_range(1..=3usize),
+            snapshots,
             store: if rng.random_bool(0.5) { StoreKind::Persistent } else { StoreKind::PersistentOverflow },
             mix: Mix {
                 origin_write: rng.random_range(1..=10),
@@ -72,8 +85,9 @@ impl std::fmt::Display for Knobs {
         let m = self.mix;
         write!(
             f,
-            "chunk {} sectors, origin {} chunks, {} snapshot(s) of {} chunks, store {}, mix origin-write {} / snapshot-write {} / snapshot-read {} / flush {}, faults read {} write {} flush {}, queue depth {}, cow threshold {}, crashes {}, {} operations",
+            "chunk {} sectors{}, origin {} chunks, {} snapshot(s) of {} chunks, store {}, mix origin-write {} / snapshot-write {} / snapshot-read {} / flush {}, faults read {} write {} flush {}, queue depth {}, cow threshold {}, crashes {}, {} operations",
             self.chunk_sectors,
+            if self.mixed_chunk_sectors.is_empty() { String::new() } else { format!(" (snapshots {:?})", self.mixed_chunk_sectors) },
             self.origin_chunks,
             self.snapshots,
             self.cow_chunks,

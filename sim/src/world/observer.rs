@@ -53,6 +53,11 @@ impl Observer {
         Self { step: 0, counters: Counters::default(), oracle, failure: None, trace: Fnv::new(), log: keep_log.then(Vec::new), show: std::env::var_os("SNAPSIM_EVENTS").is_some() }
     }
 
+    /// An observer that keeps no log and prints nothing (judging crash states).
+    pub fn quiet(oracle: Oracle) -> Self {
+        Self { step: 0, counters: Counters::default(), oracle, failure: None, trace: Fnv::new(), log: None, show: false }
+    }
+
     /// Records `event` in the trace and lets the oracle judge it.
     pub fn emit(&mut self, event: Event) {
         if self.show {

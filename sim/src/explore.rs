@@ -1,0 +1,200 @@
+//! Exhaustive crash runs: one recorded run, every crash point, every legal
+//! persisted subset of the writes not yet durable, and their torn variants.
+//!
+//! # The bound
+//!
+//! At every crash point (between two events of the run; points where no
+//! disk changed are skipped) the explorer lists each disk's writes that are
+//! not durable, oldest first ([`SimDisk::pending_writes`]). If there are at
+//! most [`Bounds::writes_max`], every subset of them is applied over the
+//! durable images, in order; with more, every subset of the newest
+//! `writes_max` is applied, once over the older ones all applied and once
+//! over none of them. Each applied write with several sectors is also torn,
+//! one write per state, at the cuts [`Bounds::tear_cuts`] lists (its first
+//! or last 1, half, or all-but-one sectors reach the media). Two writes in
+//! flight together to the same sector are applied in submission order only.
+//! Identical states are checked once (by a hash of their contents).
+//!
+//! Each distinct state is judged by [`World::check_crash_state`].
+
+use std::collections::BTreeSet;
+
+use model::Violation;
+
+use crate::disk::{Image, PendingWrite, SimDisk};
+use crate::world::{CrashPoint, RunConfig, World};
+
+/// How far the enumeration goes at each crash point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounds {
+    /// Non-durable writes whose every subset is tried. Default 5.
+    pub writes_max: usize,
+    /// Tear writes of several sectors. Default on.
+    pub tear: bool,
+    /// Stop after this many distinct states (0: no limit). Default 0.
+    pub states_max: u64,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self { writes_max: 5, tear: true, states_max: 0 }
+    }
+}
+
+impl Bounds {
+    /// The sector counts of a torn `sectors`-sector write that reach the media
+    /// (as a prefix, and as a suffix).
+    pub fn tear_cuts(sectors: usize) -> Vec<usize> {
+        let mut cuts: Vec<usize> = [1, sectors / 2, sectors.saturating_sub(1)].into_iter().filter(|&c| c >= 1 && c < sectors).collect();
+        cuts.dedup();
+        cuts
+    }
+}
+
+/// What an exhaustive run covered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Coverage {
+    /// Events of the recorded run.
+    pub steps: u64,
+    /// Crash points where some disk had changed.
+    pub crash_points: u64,
+    /// Crash states generated (before deduplication).
+    pub states: u64,
+    /// Distinct crash states, each reloaded and checked.
+    pub distinct: u64,
+    /// The most non-durable writes seen at one point.
+    pub pending_max: usize,
+}
+
+/// A crash state that broke an invariant.
+#[derive(Debug, Clone)]
+pub struct CrashFailure {
+    /// The step of the recorded run the crash struck after.
+    pub step: u64,
+    /// Which non-durable writes the state applied (index into the point's
+    /// pending writes, oldest first) and the torn one, if any.
+    pub applied: String,
+    pub violation: Violation,
+}
+
+impl std::fmt::Display for CrashFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (crash after step {}, {})", self.violation, self.step, self.applied)
+    }
+}
+
+/// One non-durable write of one disk.
+struct Candidate {
+    disk: usize,
+    write: PendingWrite,
+}
+
+/// Runs `config` once and checks every crash state within `bounds`.
+pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), CrashFailure>) {
+    let mut world = World::new(config);
+    world.start();
+    let mut coverage = Coverage::default();
+    let mut seen: BTreeSet<u64> = BTreeSet::new();
+    let mut last_stamps: Vec<u64> = Vec::new();
+    let mut outcome: Result<(), CrashFailure> = Ok(());
+    world.main_loop(config.max_steps, &mut |world| {
+        let stamps: Vec<u64> = world.disks().iter().map(|d| d.stamp()).collect();
+        if stamps == last_stamps {
+            return true;
+        }
+        last_stamps = stamps;
+        coverage.crash_points += 1;
+        let step = world.stats().steps;
+        let point = match world.crash_point() {
+            Ok(point) => point,
+            Err(violation) => {
+                outcome = Err(CrashFailure { step, applied: "a crash point".into(), violation });
+                return false;
+            }
+        };
+        if let Err(failure) = explore_point(world.disks(), &point, bounds, step, &mut seen, &mut coverage) {
+            outcome = Err(failure);
+            return false;
+        }
+        bounds.states_max == 0 || coverage.distinct < bounds.states_max
+    });
+    coverage.steps = world.stats().steps;
+    if outcome.is_ok() {
+        if let Some(failure) = world.report().failure {
+            outcome = Err(CrashFailure { step: failure.step, applied: "the live run (no crash)".into(), violation: failure.violation });
+        }
+    }
+    (coverage, outcome)
+}
+
+fn explore_point(
+    disks: &[std::sync::Arc<SimDisk>],
+    point: &CrashPoint,
+    bounds: &Bounds,
+    step: u64,
+    seen: &mut BTreeSet<u64>,
+    coverage: &mut Coverage,
+) -> Result<(), CrashFailure> {
+    let durable: Vec<Image> = disks.iter().map(|d| d.durable()).collect();
+    let candidates: Vec<Candidate> =
+        disks.iter().enumerate().flat_map(|(disk, d)| d.pending_writes().into_iter().map(move |write| Candidate { disk, write })).collect();
+    coverage.pending_max = coverage.pending_max.max(candidates.len());
+    let split = candidates.len().saturating_sub(bounds.writes_max);
+    let (older, newer) = candidates.split_at(split);
+    let families: &[bool] = if older.is_empty() { &[false] } else { &[false, true] };
+    for &older_applied in families {
+        let mut base = durable.clone();
+        if older_applied {
+            older.iter().for_each(|c| apply(&mut base, c, None));
+        }
+        for mask in 0u32..(1 << newer.len()) {
+            let chosen: Vec<usize> = (0..newer.len()).filter(|i| mask & (1 << i) != 0).collect();
+            let mut variants: Vec<Option<(usize, usize, bool)>> = vec![None];
+            if bounds.tear {
+                for &i in &chosen {
+                    for cut in Bounds::tear_cuts(newer[i].write.sectors.len()) {
+                        variants.push(Some((i, cut, true)));
+                        variants.push(Some((i, cut, false)));
+                    }
+                }
+            }
+            for tear in variants {
+                let mut images = base.clone();
+                for &i in &chosen {
+                    let torn = tear.filter(|&(t, _, _)| t == i).map(|(_, cut, prefix)| (cut, prefix));
+                    apply(&mut images, &newer[i], torn);
+                }
+                coverage.states += 1;
+                let hash = images.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, image| (h ^ image.delta_hash()).wrapping_mul(0x0000_0100_0000_01b3));
+                if !seen.insert(hash) {
+                    continue;
+                }
+                coverage.distinct += 1;
+                if let Err(violation) = World::check_crash_state(point, images) {
+                    let older = if older.is_empty() { String::new() } else { format!("{} older write(s) {}, ", older.len(), if older_applied { "applied" } else { "dropped" }) };
+                    let torn = tear.map_or(String::new(), |(i, cut, prefix)| format!(", write {} torn to its {} {cut} sector(s)", split + i, if prefix { "first" } else { "last" }));
+                    let applied = format!("{older}of the newest {} non-durable write(s) applied {:?}{torn}", newer.len(), chosen.iter().map(|i| split + i).collect::<Vec<_>>());
+                    return Err(CrashFailure { step, applied, violation });
+                }
+                if bounds.states_max != 0 && coverage.distinct >= bounds.states_max {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies `candidate` to its disk's image: every sector, or only the first
+/// (`prefix`) or last `cut` sectors of a torn write.
+fn apply(images: &mut [Image], candidate: &Candidate, torn: Option<(usize, bool)>) {
+    let sectors = &candidate.write.sectors;
+    let range = match torn {
+        None => 0..sectors.len(),
+        Some((cut, true)) => 0..cut,
+        Some((cut, false)) => sectors.len() - cut..sectors.len(),
+    };
+    for (sector, data) in &sectors[range] {
+        images[candidate.disk].set(*sector, data.clone());
+    }
+}

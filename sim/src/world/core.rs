@@ -1,0 +1,722 @@
+//! The world itself: the engine on simulated disks, one event per step.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use engine::SECTOR_BYTES;
+use engine::io::{BlockDevice, Defer, IoDone, WriteFlags};
+use engine::store::{StoreConfig, StoreKind};
+use engine::zoo::Mutations;
+use engine::target::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
+use model::{CowState, DiskOp, Event, Invariant, Oracle, OracleConfig, SnapshotSpec, Target, Violation};
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+
+use super::observer::{Observer, Shared, lock};
+use super::{Injection, Knobs, Report, RunConfig, ScriptOp, Stats, stream};
+use crate::disk::{FaultRates, Image, RequestKind, SimDisk};
+
+/// Deferred engine work, run by the world as events.
+#[derive(Default)]
+struct DeferQueue(Mutex<VecDeque<Box<dyn FnOnce() + Send>>>);
+
+impl Defer for DeferQueue {
+    fn defer(&self, work: Box<dyn FnOnce() + Send + 'static>) {
+        lock(&self.0).push_back(work);
+    }
+}
+
+/// Where a callback leaves its result for the world to pick up.
+type Slot<T> = Arc<Mutex<Option<T>>>;
+
+/// The engine as built on one set of disks (replaced at every crash).
+struct Engine {
+    disks: Vec<Arc<SimDisk>>,
+    deferred: Arc<DeferQueue>,
+    origin: Arc<OriginDevice<SimDisk>>,
+    snapshots: Vec<Arc<SnapshotDevice<SimDisk>>>,
+}
+
+/// The model's value for a sector's contents: a 64-bit hash taken a word at
+/// a time (fixed forever, like the trace hash, and eight times cheaper than
+/// byte-wise FNV on the hot path of every read and write).
+pub fn sector_hash(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for word in bytes.chunks_exact(8) {
+        let word = u64::from_le_bytes([word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7]]);
+        hash = (hash ^ word).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
+    }
+    hash
+}
+
+fn sector_hashes(data: &[u8]) -> Vec<u64> {
+    data.chunks(SECTOR_BYTES).map(sector_hash).collect()
+}
+
+/// A sector's first bytes, which name a tagged sector (`o00012s003.`).
+fn head(bytes: &[u8]) -> [u8; 16] {
+    let mut head = [0; 16];
+    head.copy_from_slice(&bytes[..16]);
+    head
+}
+
+/// Origin sector `s` at snapshot time: `O<s:08>.` repeated.
+pub fn initial_sector(sector: u64) -> Vec<u8> {
+    repeat_to_sector(&format!("O{sector:08}."))
+}
+
+fn repeat_to_sector(unit: &str) -> Vec<u8> {
+    let mut bytes = unit.repeat(SECTOR_BYTES / unit.len() + 1).into_bytes();
+    bytes.truncate(SECTOR_BYTES);
+    bytes
+}
+
+/// The data a write tagged `tag` carries: `<tag>s<j:03>.` repeated in sector `j`.
+pub fn tagged(tag: &str, sectors: u64) -> Vec<u8> {
+    let mut data = Vec::with_capacity(sectors as usize * SECTOR_BYTES);
+    for j in 0..sectors {
+        data.extend_from_slice(&repeat_to_sector(&format!("{tag}s{j:03}.")));
+    }
+    data
+}
+
+/// The simulated machine: disks, engine, workload and observer.
+pub struct World {
+    seed: u64,
+    pub(crate) knobs: Knobs,
+    scheduler: ChaCha8Rng,
+    workload: ChaCha8Rng,
+    crash: ChaCha8Rng,
+    shared: Shared,
+    engine: Engine,
+    stats: Stats,
+    epoch: u64,
+    /// The durable COW images at the last crash: their records must survive it.
+    durable_cows: Vec<Option<Image>>,
+    images: Vec<Image>,
+    script: Option<VecDeque<ScriptOp>>,
+    injections: Vec<Injection>,
+    /// The snapshot handed to snapshot-merge, and how its merge ended.
+    merging: Option<(usize, Slot<MergeOutcome>)>,
+    /// Whether the main loop ends by reading everything back.
+    read_back_at_end: bool,
+    mutations: Mutations,
+}
+
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World").field("seed", &self.seed).field("stats", &self.stats).finish()
+    }
+}
+
+/// An origin device with no disk behind it, replaced at boot.
+fn placeholder_origin() -> Arc<OriginDevice<SimDisk>> {
+    let disk = Arc::new(SimDisk::new(u64::MAX, Image::zeroed(1), FaultRates::default(), 0));
+    Arc::new(OriginDevice::new(Origin::new(disk, Arc::new(DeferQueue::default()), OriginConfig::default())))
+}
+
+/// Everything needed to judge one crash state later, taken at a crash point.
+#[derive(Debug, Clone)]
+pub struct CrashPoint {
+    seed: u64,
+    knobs: Knobs,
+    oracle: Oracle,
+    durable_cows: Vec<Option<Image>>,
+    merging: Option<usize>,
+    epoch: u64,
+    mutations: Mutations,
+}
+
+impl World {
+    /// A world for `config`, not yet booted.
+    pub fn new(config: &RunConfig) -> Self {
+        let seed = config.seed;
+        let knobs = config.knobs();
+        let origin_sectors = knobs.origin_sectors();
+        let mut origin_image = Vec::with_capacity(origin_sectors as usize * SECTOR_BYTES);
+        (0..origin_sectors).for_each(|s| origin_image.extend_from_slice(&initial_sector(s)));
+        let initial: Arc<[u64]> = origin_image.chunks(SECTOR_BYTES).map(sector_hash).collect();
+        let specs = (0..knobs.snapshots)
+            .map(|k| SnapshotSpec { chunk_sectors: knobs.snapshot_chunk_sectors(k), overflow_store: knobs.store == StoreKind::PersistentOverflow })
+            .collect();
+        let mut oracle = Oracle::new(OracleConfig { initial: Arc::clone(&initial), snapshots: specs, strict: config.strict });
+        for (sector, &value) in initial.iter().enumerate() {
+            oracle.label(value, head(&origin_image[sector * SECTOR_BYTES..]));
+        }
+        let cow_sectors = knobs.cow_chunks * u64::from(knobs.chunk_sectors);
+        let mut images = vec![Image::from_bytes(origin_image)];
+        images.extend((0..knobs.snapshots).map(|_| Image::zeroed(cow_sectors)));
+        Self {
+            seed,
+            scheduler: stream(seed, "scheduler"),
+            workload: stream(seed, "workload"),
+            crash: stream(seed, "crash"),
+            engine: Engine { disks: Vec::new(), deferred: Arc::default(), origin: placeholder_origin(), snapshots: Vec::new() },
+            durable_cows: vec![None; knobs.snapshots],
+            knobs,
+            shared: Arc::new(Mutex::new(Observer::new(oracle, config.keep_events))),
+            stats: Stats::default(),
+            epoch: 0,
+            images,
+            script: config.script.clone().map(VecDeque::from),
+            injections: config.injections.clone(),
+            merging: None,
+            read_back_at_end: true,
+            mutations: config.mutations,
+        }
+    }
+
+    /// Boots on the initial images and arms the scripted faults.
+    pub fn start(&mut self) {
+        let images = std::mem::take(&mut self.images);
+        self.boot(images);
+        for injection in &self.injections {
+            match *injection {
+                Injection::Latent { disk, sector, sectors } => self.engine.disks[disk].inject_latent(sector..sector + sectors),
+                Injection::FailWrites { disk, sector, sectors, count } => self.engine.disks[disk].fail_writes(sector..sector + sectors, count),
+            }
+        }
+    }
+
+    /// The run's outcome so far.
+    pub fn report(&self) -> Report {
+        let mut observer = lock(&self.shared);
+        let mut stats = self.stats.clone();
+        stats.acknowledged = observer.counters.acknowledged;
+        stats.failed = observer.counters.failed;
+        stats.sectors_checked = observer.counters.sectors_checked;
+        Report {
+            seed: self.seed,
+            knobs: self.knobs.clone(),
+            stats,
+            trace_hash: observer.trace_hash(),
+            failure: observer.failure.clone(),
+            allowances: observer.oracle.allowances(),
+            events: observer.take_log(),
+        }
+    }
+
+    /// The disks as they are now (origin first).
+    pub fn disks(&self) -> &[Arc<SimDisk>] {
+        &self.engine.disks
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn emit(&self, event: Event) {
+        lock(&self.shared).emit(event);
+    }
+
+    /// Emits a write, naming its values for messages.
+    fn emit_write(&self, op: u64, target: Target, sector: u64, data: &[u8]) {
+        let mut observer = lock(&self.shared);
+        let values = sector_hashes(data);
+        for (bytes, &value) in data.chunks(SECTOR_BYTES).zip(&values) {
+            observer.oracle.label(value, head(bytes));
+        }
+        observer.emit(Event::Write { op, target, sector, values: Arc::from(values) });
+    }
+
+    fn fail(&self, invariant: Invariant, message: String) {
+        lock(&self.shared).fail(Violation::new(invariant, message));
+    }
+
+    pub fn failed(&self) -> bool {
+        lock(&self.shared).failure.is_some()
+    }
+
+    /// Builds the engine on disks holding `images`, loading every snapshot,
+    /// and checks what it loaded against what the images say.
+    fn boot(&mut self, images: Vec<Image>) {
+        let disks: Vec<Arc<SimDisk>> = images
+            .iter()
+            .enumerate()
+            .map(|(index, image)| {
+                let seed = stream(self.seed, &format!("disk{index}-epoch{}", self.epoch)).random::<u64>();
+                Arc::new(SimDisk::new(index as u64, image.clone(), FaultRates::default(), seed))
+            })
+            .collect();
+        let deferred = Arc::new(DeferQueue::default());
+        let origin = Origin::new(Arc::clone(&disks[0]), deferred.clone(), OriginConfig { cow_threshold: self.knobs.cow_threshold, mutations: self.mutations });
+        self.engine = Engine { disks, deferred, origin: Arc::new(OriginDevice::new(Arc::clone(&origin))), snapshots: Vec::new() };
+        for index in 0..self.knobs.snapshots {
+            let config = StoreConfig { kind: self.knobs.store, chunk_sectors: Some(self.knobs.snapshot_chunk_sectors(index)) };
+            let slot: Slot<Result<Arc<Snapshot<SimDisk>>, engine::StoreError>> = Arc::default();
+            let filler = Arc::clone(&slot);
+            let cow = Arc::clone(&self.engine.disks[index + 1]);
+            if let Err(error) = origin.create_snapshot(cow, config, Box::new(move |r| *lock(&filler) = Some(r))) {
+                return self.fail(Invariant::I6Reload, format!("snapshot {index} refused: {error}"));
+            }
+            while lock(&slot).is_none() {
+                if !self.step_event() {
+                    return self.fail(Invariant::I11Liveness, format!("loading snapshot {index} stalled"));
+                }
+            }
+            match lock(&slot).take() {
+                Some(Ok(snapshot)) => self.engine.snapshots.push(Arc::new(SnapshotDevice::new(snapshot))),
+                Some(Err(error)) => {
+                    let message = format!("snapshot {index} failed to load after {} crash(es): {error}", self.epoch);
+                    return self.fail(Invariant::I6Reload, message);
+                }
+                None => unreachable!(),
+            }
+        }
+        let valid = self.engine.snapshots.iter().map(|d| d.snapshot().is_valid()).collect();
+        self.emit(Event::Reloaded { valid });
+        for index in 0..self.knobs.snapshots {
+            if let Err(violation) = self.check_loaded(index, &images[index + 1]) {
+                return lock(&self.shared).fail(violation);
+            }
+        }
+        if let Some((k, _)) = self.merging {
+            self.start_merge(k);
+        }
+        for disk in &self.engine.disks {
+            disk.set_faults(self.knobs.faults);
+        }
+    }
+
+    /// I4/I5 on the COW image snapshot `k` was loaded from; I6: the engine
+    /// loaded exactly its records, and every record durable before the
+    /// crash is among them.
+    fn check_loaded(&self, k: usize, image: &Image) -> Result<(), Violation> {
+        let oracle = lock(&self.shared).oracle.clone();
+        let state = oracle.check_cow(k, image)?;
+        let snapshot = self.engine.snapshots[k].snapshot();
+        let table = state.table();
+        if matches!(state, CowState::Valid(_)) != snapshot.is_valid() && !matches!(state, CowState::Fresh) {
+            let message = format!("snapshot {k}'s COW says {state:?} but the engine loaded it as valid={}", snapshot.is_valid());
+            return Err(Violation::new(Invariant::I6Reload, message));
+        }
+        if snapshot.is_valid() {
+            let origin_chunks = self.knobs.origin_sectors() / u64::from(self.knobs.snapshot_chunk_sectors(k));
+            for chunk in 0..origin_chunks {
+                let (engine, disk) = (snapshot.lookup(chunk), table.get(&chunk).copied());
+                if engine != disk {
+                    let message = format!("snapshot {k} origin chunk {chunk}: the COW records {disk:?}, the engine loaded {engine:?}");
+                    return Err(Violation::new(Invariant::I6Reload, message));
+                }
+            }
+        }
+        let merging = self.merging.as_ref().is_some_and(|(m, _)| *m == k);
+        if let (Some(durable), false) = (&self.durable_cows[k], merging) {
+            let before = oracle.check_cow(k, durable)?;
+            if let (CowState::Valid(before), CowState::Valid(_)) = (&before, &state) {
+                if let Some(&(old, new)) = before.iter().find(|&&(old, new)| table.get(&old) != Some(&new)) {
+                    let message = format!("snapshot {k}: the durable record origin chunk {old} → COW chunk {new} disappeared in the crash");
+                    return Err(Violation::new(Invariant::I6Reload, message));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether anything is in flight: disk requests or deferred engine work.
+    fn busy(&self) -> bool {
+        self.engine.disks.iter().any(|d| d.in_flight_count() > 0) || !lock(&self.engine.deferred.0).is_empty()
+    }
+
+    /// Runs one in-flight event, if there is one: a disk completion or deferred work.
+    fn step_event(&mut self) -> bool {
+        let counts: Vec<usize> = self.engine.disks.iter().map(|d| d.in_flight_count()).collect();
+        let requests: usize = counts.iter().sum();
+        let deferred_waiting = !lock(&self.engine.deferred.0).is_empty();
+        let choices = requests + usize::from(deferred_waiting);
+        if choices == 0 {
+            return false;
+        }
+        let mut pick = self.scheduler.random_range(0..choices);
+        if pick == requests {
+            let work = lock(&self.engine.deferred.0).pop_front().expect("deferred work waiting");
+            self.stats.deferred += 1;
+            self.emit(Event::Deferred);
+            work();
+            return true;
+        }
+        let disk = counts
+            .iter()
+            .position(|&count| {
+                if pick < count {
+                    true
+                } else {
+                    pick -= count;
+                    false
+                }
+            })
+            .expect("pick within the requests");
+        let id = self.engine.disks[disk].in_flight_id(pick).expect("request in flight");
+        let completion = self.engine.disks[disk].complete(id);
+        let info = completion.info;
+        let op = match info.kind {
+            RequestKind::Read => DiskOp::Read,
+            RequestKind::Write { fua, preflush } => DiskOp::Write { preflush, fua },
+            RequestKind::Flush => DiskOp::Flush,
+        };
+        self.stats.disk_requests += 1;
+        self.stats.disk_errors += u64::from(!completion.ok);
+        self.emit(Event::Disk { disk, request: info.id, op, sector: info.sector, sectors: info.sectors, ok: completion.ok });
+        completion.run();
+        true
+    }
+
+    /// Runs until the workload is done and nothing is in flight (or a
+    /// violation). `at_crash_point` sees the world between every two steps;
+    /// returning `false` stops the run there.
+    pub fn main_loop(&mut self, max_steps: u64, at_crash_point: &mut dyn FnMut(&World) -> bool) {
+        let operations = self.knobs.operations;
+        let crash_chance = f64::from(self.knobs.crashes) / (operations as f64 * 4.0);
+        let mut crashes_left = self.knobs.crashes;
+        while !self.failed() {
+            if !at_crash_point(self) {
+                return;
+            }
+            self.stats.steps += 1;
+            lock(&self.shared).step = self.stats.steps;
+            if self.stats.steps > max_steps {
+                return self.fail(Invariant::I11Liveness, format!("the run did not finish within {max_steps} steps"));
+            }
+            if crashes_left > 0 && self.scheduler.random_bool(crash_chance) {
+                crashes_left -= 1;
+                self.crash();
+                continue;
+            }
+            let room = lock(&self.shared).counters.in_flight < self.knobs.queue_depth;
+            let busy = self.busy();
+            let next = match &mut self.script {
+                Some(script) => match script.front().copied() {
+                    Some(op) if op.needs_quiet() && (busy || lock(&self.shared).counters.in_flight > 0) => None,
+                    Some(op) if room && (!busy || op.needs_quiet() || self.scheduler.random_bool(0.4)) => script.pop_front(),
+                    _ => None,
+                },
+                None if self.stats.operations < operations && room && (!busy || self.scheduler.random_bool(0.4)) => Some(self.random_op()),
+                None => None,
+            };
+            match next {
+                Some(op) => self.run_op(op),
+                None if !self.step_event() => break,
+                None => {}
+            }
+        }
+        if self.failed() {
+            return;
+        }
+        let stuck = lock(&self.shared).counters.in_flight;
+        if stuck > 0 {
+            return self.fail(Invariant::I11Liveness, format!("{stuck} operation(s) never completed, with nothing left in flight"));
+        }
+        if let Some((k, outcome)) = &self.merging {
+            if lock(outcome).is_none() {
+                return self.fail(Invariant::I11Liveness, format!("the merge of snapshot {k} never finished"));
+            }
+        }
+        self.report_status();
+        if self.read_back_at_end {
+            self.read_back_everything();
+        }
+    }
+
+    fn report_status(&self) {
+        for (snapshot, device) in self.engine.snapshots.iter().enumerate() {
+            let s = device.snapshot();
+            self.emit(Event::Status { snapshot, valid: s.is_valid(), overflowed: s.is_overflowed() });
+        }
+    }
+
+    /// A crash: every disk becomes a crash image; the engine is rebuilt from them.
+    fn crash(&mut self) {
+        let crash = &mut self.crash;
+        let images: Vec<Image> = self.engine.disks.iter().map(|disk| disk.crash_image(|_, n| crash.random_range(0..n))).collect();
+        self.reboot(images);
+    }
+
+    /// Stops the machine and boots it on `images`.
+    fn reboot(&mut self, images: Vec<Image>) {
+        let durable = self.engine.disks[1..].iter().map(|disk| Some(disk.durable())).collect();
+        self.reboot_keeping(images, durable);
+    }
+
+    /// Stops the machine and boots it on `images`; every record of
+    /// `must_keep` (one COW image per snapshot) must load again.
+    fn reboot_keeping(&mut self, images: Vec<Image>, must_keep: Vec<Option<Image>>) {
+        self.stats.crashes += 1;
+        self.report_status();
+        self.emit(Event::Crash);
+        self.durable_cows = must_keep;
+        {
+            let mut observer = lock(&self.shared);
+            for image in &images {
+                observer.mix(image.delta_hash());
+            }
+            // The operations in flight died with the machine.
+            observer.counters.in_flight = 0;
+        }
+        lock(&self.engine.deferred.0).clear();
+        self.epoch += 1;
+        self.boot(images);
+    }
+
+    /// The next operation of the random workload.
+    fn random_op(&mut self) -> ScriptOp {
+        let mix = self.knobs.mix;
+        let total = mix.origin_write + mix.snapshot_write + mix.snapshot_read + mix.flush;
+        let roll = self.workload.random_range(0..total);
+        let origin_sectors = self.knobs.origin_sectors();
+        let sector = self.workload.random_range(0..origin_sectors);
+        let sectors = self.workload.random_range(1..=16u64).min(origin_sectors - sector);
+        let snapshot = self.workload.random_range(0..self.knobs.snapshots);
+        if roll < mix.origin_write {
+            ScriptOp::Write { target: Target::Origin, sector, sectors }
+        } else if roll < mix.origin_write + mix.snapshot_write {
+            ScriptOp::Write { target: Target::Snapshot(snapshot), sector, sectors }
+        } else if roll < mix.origin_write + mix.snapshot_write + mix.snapshot_read {
+            ScriptOp::Read { snapshot, sector, sectors }
+        } else if self.workload.random_bool(0.5) {
+            ScriptOp::Flush { target: Target::Origin }
+        } else {
+            ScriptOp::Flush { target: Target::Snapshot(snapshot) }
+        }
+    }
+
+    fn run_op(&mut self, op: ScriptOp) {
+        match op {
+            ScriptOp::Wait => {}
+            ScriptOp::Reload => {
+                let images = self.engine.disks.iter().map(|d| d.cached()).collect();
+                self.reboot(images);
+            }
+            ScriptOp::Merge { snapshot } => {
+                if snapshot < self.engine.snapshots.len() && self.merging.is_none() {
+                    self.merging = Some((snapshot, Arc::default()));
+                    self.start_merge(snapshot);
+                }
+            }
+            ScriptOp::Write { .. } | ScriptOp::Read { .. } | ScriptOp::Flush { .. } => self.submit(op),
+        }
+    }
+
+    /// Hands snapshot `k` to snapshot-merge and starts the merge.
+    fn start_merge(&mut self, k: usize) {
+        let Some((_, outcome)) = &self.merging else { return };
+        let outcome = Arc::clone(outcome);
+        *lock(&outcome) = None;
+        let source = Arc::clone(self.engine.snapshots[k].snapshot());
+        let merging = self.engine.origin.origin().hand_over(&source, Role::Merge);
+        self.engine.snapshots[k] = Arc::new(SnapshotDevice::new(Arc::clone(&merging)));
+        self.emit(Event::MergeStart { snapshot: k });
+        let shared = Arc::clone(&self.shared);
+        merging.start_merge(Box::new(move |result| {
+            let ok = result == MergeOutcome::Complete;
+            *lock(&outcome) = Some(result);
+            lock(&shared).emit(Event::MergeDone { snapshot: k, ok });
+        }));
+    }
+
+    fn submit(&mut self, script_op: ScriptOp) {
+        let op = self.stats.operations;
+        self.stats.operations += 1;
+        lock(&self.shared).counters.in_flight += 1;
+        let device = |world: &Self, k: usize| world.engine.snapshots.get(k).cloned();
+        match script_op {
+            ScriptOp::Write { target: Target::Origin, sector, sectors } => {
+                let data = tagged(&format!("o{op:05}"), sectors);
+                self.emit_write(op, Target::Origin, sector, &data);
+                self.engine.origin.write(sector, data, WriteFlags::PLAIN, self.acknowledger(op));
+            }
+            ScriptOp::Write { target: Target::Snapshot(k), sector, sectors } => {
+                let Some(device) = device(self, k) else { return self.fail(Invariant::I6Reload, format!("snapshot {k} is not loaded")) };
+                let data = tagged(&format!("s{k}{op:05}"), sectors);
+                self.emit_write(op, Target::Snapshot(k), sector, &data);
+                device.write(sector, data, WriteFlags::PLAIN, self.acknowledger(op));
+            }
+            ScriptOp::Read { snapshot, sector, sectors } => {
+                let Some(device) = device(self, snapshot) else { return self.fail(Invariant::I6Reload, format!("snapshot {snapshot} is not loaded")) };
+                self.emit(Event::Read { op, target: Target::Snapshot(snapshot), sector, sectors });
+                let checker = self.read_checker(op, Arc::clone(&device));
+                device.read(sector, sectors as u32, checker);
+            }
+            ScriptOp::Flush { target } => {
+                self.emit(Event::Flush { op, target });
+                match target {
+                    Target::Origin => self.engine.origin.flush(self.acknowledger(op)),
+                    Target::Snapshot(k) => match device(self, k) {
+                        Some(device) => device.flush(self.acknowledger(op)),
+                        None => self.fail(Invariant::I6Reload, format!("snapshot {k} is not loaded")),
+                    },
+                }
+            }
+            ScriptOp::Wait | ScriptOp::Reload | ScriptOp::Merge { .. } => unreachable!("not a submission"),
+        }
+    }
+
+    fn acknowledger(&self, op: u64) -> IoDone<()> {
+        let shared = Arc::clone(&self.shared);
+        Box::new(move |result| {
+            let mut observer = lock(&shared);
+            observer.counters.in_flight -= 1;
+            let ok = result.is_ok();
+            if ok {
+                observer.counters.acknowledged += 1;
+            } else {
+                observer.counters.failed += 1;
+            }
+            observer.emit(Event::Ack { op, ok });
+        })
+    }
+
+    /// Hands a snapshot read's result to the oracle.
+    fn read_checker(&self, op: u64, device: Arc<SnapshotDevice<SimDisk>>) -> IoDone<Vec<u8>> {
+        let shared = Arc::clone(&self.shared);
+        Box::new(move |result| {
+            let snapshot_valid = device.snapshot().is_valid();
+            let mut observer = lock(&shared);
+            observer.counters.in_flight -= 1;
+            let values = match result {
+                Ok(data) => {
+                    observer.counters.acknowledged += 1;
+                    observer.counters.sectors_checked += (data.len() / SECTOR_BYTES) as u64;
+                    Some(Arc::from(sector_hashes(&data)))
+                }
+                Err(_) => {
+                    observer.counters.failed += 1;
+                    None
+                }
+            };
+            observer.emit(Event::ReadDone { op, values, snapshot_valid });
+        })
+    }
+
+    /// Reads `count` sectors from `device` to completion.
+    fn read_now(&mut self, device: &dyn BlockDevice, sector: u64, count: u64) -> Option<Result<Vec<u8>, engine::IoError>> {
+        let slot: Slot<Result<Vec<u8>, engine::IoError>> = Arc::default();
+        let filler = Arc::clone(&slot);
+        device.read(sector, count as u32, Box::new(move |r| *lock(&filler) = Some(r)));
+        while lock(&slot).is_none() {
+            if !self.step_event() {
+                self.fail(Invariant::I11Liveness, "a final read never completed".into());
+                return None;
+            }
+        }
+        lock(&slot).take()
+    }
+
+    /// At the end: every sector of every judged snapshot and of the origin, checked.
+    fn read_back_everything(&mut self) {
+        let origin_sectors = self.knobs.origin_sectors();
+        for (k, device) in self.engine.snapshots.clone().iter().enumerate() {
+            if !device.snapshot().is_valid() || !lock(&self.shared).oracle.judges(k) {
+                continue;
+            }
+            for sector in (0..origin_sectors).step_by(64) {
+                let count = (origin_sectors - sector).min(64);
+                let Some(result) = self.read_now(device.as_ref(), sector, count) else { return };
+                if let Ok(data) = result {
+                    let mut observer = lock(&self.shared);
+                    observer.counters.sectors_checked += count;
+                    for (j, bytes) in data.chunks(SECTOR_BYTES).enumerate() {
+                        let value = sector_hash(bytes);
+                        observer.mix(value);
+                        if let Err(violation) = observer.oracle.check_view_sector(k, sector + j as u64, value, false, true) {
+                            return observer.fail(violation);
+                        }
+                    }
+                }
+            }
+        }
+        let origin = Arc::clone(&self.engine.origin);
+        for sector in (0..origin_sectors).step_by(64) {
+            let count = (origin_sectors - sector).min(64);
+            let Some(result) = self.read_now(origin.as_ref(), sector, count) else { return };
+            if let Ok(data) = result {
+                let mut observer = lock(&self.shared);
+                for (j, bytes) in data.chunks(SECTOR_BYTES).enumerate() {
+                    let value = sector_hash(bytes);
+                    observer.mix(value);
+                    if let Err(violation) = observer.oracle.check_origin_sector(sector + j as u64, value) {
+                        return observer.fail(violation);
+                    }
+                }
+            }
+        }
+    }
+
+    /// What a crash right now would need judging: the oracle as the crash
+    /// leaves it, and the durable COW images.
+    pub fn crash_point(&self) -> Result<CrashPoint, Violation> {
+        let mut oracle = lock(&self.shared).oracle.clone();
+        for (snapshot, device) in self.engine.snapshots.iter().enumerate() {
+            let s = device.snapshot();
+            oracle.apply(&Event::Status { snapshot, valid: s.is_valid(), overflowed: s.is_overflowed() })?;
+        }
+        oracle.apply(&Event::Crash)?;
+        Ok(CrashPoint {
+            seed: self.seed,
+            knobs: self.knobs.clone(),
+            oracle,
+            durable_cows: self.engine.disks[1..].iter().map(|d| Some(d.durable())).collect(),
+            merging: self.merging.as_ref().map(|(k, _)| *k),
+            epoch: self.epoch + 1,
+            mutations: self.mutations,
+        })
+    }
+
+    /// Judges one crash state: boots on `images` as a reboot would, checks
+    /// the load (I4–I6), makes one more exception and reloads cleanly (I6,
+    /// I7), lets a merge in progress finish (I10), and reads everything back
+    /// (I1–I3).
+    pub fn check_crash_state(point: &CrashPoint, images: Vec<Image>) -> Result<(), Violation> {
+        let mut knobs = point.knobs.clone();
+        knobs.faults = FaultRates::default();
+        knobs.crashes = 0;
+        let mut world = Self {
+            seed: point.seed,
+            scheduler: stream(point.seed, "scheduler-after-crash"),
+            workload: stream(point.seed, "workload-after-crash"),
+            crash: stream(point.seed, "crash"),
+            engine: Engine { disks: Vec::new(), deferred: Arc::default(), origin: placeholder_origin(), snapshots: Vec::new() },
+            durable_cows: point.durable_cows.clone(),
+            knobs,
+            shared: Arc::new(Mutex::new(Observer::quiet(point.oracle.clone()))),
+            stats: Stats::default(),
+            epoch: point.epoch,
+            images: Vec::new(),
+            script: None,
+            injections: Vec::new(),
+            merging: point.merging.map(|k| (k, Arc::default())),
+            read_back_at_end: false,
+            mutations: point.mutations,
+        };
+        let loaded_from: Vec<Option<Image>> = images[1..].iter().cloned().map(Some).collect();
+        world.boot(images);
+        if !world.failed() && world.merging.is_none() {
+            world.script = Some(world.probe().into_iter().collect());
+            world.main_loop(1_000_000, &mut |_| true);
+            if !world.failed() {
+                let images = world.engine.disks.iter().map(|d| d.cached()).collect();
+                world.reboot_keeping(images, loaded_from);
+            }
+        }
+        if !world.failed() {
+            world.script = Some(VecDeque::new());
+            world.read_back_at_end = true;
+            world.main_loop(1_000_000, &mut |_| true);
+        }
+        let failure = lock(&world.shared).failure.clone();
+        failure.map_or(Ok(()), |f| Err(f.violation))
+    }
+
+    /// After a reload: one origin write to a chunk no valid snapshot has
+    /// copied yet, so that the store allocates and commits once more.
+    fn probe(&self) -> Option<ScriptOp> {
+        let chunk_sectors = u64::from(self.knobs.chunk_sectors);
+        let copied = |chunk: u64| {
+            self.engine.snapshots.iter().filter(|d| d.snapshot().is_valid()).any(|d| {
+                let small = u64::from(d.snapshot().chunk_size().sectors());
+                (chunk * chunk_sectors / small..(chunk + 1) * chunk_sectors / small).any(|c| d.snapshot().lookup(c).is_some())
+            })
+        };
+        let chunk = (0..self.knobs.origin_chunks).find(|&c| !copied(c))?;
+        Some(ScriptOp::Write { target: Target::Origin, sector: chunk * chunk_sectors, sectors: 1 })
+    }
+}

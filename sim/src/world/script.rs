@@ -1,0 +1,91 @@
+//! Scripted workloads: the operations of a scenario, one per line.
+//!
+//! ```text
+//! write origin 0 8        # SECTOR SECTORS
+//! write snapshot1 16 4
+//! read snapshot0 0 16
+//! flush origin
+//! wait                    # until nothing is in flight
+//! reload                  # clean shutdown and reload (waits first)
+//! merge 0                 # hand snapshot 0 to snapshot-merge and start merging (waits first)
+//! ```
+
+use model::Target;
+
+/// One scripted step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptOp {
+    Write { target: Target, sector: u64, sectors: u64 },
+    Read { snapshot: usize, sector: u64, sectors: u64 },
+    Flush { target: Target },
+    Wait,
+    Reload,
+    Merge { snapshot: usize },
+}
+
+fn target(word: &str) -> Result<Target, String> {
+    if word == "origin" {
+        return Ok(Target::Origin);
+    }
+    word.strip_prefix("snapshot")
+        .and_then(|k| k.parse().ok())
+        .map(Target::Snapshot)
+        .ok_or_else(|| format!("unknown target {word:?} (origin, snapshot0, snapshot1, …)"))
+}
+
+fn number(word: Option<&str>, what: &str) -> Result<u64, String> {
+    word.ok_or_else(|| format!("missing {what}"))?.parse().map_err(|_| format!("{what} is not a number"))
+}
+
+impl ScriptOp {
+    /// Parses one line (without comments).
+    pub fn parse(line: &str) -> Result<Self, String> {
+        let mut words = line.split_whitespace();
+        let verb = words.next().ok_or("empty operation")?;
+        let op = match verb {
+            "write" | "read" => {
+                let target = target(words.next().ok_or("missing target")?)?;
+                let sector = number(words.next(), "sector")?;
+                let sectors = number(words.next(), "sector count")?;
+                if !(1..=256).contains(&sectors) {
+                    return Err(format!("sector count {sectors} is not 1..=256"));
+                }
+                match (verb, target) {
+                    ("write", _) => Self::Write { target, sector, sectors },
+                    ("read", Target::Snapshot(snapshot)) => Self::Read { snapshot, sector, sectors },
+                    _ => return Err("reads are of snapshots".into()),
+                }
+            }
+            "flush" => Self::Flush { target: target(words.next().ok_or("missing target")?)? },
+            "wait" => Self::Wait,
+            "reload" => Self::Reload,
+            "merge" => Self::Merge { snapshot: number(words.next(), "snapshot")? as usize },
+            other => return Err(format!("unknown operation {other:?}")),
+        };
+        match words.next() {
+            Some(extra) => Err(format!("unexpected {extra:?}")),
+            None => Ok(op),
+        }
+    }
+
+    /// Whether the world must be quiet before this step runs.
+    pub fn needs_quiet(self) -> bool {
+        matches!(self, Self::Wait | Self::Reload | Self::Merge { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_parse_and_bad_ones_say_why() {
+        assert_eq!(ScriptOp::parse("write origin 8 4"), Ok(ScriptOp::Write { target: Target::Origin, sector: 8, sectors: 4 }));
+        assert_eq!(ScriptOp::parse("read snapshot1 0 16"), Ok(ScriptOp::Read { snapshot: 1, sector: 0, sectors: 16 }));
+        assert_eq!(ScriptOp::parse("merge 0"), Ok(ScriptOp::Merge { snapshot: 0 }));
+        assert_eq!(ScriptOp::parse("read origin 0 1"), Err("reads are of snapshots".into()));
+        assert_eq!(ScriptOp::parse("write snap 0 1"), Err("unknown target \"snap\" (origin, snapshot0, snapshot1, …)".into()));
+        assert_eq!(ScriptOp::parse("write origin 0 0"), Err("sector count 0 is not 1..=256".into()));
+        assert_eq!(ScriptOp::parse("wait now"), Err("unexpected \"now\"".into()));
+    }
+}
