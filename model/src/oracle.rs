@@ -114,6 +114,8 @@ struct SnapshotState {
     io_error_seen: bool,
     /// Origin writes were submitted since the last reload (they may overflow it legitimately).
     origin_written: bool,
+    /// Loaded valid at the last (re)load: only then can it be invalidated in this epoch.
+    valid_at_load: bool,
 }
 
 /// The reference model and its checks.
@@ -329,6 +331,7 @@ impl Oracle {
                     }
                     state.origin_written = false;
                     state.io_error_seen = false;
+                    state.valid_at_load = valid;
                 }
             }
         }
@@ -355,7 +358,7 @@ impl Oracle {
         if overflowed && !spec.overflow_store {
             return Err(Violation::new(Invariant::I9Overflow, format!("snapshot {snapshot} (store P) reports Overflow; only PO overflows")));
         }
-        if !valid && spec.overflow_store && !state.io_error_seen && !state.origin_written {
+        if !valid && state.valid_at_load && spec.overflow_store && !state.io_error_seen && !state.origin_written {
             let message = format!(
                 "snapshot {snapshot} (store PO) went invalid with no I/O error and no origin write: a full PO store must fail the snapshot write and stay valid"
             );
@@ -511,7 +514,11 @@ mod tests {
         let error = o.apply(&Event::Status { snapshot: 0, valid: true, overflowed: false }).unwrap_err();
         assert_eq!(error.invariant, Invariant::I8Invalidation);
         let mut o = oracle(false);
+        o.apply(&Event::Reloaded { valid: vec![true] }).unwrap();
         let error = o.apply(&Event::Status { snapshot: 0, valid: false, overflowed: false }).unwrap_err();
         assert_eq!(error.invariant, Invariant::I9Overflow);
+        let mut o = oracle(false);
+        o.apply(&Event::Reloaded { valid: vec![false] }).unwrap();
+        o.apply(&Event::Status { snapshot: 0, valid: false, overflowed: false }).unwrap();
     }
 }

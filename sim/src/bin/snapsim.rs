@@ -205,8 +205,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_timestamp(None).init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    // Simulated runs fail disks on purpose; the engine's warnings about them
+    // would drown the report (RUST_LOG still shows them).
+    let simulated = matches!(cli.command, Command::Run(_) | Command::Explore(_));
+    let default_filter = if simulated { "off" } else { "warn" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter)).format_timestamp(None).init();
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("snapsim: error: {error}");
