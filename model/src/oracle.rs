@@ -323,7 +323,9 @@ impl Oracle {
                     let state = &mut self.snapshots[k];
                     if valid && state.ever_invalid && !state.revived {
                         if self.config.strict {
-                            let message = format!("snapshot {k} was invalidated before a crash but loaded valid after it");
+                            let message = format!(
+                                "snapshot {k} was invalidated before a crash but loaded valid after it (kernel behaviour K1: the valid=0 header is a plain write and origin writes went ahead)"
+                            );
                             return Err(Violation::new(Invariant::I8Invalidation, message));
                         }
                         state.revived = true;
@@ -377,7 +379,9 @@ impl Oracle {
         let origin_epoch = self.origin_values.get(&value).copied();
         if raced && origin_epoch.is_some() {
             if self.config.strict {
-                let message = format!("a read of snapshot {k} in flight when it was invalidated returned origin data at sector {sector}");
+                let message = format!(
+                    "a read of snapshot {k} in flight when it was invalidated returned origin data at sector {sector} (kernel behaviour K2: a failed exception releases origin writes without waiting for tracked reads)"
+                );
                 return Err(Violation::new(Invariant::I13ConflictingReads, message));
             }
             self.allowances.raced_invalidation += 1;

@@ -6,6 +6,7 @@
 //! - [`cli`]: the verbs of `snapsim` that work on real devices.
 
 pub mod cli;
+pub mod crash_trace;
 pub mod disk;
 pub mod explore;
 pub mod scenario;

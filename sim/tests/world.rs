@@ -29,6 +29,21 @@ fn the_readme_seed_passes() {
     assert!(report.stats.operations > 0 && report.stats.sectors_checked > 0);
 }
 
+/// Swarm runs with out-of-order completions, faults and crashes: each seed
+/// must pass the oracle (kernel behaviours K1/K2 allowed and counted).
+#[test]
+fn swarm_seeds_pass_the_oracle() {
+    let mut allowed = 0;
+    for seed in 100..140 {
+        let report = run(&RunConfig::new(seed));
+        if let Some(failure) = &report.failure {
+            panic!("seed {seed}: {failure}\nreplay: {}\n    or: {}", report.replay_command(), report.replay_test_command());
+        }
+        allowed += report.allowances.revived_invalid + report.allowances.raced_invalidation;
+    }
+    println!("40 swarm seeds pass; kernel behaviours allowed {allowed} time(s)");
+}
+
 #[test]
 fn replay_seed() {
     let seed = std::env::var("SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(42);

@@ -26,6 +26,29 @@ enum Command {
     Run(RunArgs),
     /// Run a scenario and check every crash state within its bound; print the counts.
     Explore(ExploreArgs),
+    /// Replay a crash trace (or a seed) and check it gives its recorded verdict.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    /// A crash-trace file (`crash-traces/….toml`).
+    #[arg(required_unless_present = "seed")]
+    trace: Option<std::path::PathBuf>,
+    /// Replay `snapsim run --seed N` instead.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// Minimizes a failing trace and writes it into `crash-traces/`.
+fn save_trace(trace: &sim::crash_trace::CrashTrace) -> Result<(), CliError> {
+    println!("minimizing …");
+    let minimized = trace.minimize(400);
+    let dir = std::path::PathBuf::from("crash-traces");
+    let path = minimized.write(&dir).map_err(CliError::new)?;
+    let ops = minimized.ops.lines().count();
+    println!("wrote {} ({ops} operations, {} crashes): {}", path.display(), minimized.crashes, minimized.post_mortem);
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,16 +64,14 @@ struct ExploreArgs {
     /// Re-create a historical kernel bug in the engine (`Z3`); needs a build with `--features bug-zoo`.
     #[arg(long)]
     mutation: Option<String>,
+    /// On failure, minimize the scenario and write it to `crash-traces/`.
+    #[arg(long)]
+    save_trace: bool,
 }
 
 /// The mutations a command line asks for.
 fn mutations(id: Option<&str>) -> Result<engine::zoo::Mutations, CliError> {
-    let Some(id) = id else { return Ok(engine::zoo::Mutations::NONE) };
-    if !engine::zoo::Mutations::available() {
-        return Err(CliError::new("mutations need a build with the bug-zoo feature: cargo run --release -p sim --features bug-zoo --bin snapsim -- …"));
-    }
-    let mutation = engine::zoo::Mutation::parse(id).ok_or_else(|| CliError::new(format!("unknown mutation {id:?}")))?;
-    Ok(engine::zoo::Mutations::only(mutation))
+    sim::crash_trace::mutations_of(id).map_err(CliError::new)
 }
 
 /// Explores one scenario over each of its seeds and prints the figures.
@@ -86,6 +107,9 @@ fn explore(scenario: &sim::scenario::Scenario, args: &ExploreArgs) -> Result<(),
             }
             let mutation = args.mutation.as_ref().map_or(String::new(), |m| format!(" --mutation {m}"));
             println!("replay: snapsim explore {}{mutation}", scenario.path.display());
+            if args.save_trace {
+                save_trace(&sim::crash_trace::CrashTrace::from_explore(scenario, seed, mutations, false, &failure.violation))?;
+            }
             return Err(CliError::new(format!("{} seed {seed} failed {}", scenario.name, failure.violation.invariant.id())));
         }
     }
@@ -103,6 +127,12 @@ struct RunArgs {
     /// Fail on the kernel behaviours the oracle otherwise allows and counts (K1, K2).
     #[arg(long)]
     strict: bool,
+    /// On failure, minimize the run and write it to `crash-traces/`.
+    #[arg(long)]
+    save_trace: bool,
+    /// Re-create a historical kernel bug in the engine (`Z3`); needs a build with `--features bug-zoo`.
+    #[arg(long)]
+    mutation: Option<String>,
 }
 
 /// Prints a run's summary and verdict; a failure becomes the exit status.
@@ -173,7 +203,32 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let mut config = sim::world::RunConfig::new(args.seed);
             config.max_steps = args.max_steps;
             config.strict |= args.strict;
-            print_run(&sim::world::run_reporting(&config))
+            config.mutations = mutations(args.mutation.as_deref())?;
+            let report = sim::world::run_reporting(&config);
+            let verdict = print_run(&report);
+            if verdict.is_err() && args.save_trace {
+                save_trace(&sim::crash_trace::CrashTrace::from_run(&config, &report))?;
+            }
+            verdict
+        }
+        Command::Replay(args) => {
+            if let Some(seed) = args.seed {
+                return print_run(&sim::world::run_reporting(&sim::world::RunConfig::new(seed)));
+            }
+            let path = args.trace.expect("clap requires a trace without --seed");
+            let trace = sim::crash_trace::CrashTrace::load(&path).map_err(CliError::new)?;
+            println!("{}: {} (recorded verdict {})", path.display(), trace.post_mortem, trace.verdict);
+            let replayed = trace.replay().map_err(CliError::new)?;
+            match &replayed.violation {
+                Some(violation) => println!("replayed: {violation}"),
+                None => println!("replayed: pass"),
+            }
+            if replayed.verdict() == trace.verdict {
+                println!("verdict: {} as recorded", trace.verdict);
+                Ok(())
+            } else {
+                Err(CliError::new(format!("{}: recorded verdict {}, replay gave {}", path.display(), trace.verdict, replayed.verdict())))
+            }
         }
         Command::Explore(args) => {
             let scenarios = if args.scenario == "all" {
@@ -208,7 +263,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Simulated runs fail disks on purpose; the engine's warnings about them
     // would drown the report (RUST_LOG still shows them).
-    let simulated = matches!(cli.command, Command::Run(_) | Command::Explore(_));
+    let simulated = matches!(cli.command, Command::Run(_) | Command::Explore(_) | Command::Replay(_));
     let default_filter = if simulated { "off" } else { "warn" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter)).format_timestamp(None).init();
     match run(cli) {

@@ -101,6 +101,8 @@ pub struct World {
     /// Whether the main loop ends by reading everything back.
     read_back_at_end: bool,
     mutations: Mutations,
+    /// Every operation run, as a script that replays the workload.
+    ops: Vec<ScriptOp>,
 }
 
 impl std::fmt::Debug for World {
@@ -163,6 +165,7 @@ impl World {
             merging: None,
             read_back_at_end: true,
             mutations: config.mutations,
+            ops: Vec::new(),
         }
     }
 
@@ -193,6 +196,7 @@ impl World {
             failure: observer.failure.clone(),
             allowances: observer.oracle.allowances(),
             events: observer.take_log(),
+            ops: self.ops.clone(),
         }
     }
 
@@ -366,7 +370,7 @@ impl World {
     /// returning `false` stops the run there.
     pub fn main_loop(&mut self, max_steps: u64, at_crash_point: &mut dyn FnMut(&World) -> bool) {
         let operations = self.knobs.operations;
-        let crash_chance = f64::from(self.knobs.crashes) / (operations as f64 * 4.0);
+        let crash_chance = (f64::from(self.knobs.crashes) / (operations.max(1) as f64 * 4.0)).min(1.0);
         let mut crashes_left = self.knobs.crashes;
         while !self.failed() {
             if !at_crash_point(self) {
@@ -480,6 +484,7 @@ impl World {
     }
 
     fn run_op(&mut self, op: ScriptOp) {
+        self.ops.push(op);
         match op {
             ScriptOp::Wait => {}
             ScriptOp::Reload => {
@@ -686,6 +691,7 @@ impl World {
             merging: point.merging.map(|k| (k, Arc::default())),
             read_back_at_end: false,
             mutations: point.mutations,
+            ops: Vec::new(),
         };
         let loaded_from: Vec<Option<Image>> = images[1..].iter().cloned().map(Some).collect();
         world.boot(images);

@@ -106,6 +106,8 @@ pub struct Report {
     pub allowances: Allowances,
     /// Every event, when [`RunConfig::keep_events`] asked for them.
     pub events: Vec<Event>,
+    /// Every operation the workload ran, as a script.
+    pub ops: Vec<ScriptOp>,
 }
 
 impl Report {

@@ -74,6 +74,23 @@ impl ScriptOp {
     }
 }
 
+impl std::fmt::Display for ScriptOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let target = |t: &Target| match t {
+            Target::Origin => "origin".to_string(),
+            Target::Snapshot(k) => format!("snapshot{k}"),
+        };
+        match self {
+            Self::Write { target: t, sector, sectors } => write!(f, "write {} {sector} {sectors}", target(t)),
+            Self::Read { snapshot, sector, sectors } => write!(f, "read snapshot{snapshot} {sector} {sectors}"),
+            Self::Flush { target: t } => write!(f, "flush {}", target(t)),
+            Self::Wait => write!(f, "wait"),
+            Self::Reload => write!(f, "reload"),
+            Self::Merge { snapshot } => write!(f, "merge {snapshot}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +104,8 @@ mod tests {
         assert_eq!(ScriptOp::parse("write snap 0 1"), Err("unknown target \"snap\" (origin, snapshot0, snapshot1, …)".into()));
         assert_eq!(ScriptOp::parse("write origin 0 0"), Err("sector count 0 is not 1..=256".into()));
         assert_eq!(ScriptOp::parse("wait now"), Err("unexpected \"now\"".into()));
+        for line in ["write origin 8 4", "write snapshot2 0 1", "read snapshot0 3 7", "flush snapshot1", "wait", "reload", "merge 1"] {
+            assert_eq!(ScriptOp::parse(line).unwrap().to_string(), line);
+        }
     }
 }

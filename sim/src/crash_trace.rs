@@ -1,0 +1,333 @@
+//! Crash traces: a failing run, minimized and written as a small readable
+//! file with a one-line post-mortem, replayed by `cargo test`.
+//!
+//! A trace is a scenario (knobs and a scripted workload, the operations the
+//! failing run submitted) plus how to run it (`mode = "run"`: one run with
+//! its crashes; `"explore"`: every crash state) and the verdict it gave.
+//! Minimizing keeps the verdict and drops the rest: operations (halves,
+//! then quarters, … then single ones), crashes, fault rates, device sizes.
+
+use std::path::{Path, PathBuf};
+
+use engine::zoo::{Mutation, Mutations};
+use model::{Invariant, Violation};
+use serde::{Deserialize, Serialize};
+
+use crate::disk::FaultRates;
+use crate::explore::{Bounds, explore};
+use crate::scenario::Scenario;
+use crate::world::{Report, RunConfig, ScriptOp, run};
+
+/// A crash trace file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrashTrace {
+    /// One line: what broke, as the oracle said it.
+    pub post_mortem: String,
+    /// The invariant id the run must trip (`I5`), or `pass`.
+    pub verdict: String,
+    /// `run` (one run, crashes as drawn) or `explore` (every crash state).
+    pub mode: String,
+    pub seed: u64,
+    #[serde(default)]
+    pub strict: bool,
+    /// A bug-zoo mutation (`Z3`) the engine re-creates for this trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutation: Option<String>,
+    pub chunk_sectors: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mixed_chunk_sectors: Vec<u32>,
+    pub origin_chunks: u64,
+    pub cow_chunks: u64,
+    pub snapshots: usize,
+    pub store: String,
+    pub cow_threshold: usize,
+    pub queue_depth: usize,
+    #[serde(default)]
+    pub crashes: u32,
+    #[serde(default)]
+    pub read_error: f64,
+    #[serde(default)]
+    pub write_error: f64,
+    #[serde(default)]
+    pub flush_error: f64,
+    #[serde(default = "default_writes_max")]
+    pub writes_max: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<String>,
+    pub ops: String,
+}
+
+fn default_writes_max() -> usize {
+    Bounds::default().writes_max
+}
+
+/// What replaying a trace gave.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    pub violation: Option<Violation>,
+    pub steps: u64,
+}
+
+impl Replayed {
+    /// `I5`-style id of the verdict, or `pass`.
+    pub fn verdict(&self) -> String {
+        self.violation.as_ref().map_or("pass".into(), |v| v.invariant.id().to_string())
+    }
+}
+
+fn ops_text(ops: &[ScriptOp]) -> String {
+    ops.iter().map(|op| format!("{op}\n")).collect()
+}
+
+impl CrashTrace {
+    /// A trace of a failed `snapsim run`.
+    pub fn from_run(config: &RunConfig, report: &Report) -> Self {
+        let knobs = &report.knobs;
+        let violation = report.failure.as_ref().map(|f| f.violation.clone());
+        Self {
+            post_mortem: violation.as_ref().map_or("passes".into(), ToString::to_string),
+            verdict: violation.as_ref().map_or("pass".into(), |v| v.invariant.id().to_string()),
+            mode: "run".into(),
+            seed: report.seed,
+            strict: config.strict,
+            mutation: mutation_id(config.mutations),
+            chunk_sectors: knobs.chunk_sectors,
+            mixed_chunk_sectors: knobs.mixed_chunk_sectors.clone(),
+            origin_chunks: knobs.origin_chunks,
+            cow_chunks: knobs.cow_chunks,
+            snapshots: knobs.snapshots,
+            store: knobs.store.table_name().to_string(),
+            cow_threshold: knobs.cow_threshold,
+            queue_depth: knobs.queue_depth,
+            crashes: knobs.crashes,
+            read_error: knobs.faults.read_error,
+            write_error: knobs.faults.write_error,
+            flush_error: knobs.faults.flush_error,
+            writes_max: default_writes_max(),
+            faults: Vec::new(),
+            ops: ops_text(&report.ops),
+        }
+    }
+
+    /// A trace of a failed exhaustive run of `scenario`.
+    pub fn from_explore(scenario: &Scenario, seed: u64, mutations: Mutations, strict: bool, violation: &Violation) -> Self {
+        let knobs = &scenario.knobs;
+        Self {
+            post_mortem: violation.to_string(),
+            verdict: violation.invariant.id().to_string(),
+            mode: "explore".into(),
+            seed,
+            strict,
+            mutation: mutation_id(mutations),
+            chunk_sectors: knobs.chunk_sectors,
+            mixed_chunk_sectors: knobs.mixed_chunk_sectors.clone(),
+            origin_chunks: knobs.origin_chunks,
+            cow_chunks: knobs.cow_chunks,
+            snapshots: knobs.snapshots,
+            store: knobs.store.table_name().to_string(),
+            cow_threshold: knobs.cow_threshold,
+            queue_depth: knobs.queue_depth,
+            crashes: 0,
+            read_error: 0.0,
+            write_error: 0.0,
+            flush_error: 0.0,
+            writes_max: scenario.file.writes_max,
+            faults: scenario.file.faults.clone(),
+            ops: ops_text(&scenario.ops),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The file's text: a comment header, then the fields.
+    pub fn to_text(&self, file_name: &str) -> String {
+        let body = toml::to_string(self).unwrap_or_else(|e| panic!("a crash trace always serializes: {e}"));
+        format!("# post-mortem: {}\n# replay: snapsim replay crash-traces/{file_name}\n\n{body}", self.post_mortem)
+    }
+
+    /// A file name for this trace: verdict, mode, seed and mutation.
+    pub fn file_name(&self) -> String {
+        let mutation = self.mutation.as_ref().map_or(String::new(), |m| format!("-{}", m.to_lowercase()));
+        let strict = if self.strict { "-strict" } else { "" };
+        format!("{}-{}-seed{}{mutation}{strict}.toml", self.verdict.to_lowercase(), self.mode, self.seed)
+    }
+
+    /// Writes the trace into `dir`; returns its path.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let name = self.file_name();
+        let path = dir.join(&name);
+        std::fs::write(&path, self.to_text(&name)).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
+    }
+
+    fn script(&self) -> Result<Vec<ScriptOp>, String> {
+        self.ops
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .filter(|l| !l.is_empty())
+            .map(|l| ScriptOp::parse(l).map_err(|e| format!("op {l:?}: {e}")))
+            .collect()
+    }
+
+    /// The scenario this trace describes (knobs, ops, scripted faults).
+    pub fn scenario(&self) -> Result<Scenario, String> {
+        let mut text = toml::to_string(&ScenarioShape::from(self)).map_err(|e| e.to_string())?;
+        text.push('\n');
+        let mut scenario = Scenario::parse("trace", Path::new("trace"), &text)?;
+        scenario.knobs.crashes = self.crashes;
+        scenario.knobs.faults = FaultRates { read_error: self.read_error, write_error: self.write_error, flush_error: self.flush_error };
+        Ok(scenario)
+    }
+
+    /// Runs the trace as recorded.
+    pub fn replay(&self) -> Result<Replayed, String> {
+        let scenario = self.scenario()?;
+        let mut config = scenario.run_config(self.seed);
+        config.strict = self.strict;
+        config.mutations = mutations_of(self.mutation.as_deref())?;
+        match self.mode.as_str() {
+            "run" => {
+                let report = run(&config);
+                Ok(Replayed { violation: report.failure.map(|f| f.violation), steps: report.stats.steps })
+            }
+            "explore" => {
+                let (coverage, outcome) = explore(&config, &scenario.bounds());
+                Ok(Replayed { violation: outcome.err().map(|f| f.violation), steps: coverage.steps })
+            }
+            other => Err(format!("mode {other:?} is neither run nor explore")),
+        }
+    }
+
+    /// Shrinks the trace while it still gives the same verdict, within
+    /// `budget` replays.
+    pub fn minimize(&self, budget: usize) -> Self {
+        let mut best = self.clone();
+        let mut tries = 0;
+        let mut attempt = |candidate: CrashTrace, best: &mut CrashTrace| -> bool {
+            if tries >= budget {
+                return false;
+            }
+            tries += 1;
+            match candidate.replay() {
+                Ok(replayed) if replayed.verdict() == self.verdict => {
+                    let violation = replayed.violation.expect("a failing verdict has a violation");
+                    *best = CrashTrace { post_mortem: violation.to_string(), ..candidate };
+                    true
+                }
+                _ => false,
+            }
+        };
+        for crashes in 0..best.crashes {
+            if attempt(CrashTrace { crashes, ..best.clone() }, &mut best) {
+                break;
+            }
+        }
+        if best.read_error + best.write_error + best.flush_error > 0.0 {
+            attempt(CrashTrace { read_error: 0.0, write_error: 0.0, flush_error: 0.0, ..best.clone() }, &mut best);
+        }
+        // Operations: remove runs of them, from halves down to single ones.
+        let mut ops: Vec<String> = best.ops.lines().map(str::to_string).collect();
+        let mut size = ops.len() / 2;
+        while size >= 1 {
+            let mut start = 0;
+            while start < ops.len() {
+                let mut fewer = ops.clone();
+                fewer.drain(start..(start + size).min(ops.len()));
+                let candidate = CrashTrace { ops: fewer.iter().map(|l| format!("{l}\n")).collect(), ..best.clone() };
+                if attempt(candidate, &mut best) {
+                    ops = fewer;
+                } else {
+                    start += size;
+                }
+            }
+            size /= 2;
+        }
+        // Smaller devices, when every remaining operation still fits.
+        let fits = |trace: &CrashTrace, origin_chunks: u64| {
+            let origin_sectors = origin_chunks * u64::from(trace.chunk_sectors);
+            trace.script().is_ok_and(|ops| {
+                ops.iter().all(|op| match *op {
+                    ScriptOp::Write { sector, sectors, .. } | ScriptOp::Read { sector, sectors, .. } => sector + sectors <= origin_sectors,
+                    _ => true,
+                })
+            })
+        };
+        while best.origin_chunks > 1 && fits(&best, best.origin_chunks / 2) {
+            if !attempt(CrashTrace { origin_chunks: best.origin_chunks / 2, ..best.clone() }, &mut best) {
+                break;
+            }
+        }
+        while best.cow_chunks > 4 {
+            if !attempt(CrashTrace { cow_chunks: best.cow_chunks / 2, ..best.clone() }, &mut best) {
+                break;
+            }
+        }
+        best
+    }
+}
+
+/// The scenario-file fields of a trace.
+#[derive(Serialize)]
+struct ScenarioShape {
+    description: String,
+    chunk_sectors: u32,
+    origin_chunks: u64,
+    cow_chunks: u64,
+    snapshots: usize,
+    store: String,
+    mixed_chunk_sectors: Vec<u32>,
+    cow_threshold: usize,
+    queue_depth: usize,
+    seeds: Vec<u64>,
+    writes_max: usize,
+    faults: Vec<String>,
+    ops: String,
+}
+
+impl From<&CrashTrace> for ScenarioShape {
+    fn from(t: &CrashTrace) -> Self {
+        Self {
+            description: t.post_mortem.clone(),
+            chunk_sectors: t.chunk_sectors,
+            origin_chunks: t.origin_chunks,
+            cow_chunks: t.cow_chunks,
+            snapshots: t.snapshots,
+            store: t.store.clone(),
+            mixed_chunk_sectors: t.mixed_chunk_sectors.clone(),
+            cow_threshold: t.cow_threshold,
+            queue_depth: t.queue_depth,
+            seeds: vec![t.seed],
+            writes_max: t.writes_max,
+            faults: t.faults.clone(),
+            ops: t.ops.clone(),
+        }
+    }
+}
+
+fn mutation_id(mutations: Mutations) -> Option<String> {
+    Mutation::ALL.into_iter().find(|&m| mutations.has(m)).map(|m| m.id().to_string())
+}
+
+/// The mutations a trace names (an error if this build cannot make them).
+pub fn mutations_of(id: Option<&str>) -> Result<Mutations, String> {
+    let Some(id) = id else { return Ok(Mutations::NONE) };
+    if !Mutations::available() {
+        return Err(format!("mutation {id} needs a build with the bug-zoo feature (cargo … -p sim --features bug-zoo)"));
+    }
+    Mutation::parse(id).map(Mutations::only).ok_or_else(|| format!("unknown mutation {id:?}"))
+}
+
+/// Whether `verdict` names an invariant (or `pass`).
+pub fn valid_verdict(verdict: &str) -> bool {
+    verdict == "pass" || Invariant::parse(verdict).is_some()
+}
+
+/// The crash-traces directory of this workspace.
+pub fn traces_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("crash-traces")
+}
