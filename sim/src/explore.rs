@@ -13,7 +13,9 @@
 //! one write per state, at the cuts [`Bounds::tear_cuts`] lists (its first
 //! or last 1, half, or all-but-one sectors reach the media). Two writes in
 //! flight together to the same sector are applied in submission order only.
-//! Identical states are checked once (by a hash of their contents).
+//! Identical states are checked once, by a hash of their contents kept
+//! incrementally: a sum over sectors of a digest of (disk, sector, bytes)
+//! minus that of the base, updated as each write is applied.
 //!
 //! Each distinct state is judged by [`World::check_crash_state`].
 
@@ -22,7 +24,7 @@ use std::collections::BTreeSet;
 use model::Violation;
 
 use crate::disk::{Image, PendingWrite, SimDisk};
-use crate::world::{CrashPoint, RunConfig, World};
+use crate::world::{CrashPoint, RunConfig, World, sector_hash};
 
 /// How far the enumeration goes at each crash point.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +138,11 @@ fn explore_point(
     coverage: &mut Coverage,
 ) -> Result<(), CrashFailure> {
     let durable: Vec<Image> = disks.iter().map(|d| d.durable()).collect();
+    let durable_hash = durable.iter().enumerate().fold(0u64, |h, (disk, image)| {
+        image.overlay().fold(h, |h, (sector, bytes)| {
+            h.wrapping_add(digest(disk, sector, bytes)).wrapping_sub(digest(disk, sector, image.base_sector(sector)))
+        })
+    });
     let candidates: Vec<Candidate> =
         disks.iter().enumerate().flat_map(|(disk, d)| d.pending_writes().into_iter().map(move |write| Candidate { disk, write })).collect();
     coverage.pending_max = coverage.pending_max.max(candidates.len());
@@ -144,8 +151,9 @@ fn explore_point(
     let families: &[bool] = if older.is_empty() { &[false] } else { &[false, true] };
     for &older_applied in families {
         let mut base = durable.clone();
+        let mut base_hash = durable_hash;
         if older_applied {
-            older.iter().for_each(|c| apply(&mut base, c, None));
+            older.iter().for_each(|c| apply(&mut base, &mut base_hash, c, None));
         }
         for mask in 0u32..(1 << newer.len()) {
             let chosen: Vec<usize> = (0..newer.len()).filter(|i| mask & (1 << i) != 0).collect();
@@ -160,12 +168,12 @@ fn explore_point(
             }
             for tear in variants {
                 let mut images = base.clone();
+                let mut hash = base_hash;
                 for &i in &chosen {
                     let torn = tear.filter(|&(t, _, _)| t == i).map(|(_, cut, prefix)| (cut, prefix));
-                    apply(&mut images, &newer[i], torn);
+                    apply(&mut images, &mut hash, &newer[i], torn);
                 }
                 coverage.states += 1;
-                let hash = images.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, image| (h ^ image.delta_hash()).wrapping_mul(0x0000_0100_0000_01b3));
                 if !seen.insert(hash) {
                     continue;
                 }
@@ -185,16 +193,26 @@ fn explore_point(
     Ok(())
 }
 
-/// Applies `candidate` to its disk's image: every sector, or only the first
-/// (`prefix`) or last `cut` sectors of a torn write.
-fn apply(images: &mut [Image], candidate: &Candidate, torn: Option<(usize, bool)>) {
+/// A sector's contribution to a state's hash.
+fn digest(disk: usize, sector: u64, bytes: &[u8]) -> u64 {
+    let place = ((disk as u64) << 56 ^ sector).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mixed = (sector_hash(bytes) ^ place).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    mixed ^ (mixed >> 31)
+}
+
+/// Applies `candidate` to its disk's image — every sector, or only the first
+/// (`prefix`) or last `cut` sectors of a torn write — keeping `hash` current.
+fn apply(images: &mut [Image], hash: &mut u64, candidate: &Candidate, torn: Option<(usize, bool)>) {
     let sectors = &candidate.write.sectors;
     let range = match torn {
         None => 0..sectors.len(),
         Some((cut, true)) => 0..cut,
         Some((cut, false)) => sectors.len() - cut..sectors.len(),
     };
+    let disk = candidate.disk;
     for (sector, data) in &sectors[range] {
-        images[candidate.disk].set(*sector, data.clone());
+        let old = digest(disk, *sector, images[disk].sector(*sector));
+        *hash = hash.wrapping_add(digest(disk, *sector, data.bytes())).wrapping_sub(old);
+        images[disk].set(*sector, data.clone());
     }
 }

@@ -71,8 +71,13 @@ impl Image {
         Self { base: Arc::new(Vec::new()), overlay: BTreeMap::new(), sectors }
     }
 
+    /// The sectors that differ from the base (or were set to its value).
+    pub fn overlay(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.overlay.iter().map(|(&sector, data)| (sector, data.bytes()))
+    }
+
     /// Sector `sector` of the base.
-    fn base_sector(&self, sector: u64) -> &[u8] {
+    pub fn base_sector(&self, sector: u64) -> &[u8] {
         if self.base.is_empty() {
             return &ZERO_SECTOR;
         }

@@ -40,6 +40,8 @@ pub struct Observer {
     log: Option<Vec<Event>>,
     /// Print every event to stderr (`SNAPSIM_EVENTS=1`).
     show: bool,
+    /// Keep a trace hash (not when judging a crash state, where nobody reads it).
+    tracing: bool,
 }
 
 pub type Shared = Arc<Mutex<Observer>>;
@@ -50,12 +52,12 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Observer {
     pub fn new(oracle: Oracle, keep_log: bool) -> Self {
-        Self { step: 0, counters: Counters::default(), oracle, failure: None, trace: Fnv::new(), log: keep_log.then(Vec::new), show: std::env::var_os("SNAPSIM_EVENTS").is_some() }
+        Self { step: 0, counters: Counters::default(), oracle, failure: None, trace: Fnv::new(), log: keep_log.then(Vec::new), show: std::env::var_os("SNAPSIM_EVENTS").is_some(), tracing: true }
     }
 
     /// An observer that keeps no log and prints nothing (judging crash states).
     pub fn quiet(oracle: Oracle) -> Self {
-        Self { step: 0, counters: Counters::default(), oracle, failure: None, trace: Fnv::new(), log: None, show: false }
+        Self { step: 0, counters: Counters::default(), oracle, failure: None, trace: Fnv::new(), log: None, show: false, tracing: false }
     }
 
     /// Records `event` in the trace and lets the oracle judge it.
@@ -63,8 +65,10 @@ impl Observer {
         if self.show {
             eprintln!("step {:>6}: {event}", self.step);
         }
-        let trace = &mut self.trace;
-        event.encode(&mut |word| trace.u64(word));
+        if self.tracing {
+            let trace = &mut self.trace;
+            event.encode(&mut |word| trace.u64(word));
+        }
         let verdict = self.oracle.apply(&event);
         if let Some(log) = &mut self.log {
             log.push(event);
@@ -72,6 +76,11 @@ impl Observer {
         if let Err(violation) = verdict {
             self.fail(violation);
         }
+    }
+
+    /// Whether this observer keeps a trace hash.
+    pub fn traces(&self) -> bool {
+        self.tracing
     }
 
     /// Mixes a value that is not an event (an image hash) into the trace.
