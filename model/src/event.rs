@@ -48,8 +48,9 @@ pub enum Event {
     Disk { disk: usize, request: u64, op: DiskOp, sector: u64, sectors: u64, ok: bool },
     /// The engine ran one piece of deferred work.
     Deferred,
-    /// The engine reports a snapshot's state.
-    Status { snapshot: usize, valid: bool, overflowed: bool },
+    /// The engine reports a snapshot's state; `quiescent` when nothing is in
+    /// flight (a failed exception may still be waiting its turn otherwise).
+    Status { snapshot: usize, valid: bool, overflowed: bool, quiescent: bool },
     /// Snapshot `snapshot` was handed to snapshot-merge and its merge started
     /// (again, after a crash): from now on its view is the origin's future.
     MergeStart { snapshot: usize },
@@ -89,7 +90,9 @@ impl Event {
                 [6, *disk as u64, *request, kind, *sector, *sectors, u64::from(*ok)].into_iter().for_each(out);
             }
             Self::Deferred => out(7),
-            Self::Status { snapshot, valid, overflowed } => [8, *snapshot as u64, u64::from(*valid), u64::from(*overflowed)].into_iter().for_each(out),
+            Self::Status { snapshot, valid, overflowed, quiescent } => {
+                [8, *snapshot as u64, u64::from(*valid), u64::from(*overflowed), u64::from(*quiescent)].into_iter().for_each(out)
+            }
             Self::Crash => out(9),
             Self::MergeStart { snapshot } => [11, *snapshot as u64].into_iter().for_each(out),
             Self::MergeDone { snapshot, ok } => [12, *snapshot as u64, u64::from(*ok)].into_iter().for_each(out),
@@ -124,7 +127,7 @@ impl std::fmt::Display for Event {
                 write!(f, "{device} request {request}: {kind} {sector}+{sectors} {}", if *ok { "ok" } else { "ERROR" })
             }
             Self::Deferred => write!(f, "engine work"),
-            Self::Status { snapshot, valid, overflowed } => {
+            Self::Status { snapshot, valid, overflowed, .. } => {
                 let state = if !valid { "Invalid" } else if *overflowed { "Overflow" } else { "valid" };
                 write!(f, "snapshot {snapshot} is {state}")
             }

@@ -16,7 +16,8 @@ use sim::disk::{FaultRates, Image, SimDisk};
 
 fn main() {
     let sectors = 64 * 2048; // 64 MiB
-    let disk = SimDisk::new(1, Image::zeroed(sectors), FaultRates::default(), 1);
+    // A used device (not all zero, which an image represents without a buffer).
+    let disk = SimDisk::new(1, Image::from_bytes(vec![0x5a; sectors as usize * 512]), FaultRates::default(), 1);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
     for i in 0..64u64 {
         let sector = rng.random_range(0..sectors / 8) * 8;

@@ -422,9 +422,10 @@ impl World {
     }
 
     fn report_status(&self) {
+        let quiescent = !self.busy() && lock(&self.shared).counters.in_flight == 0;
         for (snapshot, device) in self.engine.snapshots.iter().enumerate() {
             let s = device.snapshot();
-            self.emit(Event::Status { snapshot, valid: s.is_valid(), overflowed: s.is_overflowed() });
+            self.emit(Event::Status { snapshot, valid: s.is_valid(), overflowed: s.is_overflowed(), quiescent });
         }
     }
 
@@ -654,7 +655,7 @@ impl World {
         let mut oracle = lock(&self.shared).oracle.clone();
         for (snapshot, device) in self.engine.snapshots.iter().enumerate() {
             let s = device.snapshot();
-            oracle.apply(&Event::Status { snapshot, valid: s.is_valid(), overflowed: s.is_overflowed() })?;
+            oracle.apply(&Event::Status { snapshot, valid: s.is_valid(), overflowed: s.is_overflowed(), quiescent: false })?;
         }
         oracle.apply(&Event::Crash)?;
         Ok(CrashPoint {
