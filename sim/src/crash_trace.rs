@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::disk::FaultRates;
 use crate::explore::{Bounds, explore};
-use crate::scenario::Scenario;
-use crate::world::{Report, RunConfig, ScriptOp, run};
+use crate::scenario::{Scenario, ScenarioFile};
+use crate::world::script::parse_ops;
+use crate::world::{Knobs, Report, RunConfig, ScriptOp, run};
 
 /// A crash trace file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,40 +84,28 @@ fn ops_text(ops: &[ScriptOp]) -> String {
 impl CrashTrace {
     /// A trace of a failed `snapsim run`.
     pub fn from_run(config: &RunConfig, report: &Report) -> Self {
-        let knobs = &report.knobs;
-        let violation = report.failure.as_ref().map(|f| f.violation.clone());
-        Self {
-            post_mortem: violation.as_ref().map_or("passes".into(), ToString::to_string),
-            verdict: violation.as_ref().map_or("pass".into(), |v| v.invariant.id().to_string()),
-            mode: "run".into(),
-            seed: report.seed,
-            strict: config.strict,
-            mutation: mutation_id(config.mutations),
-            chunk_sectors: knobs.chunk_sectors,
-            mixed_chunk_sectors: knobs.mixed_chunk_sectors.clone(),
-            origin_chunks: knobs.origin_chunks,
-            cow_chunks: knobs.cow_chunks,
-            snapshots: knobs.snapshots,
-            store: knobs.store.table_name().to_string(),
-            cow_threshold: knobs.cow_threshold,
-            queue_depth: knobs.queue_depth,
-            crashes: knobs.crashes,
-            read_error: knobs.faults.read_error,
-            write_error: knobs.faults.write_error,
-            flush_error: knobs.faults.flush_error,
-            writes_max: default_writes_max(),
-            faults: Vec::new(),
-            ops: ops_text(&report.ops),
-        }
+        let violation = report.failure.as_ref().map(|f| &f.violation);
+        let mut trace = Self::of(&report.knobs, &report.ops, "run", report.seed, config.mutations, config.strict, violation);
+        trace.crashes = report.knobs.crashes;
+        let faults = report.knobs.faults;
+        (trace.read_error, trace.write_error, trace.flush_error) = (faults.read_error, faults.write_error, faults.flush_error);
+        trace
     }
 
     /// A trace of a failed exhaustive run of `scenario`.
     pub fn from_explore(scenario: &Scenario, seed: u64, mutations: Mutations, strict: bool, violation: &Violation) -> Self {
-        let knobs = &scenario.knobs;
+        let mut trace = Self::of(&scenario.knobs, &scenario.ops, "explore", seed, mutations, strict, Some(violation));
+        trace.writes_max = scenario.file.writes_max;
+        trace.faults = scenario.file.faults.clone();
+        trace
+    }
+
+    /// A trace of `ops` on `knobs`, with no crashes, random faults or scripted ones.
+    fn of(knobs: &Knobs, ops: &[ScriptOp], mode: &str, seed: u64, mutations: Mutations, strict: bool, violation: Option<&Violation>) -> Self {
         Self {
-            post_mortem: violation.to_string(),
-            verdict: violation.invariant.id().to_string(),
-            mode: "explore".into(),
+            post_mortem: violation.map_or("passes".into(), ToString::to_string),
+            verdict: violation.map_or("pass".into(), |v| v.invariant.id().to_string()),
+            mode: mode.into(),
             seed,
             strict,
             mutation: mutation_id(mutations),
@@ -132,9 +121,9 @@ impl CrashTrace {
             read_error: 0.0,
             write_error: 0.0,
             flush_error: 0.0,
-            writes_max: scenario.file.writes_max,
-            faults: scenario.file.faults.clone(),
-            ops: ops_text(&scenario.ops),
+            writes_max: default_writes_max(),
+            faults: Vec::new(),
+            ops: ops_text(ops),
         }
     }
 
@@ -165,20 +154,24 @@ impl CrashTrace {
         Ok(path)
     }
 
-    fn script(&self) -> Result<Vec<ScriptOp>, String> {
-        self.ops
-            .lines()
-            .map(|l| l.split('#').next().unwrap_or("").trim())
-            .filter(|l| !l.is_empty())
-            .map(|l| ScriptOp::parse(l).map_err(|e| format!("op {l:?}: {e}")))
-            .collect()
-    }
-
     /// The scenario this trace describes (knobs, ops, scripted faults).
     pub fn scenario(&self) -> Result<Scenario, String> {
-        let mut text = toml::to_string(&ScenarioShape::from(self)).map_err(|e| e.to_string())?;
-        text.push('\n');
-        let mut scenario = Scenario::parse("trace", Path::new("trace"), &text)?;
+        let file = ScenarioFile {
+            description: self.post_mortem.clone(),
+            chunk_sectors: self.chunk_sectors,
+            origin_chunks: self.origin_chunks,
+            cow_chunks: self.cow_chunks,
+            snapshots: self.snapshots,
+            store: self.store.clone(),
+            mixed_chunk_sectors: self.mixed_chunk_sectors.clone(),
+            cow_threshold: self.cow_threshold,
+            queue_depth: self.queue_depth,
+            seeds: vec![self.seed],
+            writes_max: self.writes_max,
+            faults: self.faults.clone(),
+            ops: self.ops.clone(),
+        };
+        let mut scenario = Scenario::from_file("trace", Path::new("trace"), file)?;
         scenario.knobs.crashes = self.crashes;
         scenario.knobs.faults = FaultRates { read_error: self.read_error, write_error: self.write_error, flush_error: self.flush_error };
         Ok(scenario)
@@ -250,7 +243,7 @@ impl CrashTrace {
         // Smaller devices, when every remaining operation still fits.
         let fits = |trace: &CrashTrace, origin_chunks: u64| {
             let origin_sectors = origin_chunks * u64::from(trace.chunk_sectors);
-            trace.script().is_ok_and(|ops| {
+            parse_ops(&trace.ops).is_ok_and(|ops| {
                 ops.iter().all(|op| match *op {
                     ScriptOp::Write { sector, sectors, .. } | ScriptOp::Read { sector, sectors, .. } => sector + sectors <= origin_sectors,
                     _ => true,
@@ -268,44 +261,6 @@ impl CrashTrace {
             }
         }
         best
-    }
-}
-
-/// The scenario-file fields of a trace.
-#[derive(Serialize)]
-struct ScenarioShape {
-    description: String,
-    chunk_sectors: u32,
-    origin_chunks: u64,
-    cow_chunks: u64,
-    snapshots: usize,
-    store: String,
-    mixed_chunk_sectors: Vec<u32>,
-    cow_threshold: usize,
-    queue_depth: usize,
-    seeds: Vec<u64>,
-    writes_max: usize,
-    faults: Vec<String>,
-    ops: String,
-}
-
-impl From<&CrashTrace> for ScenarioShape {
-    fn from(t: &CrashTrace) -> Self {
-        Self {
-            description: t.post_mortem.clone(),
-            chunk_sectors: t.chunk_sectors,
-            origin_chunks: t.origin_chunks,
-            cow_chunks: t.cow_chunks,
-            snapshots: t.snapshots,
-            store: t.store.clone(),
-            mixed_chunk_sectors: t.mixed_chunk_sectors.clone(),
-            cow_threshold: t.cow_threshold,
-            queue_depth: t.queue_depth,
-            seeds: vec![t.seed],
-            writes_max: t.writes_max,
-            faults: t.faults.clone(),
-            ops: t.ops.clone(),
-        }
     }
 }
 

@@ -34,6 +34,7 @@ use serde::Deserialize;
 use crate::disk::FaultRates;
 use crate::explore::Bounds;
 use crate::world::knobs::Mix;
+use crate::world::script::parse_ops;
 use crate::world::{Injection, Knobs, RunConfig, ScriptOp};
 
 /// A scenario as written in its file.
@@ -120,6 +121,11 @@ impl Scenario {
     /// Parses a scenario's text.
     pub fn parse(name: &str, path: &Path, text: &str) -> Result<Self, String> {
         let file: ScenarioFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        Self::from_file(name, path, file)
+    }
+
+    /// Checks a scenario's fields and builds its knobs, operations and faults.
+    pub fn from_file(name: &str, path: &Path, file: ScenarioFile) -> Result<Self, String> {
         let store = match file.store.as_str() {
             "P" => StoreKind::Persistent,
             "PO" => StoreKind::PersistentOverflow,
@@ -134,14 +140,7 @@ impl Scenario {
         if let Some(bad) = file.mixed_chunk_sectors.iter().find(|&&c| !c.is_power_of_two() || c > file.chunk_sectors) {
             return Err(format!("mixed chunk size {bad} is not a power of two at most chunk_sectors"));
         }
-        let mut ops = Vec::new();
-        for (index, line) in file.ops.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
-            ops.push(ScriptOp::parse(line).map_err(|e| format!("ops line {}: {e}", index + 1))?);
-        }
+        let ops = parse_ops(&file.ops)?;
         let injections = file.faults.iter().map(|f| parse_fault(f)).collect::<Result<Vec<_>, _>>()?;
         let knobs = Knobs {
             chunk_sectors: file.chunk_sectors,

@@ -148,23 +148,33 @@ impl World {
         let cow_sectors = knobs.cow_chunks * u64::from(knobs.chunk_sectors);
         let mut images = vec![Image::from_bytes(origin_image)];
         images.extend((0..knobs.snapshots).map(|_| Image::zeroed(cow_sectors)));
+        let mut world = Self::unbooted(seed, "", knobs, Observer::new(oracle, config.keep_events), config.mutations);
+        world.images = images;
+        world.script = config.script.clone().map(VecDeque::from);
+        world.injections = config.injections.clone();
+        world
+    }
+
+    /// A world with no disks yet, no workload and nothing run. Its random
+    /// streams are the seed's, named with `streams` appended.
+    fn unbooted(seed: u64, streams: &str, knobs: Knobs, observer: Observer, mutations: Mutations) -> Self {
         Self {
             seed,
-            scheduler: stream(seed, "scheduler"),
-            workload: stream(seed, "workload"),
+            scheduler: stream(seed, &format!("scheduler{streams}")),
+            workload: stream(seed, &format!("workload{streams}")),
             crash: stream(seed, "crash"),
             engine: Engine { disks: Vec::new(), deferred: Arc::default(), origin: placeholder_origin(), snapshots: Vec::new() },
             durable_cows: vec![None; knobs.snapshots],
             knobs,
-            shared: Arc::new(Mutex::new(Observer::new(oracle, config.keep_events))),
+            shared: Arc::new(Mutex::new(observer)),
             stats: Stats::default(),
             epoch: 0,
-            images,
-            script: config.script.clone().map(VecDeque::from),
-            injections: config.injections.clone(),
+            images: Vec::new(),
+            script: None,
+            injections: Vec::new(),
             merging: None,
             read_back_at_end: true,
-            mutations: config.mutations,
+            mutations,
             ops: Vec::new(),
         }
     }
@@ -286,8 +296,14 @@ impl World {
     /// loaded exactly its records, and every record durable before the
     /// crash is among them.
     fn check_loaded(&self, k: usize, image: &Image) -> Result<(), Violation> {
-        let oracle = lock(&self.shared).oracle.clone();
-        let state = oracle.check_cow(k, image)?;
+        let merging = self.merging.as_ref().is_some_and(|(m, _)| *m == k);
+        // Both images are read under one lock, not a copy of the oracle.
+        let (state, before) = {
+            let observer = lock(&self.shared);
+            let state = observer.oracle.check_cow(k, image);
+            let before = self.durable_cows[k].as_ref().filter(|_| !merging).map(|durable| observer.oracle.check_cow(k, durable));
+            (state?, before)
+        };
         let snapshot = self.engine.snapshots[k].snapshot();
         let table = state.table();
         if matches!(state, CowState::Valid(_)) != snapshot.is_valid() && !matches!(state, CowState::Fresh) {
@@ -304,9 +320,8 @@ impl World {
                 }
             }
         }
-        let merging = self.merging.as_ref().is_some_and(|(m, _)| *m == k);
-        if let (Some(durable), false) = (&self.durable_cows[k], merging) {
-            let before = oracle.check_cow(k, durable)?;
+        if let Some(before) = before {
+            let before = before?;
             if let (CowState::Valid(before), CowState::Valid(_)) = (&before, &state) {
                 if let Some(&(old, new)) = before.iter().find(|&&(old, new)| table.get(&old) != Some(&new)) {
                     let message = format!("snapshot {k}: the durable record origin chunk {old} → COW chunk {new} disappeared in the crash");
@@ -423,10 +438,15 @@ impl World {
 
     fn report_status(&self) {
         let quiescent = !self.busy() && lock(&self.shared).counters.in_flight == 0;
-        for (snapshot, device) in self.engine.snapshots.iter().enumerate() {
+        self.statuses(quiescent).for_each(|event| self.emit(event));
+    }
+
+    /// Each snapshot's reported state, as events.
+    fn statuses(&self, quiescent: bool) -> impl Iterator<Item = Event> + '_ {
+        self.engine.snapshots.iter().enumerate().map(move |(snapshot, device)| {
             let s = device.snapshot();
-            self.emit(Event::Status { snapshot, valid: s.is_valid(), overflowed: s.is_overflowed(), quiescent });
-        }
+            Event::Status { snapshot, valid: s.is_valid(), overflowed: s.is_overflowed(), quiescent }
+        })
     }
 
     /// A crash: every disk becomes a crash image; the engine is rebuilt from them.
@@ -611,51 +631,54 @@ impl World {
 
     /// At the end: every sector of every judged snapshot and of the origin, checked.
     fn read_back_everything(&mut self) {
-        let origin_sectors = self.knobs.origin_sectors();
         for (k, device) in self.engine.snapshots.clone().iter().enumerate() {
             if !device.snapshot().is_valid() || !lock(&self.shared).oracle.judges(k) {
                 continue;
             }
-            for sector in (0..origin_sectors).step_by(64) {
-                let count = (origin_sectors - sector).min(64);
-                let Some(result) = self.read_now(device.as_ref(), sector, count) else { return };
-                if let Ok(data) = result {
-                    let mut observer = lock(&self.shared);
-                    observer.counters.sectors_checked += count;
-                    for (j, bytes) in data.chunks(SECTOR_BYTES).enumerate() {
-                        let value = sector_hash(bytes);
-                        observer.mix(value);
-                        if let Err(violation) = observer.oracle.check_view_sector(k, sector + j as u64, value, false, true) {
-                            return observer.fail(violation);
-                        }
-                    }
-                }
+            if !self.read_back(device.as_ref(), true, |oracle, sector, value| oracle.check_view_sector(k, sector, value, false, true)) {
+                return;
             }
         }
         let origin = Arc::clone(&self.engine.origin);
+        self.read_back(origin.as_ref(), false, |oracle, sector, value| oracle.check_origin_sector(sector, value));
+    }
+
+    /// Reads all of `device` in 64-sector pieces and has `check` judge each
+    /// sector; `false` once a read stalled or a sector failed its check.
+    fn read_back(
+        &mut self,
+        device: &dyn BlockDevice,
+        count_checked: bool,
+        check: impl Fn(&mut Oracle, u64, u64) -> Result<(), Violation>,
+    ) -> bool {
+        let origin_sectors = self.knobs.origin_sectors();
         for sector in (0..origin_sectors).step_by(64) {
             let count = (origin_sectors - sector).min(64);
-            let Some(result) = self.read_now(origin.as_ref(), sector, count) else { return };
+            let Some(result) = self.read_now(device, sector, count) else { return false };
             if let Ok(data) = result {
                 let mut observer = lock(&self.shared);
+                if count_checked {
+                    observer.counters.sectors_checked += count;
+                }
                 for (j, bytes) in data.chunks(SECTOR_BYTES).enumerate() {
                     let value = sector_hash(bytes);
                     observer.mix(value);
-                    if let Err(violation) = observer.oracle.check_origin_sector(sector + j as u64, value) {
-                        return observer.fail(violation);
+                    if let Err(violation) = check(&mut observer.oracle, sector + j as u64, value) {
+                        observer.fail(violation);
+                        return false;
                     }
                 }
             }
         }
+        true
     }
 
     /// What a crash right now would need judging: the oracle as the crash
     /// leaves it, and the durable COW images.
     pub fn crash_point(&self) -> Result<CrashPoint, Violation> {
         let mut oracle = lock(&self.shared).oracle.clone();
-        for (snapshot, device) in self.engine.snapshots.iter().enumerate() {
-            let s = device.snapshot();
-            oracle.apply(&Event::Status { snapshot, valid: s.is_valid(), overflowed: s.is_overflowed(), quiescent: false })?;
+        for status in self.statuses(false) {
+            oracle.apply(&status)?;
         }
         oracle.apply(&Event::Crash)?;
         Ok(CrashPoint {
@@ -677,25 +700,11 @@ impl World {
         let mut knobs = point.knobs.clone();
         knobs.faults = FaultRates::default();
         knobs.crashes = 0;
-        let mut world = Self {
-            seed: point.seed,
-            scheduler: stream(point.seed, "scheduler-after-crash"),
-            workload: stream(point.seed, "workload-after-crash"),
-            crash: stream(point.seed, "crash"),
-            engine: Engine { disks: Vec::new(), deferred: Arc::default(), origin: placeholder_origin(), snapshots: Vec::new() },
-            durable_cows: point.durable_cows.clone(),
-            knobs,
-            shared: Arc::new(Mutex::new(Observer::quiet(point.oracle.clone()))),
-            stats: Stats::default(),
-            epoch: point.epoch,
-            images: Vec::new(),
-            script: None,
-            injections: Vec::new(),
-            merging: point.merging.map(|k| (k, Arc::default())),
-            read_back_at_end: false,
-            mutations: point.mutations,
-            ops: Vec::new(),
-        };
+        let mut world = Self::unbooted(point.seed, "-after-crash", knobs, Observer::quiet(point.oracle.clone()), point.mutations);
+        world.durable_cows = point.durable_cows.clone();
+        world.epoch = point.epoch;
+        world.merging = point.merging.map(|k| (k, Arc::default()));
+        world.read_back_at_end = false;
         let loaded_from: Vec<Option<Image>> = images[1..].iter().cloned().map(Some).collect();
         world.boot(images);
         if !world.failed() && world.merging.is_none() {

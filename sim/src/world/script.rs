@@ -74,6 +74,18 @@ impl ScriptOp {
     }
 }
 
+/// Parses a script: one operation per line, `#` comments, blank lines skipped.
+pub fn parse_ops(text: &str) -> Result<Vec<ScriptOp>, String> {
+    let mut ops = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if !line.is_empty() {
+            ops.push(ScriptOp::parse(line).map_err(|e| format!("ops line {}: {e}", index + 1))?);
+        }
+    }
+    Ok(ops)
+}
+
 impl std::fmt::Display for ScriptOp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let target = |t: &Target| match t {
