@@ -41,7 +41,8 @@ pub struct CowGeometry {
 }
 
 impl CowGeometry {
-    fn records_per_area(self) -> u64 {
+    /// Records one metadata area holds (16 bytes each).
+    pub fn records_per_area(self) -> u64 {
         u64::from(self.chunk_sectors) * SECTOR_BYTES as u64 / RECORD_BYTES
     }
 
@@ -146,7 +147,11 @@ pub fn decode(cow: &(impl SectorSource + ?Sized), geometry: CowGeometry) -> Resu
                 return Err(ill_formed(format!("{place}: COW chunk beyond the {cow_chunks}-chunk device")));
             }
             if geometry.is_metadata(new) {
-                return Err(ill_formed(format!("{place}: COW chunk {new} is a metadata area")));
+                // Well-formedness too (I4), but the cause is always the
+                // allocator handing out a metadata chunk: name that.
+                let what = if new == 0 { "the header".to_string() } else { format!("metadata area {}", (new - 1) / (per_area + 1)) };
+                let message = format!("{place}: the allocator gave out COW chunk {new}, {what}");
+                return Err(Violation::new(Invariant::I7Allocation, message));
             }
             if old >= geometry.origin_chunks {
                 return Err(ill_formed(format!("{place}: origin chunk beyond the {}-chunk origin", geometry.origin_chunks)));
@@ -240,12 +245,17 @@ mod tests {
         for (records, expected) in [
             (vec![(1, 2), (1, 3)], "origin chunk 1 already has record 0"),
             (vec![(1, 2), (2, 2)], "COW chunk 2 already used by record 0"),
-            (vec![(1, 34)], "COW chunk 34 is a metadata area"),
             (vec![(1, 500)], "beyond the 80-chunk device"),
         ] {
             let bytes = cow(&records, 80);
             let error = decode(bytes.as_slice(), GEOMETRY).unwrap_err();
             assert_eq!(error.invariant, Invariant::I4MetadataWellFormed);
+            assert!(error.message.contains(expected), "{error}");
+        }
+        for (records, expected) in [(vec![(1, 34)], "COW chunk 34, metadata area 1"), (vec![(2, 2), (1, 1)], "COW chunk 1, metadata area 0")] {
+            let bytes = cow(&records, 80);
+            let error = decode(bytes.as_slice(), GEOMETRY).unwrap_err();
+            assert_eq!(error.invariant, Invariant::I7Allocation);
             assert!(error.message.contains(expected), "{error}");
         }
         let mut bytes = cow(&[], 4);

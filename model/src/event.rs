@@ -50,7 +50,7 @@ pub enum Event {
     Deferred,
     /// The engine reports a snapshot's state; `quiescent` when nothing is in
     /// flight (a failed exception may still be waiting its turn otherwise).
-    Status { snapshot: usize, valid: bool, overflowed: bool, quiescent: bool },
+    Status { snapshot: usize, valid: bool, overflowed: bool, quiescent: bool, copies_max: u32 },
     /// Snapshot `snapshot` was handed to snapshot-merge and its merge started
     /// (again, after a crash): from now on its view is the origin's future.
     MergeStart { snapshot: usize },
@@ -90,8 +90,8 @@ impl Event {
                 [6, *disk as u64, *request, kind, *sector, *sectors, u64::from(*ok)].into_iter().for_each(out);
             }
             Self::Deferred => out(7),
-            Self::Status { snapshot, valid, overflowed, quiescent } => {
-                [8, *snapshot as u64, u64::from(*valid), u64::from(*overflowed), u64::from(*quiescent)].into_iter().for_each(out)
+            Self::Status { snapshot, valid, overflowed, quiescent, copies_max } => {
+                [8, *snapshot as u64, u64::from(*valid), u64::from(*overflowed), u64::from(*quiescent), u64::from(*copies_max)].into_iter().for_each(out)
             }
             Self::Crash => out(9),
             Self::MergeStart { snapshot } => [11, *snapshot as u64].into_iter().for_each(out),

@@ -49,6 +49,9 @@ pub struct OracleConfig {
     pub snapshots: Vec<SnapshotSpec>,
     /// Fail on the kernel behaviours K1 and K2 instead of counting them.
     pub strict: bool,
+    /// Most exceptions a snapshot may have in progress at once (the COW
+    /// throttle's `cow_threshold`); 0 = unlimited.
+    pub cow_threshold: u32,
 }
 
 /// How often the run showed each allowed kernel behaviour.
@@ -305,7 +308,10 @@ impl Oracle {
                     self.merging = Some((*snapshot, true));
                 }
             }
-            Event::Status { snapshot, valid, overflowed, quiescent } => self.check_status(*snapshot, *valid, *overflowed, *quiescent)?,
+            Event::Status { snapshot, valid, overflowed, quiescent, copies_max } => {
+                self.check_status(*snapshot, *valid, *overflowed, *quiescent)?;
+                self.check_bounds(*snapshot, *copies_max)?;
+            }
             Event::Crash => {
                 self.epoch += 1;
                 self.seq += 1;
@@ -368,6 +374,54 @@ impl Oracle {
                 "snapshot {snapshot} (store PO) went invalid with no I/O error and no origin write: a full PO store must fail the snapshot write and stay valid"
             );
             return Err(Violation::new(Invariant::I9Overflow, message));
+        }
+        Ok(())
+    }
+
+    /// I12: the COW throttle held — no snapshot ever had more exceptions in
+    /// progress than `cow_threshold`, so memory per origin write is bounded.
+    fn check_bounds(&self, snapshot: usize, copies_max: u32) -> Result<(), Violation> {
+        let threshold = self.config.cow_threshold;
+        if threshold > 0 && copies_max > threshold {
+            let message = format!("snapshot {snapshot} had {copies_max} exceptions in progress at once; the COW threshold is {threshold}");
+            return Err(Violation::new(Invariant::I12Bounds, message));
+        }
+        Ok(())
+    }
+
+    /// I14: snapshot `k`'s status line, taken at quiescence, is the kernel's
+    /// `snapshot_status` for what its COW says: `Invalid`, `Overflow`, or
+    /// `allocated/total metadata` in sectors, where after `n` records
+    /// `allocated` is the next free chunk (the `n`-th data chunk),
+    /// `total` the COW's size and `metadata` the header plus areas
+    /// `0..=n / records_per_area`. Not judged for a snapshot being merged
+    /// (the kernel's merge rewinds the allocator area by area).
+    pub fn check_status_line(&self, k: usize, valid: bool, overflowed: bool, line: &str, cow: &(impl SectorSource + ?Sized)) -> Result<(), Violation> {
+        if self.merging.is_some_and(|(m, _)| m == k) {
+            return Ok(());
+        }
+        let expected = if !valid {
+            "Invalid".to_string()
+        } else if overflowed {
+            "Overflow".to_string()
+        } else {
+            let geometry = self.geometry(k);
+            let n = match cow::decode(cow, geometry)? {
+                CowState::Valid(records) => records.len() as u64,
+                CowState::Fresh => 0,
+                CowState::Invalid => {
+                    let message = format!("snapshot {k} reports valid (`{line}`) but its COW header says invalid");
+                    return Err(Violation::new(Invariant::I14Status, message));
+                }
+            };
+            let chunk = u64::from(geometry.chunk_sectors);
+            let allocated = geometry.nth_data_chunk(n) * chunk;
+            let metadata = (n / geometry.records_per_area() + 2) * chunk;
+            format!("{allocated}/{} {metadata}", cow.sector_count())
+        };
+        if line != expected {
+            let message = format!("snapshot {k}'s status line is `{line}`; the kernel's formula gives `{expected}`");
+            return Err(Violation::new(Invariant::I14Status, message));
         }
         Ok(())
     }
@@ -449,7 +503,7 @@ mod tests {
     fn oracle(strict: bool) -> Oracle {
         let initial: Arc<[u64]> = (0..16).map(|s| 1000 + s).collect();
         let snapshots = vec![SnapshotSpec { chunk_sectors: 2, overflow_store: true }];
-        Oracle::new(OracleConfig { initial, snapshots, strict })
+        Oracle::new(OracleConfig { initial, snapshots, strict, cow_threshold: 2 })
     }
 
     fn run(oracle: &mut Oracle, events: &[Event]) -> Result<(), Violation> {
@@ -503,7 +557,7 @@ mod tests {
 
     #[test]
     fn kernel_behaviours_are_counted_unless_strict() {
-        let revive = [Event::Status { snapshot: 0, valid: false, overflowed: false, quiescent: true }, Event::Crash, Event::Reloaded { valid: vec![true] }];
+        let revive = [Event::Status { snapshot: 0, valid: false, overflowed: false, quiescent: true, copies_max: 0 }, Event::Crash, Event::Reloaded { valid: vec![true] }];
         let mut o = oracle(false);
         run(&mut o, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: Arc::from([5]) }]).unwrap();
         run(&mut o, &revive).unwrap();
@@ -518,14 +572,40 @@ mod tests {
         let cow_write_failed = Event::Disk { disk: 1, request: 3, op: DiskOp::Write { preflush: false, fua: false }, sector: 8, sectors: 2, ok: false };
         let mut o = oracle(false);
         o.apply(&cow_write_failed).unwrap();
-        let error = o.apply(&Event::Status { snapshot: 0, valid: true, overflowed: false, quiescent: true }).unwrap_err();
+        let error = o.apply(&Event::Status { snapshot: 0, valid: true, overflowed: false, quiescent: true, copies_max: 0 }).unwrap_err();
         assert_eq!(error.invariant, Invariant::I8Invalidation);
         let mut o = oracle(false);
         o.apply(&Event::Reloaded { valid: vec![true] }).unwrap();
-        let error = o.apply(&Event::Status { snapshot: 0, valid: false, overflowed: false, quiescent: true }).unwrap_err();
+        let error = o.apply(&Event::Status { snapshot: 0, valid: false, overflowed: false, quiescent: true, copies_max: 0 }).unwrap_err();
         assert_eq!(error.invariant, Invariant::I9Overflow);
         let mut o = oracle(false);
         o.apply(&Event::Reloaded { valid: vec![false] }).unwrap();
-        o.apply(&Event::Status { snapshot: 0, valid: false, overflowed: false, quiescent: true }).unwrap();
+        o.apply(&Event::Status { snapshot: 0, valid: false, overflowed: false, quiescent: true, copies_max: 0 }).unwrap();
+    }
+
+    #[test]
+    fn more_copies_in_flight_than_the_threshold_break_i12() {
+        let mut o = oracle(false);
+        o.apply(&Event::Status { snapshot: 0, valid: true, overflowed: false, quiescent: false, copies_max: 2 }).unwrap();
+        let error = o.apply(&Event::Status { snapshot: 0, valid: true, overflowed: false, quiescent: false, copies_max: 3 }).unwrap_err();
+        assert_eq!(error.invariant, Invariant::I12Bounds, "{error}");
+    }
+
+    #[test]
+    fn status_lines_follow_the_kernel_formula() {
+        // 2-sector chunks: 64 records per area; a 64-chunk COW of 128 sectors.
+        let o = oracle(false);
+        let mut cow = vec![0u8; 128 * 512];
+        cow[..16].copy_from_slice(&[0x53, 0x6e, 0x41, 0x70, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0]);
+        for n in 0..3u64 {
+            let at = 2 * 512 + n as usize * 16;
+            cow[at..at + 8].copy_from_slice(&n.to_le_bytes());
+            cow[at + 8..at + 16].copy_from_slice(&(2 + n).to_le_bytes());
+        }
+        assert_eq!(o.check_status_line(0, true, false, "10/128 4", cow.as_slice()), Ok(()));
+        assert_eq!(o.check_status_line(0, false, false, "Invalid", cow.as_slice()), Ok(()));
+        assert_eq!(o.check_status_line(0, true, true, "Overflow", cow.as_slice()), Ok(()));
+        let error = o.check_status_line(0, true, false, "8/128 4", cow.as_slice()).unwrap_err();
+        assert_eq!(error.to_string(), "I14 status: snapshot 0's status line is `8/128 4`; the kernel's formula gives `10/128 4`");
     }
 }

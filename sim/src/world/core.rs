@@ -141,7 +141,7 @@ impl World {
         let specs = (0..knobs.snapshots)
             .map(|k| SnapshotSpec { chunk_sectors: knobs.snapshot_chunk_sectors(k), overflow_store: knobs.store == StoreKind::PersistentOverflow })
             .collect();
-        let mut oracle = Oracle::new(OracleConfig { initial: Arc::clone(&initial), snapshots: specs, strict: config.strict });
+        let mut oracle = Oracle::new(OracleConfig { initial: Arc::clone(&initial), snapshots: specs, strict: config.strict, cow_threshold: knobs.cow_threshold as u32 });
         for (sector, &value) in initial.iter().enumerate() {
             oracle.label(value, head(&origin_image[sector * SECTOR_BYTES..]));
         }
@@ -436,16 +436,29 @@ impl World {
         }
     }
 
+    /// Reports every snapshot's state; at quiescence also checks its
+    /// status line against its COW (I14).
     fn report_status(&self) {
         let quiescent = !self.busy() && lock(&self.shared).counters.in_flight == 0;
-        self.statuses(quiescent).for_each(|event| self.emit(event));
+        for event in self.statuses(quiescent) {
+            let Event::Status { snapshot: k, valid, overflowed, .. } = event else { unreachable!("statuses yields status events") };
+            self.emit(event);
+            if quiescent && !self.failed() {
+                let line = self.engine.snapshots[k].snapshot().status();
+                let cow = self.engine.disks[k + 1].cached();
+                let checked = lock(&self.shared).oracle.check_status_line(k, valid, overflowed, &line, &cow);
+                if let Err(violation) = checked {
+                    return lock(&self.shared).fail(violation);
+                }
+            }
+        }
     }
 
     /// Each snapshot's reported state, as events.
     fn statuses(&self, quiescent: bool) -> impl Iterator<Item = Event> + '_ {
         self.engine.snapshots.iter().enumerate().map(move |(snapshot, device)| {
             let s = device.snapshot();
-            Event::Status { snapshot, valid: s.is_valid(), overflowed: s.is_overflowed(), quiescent }
+            Event::Status { snapshot, valid: s.is_valid(), overflowed: s.is_overflowed(), quiescent, copies_max: s.copies_in_flight().1 as u32 }
         })
     }
 
