@@ -142,25 +142,25 @@ pub fn decode(cow: &(impl SectorSource + ?Sized), geometry: CowGeometry) -> Resu
             if new == 0 {
                 return Ok(CowState::Valid(records));
             }
-            let place = format!("area {area} record {index} (origin chunk {old} → COW chunk {new})");
+            let place = || format!("area {area} record {index} (origin chunk {old} → COW chunk {new})");
             if new >= cow_chunks {
-                return Err(ill_formed(format!("{place}: COW chunk beyond the {cow_chunks}-chunk device")));
+                return Err(ill_formed(format!("{}: COW chunk beyond the {cow_chunks}-chunk device", place())));
             }
             if geometry.is_metadata(new) {
                 // Well-formedness too (I4), but the cause is always the
                 // allocator handing out a metadata chunk: name that.
                 let what = if new == 0 { "the header".to_string() } else { format!("metadata area {}", (new - 1) / (per_area + 1)) };
-                let message = format!("{place}: the allocator gave out COW chunk {new}, {what}");
+                let message = format!("{}: the allocator gave out COW chunk {new}, {what}", place());
                 return Err(Violation::new(Invariant::I7Allocation, message));
             }
             if old >= geometry.origin_chunks {
-                return Err(ill_formed(format!("{place}: origin chunk beyond the {}-chunk origin", geometry.origin_chunks)));
+                return Err(ill_formed(format!("{}: origin chunk beyond the {}-chunk origin", place(), geometry.origin_chunks)));
             }
             if let Some(earlier) = seen_old.insert(old, records.len()) {
-                return Err(ill_formed(format!("{place}: origin chunk {old} already has record {earlier}")));
+                return Err(ill_formed(format!("{}: origin chunk {old} already has record {earlier}", place())));
             }
             if let Some(earlier) = seen_new.insert(new, records.len()) {
-                return Err(ill_formed(format!("{place}: COW chunk {new} already used by record {earlier}")));
+                return Err(ill_formed(format!("{}: COW chunk {new} already used by record {earlier}", place())));
             }
             records.push((old, new));
         }

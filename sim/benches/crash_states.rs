@@ -1,7 +1,7 @@
 //! Exhaustive crash runs: distinct crash states checked per second on one
 //! core, for the basic 4 KiB scenario and as the number of records grows.
 //!
-//! Run with `cargo bench -p sim --bench crash_states`.
+//! Run with `cargo bench -p sim --bench crash_states [-- NAME-FILTER]`.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // wall time is what a benchmark measures
 
 use std::path::Path;
@@ -44,6 +44,13 @@ fn measure(name: &str, scenario: &Scenario) {
 }
 
 fn main() {
+    // `cargo bench -p sim --bench crash_states -- basic` runs only the rows whose name contains `basic`.
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_default();
+    let measure = |name: &str, scenario: &Scenario| {
+        if name.contains(&filter) {
+            measure(name, scenario);
+        }
+    };
     println!("{:<28} {:>8} {:>10} {:>10} {:>9} {:>12}", "scenario", "points", "states", "distinct", "seconds", "distinct/s");
     let basic = Scenario::load("basic-cow").expect("scenarios/basic-cow.toml");
     measure("basic-cow (seed 1)", &basic);

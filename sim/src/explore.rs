@@ -89,6 +89,8 @@ impl std::fmt::Display for CrashFailure {
 struct Candidate {
     disk: usize,
     write: PendingWrite,
+    /// Each sector's [`digest`], computed once per crash point.
+    digests: Vec<u64>,
 }
 
 /// Runs `config` once and checks every crash state within `bounds`.
@@ -144,7 +146,7 @@ fn explore_point(
         })
     });
     let candidates: Vec<Candidate> =
-        disks.iter().enumerate().flat_map(|(disk, d)| d.pending_writes().into_iter().map(move |write| Candidate { disk, write })).collect();
+        disks.iter().enumerate().flat_map(|(disk, d)| d.pending_writes().into_iter().map(move |write| Candidate::new(disk, write))).collect();
     coverage.pending_max = coverage.pending_max.max(candidates.len());
     let split = candidates.len().saturating_sub(bounds.writes_max);
     let (older, newer) = candidates.split_at(split);
@@ -155,6 +157,9 @@ fn explore_point(
         if older_applied {
             older.iter().for_each(|c| apply(&mut base, &mut base_hash, c, None));
         }
+        // What each newer write's sectors hold in `base`, digested once.
+        let base_digests: Vec<Vec<u64>> =
+            newer.iter().map(|c| c.write.sectors.iter().map(|(sector, _)| digest(c.disk, *sector, base[c.disk].sector(*sector))).collect()).collect();
         for mask in 0u32..(1 << newer.len()) {
             let chosen: Vec<usize> = (0..newer.len()).filter(|i| mask & (1 << i) != 0).collect();
             let mut variants: Vec<Option<(usize, usize, bool)>> = vec![None];
@@ -167,17 +172,25 @@ fn explore_point(
                 }
             }
             for tear in variants {
-                let mut images = base.clone();
+                let torn_of = |i: usize| tear.filter(|&(t, _, _)| t == i).map(|(_, cut, prefix)| (cut, prefix));
+                // Hash first: most states repeat one already judged, and
+                // building their images would cost more than the hash.
                 let mut hash = base_hash;
+                let mut written: Vec<(usize, u64, u64)> = Vec::new();
                 for &i in &chosen {
-                    let torn = tear.filter(|&(t, _, _)| t == i).map(|(_, cut, prefix)| (cut, prefix));
-                    apply(&mut images, &mut hash, &newer[i], torn);
+                    hash_apply(&base_digests[i], &mut written, &mut hash, &newer[i], torn_of(i));
                 }
                 coverage.states += 1;
                 if !seen.insert(hash) {
                     continue;
                 }
                 coverage.distinct += 1;
+                let mut images = base.clone();
+                let mut check_hash = base_hash;
+                for &i in &chosen {
+                    apply(&mut images, &mut check_hash, &newer[i], torn_of(i));
+                }
+                debug_assert_eq!(check_hash, hash, "hash-only and applied state hashes agree");
                 if let Err(violation) = World::check_crash_state(point, images) {
                     let older = if older.is_empty() { String::new() } else { format!("{} older write(s) {}, ", older.len(), if older_applied { "applied" } else { "dropped" }) };
                     let torn = tear.map_or(String::new(), |(i, cut, prefix)| format!(", write {} torn to its {} {cut} sector(s)", split + i, if prefix { "first" } else { "last" }));
@@ -200,17 +213,46 @@ fn digest(disk: usize, sector: u64, bytes: &[u8]) -> u64 {
     mixed ^ (mixed >> 31)
 }
 
+/// The sectors a torn (`Some((cut, prefix))`) or whole write puts on the media.
+fn written_range(sectors: usize, torn: Option<(usize, bool)>) -> std::ops::Range<usize> {
+    match torn {
+        None => 0..sectors,
+        Some((cut, true)) => 0..cut,
+        Some((cut, false)) => sectors - cut..sectors,
+    }
+}
+
+/// Updates `hash` as if `candidate` were applied over the base (whose
+/// sectors under it digest to `base_digests`) and the writes already listed
+/// in `written` (disk, sector, digest), without building the image.
+fn hash_apply(base_digests: &[u64], written: &mut Vec<(usize, u64, u64)>, hash: &mut u64, candidate: &Candidate, torn: Option<(usize, bool)>) {
+    let disk = candidate.disk;
+    for j in written_range(candidate.write.sectors.len(), torn) {
+        let (sector, new) = (candidate.write.sectors[j].0, candidate.digests[j]);
+        let old = match written.iter_mut().rev().find(|(d, s, _)| *d == disk && *s == sector) {
+            Some(entry) => std::mem::replace(&mut entry.2, new),
+            None => {
+                written.push((disk, sector, new));
+                base_digests[j]
+            }
+        };
+        *hash = hash.wrapping_add(new).wrapping_sub(old);
+    }
+}
+
+impl Candidate {
+    fn new(disk: usize, write: PendingWrite) -> Self {
+        let digests = write.sectors.iter().map(|(sector, data)| digest(disk, *sector, data.bytes())).collect();
+        Self { disk, write, digests }
+    }
+}
+
 /// Applies `candidate` to its disk's image — every sector, or only the first
 /// (`prefix`) or last `cut` sectors of a torn write — keeping `hash` current.
 fn apply(images: &mut [Image], hash: &mut u64, candidate: &Candidate, torn: Option<(usize, bool)>) {
     let sectors = &candidate.write.sectors;
-    let range = match torn {
-        None => 0..sectors.len(),
-        Some((cut, true)) => 0..cut,
-        Some((cut, false)) => sectors.len() - cut..sectors.len(),
-    };
     let disk = candidate.disk;
-    for (sector, data) in &sectors[range] {
+    for (sector, data) in &sectors[written_range(sectors.len(), torn)] {
         let old = digest(disk, *sector, images[disk].sector(*sector));
         *hash = hash.wrapping_add(digest(disk, *sector, data.bytes())).wrapping_sub(old);
         images[disk].set(*sector, data.clone());

@@ -126,6 +126,26 @@ struct State {
     rng: ChaCha8Rng,
 }
 
+/// A disk's contents as reads see them: the newest completed version of
+/// each sector, else the durable one.
+struct CachedView<'a> {
+    state: &'a State,
+    sectors: u64,
+}
+
+impl model::SectorSource for CachedView<'_> {
+    fn sector_count(&self) -> u64 {
+        self.sectors
+    }
+
+    fn sector(&self, sector: u64) -> &[u8] {
+        match self.state.volatile.get(&sector).and_then(|versions| versions.last()) {
+            Some(newest) => newest.data.bytes(),
+            None => self.state.durable.sector(sector),
+        }
+    }
+}
+
 /// The simulated disk.
 pub struct SimDisk {
     state: Mutex<State>,
@@ -221,6 +241,13 @@ impl SimDisk {
             }
         }
         image
+    }
+
+    /// Runs `read` over what reads see now (as [`SimDisk::cached`]) without
+    /// building an image.
+    pub fn with_cached<R>(&self, read: impl FnOnce(&dyn model::SectorSource) -> R) -> R {
+        let state = self.lock();
+        read(&CachedView { state: &state, sectors: self.sectors })
     }
 
     /// Completes request `id`: applies its effect and returns its callback.
