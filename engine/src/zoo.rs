@@ -5,23 +5,149 @@
 //! no production build enables; without it [`Mutations::has`] is a constant
 //! `false` and the mutated paths vanish. With it, a run switches mutations
 //! on at run time through [`Mutations`] in the origin's configuration.
+//!
+//! Each variant re-creates one mistake as closely as the engine's structure
+//! allows and names the kernel change that fixed it (SPEC §7).
 
-/// One historical mistake (SPEC §7), by its zoo id.
+/// One historical mistake, by its zoo id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Mutation {
+    /// Z1: undoes CVE-2013-4299 "dm snapshot: fix data corruption": after a
+    /// load, the allocator starts right after the highest chunk in use
+    /// without skipping a metadata area, so an exact area fill hands out the
+    /// next area's chunk as data.
+    Z1NoSkipMetadataAfterLoad,
+    /// Z2: undoes 2c945820 "dm snapshot: fix metadata corruption": the last,
+    /// partial area read at load is not kept as the in-memory area, so the
+    /// next commit rewrites that area with only the new records.
+    Z2LastAreaNotKeptAfterLoad,
     /// Z3: undoes 230c83af "avoid snapshot space leak on crash": exceptions
     /// are committed in copy-completion order instead of allocation order.
     Z3CommitInCompletionOrder,
+    /// Z4: undoes 61578dcd "header corruption race on invalidation": the
+    /// header is built in the area buffer a commit may be writing. Not
+    /// expressible here: the header has its own buffer and every area write
+    /// carries its own copy of the area (see the zoo table).
+    Z4HeaderInAreaBuffer,
+    /// Z5: undoes 385277bf "hung bios when copy error occurs": a failed copy
+    /// never reaches `commit_exception`, so the exception and the writes
+    /// waiting on it are never completed.
+    Z5CopyErrorSkipsCommit,
+    /// Z6: undoes fcc42338 "flush merged data before committing metadata":
+    /// the merge removes records from the COW without flushing the origin
+    /// writes that merged them.
+    Z6NoOriginFlushBeforeMergeCommit,
+    /// Z7: undoes "use barrier when writing exception store": metadata areas
+    /// are written without PREFLUSH|FUA, so a record can be acknowledged
+    /// before it (or the copied data) is durable.
+    Z7AreaWriteWithoutFlushFua,
+    /// Z8: undoes the 2.4-era fix of "only every other area read": loading
+    /// skips every other metadata area.
+    Z8LoadSkipsEveryOtherArea,
+    /// Z9: undoes cd45daff/a8d41b59 "track snapshot reads": an exception
+    /// completes (and releases the origin writes held on it) without
+    /// waiting for snapshot reads still reading that chunk from the origin.
+    Z9NoWaitForTrackedReads,
+    /// Z10: undoes 6d45d93e "sort by chunk size": snapshots are kept in
+    /// creation order, so origin writes are split at the first snapshot's
+    /// chunk size, not the smallest.
+    Z10SnapshotsUnsorted,
+    /// Z11: undoes 721b1d98 "excessive memory usage": no COW throttle; any
+    /// number of copies may be in flight.
+    Z11NoCowThrottle,
+    /// Z12: undoes a6e50b40 / d136f2ef (full-chunk snapshot writes): a write
+    /// covering a whole chunk is acknowledged once its data is written,
+    /// before its exception is committed.
+    Z12FullChunkWriteAckedBeforeCommit,
+    /// Z13: undoes the ordering kept since 2.6.11: the next metadata area is
+    /// zeroed after the full one is written instead of before, so a crash
+    /// between the two leaves stale records after a full area.
+    Z13ZeroNextAreaAfterFullOne,
+    /// Z14: undoes the 2.6.24 fix: an error zeroing the next metadata area
+    /// at an area boundary is ignored instead of invalidating the snapshot.
+    Z14ZeroAreaErrorSwallowed,
+    /// Z15: undoes 8a2d5286 (merge): a merge of a run of chunks waits for
+    /// conflicting origin writes on the run's first chunk only.
+    Z15MergeWaitsOnFirstChunkOnly,
+    /// Z16: undoes 73dfd078 (merge): merging writes the snapshot's data into
+    /// the origin without first copying the chunk into the origin's other
+    /// snapshots.
+    Z16MergeSkipsOtherSnapshots,
+    /// Z17: undoes 76c44f6d "don't invalidate on snapshot write overflow":
+    /// a full `PO` store invalidates the snapshot on a snapshot write.
+    Z17OverflowInvalidatesPo,
 }
 
 impl Mutation {
-    pub const ALL: [Mutation; 1] = [Mutation::Z3CommitInCompletionOrder];
+    pub const ALL: [Mutation; 17] = [
+        Self::Z1NoSkipMetadataAfterLoad,
+        Self::Z2LastAreaNotKeptAfterLoad,
+        Self::Z3CommitInCompletionOrder,
+        Self::Z4HeaderInAreaBuffer,
+        Self::Z5CopyErrorSkipsCommit,
+        Self::Z6NoOriginFlushBeforeMergeCommit,
+        Self::Z7AreaWriteWithoutFlushFua,
+        Self::Z8LoadSkipsEveryOtherArea,
+        Self::Z9NoWaitForTrackedReads,
+        Self::Z10SnapshotsUnsorted,
+        Self::Z11NoCowThrottle,
+        Self::Z12FullChunkWriteAckedBeforeCommit,
+        Self::Z13ZeroNextAreaAfterFullOne,
+        Self::Z14ZeroAreaErrorSwallowed,
+        Self::Z15MergeWaitsOnFirstChunkOnly,
+        Self::Z16MergeSkipsOtherSnapshots,
+        Self::Z17OverflowInvalidatesPo,
+    ];
 
     /// The zoo id, `Z1` … `Z17`.
     pub fn id(self) -> &'static str {
-        match self {
-            Self::Z3CommitInCompletionOrder => "Z3",
-        }
+        ["Z1", "Z2", "Z3", "Z4", "Z5", "Z6", "Z7", "Z8", "Z9", "Z10", "Z11", "Z12", "Z13", "Z14", "Z15", "Z16", "Z17"][self as usize]
+    }
+
+    /// The kernel change this mutation undoes.
+    pub fn kernel_fix(self) -> &'static str {
+        [
+            "CVE-2013-4299 fix data corruption",
+            "2c945820 fix metadata corruption",
+            "230c83af avoid space leak on crash",
+            "61578dcd header corruption race",
+            "385277bf hung bios on copy error",
+            "fcc42338 flush merged data first",
+            "use barrier writing exception store",
+            "2.4 only every other area read",
+            "cd45daff/a8d41b59 track snapshot reads",
+            "6d45d93e sort by chunk size",
+            "721b1d98 excessive memory usage",
+            "a6e50b40/d136f2ef full-chunk write",
+            "2.6.11 zero next area first",
+            "2.6.24 area-boundary write error",
+            "8a2d5286 merge conflicting I/O",
+            "73dfd078 merge COWs other snapshots",
+            "76c44f6d no invalidate on PO overflow",
+        ][self as usize]
+    }
+
+    /// What the mutation does, in a few words.
+    pub fn summary(self) -> &'static str {
+        [
+            "no skip_metadata after load",
+            "last partial area not kept after load",
+            "commit in copy-completion order",
+            "header built in the area buffer",
+            "copy error skips commit_exception",
+            "no origin flush before commit_merge",
+            "area write without PREFLUSH/FUA",
+            "load skips every other area",
+            "no wait for tracked origin reads",
+            "snapshots unsorted by chunk size",
+            "no COW throttle",
+            "full-chunk write acked before commit",
+            "zero next area after the full one",
+            "zeroing error swallowed at area boundary",
+            "merge waits on a run's first chunk only",
+            "merge skips COW into other snapshots",
+            "PO invalidates on overflow",
+        ][self as usize]
     }
 
     /// Parses a zoo id (`Z3`).

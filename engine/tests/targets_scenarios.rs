@@ -104,7 +104,7 @@ impl Rig {
         self.cows.push(Arc::clone(&cow));
         let slot = Arc::new(Mutex::new(None));
         let filler = Arc::clone(&slot);
-        let config = StoreConfig { kind, chunk_sectors: Some(chunk_sectors) };
+        let config = StoreConfig { kind, chunk_sectors: Some(chunk_sectors), ..StoreConfig::default() };
         self.origin.create_snapshot(cow, config, Box::new(move |r| *filler.lock() = Some(r))).unwrap();
         self.settle();
         let snapshot = slot.lock().take().expect("snapshot created").expect("snapshot loads");
@@ -264,7 +264,7 @@ fn a_cow_filling_up_under_po_overflows_but_keeps_serving() {
     assert_eq!(rig.read_snapshot(0, 0, 8).unwrap(), pattern("s0.", 8));
     assert_eq!(rig.read_snapshot(0, 6 * 8, 8).unwrap(), rig.read_origin(48, 8));
     // The header stays valid.
-    let (_q, reloaded) = support::load_image(rig.cows[0].contents(), StoreConfig { kind: StoreKind::PersistentOverflow, chunk_sectors: Some(8) });
+    let (_q, reloaded) = support::load_image(rig.cows[0].contents(), StoreConfig { kind: StoreKind::PersistentOverflow, chunk_sectors: Some(8), ..StoreConfig::default() });
     let reloaded = reloaded.unwrap();
     assert_eq!(reloaded.outcome, LoadOutcome::Valid);
     assert_eq!(reloaded.exceptions.len(), 6);

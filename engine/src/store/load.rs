@@ -20,6 +20,7 @@ use crate::exception_table::ExceptionTable;
 use crate::format::{DISK_VERSION, DiskHeader, HEADER_CHUNKS, Layout, Record, SNAP_MAGIC};
 use crate::io::{BlockDevice, IoError, SECTOR_BYTES, WriteFlags};
 use crate::sync::{Arc, Mutex};
+use crate::zoo::{Mutation, Mutations};
 
 /// Areas read ahead of the one being parsed (the kernel's `DM_PREFETCH_CHUNKS`).
 pub const PREFETCH_AREAS: u64 = 12;
@@ -146,6 +147,7 @@ fn finish<D: BlockDevice>(setup: Setup<D>, state: State, outcome: LoadOutcome, e
         cow: setup.cow,
         kind: setup.config.kind,
         layout: setup.layout,
+        mutations: setup.config.mutations,
         state: Mutex::new(state),
     };
     Loaded { store: Arc::new(store), outcome, exceptions, chunk_size_override: setup.chunk_size_override }
@@ -188,6 +190,7 @@ fn create_new<D: BlockDevice>(setup: Setup<D>, done: LoadDone<D>) {
 struct AreaReader<D: BlockDevice> {
     cow: Arc<D>,
     layout: Layout,
+    mutations: Mutations,
     device_chunks: u64,
     /// Handed to the loaded store once the last area has been parsed.
     setup: Option<Setup<D>>,
@@ -213,6 +216,7 @@ impl<D: BlockDevice> AreaReader<D> {
         let reader = Arc::new(Mutex::new(AreaReader {
             cow: Arc::clone(&setup.cow),
             layout: setup.layout,
+            mutations: setup.config.mutations,
             device_chunks: setup.device_chunks,
             setup: Some(setup),
             done: Some(done),
@@ -313,7 +317,8 @@ impl<D: BlockDevice> AreaReader<D> {
             }
         }
         if used == per_area {
-            self.parse_next += 1;
+            // Z8: the 2.4-era loop stepped over every other area.
+            self.parse_next += if self.mutations.has(Mutation::Z8LoadSkipsEveryOtherArea) { 2 } else { 1 };
             return;
         }
         // The last, partial area: it becomes the store's in-memory area.
@@ -322,8 +327,18 @@ impl<D: BlockDevice> AreaReader<D> {
         state.current_area = area;
         state.current_committed = used;
         state.area = bytes;
-        state.next_free = layout.skip_metadata(self.next_free);
-        assert!(!layout.is_metadata_chunk(state.next_free), "allocator would hand out metadata chunk {}", state.next_free);
+        if self.mutations.has(Mutation::Z2LastAreaNotKeptAfterLoad) {
+            // Z2: the records just read are not carried into the in-memory area.
+            state.area.fill(0);
+        }
+        state.next_free = if self.mutations.has(Mutation::Z1NoSkipMetadataAfterLoad) {
+            // Z1: the allocator resumes right after the highest chunk in use.
+            self.next_free
+        } else {
+            layout.skip_metadata(self.next_free)
+        };
+        let z1 = self.mutations.has(Mutation::Z1NoSkipMetadataAfterLoad);
+        assert!(z1 || !layout.is_metadata_chunk(state.next_free), "allocator would hand out metadata chunk {}", state.next_free);
         let records = std::mem::take(&mut self.records);
         self.result = Some(match ExceptionTable::from_records(records) {
             Ok(table) => Ok(finish(setup, state, LoadOutcome::Valid, table)),

@@ -61,6 +61,9 @@ pub struct StoreConfig {
     /// the default of 32 sectors for a new COW). A valid header's chunk size
     /// overrides this one, with a warning.
     pub chunk_sectors: Option<u32>,
+    /// Historical bugs to re-create (only with the `bug-zoo` feature); the
+    /// origin sets its own when it loads a snapshot.
+    pub mutations: crate::zoo::Mutations,
 }
 
 /// What loading found on the COW device.

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use super::{StoreError, StoreKind, Usage};
 use crate::chunk::ChunkSize;
 use crate::format::{DiskHeader, Layout, Record, clear_record};
+use crate::zoo::{Mutation, Mutations};
 use crate::io::{BlockDevice, IoError, WriteFlags};
 use crate::sync::{Arc, Mutex};
 
@@ -113,6 +114,7 @@ pub struct PersistentStore<D: BlockDevice> {
     pub(super) kind: StoreKind,
     pub(super) layout: Layout,
     pub(super) state: Mutex<State>,
+    pub(super) mutations: Mutations,
 }
 
 impl<D: BlockDevice> std::fmt::Debug for PersistentStore<D> {
@@ -196,7 +198,8 @@ impl<D: BlockDevice> PersistentStore<D> {
         if device_sectors < (next_free + 1).saturating_mul(chunk_sectors) {
             return Err(StoreError::NoSpace { device_sectors, next_free });
         }
-        assert!(!self.layout.is_metadata_chunk(next_free), "allocator points at metadata chunk {next_free}");
+        let z1 = self.mutations.has(Mutation::Z1NoSkipMetadataAfterLoad);
+        assert!(z1 || !self.layout.is_metadata_chunk(next_free), "allocator points at metadata chunk {next_free}");
         state.next_free = self.layout.skip_metadata(next_free + 1);
         state.pending_count += 1;
         debug_assert!(!self.layout.is_metadata_chunk(state.next_free));
@@ -208,7 +211,8 @@ impl<D: BlockDevice> PersistentStore<D> {
     /// when the batch of records it belongs to has been written with
     /// PREFLUSH|FUA — with the store's validity at that moment.
     pub fn commit_exception(self: &Arc<Self>, record: Record, valid: bool, callback: CommitCallback) {
-        assert!(!self.layout.is_metadata_chunk(record.new_chunk), "commit of metadata chunk {}", record.new_chunk);
+        let z1 = self.mutations.has(Mutation::Z1NoSkipMetadataAfterLoad);
+        assert!(z1 || !self.layout.is_metadata_chunk(record.new_chunk), "commit of metadata chunk {}", record.new_chunk);
         let step = {
             let mut state = self.state.lock();
             state.queued.push_back(QueuedCommit { record, valid, callback });
@@ -240,7 +244,7 @@ impl<D: BlockDevice> PersistentStore<D> {
             if state.pending_count != 0 && !area_full {
                 continue;
             }
-            if area_full {
+            if area_full && !self.mutations.has(Mutation::Z13ZeroNextAreaAfterFullOne) {
                 // The next area must read as empty on disk before this one
                 // says "full", or a reload would run on into stale records.
                 state.phase = Phase::ZeroingNextArea;
@@ -284,7 +288,8 @@ impl<D: BlockDevice> PersistentStore<D> {
                 Step::WriteArea { chunk, bytes } => {
                     let this = Arc::clone(self);
                     let sector = self.layout.chunk().chunk_to_sector(chunk);
-                    self.cow.write(sector, bytes, WriteFlags::PREFLUSH_FUA, Box::new(move |result| this.on_area_written(result)));
+                    let flags = if self.mutations.has(Mutation::Z7AreaWriteWithoutFlushFua) { WriteFlags::PLAIN } else { WriteFlags::PREFLUSH_FUA };
+                    self.cow.write(sector, bytes, flags, Box::new(move |result| this.on_area_written(result)));
                     return;
                 }
                 Step::RunCallbacks { callbacks, valid } => {
@@ -302,11 +307,19 @@ impl<D: BlockDevice> PersistentStore<D> {
         let step = {
             let mut state = self.state.lock();
             assert_eq!(state.phase, Phase::ZeroingNextArea);
-            if let Err(error) = result {
-                log::warn!("invalidating snapshot: zeroing metadata area {} failed: {error}", state.current_area + 1);
-                state.valid = false;
+            match result {
+                Err(error) if !self.mutations.has(Mutation::Z14ZeroAreaErrorSwallowed) => {
+                    log::warn!("invalidating snapshot: zeroing metadata area {} failed: {error}", state.current_area + 1);
+                    state.valid = false;
+                }
+                _ => {}
             }
-            self.begin_area_write(&mut state)
+            if self.mutations.has(Mutation::Z13ZeroNextAreaAfterFullOne) {
+                // Z13: the full area is already written; zeroing came last.
+                self.finish_commit(&mut state)
+            } else {
+                self.begin_area_write(&mut state)
+            }
         };
         self.perform(step);
     }
@@ -319,7 +332,14 @@ impl<D: BlockDevice> PersistentStore<D> {
                 log::warn!("invalidating snapshot: writing metadata area {} failed: {error}", state.current_area);
                 state.valid = false;
             }
-            self.finish_commit(&mut state)
+            let area_full = state.current_committed == self.layout.exceptions_per_area();
+            if area_full && state.valid && self.mutations.has(Mutation::Z13ZeroNextAreaAfterFullOne) {
+                // Z13: the next area is zeroed only now, after the full one says "full".
+                state.phase = Phase::ZeroingNextArea;
+                Step::ZeroArea { chunk: self.layout.area_location(state.current_area + 1) }
+            } else {
+                self.finish_commit(&mut state)
+            }
         };
         self.perform(step);
     }

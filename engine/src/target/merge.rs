@@ -21,6 +21,7 @@ use super::snapshot::{Role, Snapshot, Waiter};
 use crate::io::{BlockDevice, IoError, IoErrorKind, IoOp};
 use crate::store::MergeStep;
 use crate::sync::Arc;
+use crate::zoo::Mutation;
 
 /// How a merge ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,7 +142,8 @@ impl<D: BlockDevice> Snapshot<D> {
         let seen = origin.exceptions_done_count();
         let sector = self.chunk.chunk_to_sector(run.old_start);
         let sectors = u64::from(run.count) * u64::from(self.chunk.sectors());
-        if origin.write_extent(sector, sectors) {
+        // Z16: the other snapshots are not asked to preserve the extent.
+        if !self.mutations.has(Mutation::Z16MergeSkipsOtherSnapshots) && origin.write_extent(sector, sectors) {
             let this = Arc::clone(self);
             origin.when_exception_done(seen, Box::new(move || this.merge_preserve_elsewhere(run)));
             return;
@@ -149,7 +151,8 @@ impl<D: BlockDevice> Snapshot<D> {
         {
             let mut state = self.state.lock();
             state.merge.first_chunk = run.old_start;
-            state.merge.chunks = u64::from(run.count);
+            // Z15: only the run's first chunk holds writes back.
+            state.merge.chunks = if self.mutations.has(Mutation::Z15MergeWaitsOnFirstChunkOnly) { 1 } else { u64::from(run.count) };
             state.merge.run = Some(run);
         }
         self.merge_drained();
@@ -160,7 +163,8 @@ impl<D: BlockDevice> Snapshot<D> {
         let run = {
             let mut state = self.state.lock();
             let Some(run) = state.merge.run else { return };
-            let busy = (run.old_start..run.old_start + u64::from(run.count)).find(|&c| state.tracked.is_tracked(c));
+            let waited = if self.mutations.has(Mutation::Z15MergeWaitsOnFirstChunkOnly) { 1 } else { u64::from(run.count) };
+            let busy = (run.old_start..run.old_start + waited).find(|&c| state.tracked.is_tracked(c));
             if let Some(chunk) = busy {
                 state.tracked.wait(chunk, Waiter::Merge);
                 return;
@@ -180,6 +184,10 @@ impl<D: BlockDevice> Snapshot<D> {
 
     /// Step 4: the merged data must be durable before its records go.
     fn merge_flush_origin(self: &Arc<Self>, run: Run) {
+        if self.mutations.has(Mutation::Z6NoOriginFlushBeforeMergeCommit) {
+            // Z6: the records go while the merged data may sit in a volatile cache.
+            return self.merge_commit(run);
+        }
         let this = Arc::clone(self);
         self.origin_dev.flush(Box::new(move |result| match result {
             Err(error) => this.merge_stop(MergeOutcome::Failed(format!("flushing the origin after merging: {error}"))),

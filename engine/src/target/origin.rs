@@ -25,6 +25,7 @@ use crate::io::{BlockDevice, Defer, DeviceIdentity, IoDone, IoOp, WriteFlags};
 use crate::store::{LoadOutcome, Loaded, PersistentStore, StoreConfig, StoreError};
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex};
+use crate::zoo::Mutation;
 
 /// The kernel's default `snapshot_cow_threshold`.
 pub const DEFAULT_COW_THRESHOLD: usize = 2048;
@@ -108,7 +109,12 @@ impl<D: BlockDevice> Origin<D> {
 
     /// The smallest chunk size of the snapshots, in sectors (origin writes split there).
     pub fn minimum_chunk_sectors(&self) -> Option<u32> {
-        self.snapshots.lock().iter().map(|s| s.chunk.sectors()).min()
+        let snapshots = self.snapshots.lock();
+        if self.config.mutations.has(Mutation::Z10SnapshotsUnsorted) {
+            // Z10: whatever chunk size the first snapshot created has.
+            return snapshots.first().map(|s| s.chunk.sectors());
+        }
+        snapshots.iter().map(|s| s.chunk.sectors()).min()
     }
 
     /// Creates a snapshot (the `snapshot` table line, then resume): loads or
@@ -122,6 +128,7 @@ impl<D: BlockDevice> Origin<D> {
     ) -> Result<(), StoreError> {
         crate::view::check_distinct(self.dev.as_ref(), cow.as_ref())?;
         let origin = Arc::clone(self);
+        let config = StoreConfig { mutations: self.config.mutations, ..config };
         PersistentStore::load(cow, self.dev.logical_block_bytes(), config, Box::new(move |loaded| {
             done(loaded.map(|loaded| origin.register(loaded, Role::Snapshot)));
         }))
@@ -152,9 +159,10 @@ impl<D: BlockDevice> Origin<D> {
     fn insert(&self, snapshot: Snapshot<D>) -> Arc<Snapshot<D>> {
         let snapshot = Arc::new(snapshot);
         let mut snapshots = self.snapshots.lock();
-        let at = snapshots.iter().position(|s| s.chunk < snapshot.chunk).unwrap_or(snapshots.len());
+        let unsorted = self.config.mutations.has(Mutation::Z10SnapshotsUnsorted);
+        let at = if unsorted { snapshots.len() } else { snapshots.iter().position(|s| s.chunk < snapshot.chunk).unwrap_or(snapshots.len()) };
         snapshots.insert(at, Arc::clone(&snapshot));
-        debug_assert!(snapshots.windows(2).all(|w| w[0].chunk >= w[1].chunk));
+        debug_assert!(unsorted || snapshots.windows(2).all(|w| w[0].chunk >= w[1].chunk));
         snapshot
     }
 
@@ -195,7 +203,8 @@ impl<D: BlockDevice> Origin<D> {
 
     fn has_room(&self) -> bool {
         let threshold = self.config.cow_threshold;
-        threshold == 0 || self.snapshots.lock().iter().all(|s| s.copies_in_flight.load(Ordering::SeqCst) < threshold)
+        // Z11: no throttle at all.
+        threshold == 0 || self.config.mutations.has(Mutation::Z11NoCowThrottle) || self.snapshots.lock().iter().all(|s| s.copies_in_flight.load(Ordering::SeqCst) < threshold)
     }
 
     /// Admits `parked` now, or queues it behind the writes already waiting.

@@ -243,7 +243,7 @@ impl<D: BlockDevice> Snapshot<D> {
                 true
             }
             Err(error) => {
-                if snapshot_write && self.kind == StoreKind::PersistentOverflow {
+                if snapshot_write && self.kind == StoreKind::PersistentOverflow && !self.mutations.has(Mutation::Z17OverflowInvalidatesPo) {
                     log::error!("snapshot overflowed: unable to allocate exception ({error})");
                     state.overflowed = true;
                 } else {
@@ -287,6 +287,11 @@ impl<D: BlockDevice> Snapshot<D> {
             let mut state = self.state.lock();
             let pending = state.pending.get_mut(&chunk).expect("copy finished for an unknown exception");
             pending.copy_error = copy_error;
+            if copy_error && self.mutations.has(Mutation::Z5CopyErrorSkipsCommit) {
+                // Z5: the failed exception never reaches the store; it and
+                // every exception allocated after it wait forever.
+                return;
+            }
             let sequence = pending.sequence;
             let released = state.sequencer.finish(sequence, chunk);
             if self.mutations.has(Mutation::Z3CommitInCompletionOrder) {
@@ -338,7 +343,7 @@ impl<D: BlockDevice> Snapshot<D> {
                 failed = true;
             } else if !state.valid {
                 failed = true;
-            } else if state.tracked.is_tracked(chunk) {
+            } else if state.tracked.is_tracked(chunk) && !self.mutations.has(Mutation::Z9NoWaitForTrackedReads) {
                 // A snapshot read of this chunk is still reading the origin.
                 state.tracked.wait(chunk, Waiter::Complete { success });
                 return;
@@ -462,12 +467,22 @@ impl<D: BlockDevice> Snapshot<D> {
             // The write fills the chunk: no copy, but it is acknowledged only
             // once its exception is committed.
             pending.started = true;
-            pending.full_bio = Some(bio.done);
+            // Z12: acknowledged as soon as the data is written, before the commit.
+            let early_ack = if self.mutations.has(Mutation::Z12FullChunkWriteAckedBeforeCommit) {
+                Some(bio.done)
+            } else {
+                pending.full_bio = Some(bio.done);
+                None
+            };
             drop(state);
             self.account_copy_start();
             let this = Arc::clone(self);
             return self.cow.write(remapped, bio.data, bio.flags, Box::new(move |result| {
-                this.copy_done(chunk, result.is_err());
+                let failed = result.is_err();
+                if let Some(done) = early_ack {
+                    done(result);
+                }
+                this.copy_done(chunk, failed);
             }));
         }
         pending.snapshot_bios.push(WriteBio { sector: remapped, ..bio });

@@ -122,7 +122,7 @@ pub fn report(args: &InspectArgs) -> Result<Report, CliError> {
         report.state = "new";
         return Ok(report);
     }
-    let config = StoreConfig { kind: StoreKind::Persistent, chunk_sectors: args.chunk_size };
+    let config = StoreConfig { kind: StoreKind::Persistent, chunk_sectors: args.chunk_size, ..StoreConfig::default() };
     let loaded = match load_blocking(&queue, Arc::clone(&device), SECTOR_BYTES as u32, config) {
         Ok(loaded) => loaded,
         Err(error) => {

@@ -72,7 +72,7 @@ pub fn open(args: &LiveArgs) -> Result<Live, CliError> {
     let origin_dev = Arc::new(open(&args.origin)?);
     let cow = Arc::new(open(&args.cow)?);
     let origin = Origin::new(origin_dev, queue.clone(), OriginConfig { cow_threshold: args.cow_threshold, ..OriginConfig::default() });
-    let config = StoreConfig { kind: args.store, chunk_sectors: args.chunk_size };
+    let config = StoreConfig { kind: args.store, chunk_sectors: args.chunk_size, ..StoreConfig::default() };
     let mut refused = None;
     let created = run_until_done(&queue, |done| {
         if let Err(error) = origin.create_snapshot(cow, config, done) {

@@ -40,7 +40,7 @@ pub fn run(args: &ViewArgs) -> Result<ViewStats, CliError> {
     if read_header(&queue, &cow)?.magic == 0 {
         return Err(CliError::new("the COW has a zero magic: no snapshot has been created on it yet"));
     }
-    let config = StoreConfig { kind: StoreKind::Persistent, chunk_sectors: args.chunk_size };
+    let config = StoreConfig { kind: StoreKind::Persistent, chunk_sectors: args.chunk_size, ..StoreConfig::default() };
     let loaded = load_blocking(&queue, cow, engine::io::BlockDevice::logical_block_bytes(&origin), config)?;
     let file = std::fs::File::create(&args.out)
         .map_err(|error| CliError::new(format!("cannot create {}: {error}", args.out.display())))?;

@@ -268,7 +268,7 @@ impl World {
         let origin = Origin::new(Arc::clone(&disks[0]), deferred.clone(), OriginConfig { cow_threshold: self.knobs.cow_threshold, mutations: self.mutations });
         self.engine = Engine { disks, deferred, origin: Arc::new(OriginDevice::new(Arc::clone(&origin))), snapshots: Vec::new() };
         for index in 0..self.knobs.snapshots {
-            let config = StoreConfig { kind: self.knobs.store, chunk_sectors: Some(self.knobs.snapshot_chunk_sectors(index)) };
+            let config = StoreConfig { kind: self.knobs.store, chunk_sectors: Some(self.knobs.snapshot_chunk_sectors(index)), ..StoreConfig::default() };
             let slot: Slot<Result<Arc<Snapshot<SimDisk>>, engine::StoreError>> = Arc::default();
             let filler = Arc::clone(&slot);
             let cow = Arc::clone(&self.engine.disks[index + 1]);
