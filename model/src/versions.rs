@@ -102,6 +102,27 @@ impl SectorVersions {
         self.settled.iter().any(|s| s.value == value) || self.since.iter().any(|w| w.value == value)
     }
 
+    /// The newest submission among acknowledged writes: every value
+    /// acknowledged before it was submitted is certainly overwritten.
+    fn newest_acked_submission(&self) -> u64 {
+        let acked_since = self.since.iter().filter(|w| matches!(w.stage, Stage::Acked { .. })).map(|w| w.submitted);
+        self.settled.iter().map(|s| s.submitted).chain(acked_since).max().unwrap_or(0)
+    }
+
+    /// Values a read submitted now may return while nothing crashes: those
+    /// `may_hold` allows, less any acknowledged before the newest
+    /// acknowledged write was submitted (the cache serves that write or a
+    /// newer one; only a crash can bring an older value back).
+    pub fn live_values(&self) -> Vec<u64> {
+        let newest = self.newest_acked_submission();
+        let settled = self.settled.iter().filter(|s| s.acked > newest || s.submitted == newest).map(|s| s.value);
+        let since = self.since.iter().filter(|w| match w.stage {
+            Stage::InFlight { .. } => true,
+            Stage::Acked { acked } => acked > newest || w.submitted == newest,
+        });
+        settled.chain(since.map(|w| w.value)).collect()
+    }
+
     /// Every value the sector may hold.
     pub fn values(&self) -> Vec<u64> {
         self.settled.iter().map(|s| s.value).chain(self.since.iter().map(|w| w.value)).collect()
@@ -165,6 +186,24 @@ mod tests {
         sector.acked(1, 5);
         sector.flushed(6);
         assert!(!sector.may_hold(0) && sector.may_hold(10) && sector.may_hold(20));
+    }
+
+    #[test]
+    fn a_live_read_sees_the_newest_acknowledged_write_or_one_in_flight() {
+        let mut sector = SectorVersions::new(0);
+        assert_eq!(sector.live_values(), vec![0]);
+        sector.write(1, 10, 1);
+        assert_eq!(sector.live_values(), vec![0, 10]);
+        sector.acked(1, 2);
+        assert_eq!(sector.live_values(), vec![10], "acknowledged: the old value is gone unless a crash comes");
+        assert!(sector.may_hold(0));
+        sector.write(2, 20, 3);
+        sector.write(3, 30, 4);
+        sector.acked(3, 5);
+        sector.acked(2, 6);
+        assert_eq!(sector.live_values(), vec![20, 30], "overlapping writes in flight together land in either order");
+        sector.crashed(7);
+        assert_eq!(sector.live_values(), vec![0, 10, 20, 30]);
     }
 
     #[test]

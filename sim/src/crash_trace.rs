@@ -56,6 +56,8 @@ pub struct CrashTrace {
     pub writes_max: usize,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale_cow: bool,
     pub ops: String,
 }
 
@@ -117,6 +119,7 @@ impl CrashTrace {
             store: knobs.store.table_name().to_string(),
             cow_threshold: knobs.cow_threshold,
             queue_depth: knobs.queue_depth,
+            stale_cow: knobs.stale_cow,
             crashes: 0,
             read_error: 0.0,
             write_error: 0.0,
@@ -169,6 +172,7 @@ impl CrashTrace {
             seeds: vec![self.seed],
             writes_max: self.writes_max,
             faults: self.faults.clone(),
+            stale_cow: self.stale_cow,
             ops: self.ops.clone(),
         };
         let mut scenario = Scenario::from_file("trace", Path::new("trace"), file)?;

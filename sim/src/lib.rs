@@ -4,6 +4,7 @@
 //! - [`world`]: the deterministic world: engine, disks, workload, crashes.
 //! - [`trace`]: run traces and their hashes.
 //! - [`cli`]: the verbs of `snapsim` that work on real devices.
+//! - [`zoo`]: the hunt for the kernel's historical bugs (`snapsim zoo`).
 
 pub mod cli;
 pub mod crash_trace;
@@ -12,3 +13,4 @@ pub mod explore;
 pub mod scenario;
 pub mod trace;
 pub mod world;
+pub mod zoo;

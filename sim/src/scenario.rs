@@ -15,6 +15,7 @@
 //! # seeds = [1, 2]           # completion orders explored, one run each
 //! # writes_max = 5           # the enumeration bound (see `explore`)
 //! # faults = ["fail-writes cow0 8 8 1", "latent origin 0 8"]
+//! # stale_cow = true        # reused COWs: old records past their first 4 KiB
 //! ops = """
 //! write origin 0 8
 //! flush origin
@@ -60,6 +61,8 @@ pub struct ScenarioFile {
     pub writes_max: usize,
     #[serde(default)]
     pub faults: Vec<String>,
+    #[serde(default)]
+    pub stale_cow: bool,
     pub ops: String,
 }
 
@@ -155,6 +158,7 @@ impl Scenario {
             crashes: 0,
             operations: ops.len() as u64,
             mixed_chunk_sectors: file.mixed_chunk_sectors.clone(),
+            stale_cow: file.stale_cow,
         };
         Ok(Self { name: name.to_string(), path: path.to_path_buf(), file, knobs, ops, injections })
     }

@@ -49,10 +49,13 @@ macro_rules! scenarios {
 
 scenarios! {
     area_boundary => "area-boundary",
+    area_zero_error => "area-zero-error",
     basic_cow => "basic-cow",
     copy_error => "copy-error",
+    cow_throttle => "cow-throttle",
     merge_concurrent_writes => "merge-concurrent-writes",
     merge_crash => "merge-crash",
+    merge_run_writes => "merge-run-writes",
     metadata_error => "metadata-error",
     mixed_chunk_sizes => "mixed-chunk-sizes",
     multi_area => "multi-area",
@@ -61,6 +64,7 @@ scenarios! {
     reads_racing_copies => "reads-racing-copies",
     reload_midway => "reload-midway",
     rewrite_same_chunks => "rewrite-same-chunks",
+    stale_cow => "stale-cow",
     snapshot_writes => "snapshot-writes",
     tiny_chunks => "tiny-chunks",
 }

@@ -28,6 +28,70 @@ enum Command {
     Explore(ExploreArgs),
     /// Replay a crash trace (or a seed) and check it gives its recorded verdict.
     Replay(ReplayArgs),
+    /// Re-inject each historical kernel bug (Z1–Z17) and hunt it; needs `--features bug-zoo`.
+    Zoo(ZooArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ZooArgs {
+    /// Swarm seeds tried (from 0) once the scenarios have not caught a mutation.
+    #[arg(long, default_value_t = 200)]
+    swarm_seeds: u64,
+    /// Hunt only these mutations (`Z3,Z7`); all by default.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+/// Hunts every mutation and prints the zoo table; fails if one survives or
+/// is caught by an invariant its row does not list.
+fn zoo(args: &ZooArgs) -> Result<(), CliError> {
+    use engine::zoo::Mutation;
+    use sim::zoo::Verdict;
+    if !engine::zoo::Mutations::available() {
+        return Err(CliError::new("this build has no mutations: run it with `cargo run --release -p sim --features bug-zoo --bin snapsim -- zoo`"));
+    }
+    let mutations: Vec<Mutation> = if args.only.is_empty() {
+        Mutation::ALL.to_vec()
+    } else {
+        args.only.iter().map(|id| Mutation::parse(id).ok_or_else(|| CliError::new(format!("unknown mutation {id:?}")))).collect::<Result<_, _>>()?
+    };
+    let scenarios = sim::scenario::all_in(&sim::scenario::scenarios_dir()).map_err(CliError::new)?;
+    let budget = sim::zoo::Budget { swarm_seeds: args.swarm_seeds, ..sim::zoo::Budget::default() };
+    println!("{:<4} {:<40} {:<38} {:<14} {:>5} {:>8}  replay", "id", "mutation", "kernel fix", "caught by", "runs", "seconds");
+    let mut times = Vec::new();
+    let mut wrong = Vec::new();
+    for mutation in mutations {
+        #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // time to detection is a figure for the user
+        let start = std::time::Instant::now();
+        let hunt = sim::zoo::hunt(mutation, &scenarios, budget);
+        #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+        let seconds = start.elapsed().as_secs_f64();
+        let (caught_by, replay) = match &hunt.verdict {
+            Verdict::Caught { invariant, replay, .. } => (invariant.id().to_string(), replay.clone()),
+            Verdict::ByConstruction { invariant, reason, .. } => (format!("{} (model)", invariant.id()), format!("by construction: {reason}")),
+            Verdict::Survived => ("SURVIVED".to_string(), String::new()),
+        };
+        println!("{:<4} {:<40} {:<38} {:<14} {:>5} {:>8.2}  {replay}", mutation.id(), mutation.summary(), mutation.kernel_fix(), caught_by, hunt.attempts, seconds);
+        if let Verdict::Caught { message, .. } | Verdict::ByConstruction { message, .. } = &hunt.verdict {
+            println!("     {message}");
+        }
+        if !matches!(hunt.verdict, Verdict::ByConstruction { .. }) {
+            times.push(seconds);
+        }
+        if !hunt.caught_rightly() {
+            wrong.push(format!("{} {}", mutation.id(), caught_by));
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    if let (Some(median), Some(max)) = (times.get(times.len() / 2), times.last()) {
+        println!("time to detection: median {median:.2} s, max {max:.2} s over {} hunted mutations", times.len());
+    }
+    if wrong.is_empty() {
+        println!("verdict: every mutation caught by an invariant its row lists");
+        Ok(())
+    } else {
+        Err(CliError::new(format!("survived or caught by an unlisted invariant: {}", wrong.join(", "))))
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -245,6 +309,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             println!("verdict: {}", if failed.is_empty() { "PASS".to_string() } else { format!("FAIL ({})", failed.join("; ")) });
             if failed.is_empty() { Ok(()) } else { Err(CliError::new(format!("{} scenario(s) failed", failed.len()))) }
         }
+        Command::Zoo(args) => zoo(&args),
         Command::View(args) => {
             let stats = view::run(&args)?;
             eprintln!(
@@ -263,7 +328,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Simulated runs fail disks on purpose; the engine's warnings about them
     // would drown the report (RUST_LOG still shows them).
-    let simulated = matches!(cli.command, Command::Run(_) | Command::Explore(_) | Command::Replay(_));
+    let simulated = matches!(cli.command, Command::Run(_) | Command::Explore(_) | Command::Replay(_) | Command::Zoo(_));
     let default_filter = if simulated { "off" } else { "warn" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter)).format_timestamp(None).init();
     match run(cli) {

@@ -59,6 +59,24 @@ fn sector_hashes(data: &[u8]) -> Vec<u64> {
     data.chunks(SECTOR_BYTES).map(sector_hash).collect()
 }
 
+/// A reused COW device of `sectors` sectors: its first `wiped` sectors
+/// (header and first metadata area) zeroed, every later sector full of an
+/// old snapshot's exception records, `(n, n + 2)` for the sector's `n`-th
+/// record slot: well-formed on their own, wrong for any new snapshot.
+///
+/// The wipe matters: a new store's header and first-area zeroing are plain
+/// writes in the kernel, so a crash could keep the header and lose the
+/// zeroing; a stale first area would then load as records.
+fn stale_cow(sectors: u64, wiped: u64) -> Image {
+    let mut bytes = vec![0u8; sectors as usize * SECTOR_BYTES];
+    for (slot, record) in bytes.chunks_exact_mut(16).enumerate().skip(wiped as usize * SECTOR_BYTES / 16) {
+        let n = (slot % (SECTOR_BYTES / 16)) as u64;
+        record[..8].copy_from_slice(&n.to_le_bytes());
+        record[8..].copy_from_slice(&(n + 2).to_le_bytes());
+    }
+    Image::from_bytes(bytes)
+}
+
 /// A sector's first bytes, which name a tagged sector (`o00012s003.`).
 fn head(bytes: &[u8]) -> [u8; 16] {
     let mut head = [0; 16];
@@ -157,7 +175,7 @@ impl World {
         }
         let cow_sectors = knobs.cow_chunks * u64::from(knobs.chunk_sectors);
         let mut images = vec![Image::from_bytes(origin_image)];
-        images.extend((0..knobs.snapshots).map(|_| Image::zeroed(cow_sectors)));
+        images.extend((0..knobs.snapshots).map(|_| if knobs.stale_cow { stale_cow(cow_sectors, 2 * u64::from(knobs.chunk_sectors)) } else { Image::zeroed(cow_sectors) }));
         let mut world = Self::unbooted(seed, "", knobs, Observer::new(oracle, config.keep_events), config.mutations);
         world.images = images;
         world.script = config.script.clone().map(VecDeque::from);
@@ -256,6 +274,11 @@ impl World {
     fn boot(&mut self, images: Vec<Image>) {
         // What the COW images say, read before the disks take them over.
         let decoded: Vec<Decoded> = (0..self.knobs.snapshots).map(|k| self.decode_cows(k, &images[k + 1])).collect();
+        // The model's verdict on the disks comes first: an engine refusing
+        // to load ill-formed metadata is a symptom, not the cause.
+        if let Some(Err(violation)) = decoded.iter().find(|d| d.is_err()) {
+            return lock(&self.shared).fail(violation.clone());
+        }
         let disks: Vec<Arc<SimDisk>> = images
             .into_iter()
             .enumerate()

@@ -33,6 +33,9 @@ pub struct Knobs {
     /// Each snapshot's chunk size when they differ (each at most
     /// `chunk_sectors`); empty when every snapshot uses `chunk_sectors`.
     pub mixed_chunk_sectors: Vec<u32>,
+    /// The COW devices are reused: past their first 4 KiB (which is wiped,
+    /// as a volume manager does) they hold an old snapshot's records.
+    pub stale_cow: bool,
 }
 
 impl Knobs {
@@ -76,6 +79,7 @@ impl Knobs {
             cow_threshold: [0, 1, 2, 4, 2048][rng.random_range(0..5usize)],
             crashes: rng.random_range(0..=3u32),
             operations: rng.random_range(100..=600u64),
+            stale_cow: rng.random_bool(0.2),
         }
     }
 }
@@ -85,7 +89,7 @@ impl std::fmt::Display for Knobs {
         let m = self.mix;
         write!(
             f,
-            "chunk {} sectors{}, origin {} chunks, {} snapshot(s) of {} chunks, store {}, mix origin-write {} / snapshot-write {} / snapshot-read {} / flush {}, faults read {} write {} flush {}, queue depth {}, cow threshold {}, crashes {}, {} operations",
+            "chunk {} sectors{}, origin {} chunks, {} snapshot(s) of {} chunks, store {}, mix origin-write {} / snapshot-write {} / snapshot-read {} / flush {}, faults read {} write {} flush {}, queue depth {}, cow threshold {}, crashes {}, {} operations{}",
             self.chunk_sectors,
             if self.mixed_chunk_sectors.is_empty() { String::new() } else { format!(" (snapshots {:?})", self.mixed_chunk_sectors) },
             self.origin_chunks,
@@ -102,7 +106,8 @@ impl std::fmt::Display for Knobs {
             self.queue_depth,
             self.cow_threshold,
             self.crashes,
-            self.operations
+            self.operations,
+            if self.stale_cow { ", stale COW" } else { "" }
         )
     }
 }

@@ -1,0 +1,205 @@
+//! The zoo hunt: each historical kernel bug switched on in the engine, and
+//! the harness run until it catches it (or a budget runs out).
+//!
+//! [`TABLE`] is the project's zoo table: for every mutation, the invariants
+//! allowed to catch it and the scenarios that aim at it. A hunt explores
+//! those scenarios exhaustively first, then every other scenario, then
+//! swarm seeds from 0. A catch by an invariant the table does not list is
+//! a failure of the hunt too: the judge must fail for the right reason.
+//!
+//! A mutation the engine's design cannot express ([`ZooEntry::by_construction`])
+//! is shown caught by feeding the model the on-disk state it would leave.
+
+use engine::zoo::{Mutation, Mutations};
+use model::{Invariant, SectorSource};
+
+use crate::scenario::Scenario;
+use crate::world::{RunConfig, run};
+
+/// One row of the zoo table.
+#[derive(Debug, Clone, Copy)]
+pub struct ZooEntry {
+    pub mutation: Mutation,
+    /// Invariants that may catch it (SPEC §7's "should trip", as the oracle names them).
+    pub expected: &'static [Invariant],
+    /// Scenarios aimed at it, explored first.
+    pub scenarios: &'static [&'static str],
+    /// Why the engine cannot express it, when it cannot.
+    pub by_construction: Option<&'static str>,
+}
+
+use Invariant::*;
+use Mutation::*;
+
+/// The project's zoo table.
+pub const TABLE: [ZooEntry; 17] = [
+    entry(Z1NoSkipMetadataAfterLoad, &[I7Allocation, I4MetadataWellFormed, I2SnapshotView], &["area-boundary"]),
+    // The status line is computed from the engine's in-memory allocator, the
+    // kernel's formula from the records on disk: a lost record shows there first.
+    entry(Z2LastAreaNotKeptAfterLoad, &[I6Reload, I2SnapshotView, I14Status], &["reload-midway"]),
+    entry(Z3CommitInCompletionOrder, &[I5InOrderCommit], &["basic-cow"]),
+    ZooEntry {
+        mutation: Z4HeaderInAreaBuffer,
+        expected: &[I4MetadataWellFormed],
+        scenarios: &[],
+        by_construction: Some(
+            "the header is encoded into its own buffer and every area write carries its own copy of the area, so no header can land in an area",
+        ),
+    },
+    entry(Z5CopyErrorSkipsCommit, &[I11Liveness, I8Invalidation], &["copy-error"]),
+    entry(Z6NoOriginFlushBeforeMergeCommit, &[I10Merge], &["merge-crash"]),
+    entry(Z7AreaWriteWithoutFlushFua, &[I1AckedOriginWrite, I2SnapshotView, I3FlushedWrites, I6Reload], &["basic-cow"]),
+    entry(Z8LoadSkipsEveryOtherArea, &[I6Reload, I2SnapshotView, I14Status], &["multi-area"]),
+    entry(Z9NoWaitForTrackedReads, &[I13ConflictingReads], &["reads-racing-copies"]),
+    entry(Z10SnapshotsUnsorted, &[I2SnapshotView, I1AckedOriginWrite], &["mixed-chunk-sizes"]),
+    entry(Z11NoCowThrottle, &[I12Bounds], &["cow-throttle"]),
+    entry(Z12FullChunkWriteAckedBeforeCommit, &[I3FlushedWrites, I2SnapshotView], &["snapshot-writes"]),
+    entry(Z13ZeroNextAreaAfterFullOne, &[I4MetadataWellFormed, I5InOrderCommit, I7Allocation], &["stale-cow"]),
+    entry(Z14ZeroAreaErrorSwallowed, &[I8Invalidation], &["area-zero-error"]),
+    entry(Z15MergeWaitsOnFirstChunkOnly, &[I10Merge, I2SnapshotView], &["merge-run-writes"]),
+    entry(Z16MergeSkipsOtherSnapshots, &[I10Merge], &["merge-concurrent-writes"]),
+    entry(Z17OverflowInvalidatesPo, &[I9Overflow], &["overflow-po"]),
+];
+
+const fn entry(mutation: Mutation, expected: &'static [Invariant], scenarios: &'static [&'static str]) -> ZooEntry {
+    ZooEntry { mutation, expected, scenarios, by_construction: None }
+}
+
+/// The table's row for `mutation`.
+pub fn entry_of(mutation: Mutation) -> &'static ZooEntry {
+    TABLE.iter().find(|e| e.mutation == mutation).expect("every mutation has a row")
+}
+
+/// How far a hunt goes before the mutation counts as surviving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Explore the scenarios (aimed ones first, then the rest). Default on.
+    pub scenarios: bool,
+    /// Swarm seeds tried after the scenarios, from 0. Default 200.
+    pub swarm_seeds: u64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self { scenarios: true, swarm_seeds: 200 }
+    }
+}
+
+/// What a hunt found.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    /// Caught by `invariant` on the `attempts`-th run; `replay` reruns it.
+    Caught { invariant: Invariant, message: String, replay: String },
+    /// Not expressible in the engine; the model catches the state it would leave.
+    ByConstruction { invariant: Invariant, message: String, reason: &'static str },
+    /// The budget ran out.
+    Survived,
+}
+
+/// One mutation's hunt.
+#[derive(Debug, Clone)]
+pub struct Hunt {
+    pub mutation: Mutation,
+    pub verdict: Verdict,
+    /// Runs tried (each scenario seed explored, each swarm seed run).
+    pub attempts: u64,
+}
+
+impl Hunt {
+    /// Whether it was caught (or shown caught by construction) by an
+    /// invariant its row lists.
+    pub fn caught_rightly(&self) -> bool {
+        let expected = entry_of(self.mutation).expected;
+        match &self.verdict {
+            Verdict::Caught { invariant, .. } | Verdict::ByConstruction { invariant, .. } => expected.contains(invariant),
+            Verdict::Survived => false,
+        }
+    }
+}
+
+/// Hunts `mutation` within `budget`, with `scenarios` loaded from
+/// `scenarios/`.
+pub fn hunt(mutation: Mutation, scenarios: &[Scenario], budget: Budget) -> Hunt {
+    let row = entry_of(mutation);
+    if let Some(reason) = row.by_construction {
+        let violation = bad_state_of(mutation).expect_err("the model rejects the state the mutation would leave");
+        let verdict = Verdict::ByConstruction { invariant: violation.invariant, message: violation.message, reason };
+        return Hunt { mutation, verdict, attempts: 0 };
+    }
+    let (verdict, attempts) = search(Some(mutation), row.scenarios, scenarios, budget);
+    Hunt { mutation, verdict, attempts }
+}
+
+/// The harness with `mutation` (or none) within `budget`: the `aimed`
+/// scenarios explored first, then the others, then swarm seeds from 0.
+/// Returns what it found and the runs it took.
+pub fn search(mutation: Option<Mutation>, aimed: &[&str], scenarios: &[Scenario], budget: Budget) -> (Verdict, u64) {
+    let mutations = mutation.map_or(Mutations::NONE, Mutations::only);
+    let flag = mutation.map_or(String::new(), |m| format!(" --mutation {}", m.id()));
+    let mut attempts = 0;
+    if budget.scenarios {
+        let first = scenarios.iter().filter(|s| aimed.contains(&s.name.as_str()));
+        let others = scenarios.iter().filter(|s| !aimed.contains(&s.name.as_str()));
+        for scenario in first.chain(others) {
+            for &seed in &scenario.file.seeds {
+                attempts += 1;
+                let mut config = scenario.run_config(seed);
+                config.mutations = mutations;
+                let (_, outcome) = crate::explore::explore(&config, &scenario.bounds());
+                if let Err(failure) = outcome {
+                    let replay = format!("snapsim explore {}{flag}", scenario.name);
+                    return (Verdict::Caught { invariant: failure.violation.invariant, message: failure.to_string(), replay }, attempts);
+                }
+            }
+        }
+    }
+    for seed in 0..budget.swarm_seeds {
+        attempts += 1;
+        let mut config = RunConfig::new(seed);
+        config.mutations = mutations;
+        if let Some(failure) = run(&config).failure {
+            let replay = format!("snapsim run --seed {seed}{flag}");
+            return (Verdict::Caught { invariant: failure.violation.invariant, message: failure.to_string(), replay }, attempts);
+        }
+    }
+    (Verdict::Survived, attempts)
+}
+
+/// A 4 KiB-chunk COW image (16 chunks) in memory.
+struct CowBytes(Vec<u8>);
+
+impl SectorSource for CowBytes {
+    fn sector_count(&self) -> u64 {
+        self.0.as_slice().sector_count()
+    }
+
+    fn sector(&self, sector: u64) -> &[u8] {
+        self.0.as_slice().sector(sector)
+    }
+}
+
+/// Feeds the model the on-disk state a mutation the engine cannot express
+/// would leave, and returns what the model says of it.
+pub fn bad_state_of(mutation: Mutation) -> Result<(), model::Violation> {
+    match mutation {
+        Z4HeaderInAreaBuffer => {
+            // The 2010 race: the header was built in the area buffer while
+            // a commit of that buffer was in flight, so area 0 went to disk
+            // starting with the header's 16 bytes in place of record 0.
+            const CHUNK_BYTES: usize = 4096;
+            let header = [0x53, 0x6e, 0x41, 0x70, 1, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0];
+            let mut cow = vec![0u8; 16 * CHUNK_BYTES];
+            cow[..16].copy_from_slice(&header);
+            let area = CHUNK_BYTES;
+            for (index, (old, new)) in [(3u64, 2u64), (5, 3)].into_iter().enumerate() {
+                cow[area + index * 16..area + index * 16 + 8].copy_from_slice(&old.to_le_bytes());
+                cow[area + index * 16 + 8..area + index * 16 + 16].copy_from_slice(&new.to_le_bytes());
+            }
+            cow[area..area + 16].copy_from_slice(&header);
+            let geometry = model::CowGeometry { chunk_sectors: 8, origin_chunks: 8 };
+            let state = model::cow::decode(&CowBytes(cow), geometry)?;
+            model::cow::check_allocation_order(state.records(), geometry)
+        }
+        _ => Ok(()),
+    }
+}
