@@ -40,6 +40,12 @@ struct ZooArgs {
     /// Hunt only these mutations (`Z3,Z7`); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Ignore which scenarios the zoo table aims at each mutation: explore them in name order.
+    #[arg(long)]
+    blind: bool,
+    /// Skip the scenarios: swarm seeds only.
+    #[arg(long)]
+    swarm_only: bool,
 }
 
 /// Hunts every mutation and prints the zoo table; fails if one survives or
@@ -56,14 +62,14 @@ fn zoo(args: &ZooArgs) -> Result<(), CliError> {
         args.only.iter().map(|id| Mutation::parse(id).ok_or_else(|| CliError::new(format!("unknown mutation {id:?}")))).collect::<Result<_, _>>()?
     };
     let scenarios = sim::scenario::all_in(&sim::scenario::scenarios_dir()).map_err(CliError::new)?;
-    let budget = sim::zoo::Budget { swarm_seeds: args.swarm_seeds, ..sim::zoo::Budget::default() };
+    let budget = sim::zoo::Budget { swarm_seeds: args.swarm_seeds, scenarios: !args.swarm_only };
     println!("{:<4} {:<40} {:<38} {:<14} {:>5} {:>8}  replay", "id", "mutation", "kernel fix", "caught by", "runs", "seconds");
     let mut times = Vec::new();
     let mut wrong = Vec::new();
     for mutation in mutations {
         #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // time to detection is a figure for the user
         let start = std::time::Instant::now();
-        let hunt = sim::zoo::hunt(mutation, &scenarios, budget);
+        let hunt = if args.blind { sim::zoo::hunt_blind(mutation, &scenarios, budget) } else { sim::zoo::hunt(mutation, &scenarios, budget) };
         #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
         let seconds = start.elapsed().as_secs_f64();
         let (caught_by, replay) = match &hunt.verdict {
