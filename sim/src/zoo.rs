@@ -11,7 +11,7 @@
 //! is shown caught by feeding the model the on-disk state it would leave.
 
 use engine::zoo::{Mutation, Mutations};
-use model::{Invariant, SectorSource};
+use model::Invariant;
 
 use crate::scenario::Scenario;
 use crate::world::{RunConfig, run};
@@ -177,19 +177,6 @@ pub fn search(mutation: Option<Mutation>, aimed: &[&str], scenarios: &[Scenario]
     (Verdict::Survived, attempts)
 }
 
-/// A 4 KiB-chunk COW image (16 chunks) in memory.
-struct CowBytes(Vec<u8>);
-
-impl SectorSource for CowBytes {
-    fn sector_count(&self) -> u64 {
-        self.0.as_slice().sector_count()
-    }
-
-    fn sector(&self, sector: u64) -> &[u8] {
-        self.0.as_slice().sector(sector)
-    }
-}
-
 /// Feeds the model the on-disk state a mutation the engine cannot express
 /// would leave, and returns what the model says of it.
 pub fn bad_state_of(mutation: Mutation) -> Result<(), model::Violation> {
@@ -209,7 +196,7 @@ pub fn bad_state_of(mutation: Mutation) -> Result<(), model::Violation> {
             }
             cow[area..area + 16].copy_from_slice(&header);
             let geometry = model::CowGeometry { chunk_sectors: 8, origin_chunks: 8 };
-            let state = model::cow::decode(&CowBytes(cow), geometry)?;
+            let state = model::cow::decode(cow.as_slice(), geometry)?;
             model::cow::check_allocation_order(state.records(), geometry)
         }
         _ => Ok(()),

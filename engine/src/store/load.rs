@@ -331,13 +331,9 @@ impl<D: BlockDevice> AreaReader<D> {
             // Z2: the records just read are not carried into the in-memory area.
             state.area.fill(0);
         }
-        state.next_free = if self.mutations.has(Mutation::Z1NoSkipMetadataAfterLoad) {
-            // Z1: the allocator resumes right after the highest chunk in use.
-            self.next_free
-        } else {
-            layout.skip_metadata(self.next_free)
-        };
         let z1 = self.mutations.has(Mutation::Z1NoSkipMetadataAfterLoad);
+        // Z1: the allocator resumes right after the highest chunk in use.
+        state.next_free = if z1 { self.next_free } else { layout.skip_metadata(self.next_free) };
         assert!(z1 || !layout.is_metadata_chunk(state.next_free), "allocator would hand out metadata chunk {}", state.next_free);
         let records = std::mem::take(&mut self.records);
         self.result = Some(match ExceptionTable::from_records(records) {

@@ -163,8 +163,9 @@ impl<D: BlockDevice> Snapshot<D> {
         let run = {
             let mut state = self.state.lock();
             let Some(run) = state.merge.run else { return };
-            let waited = if self.mutations.has(Mutation::Z15MergeWaitsOnFirstChunkOnly) { 1 } else { u64::from(run.count) };
-            let busy = (run.old_start..run.old_start + waited).find(|&c| state.tracked.is_tracked(c));
+            // The chunks whose writes are held back (all of the run; only its first under Z15).
+            debug_assert_eq!(state.merge.first_chunk, run.old_start);
+            let busy = (run.old_start..run.old_start + state.merge.chunks).find(|&c| state.tracked.is_tracked(c));
             if let Some(chunk) = busy {
                 state.tracked.wait(chunk, Waiter::Merge);
                 return;

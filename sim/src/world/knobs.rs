@@ -33,8 +33,8 @@ pub struct Knobs {
     /// Each snapshot's chunk size when they differ (each at most
     /// `chunk_sectors`); empty when every snapshot uses `chunk_sectors`.
     pub mixed_chunk_sectors: Vec<u32>,
-    /// The COW devices are reused: past their first 4 KiB (which is wiped,
-    /// as a volume manager does) they hold an old snapshot's records.
+    /// The COW devices are reused: past their header and first metadata
+    /// area (which are wiped) they hold an old snapshot's records.
     pub stale_cow: bool,
 }
 
