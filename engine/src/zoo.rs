@@ -76,10 +76,32 @@ pub enum Mutation {
     /// Z17: undoes 76c44f6d "don't invalidate on snapshot write overflow":
     /// a full `PO` store invalidates the snapshot on a snapshot write.
     Z17OverflowInvalidatesPo,
+    // The concurrency mutations: each opens a window between two lock holds
+    // that a single-threaded run never enters. Only the thread-level model
+    // checkers (the loom models and the shuttle suite) can catch them.
+    /// Z18: undoes the re-lookup of `__find_pending_exception` after
+    /// allocating (2.6-era "two exceptions for one chunk" race): an origin
+    /// write decides a chunk needs an exception, drops the snapshot lock,
+    /// and allocates one without looking again, so a second writer's
+    /// pending exception for the same chunk is replaced.
+    Z18PendingAllocationRace,
+    /// Z19: undoes the atomicity of cd45daff's tracking: a snapshot read
+    /// looks the chunk up, drops the lock and only then tracks itself, so an
+    /// exception can complete (and release the origin write) in between.
+    Z19ReadTrackedAfterUnlock,
+    /// Z20: a lost wake-up in the 2019 COW throttle (`wait_for_in_progress`
+    /// checks for room and queues itself under one lock): the room check is
+    /// made before taking the queue lock, so a copy finishing in between
+    /// wakes no one and the write waits forever.
+    Z20ThrottleCheckOutsideQueueLock,
+    /// Z21: a lost wake-up in commit batching: the one thread feeding the
+    /// store stops in two steps (finds the queue empty, then clears its
+    /// flag), so a commit queued in between is never fed to the store.
+    Z21CommitFeederStopsInTwoSteps,
 }
 
 impl Mutation {
-    pub const ALL: [Mutation; 17] = [
+    pub const ALL: [Mutation; 21] = [
         Self::Z1NoSkipMetadataAfterLoad,
         Self::Z2LastAreaNotKeptAfterLoad,
         Self::Z3CommitInCompletionOrder,
@@ -97,11 +119,20 @@ impl Mutation {
         Self::Z15MergeWaitsOnFirstChunkOnly,
         Self::Z16MergeSkipsOtherSnapshots,
         Self::Z17OverflowInvalidatesPo,
+        Self::Z18PendingAllocationRace,
+        Self::Z19ReadTrackedAfterUnlock,
+        Self::Z20ThrottleCheckOutsideQueueLock,
+        Self::Z21CommitFeederStopsInTwoSteps,
     ];
+
+    /// Whether this mutation is a race only several threads can show.
+    pub fn is_concurrency(self) -> bool {
+        self >= Self::Z18PendingAllocationRace
+    }
 
     /// The zoo id, `Z1` … `Z17`.
     pub fn id(self) -> &'static str {
-        ["Z1", "Z2", "Z3", "Z4", "Z5", "Z6", "Z7", "Z8", "Z9", "Z10", "Z11", "Z12", "Z13", "Z14", "Z15", "Z16", "Z17"][self as usize]
+        ["Z1", "Z2", "Z3", "Z4", "Z5", "Z6", "Z7", "Z8", "Z9", "Z10", "Z11", "Z12", "Z13", "Z14", "Z15", "Z16", "Z17", "Z18", "Z19", "Z20", "Z21"][self as usize]
     }
 
     /// The kernel change this mutation undoes.
@@ -124,6 +155,10 @@ impl Mutation {
             "8a2d5286 merge conflicting I/O",
             "73dfd078 merge COWs other snapshots",
             "76c44f6d no invalidate on PO overflow",
+            "re-lookup after pending allocation",
+            "cd45daff tracking under the lock",
+            "wait_for_in_progress under its lock",
+            "one commit feeder, stopped atomically",
         ][self as usize]
     }
 
@@ -147,6 +182,10 @@ impl Mutation {
             "merge waits on a run's first chunk only",
             "merge skips COW into other snapshots",
             "PO invalidates on overflow",
+            "lock dropped before allocating pending",
+            "read tracked after the lock is dropped",
+            "throttle room checked outside queue lock",
+            "commit feeder stops in two steps",
         ][self as usize]
     }
 

@@ -5,12 +5,16 @@
 //! - [`trace`]: run traces and their hashes.
 //! - [`cli`]: the verbs of `snapsim` that work on real devices.
 //! - [`zoo`]: the hunt for the kernel's historical bugs (`snapsim zoo`).
+//! - `threads` (only with `--cfg shuttle`): the whole engine under shuttle's
+//!   schedulers, several threads at once.
 
 pub mod cli;
 pub mod crash_trace;
 pub mod disk;
 pub mod explore;
 pub mod scenario;
+#[cfg(shuttle)]
+pub mod threads;
 pub mod trace;
 pub mod world;
 pub mod zoo;

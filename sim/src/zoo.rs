@@ -26,13 +26,24 @@ pub struct ZooEntry {
     pub scenarios: &'static [&'static str],
     /// Why the engine cannot express it, when it cannot.
     pub by_construction: Option<&'static str>,
+    /// For a race only several threads can show: the thread-level checks
+    /// that catch it (single-threaded runs make every engine call atomic).
+    pub threads: Option<Threads>,
+}
+
+/// The loom model and the shuttle case that catch a concurrency mutation
+/// (`engine/tests/loom.rs`, `sim/tests/shuttle.rs`; both run in CI).
+#[derive(Debug, Clone, Copy)]
+pub struct Threads {
+    pub loom_model: &'static str,
+    pub shuttle_case: &'static str,
 }
 
 use Invariant::*;
 use Mutation::*;
 
 /// The project's zoo table.
-pub const TABLE: [ZooEntry; 17] = [
+pub const TABLE: [ZooEntry; 21] = [
     entry(Z1NoSkipMetadataAfterLoad, &[I7Allocation, I4MetadataWellFormed, I2SnapshotView], &["area-boundary"]),
     // The status line is computed from the engine's in-memory allocator, the
     // kernel's formula from the records on disk: a lost record shows there
@@ -47,6 +58,7 @@ pub const TABLE: [ZooEntry; 17] = [
         by_construction: Some(
             "the header is encoded into its own buffer and every area write carries its own copy of the area, so no header can land in an area",
         ),
+        threads: None,
     },
     entry(Z5CopyErrorSkipsCommit, &[I11Liveness, I8Invalidation], &["copy-error"]),
     entry(Z6NoOriginFlushBeforeMergeCommit, &[I10Merge], &["merge-crash"]),
@@ -61,10 +73,22 @@ pub const TABLE: [ZooEntry; 17] = [
     entry(Z15MergeWaitsOnFirstChunkOnly, &[I10Merge, I2SnapshotView], &["merge-run-writes"]),
     entry(Z16MergeSkipsOtherSnapshots, &[I10Merge], &["merge-concurrent-writes"]),
     entry(Z17OverflowInvalidatesPo, &[I9Overflow], &["overflow-po"]),
+    // The concurrency mutations. A replaced pending exception drops the
+    // writes held on it (I11) or completes a chunk twice; a late-tracked
+    // read sees the origin write (I13); a lost wake-up or a lost commit
+    // leaves a write waiting forever (I11).
+    threaded(Z18PendingAllocationRace, &[I11Liveness, I4MetadataWellFormed], "one_exception_per_chunk", "reads_racing_copies"),
+    threaded(Z19ReadTrackedAfterUnlock, &[I13ConflictingReads], "tracked_read_holds_back_origin_write", "reads_racing_copies"),
+    threaded(Z20ThrottleCheckOutsideQueueLock, &[I11Liveness], "throttle_wakes_every_parked_write", "creation_races_writes_at_throttle"),
+    threaded(Z21CommitFeederStopsInTwoSteps, &[I11Liveness], "commits_fed_in_order_by_one_thread", "parallel_io_to_many_snapshots"),
 ];
 
 const fn entry(mutation: Mutation, expected: &'static [Invariant], scenarios: &'static [&'static str]) -> ZooEntry {
-    ZooEntry { mutation, expected, scenarios, by_construction: None }
+    ZooEntry { mutation, expected, scenarios, by_construction: None, threads: None }
+}
+
+const fn threaded(mutation: Mutation, expected: &'static [Invariant], loom_model: &'static str, shuttle_case: &'static str) -> ZooEntry {
+    ZooEntry { mutation, expected, scenarios: &[], by_construction: None, threads: Some(Threads { loom_model, shuttle_case }) }
 }
 
 /// The table's row for `mutation`.
@@ -94,6 +118,9 @@ pub enum Verdict {
     Caught { invariant: Invariant, message: String, replay: String },
     /// Not expressible in the engine; the model catches the state it would leave.
     ByConstruction { invariant: Invariant, message: String, reason: &'static str },
+    /// A race: single-threaded runs cannot see it (the budget found
+    /// nothing, as it must); the thread-level checks named catch it.
+    ThreadsOnly { threads: Threads },
     /// The budget ran out.
     Survived,
 }
@@ -114,6 +141,8 @@ impl Hunt {
         let expected = entry_of(self.mutation).expected;
         match &self.verdict {
             Verdict::Caught { invariant, .. } | Verdict::ByConstruction { invariant, .. } => expected.contains(invariant),
+            // The loom and shuttle suites assert the catch; they run in CI.
+            Verdict::ThreadsOnly { .. } => true,
             Verdict::Survived => false,
         }
     }
@@ -129,13 +158,17 @@ pub fn hunt(mutation: Mutation, scenarios: &[Scenario], budget: Budget) -> Hunt 
         return Hunt { mutation, verdict, attempts: 0 };
     }
     let (verdict, attempts) = search(Some(mutation), row.scenarios, scenarios, budget);
+    let verdict = match (verdict, row.threads) {
+        (Verdict::Survived, Some(threads)) => Verdict::ThreadsOnly { threads },
+        (verdict, _) => verdict,
+    };
     Hunt { mutation, verdict, attempts }
 }
 
 /// Hunts `mutation` as [`hunt`] does, but without the table's aim: the
 /// scenarios in name order, as a harness that knew nothing of the bug would.
 pub fn hunt_blind(mutation: Mutation, scenarios: &[Scenario], budget: Budget) -> Hunt {
-    if entry_of(mutation).by_construction.is_some() {
+    if entry_of(mutation).by_construction.is_some() || entry_of(mutation).threads.is_some() {
         return hunt(mutation, scenarios, budget);
     }
     let (verdict, attempts) = search(Some(mutation), &[], scenarios, budget);

@@ -27,6 +27,7 @@ fn check(mutation: Mutation) {
     match &hunt.verdict {
         Verdict::Caught { invariant, message, replay } => println!("{} caught by {} after {} run(s): {message}\nreplay: {replay}", mutation.id(), invariant.id(), hunt.attempts),
         Verdict::ByConstruction { invariant, message, reason } => println!("{} by construction ({reason}); the model says {}: {message}", mutation.id(), invariant.id()),
+        Verdict::ThreadsOnly { threads } => println!("{} survives {} single-threaded run(s), as a race must; caught by loom model {} and shuttle case {}", mutation.id(), hunt.attempts, threads.loom_model, threads.shuttle_case),
         Verdict::Survived => {}
     }
     let expected: Vec<&str> = entry_of(mutation).expected.iter().map(|i| i.id()).collect();
@@ -70,6 +71,10 @@ zoo_tests! {
     z15_merge_waits_on_first_chunk_only => Z15MergeWaitsOnFirstChunkOnly,
     z16_merge_skips_other_snapshots => Z16MergeSkipsOtherSnapshots,
     z17_overflow_invalidates_po => Z17OverflowInvalidatesPo,
+    z18_pending_allocation_race => Z18PendingAllocationRace,
+    z19_read_tracked_after_unlock => Z19ReadTrackedAfterUnlock,
+    z20_throttle_check_outside_queue_lock => Z20ThrottleCheckOutsideQueueLock,
+    z21_commit_feeder_stops_in_two_steps => Z21CommitFeederStopsInTwoSteps,
 }
 
 /// The reverse: the faithful engine survives the very budget every

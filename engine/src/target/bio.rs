@@ -77,8 +77,10 @@ pub fn split_write(sector: u64, data: Vec<u8>, flags: WriteFlags, boundary: u64,
 /// A process-unique identity for a target device (dm devices are distinct
 /// from the devices under them, and from each other).
 pub fn next_target_identity() -> crate::io::DeviceIdentity {
-    static NEXT: crate::sync::atomic::AtomicU64 = crate::sync::atomic::AtomicU64::new(1);
-    crate::io::DeviceIdentity::Memory((1 << 48) + NEXT.fetch_add(1, crate::sync::atomic::Ordering::Relaxed))
+    // A std atomic, not the facade's: an identity orders nothing, and a
+    // static needs a `const` constructor, which loom's atomics lack.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    crate::io::DeviceIdentity::Memory((1 << 48) + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 struct JoinState<T> {

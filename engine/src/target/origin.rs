@@ -16,6 +16,12 @@
 //! `wait_for_in_progress`), before any exception is allocated for them. They
 //! are admitted again, in order, as copies finish. Nothing blocks: a waiting
 //! write is data in a queue, not a parked thread.
+//!
+//! Lock order: the throttle queue, then the snapshot list, then a
+//! snapshot's state, then its store. An admitted write holds an admission
+//! slot until it is mapped, so the bound holds under concurrent writers
+//! (the loom model `throttle_wakes_every_parked_write` checks the bound
+//! and the wake-up).
 
 use std::collections::VecDeque;
 
@@ -66,6 +72,8 @@ pub struct Origin<D: BlockDevice> {
     /// Sorted by chunk size, largest first.
     snapshots: Mutex<Vec<Arc<Snapshot<D>>>>,
     parked: Mutex<VecDeque<Parked<D>>>,
+    /// Admitted writes not yet mapped: each may still start one copy per snapshot.
+    admitting: AtomicUsize,
     /// How many pending exceptions have completed, and who waits for the next.
     exceptions_done: Mutex<(u64, Vec<DoneWaiter>)>,
 }
@@ -85,6 +93,7 @@ impl<D: BlockDevice> Origin<D> {
             config,
             snapshots: Mutex::new(Vec::new()),
             parked: Mutex::new(VecDeque::new()),
+            admitting: AtomicUsize::new(0),
             exceptions_done: Mutex::new((0, Vec::new())),
         })
     }
@@ -204,24 +213,57 @@ impl<D: BlockDevice> Origin<D> {
     fn has_room(&self) -> bool {
         let threshold = self.config.cow_threshold;
         // Z11: no throttle at all.
-        threshold == 0 || self.config.mutations.has(Mutation::Z11NoCowThrottle) || self.snapshots.lock().iter().all(|s| s.copies_in_flight.load(Ordering::SeqCst) < threshold)
-    }
-
-    /// Admits `parked` now, or queues it behind the writes already waiting.
-    fn admit(&self, parked: Parked<D>) -> Option<Parked<D>> {
-        let mut queue = self.parked.lock();
-        if queue.is_empty() && self.has_room() {
-            return Some(parked);
+        if threshold == 0 || self.config.mutations.has(Mutation::Z11NoCowThrottle) {
+            return true;
         }
-        queue.push_back(parked);
-        None
+        let admitting = self.admitting.load(Ordering::SeqCst);
+        self.snapshots.lock().iter().all(|s| s.copies_in_flight.load(Ordering::SeqCst) + admitting < threshold)
     }
 
+    /// Runs `parked` now, or queues it behind the writes already waiting.
+    ///
+    /// The room check and the queueing happen under the queue's lock, and
+    /// `unpark` checks under the same lock after a copy finishes, so no copy
+    /// finishing in between goes unnoticed (a lost wake-up). An admitted
+    /// write counts against every snapshot's room until it is mapped (it
+    /// starts at most one copy in each), so two writers cannot both take
+    /// the last free slot: the bound is exact under any number of threads.
+    fn admit(self: &Arc<Self>, parked: Parked<D>) {
+        let admitted = if self.config.mutations.has(Mutation::Z20ThrottleCheckOutsideQueueLock) {
+            // Z20: the room is judged before the queue lock is taken.
+            let room = self.has_room();
+            let mut queue = self.parked.lock();
+            self.take_slot_if(&mut queue, parked, |_| room)
+        } else {
+            let mut queue = self.parked.lock();
+            self.take_slot_if(&mut queue, parked, |origin| origin.has_room())
+        };
+        if let Some(parked) = admitted {
+            self.run_admitted(parked);
+            self.unpark();
+        }
+    }
+
+    /// With the queue locked: admits `parked` (taking an admission slot)
+    /// if nothing waits before it and `room` says so, or queues it.
+    fn take_slot_if(&self, queue: &mut VecDeque<Parked<D>>, parked: Parked<D>, room: impl FnOnce(&Self) -> bool) -> Option<Parked<D>> {
+        if queue.is_empty() && room(self) {
+            self.admitting.fetch_add(1, Ordering::SeqCst);
+            Some(parked)
+        } else {
+            queue.push_back(parked);
+            None
+        }
+    }
+
+    /// Maps a write that holds an admission slot, then gives the slot back.
     fn run_admitted(self: &Arc<Self>, parked: Parked<D>) {
         match parked {
             Parked::Origin(bio) => self.do_origin(bio),
             Parked::Snapshot(snapshot, bio) => snapshot.write_admitted(bio),
         }
+        let before = self.admitting.fetch_sub(1, Ordering::SeqCst);
+        assert!(before > 0, "an admission slot given back twice");
     }
 
     /// Admits waiting writes, in order, while the throttle has room.
@@ -229,7 +271,12 @@ impl<D: BlockDevice> Origin<D> {
         loop {
             let next = {
                 let mut queue = self.parked.lock();
-                if queue.front().is_some() && self.has_room() { queue.pop_front() } else { None }
+                if queue.front().is_some() && self.has_room() {
+                    self.admitting.fetch_add(1, Ordering::SeqCst);
+                    queue.pop_front()
+                } else {
+                    None
+                }
             };
             match next {
                 Some(parked) => self.run_admitted(parked),
@@ -240,22 +287,19 @@ impl<D: BlockDevice> Origin<D> {
 
     /// A write to the origin, one piece within the smallest chunk.
     pub(super) fn submit_origin_write(self: &Arc<Self>, bio: WriteBio) {
-        if let Some(admitted) = self.admit(Parked::Origin(bio)) {
-            self.run_admitted(admitted);
-        }
+        self.admit(Parked::Origin(bio));
     }
 
     /// A write to a snapshot, one piece within its chunk.
     pub(super) fn submit_snapshot_write(self: &Arc<Self>, snapshot: &Arc<Snapshot<D>>, bio: WriteBio) {
-        if let Some(admitted) = self.admit(Parked::Snapshot(Arc::clone(snapshot), bio)) {
-            self.run_admitted(admitted);
-        }
+        self.admit(Parked::Snapshot(Arc::clone(snapshot), bio));
     }
 
-    /// Retries an origin write whose exception has completed (no throttle:
-    /// it was admitted once already).
+    /// Retries an origin write whose exception has completed. Like the
+    /// kernel's resubmitted bio, it passes the throttle again: a snapshot
+    /// created meanwhile may need a new copy for it.
     pub(super) fn retry(self: &Arc<Self>, bio: WriteBio) {
-        self.do_origin(bio);
+        self.admit(Parked::Origin(bio));
     }
 
     /// The kernel's `do_origin`: make the exceptions the write needs, or, if
@@ -332,6 +376,15 @@ fn origin_write<D: BlockDevice>(snapshots: &[Arc<Snapshot<D>>], sector: u64, mut
             let chunk = snapshot.chunk.sector_to_chunk(sector);
             if state.complete.lookup(chunk).is_some() {
                 continue;
+            }
+            if snapshot.mutations.has(Mutation::Z18PendingAllocationRace) && !state.pending.contains_key(&chunk) {
+                // Z18: the lock is dropped between deciding that the chunk
+                // needs an exception and allocating it, and the allocation
+                // does not look again: another writer's exception for the
+                // chunk, made meanwhile, is replaced.
+                drop(state);
+                state = snapshot.state.lock();
+                state.pending.remove(&chunk);
             }
             if !snapshot.allocate_pending(&mut state, chunk, false) {
                 continue;

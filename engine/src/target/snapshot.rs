@@ -322,6 +322,13 @@ impl<D: BlockDevice> Snapshot<D> {
             let (record, valid, store) = {
                 let mut state = self.state.lock();
                 let Some(record) = state.commits.pop_front() else {
+                    if self.mutations.has(Mutation::Z21CommitFeederStopsInTwoSteps) {
+                        // Z21: a commit queued between these two lock holds
+                        // finds `committing` still set and leaves it to us.
+                        drop(state);
+                        self.state.lock().committing = false;
+                        return;
+                    }
                     state.committing = false;
                     return;
                 };
@@ -427,8 +434,14 @@ impl<D: BlockDevice> Snapshot<D> {
             drop(state);
             return self.cow.read(self.remap(new_chunk, sector), sectors, done);
         }
-        // Served by the origin: tracked, so that an exception completing
-        // meanwhile does not let an origin write overtake this read.
+        // Served by the origin: tracked, under the same lock hold as the
+        // lookup, so that an exception completing meanwhile does not let an
+        // origin write overtake this read.
+        if self.mutations.has(Mutation::Z19ReadTrackedAfterUnlock) {
+            // Z19: the exception may complete between lookup and tracking.
+            drop(state);
+            state = self.state.lock();
+        }
         state.tracked.start(chunk);
         drop(state);
         let this = Arc::clone(self);

@@ -75,13 +75,17 @@ fn zoo(args: &ZooArgs) -> Result<(), CliError> {
         let (caught_by, replay) = match &hunt.verdict {
             Verdict::Caught { invariant, replay, .. } => (invariant.id().to_string(), replay.clone()),
             Verdict::ByConstruction { invariant, reason, .. } => (format!("{} (model)", invariant.id()), format!("by construction: {reason}")),
+            Verdict::ThreadsOnly { threads } => (
+                "threads".to_string(),
+                format!("single-threaded runs cannot race; caught by loom model {} and shuttle case {} (see ARCHITECTURE.md)", threads.loom_model, threads.shuttle_case),
+            ),
             Verdict::Survived => ("SURVIVED".to_string(), String::new()),
         };
         println!("{:<4} {:<40} {:<38} {:<14} {:>5} {:>8.2}  {replay}", mutation.id(), mutation.summary(), mutation.kernel_fix(), caught_by, hunt.attempts, seconds);
         if let Verdict::Caught { message, .. } | Verdict::ByConstruction { message, .. } = &hunt.verdict {
             println!("     {message}");
         }
-        if !matches!(hunt.verdict, Verdict::ByConstruction { .. }) {
+        if !matches!(hunt.verdict, Verdict::ByConstruction { .. } | Verdict::ThreadsOnly { .. }) {
             times.push(seconds);
         }
         if !hunt.caught_rightly() {
