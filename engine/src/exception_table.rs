@@ -164,6 +164,11 @@ impl ExceptionTable {
         self.runs.len()
     }
 
+    /// Every exception as `(origin chunk, COW chunk)`, in origin-chunk order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.runs().flat_map(|run| (0..run.len).map(move |i| (run.old_start + i, run.new_start + i)))
+    }
+
     /// The runs in origin-chunk order.
     pub fn runs(&self) -> impl Iterator<Item = Run> + '_ {
         self.runs.iter().map(|(&old_start, tail)| Run { old_start, new_start: tail.new_start, len: tail.len() })

@@ -4,6 +4,7 @@
 //! - [`world`]: the deterministic world: engine, disks, workload, crashes.
 //! - [`trace`]: run traces and their hashes.
 //! - [`cli`]: the verbs of `snapsim` that work on real devices.
+//! - [`hostile`]: `arbitrary` descriptions of COW devices and operation sequences (fuzzing).
 //! - [`zoo`]: the hunt for the kernel's historical bugs (`snapsim zoo`).
 //! - `threads` (only with `--cfg shuttle`): the whole engine under shuttle's
 //!   schedulers, several threads at once.
@@ -12,6 +13,7 @@ pub mod cli;
 pub mod crash_trace;
 pub mod disk;
 pub mod explore;
+pub mod hostile;
 pub mod scenario;
 #[cfg(shuttle)]
 pub mod threads;

@@ -327,6 +327,14 @@ impl<D: BlockDevice> AreaReader<D> {
         state.current_area = area;
         state.current_committed = used;
         state.area = bytes;
+        // Whatever follows the end marker is not a record: on a COW this
+        // engine (or the kernel) wrote it is zero, on a damaged or hostile
+        // one it is garbage that the next commit, overwriting the marker,
+        // would bring back to life as records. Cleared here, so a commit
+        // writes only what the table holds.
+        let tail = used as usize * crate::format::RECORD_BYTES;
+        state.area[tail..].fill(0);
+        debug_assert_eq!(layout.decode_area(&state.area).records.len(), used as usize);
         if self.mutations.has(Mutation::Z2LastAreaNotKeptAfterLoad) {
             // Z2: the records just read are not carried into the in-memory area.
             state.area.fill(0);

@@ -596,6 +596,13 @@ impl World {
         self.stats.operations += 1;
         lock(&self.shared).counters.in_flight += 1;
         let device = |world: &Self, k: usize| world.engine.snapshots.get(k).cloned();
+        // Once snapshot-merge is loaded, it serves the origin's device node
+        // (the kernel swaps the origin's table for it): writes meant for the
+        // origin arrive through the merge target.
+        let script_op = match (script_op, &self.merging) {
+            (ScriptOp::Write { target: Target::Origin, sector, sectors }, Some((k, _))) => ScriptOp::Write { target: Target::Snapshot(*k), sector, sectors },
+            (op, _) => op,
+        };
         match script_op {
             ScriptOp::Write { target: Target::Origin, sector, sectors } => {
                 let data = tagged(&format!("o{op:05}"), sectors);
