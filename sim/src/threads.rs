@@ -40,7 +40,7 @@ use shuttle::sync::mpsc::{Receiver, Sender, channel};
 
 use crate::disk::{FaultRates, Image, SimDisk};
 use crate::world::observer::{Observer, lock};
-use crate::world::{initial_sector, sector_hash, tagged};
+use crate::world::{initial_origin, initial_sector, label_sectors, sector_hash, sector_hashes, tagged};
 
 /// How a case is explored.
 #[derive(Debug, Clone)]
@@ -282,7 +282,7 @@ struct Rig {
     shared: Shared,
     next_op: Arc<AtomicU64>,
     completion_threads: Vec<shuttle::thread::JoinHandle<()>>,
-    /// Chunk sizes of snapshots created later, outside the oracle's knowledge.
+    /// COWs for snapshots created during the run, which the oracle does not know.
     spare_cows: Vec<Arc<ThreadedDisk>>,
 }
 
@@ -300,14 +300,10 @@ const BASE_CHUNK_SECTORS: u64 = 8;
 impl Rig {
     fn new(shape: &Shape, mutations: Mutations) -> Self {
         let origin_sectors = shape.origin_chunks * BASE_CHUNK_SECTORS;
-        let mut origin_image = Vec::with_capacity(origin_sectors as usize * SECTOR_BYTES);
-        (0..origin_sectors).for_each(|s| origin_image.extend_from_slice(&initial_sector(s)));
-        let initial: Arc<[u64]> = origin_image.chunks(SECTOR_BYTES).map(sector_hash).collect();
+        let (origin_image, initial) = initial_origin(origin_sectors);
         let specs = shape.chunk_sectors.iter().map(|&chunk_sectors| SnapshotSpec { chunk_sectors, overflow_store: false }).collect();
         let mut oracle = Oracle::new(OracleConfig { initial: Arc::clone(&initial), snapshots: specs, strict: false, cow_threshold: shape.cow_threshold as u32 });
-        for (sector, &value) in initial.iter().enumerate() {
-            oracle.label(value, head(&origin_image[sector * SECTOR_BYTES..]));
-        }
+        label_sectors(&mut oracle, &origin_image, &initial);
         let (sender, receiver) = channel();
         let outstanding = Arc::new(AtomicUsize::new(0));
         let jobs = Jobs { sender: Arc::new(Mutex::new(sender)), outstanding: Arc::clone(&outstanding) };
@@ -417,19 +413,28 @@ impl Rig {
     }
 
     fn emit(&self, event: Event) {
-        lock(&self.shared).emit(event);
-        self.judge(Ok(()));
+        emit(&self.shared, event);
     }
 
-    /// Panics with the oracle's story if anything has failed.
     fn judge(&self, verdict: Result<(), Violation>) {
-        let mut observer = lock(&self.shared);
-        if let Err(violation) = verdict {
-            observer.fail(violation);
-        }
-        if let Some(failure) = &observer.failure {
-            panic!("{}", failure.violation);
-        }
+        judge(&self.shared, verdict);
+    }
+}
+
+/// Hands `event` to the oracle; panics with its story if anything has failed.
+fn emit(shared: &Shared, event: Event) {
+    lock(shared).emit(event);
+    judge(shared, Ok(()));
+}
+
+/// Records `verdict`; panics with the oracle's story if anything has failed.
+fn judge(shared: &Shared, verdict: Result<(), Violation>) {
+    let mut observer = lock(shared);
+    if let Err(violation) = verdict {
+        observer.fail(violation);
+    }
+    if let Some(failure) = &observer.failure {
+        panic!("{}", failure.violation);
     }
 }
 
@@ -482,7 +487,7 @@ impl User {
                 let device = &self.snapshots[k];
                 let result = wait(|done| device.read(sector, sectors as u32, done));
                 let snapshot_valid = device.snapshot().is_valid();
-                let values = result.ok().map(|data| data.chunks(SECTOR_BYTES).map(sector_hash).collect::<Arc<[u64]>>());
+                let values = result.ok().map(|data| Arc::from(sector_hashes(&data)));
                 self.emit(Event::ReadDone { op: id, values, snapshot_valid });
                 None
             }
@@ -490,30 +495,15 @@ impl User {
     }
 
     fn emit_write(&self, op: u64, target: Target, sector: u64, data: &[u8]) -> Arc<[u64]> {
-        let values: Arc<[u64]> = data.chunks(SECTOR_BYTES).map(sector_hash).collect();
-        {
-            let mut observer = lock(&self.shared);
-            for (bytes, &value) in data.chunks(SECTOR_BYTES).zip(values.iter()) {
-                observer.oracle.label(value, head(bytes));
-            }
-        }
+        let values: Arc<[u64]> = Arc::from(sector_hashes(data));
+        label_sectors(&mut lock(&self.shared).oracle, data, &values);
         self.emit(Event::Write { op, target, sector, values: Arc::clone(&values) });
         values
     }
 
     fn emit(&self, event: Event) {
-        let mut observer = lock(&self.shared);
-        observer.emit(event);
-        if let Some(failure) = &observer.failure {
-            panic!("{}", failure.violation);
-        }
+        emit(&self.shared, event);
     }
-}
-
-fn head(bytes: &[u8]) -> [u8; 16] {
-    let mut head = [0; 16];
-    head.copy_from_slice(&bytes[..16]);
-    head
 }
 
 fn chunk(c: u64) -> u64 {

@@ -229,31 +229,17 @@ impl<D: BlockDevice> Origin<D> {
     /// starts at most one copy in each), so two writers cannot both take
     /// the last free slot: the bound is exact under any number of threads.
     fn admit(self: &Arc<Self>, parked: Parked<D>) {
-        let admitted = if self.config.mutations.has(Mutation::Z20ThrottleCheckOutsideQueueLock) {
-            // Z20: the room is judged before the queue lock is taken.
-            let room = self.has_room();
+        // Z20: the room is judged before the queue lock is taken.
+        let early_room = self.config.mutations.has(Mutation::Z20ThrottleCheckOutsideQueueLock).then(|| self.has_room());
+        {
             let mut queue = self.parked.lock();
-            self.take_slot_if(&mut queue, parked, |_| room)
-        } else {
-            let mut queue = self.parked.lock();
-            self.take_slot_if(&mut queue, parked, |origin| origin.has_room())
-        };
-        if let Some(parked) = admitted {
-            self.run_admitted(parked);
-            self.unpark();
-        }
-    }
-
-    /// With the queue locked: admits `parked` (taking an admission slot)
-    /// if nothing waits before it and `room` says so, or queues it.
-    fn take_slot_if(&self, queue: &mut VecDeque<Parked<D>>, parked: Parked<D>, room: impl FnOnce(&Self) -> bool) -> Option<Parked<D>> {
-        if queue.is_empty() && room(self) {
+            if !queue.is_empty() || !early_room.unwrap_or_else(|| self.has_room()) {
+                return queue.push_back(parked);
+            }
             self.admitting.fetch_add(1, Ordering::SeqCst);
-            Some(parked)
-        } else {
-            queue.push_back(parked);
-            None
         }
+        self.run_admitted(parked);
+        self.unpark();
     }
 
     /// Maps a write that holds an admission slot, then gives the slot back.

@@ -55,7 +55,7 @@ pub fn sector_hash(bytes: &[u8]) -> u64 {
     hash ^ (hash >> 29)
 }
 
-fn sector_hashes(data: &[u8]) -> Vec<u64> {
+pub(crate) fn sector_hashes(data: &[u8]) -> Vec<u64> {
     data.chunks(SECTOR_BYTES).map(sector_hash).collect()
 }
 
@@ -82,6 +82,22 @@ fn head(bytes: &[u8]) -> [u8; 16] {
     let mut head = [0; 16];
     head.copy_from_slice(&bytes[..16]);
     head
+}
+
+/// Names each sector value of `data` (`values`, one per sector) after the
+/// sector's first bytes, so that the oracle's messages can show them.
+pub(crate) fn label_sectors(oracle: &mut Oracle, data: &[u8], values: &[u64]) {
+    for (bytes, &value) in data.chunks(SECTOR_BYTES).zip(values) {
+        oracle.label(value, head(bytes));
+    }
+}
+
+/// The origin at snapshot time, `sectors` long, and each sector's value.
+pub(crate) fn initial_origin(sectors: u64) -> (Vec<u8>, Arc<[u64]>) {
+    let mut image = Vec::with_capacity(sectors as usize * SECTOR_BYTES);
+    (0..sectors).for_each(|s| image.extend_from_slice(&initial_sector(s)));
+    let values = image.chunks(SECTOR_BYTES).map(sector_hash).collect();
+    (image, values)
 }
 
 /// Origin sector `s` at snapshot time: `O<s:08>.` repeated.
@@ -162,17 +178,12 @@ impl World {
     pub fn new(config: &RunConfig) -> Self {
         let seed = config.seed;
         let knobs = config.knobs();
-        let origin_sectors = knobs.origin_sectors();
-        let mut origin_image = Vec::with_capacity(origin_sectors as usize * SECTOR_BYTES);
-        (0..origin_sectors).for_each(|s| origin_image.extend_from_slice(&initial_sector(s)));
-        let initial: Arc<[u64]> = origin_image.chunks(SECTOR_BYTES).map(sector_hash).collect();
+        let (origin_image, initial) = initial_origin(knobs.origin_sectors());
         let specs = (0..knobs.snapshots)
             .map(|k| SnapshotSpec { chunk_sectors: knobs.snapshot_chunk_sectors(k), overflow_store: knobs.store == StoreKind::PersistentOverflow })
             .collect();
         let mut oracle = Oracle::new(OracleConfig { initial: Arc::clone(&initial), snapshots: specs, strict: config.strict, cow_threshold: knobs.cow_threshold as u32 });
-        for (sector, &value) in initial.iter().enumerate() {
-            oracle.label(value, head(&origin_image[sector * SECTOR_BYTES..]));
-        }
+        label_sectors(&mut oracle, &origin_image, &initial);
         let cow_sectors = knobs.cow_chunks * u64::from(knobs.chunk_sectors);
         let mut images = vec![Image::from_bytes(origin_image)];
         images.extend((0..knobs.snapshots).map(|_| if knobs.stale_cow { stale_cow(cow_sectors, 2 * u64::from(knobs.chunk_sectors)) } else { Image::zeroed(cow_sectors) }));
@@ -253,12 +264,10 @@ impl World {
 
     /// Emits a write, naming its values for messages.
     fn emit_write(&self, op: u64, target: Target, sector: u64, data: &[u8]) {
+        let values: Arc<[u64]> = Arc::from(sector_hashes(data));
         let mut observer = lock(&self.shared);
-        let values = sector_hashes(data);
-        for (bytes, &value) in data.chunks(SECTOR_BYTES).zip(&values) {
-            observer.oracle.label(value, head(bytes));
-        }
-        observer.emit(Event::Write { op, target, sector, values: Arc::from(values) });
+        label_sectors(&mut observer.oracle, data, &values);
+        observer.emit(Event::Write { op, target, sector, values });
     }
 
     fn fail(&self, invariant: Invariant, message: String) {

@@ -26,6 +26,9 @@ use model::{Allowances, Event};
 
 use crate::trace::Fnv;
 pub use core::{CrashPoint, World, initial_sector, sector_hash, tagged};
+// The shuttle harness builds its worlds the same way.
+#[cfg(shuttle)]
+pub(crate) use core::{initial_origin, label_sectors, sector_hashes};
 pub use knobs::Knobs;
 pub use observer::Failure;
 pub use script::ScriptOp;
