@@ -19,6 +19,8 @@
 //! - [`testing`]: test infrastructure (a device whose completions tests control).
 //! - [`zoo`]: historical kernel bugs, re-creatable only with the `bug-zoo` feature.
 
+#![forbid(unsafe_code)]
+
 // Disk I/O errors are returned, never unwrapped.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 

@@ -9,6 +9,8 @@
 //! ([`cow`]). It does no I/O and knows nothing of the engine beyond what the
 //! COW metadata says on disk.
 
+#![forbid(unsafe_code)]
+
 pub mod cow;
 pub mod event;
 pub mod invariant;

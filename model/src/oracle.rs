@@ -21,8 +21,25 @@
 //!   was invalidated may return origin data written after the snapshot: a
 //!   failed exception releases its origin writes without waiting for tracked
 //!   reads (only the success path waits).
+//!
+//! # Merge rules that are the kernel's, not holes
+//!
+//! - A snapshot revived by K1 has lost the exceptions of its failed copies;
+//!   merging it leaves those chunks holding origin data (I10 allows either).
+//! - Writes to the snapshot being merged land on the origin, and the merge
+//!   copies the snapshot's data there: those values count as origin data
+//!   (for K2 and I13).
+//! - A failed merge commit shuts the merge down (`Merge failed`) and leaves
+//!   the snapshot valid; it is not an I8 invalidation.
+//! - A chunk copied to the origin whose merge commit never happened is still
+//!   served from the COW; the origin may hold any value its view ever held.
+//! - An invalid snapshot handed to snapshot-merge serves the origin.
+//! - The merge makes the other snapshots preserve each run it overwrites
+//!   without passing their throttles (`origin_write_extent`), so their
+//!   copies in progress may exceed the threshold by one area's worth of
+//!   records (I12).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::cow::{self, CowGeometry, CowState, SectorSource};
@@ -117,6 +134,9 @@ struct SnapshotState {
     origin_written: bool,
     /// Loaded valid at the last (re)load: only then can it be invalidated in this epoch.
     valid_at_load: bool,
+    /// Every value ever written to its view (values are unique per sector):
+    /// what an interrupted or failed merge may have copied to the origin.
+    ever_written: BTreeSet<u64>,
 }
 
 /// The reference model and its checks.
@@ -213,14 +233,20 @@ impl Oracle {
                 debug_assert!(!self.pending.contains_key(op), "operation {op} submitted twice");
                 self.seq += 1;
                 let submitted = self.seq;
+                // Writes to the snapshot being merged land on the origin
+                // (the merge target stands in for the origin device).
+                let lands_on_origin = *target == Target::Origin || self.merging.is_some_and(|(m, _)| *target == Target::Snapshot(m));
                 for (j, &value) in values.iter().enumerate() {
                     let at = sector + j as u64;
                     self.volume(*target).sector(&initial, at).write(*op, value, submitted);
-                    if *target == Target::Origin {
+                    if lands_on_origin {
                         self.origin_values.entry(value).or_insert(self.epoch);
                     }
+                    if let Target::Snapshot(k) = *target {
+                        self.snapshots[k].ever_written.insert(value);
+                    }
                 }
-                if *target == Target::Origin {
+                if lands_on_origin {
                     self.snapshots.iter_mut().for_each(|s| s.origin_written = true);
                 }
                 let written = *sector..*sector + values.len() as u64;
@@ -285,13 +311,16 @@ impl Oracle {
                     // A failed copy or metadata write must invalidate; a failed
                     // snapshot write remapped to the COW only fails that write.
                     // A data-chunk write is a user's only if one is in flight.
+                    // The merging snapshot's only COW writes are merge commits,
+                    // and a failed one shuts the merge down ("Merge failed")
+                    // with the snapshot left valid, as the kernel does.
                     let k = cow - 1;
                     let metadata = self.geometry(k).is_metadata(sector / u64::from(self.config.snapshots[k].chunk_sectors));
-                    let user_write = self.pending.values().any(|p| matches!(p, Pending::Write { target: Target::Snapshot(j), .. } if *j == k))
-                        || self.merging.is_some_and(|(m, _)| m == k);
+                    let user_write = self.pending.values().any(|p| matches!(p, Pending::Write { target: Target::Snapshot(j), .. } if *j == k));
+                    let merging = self.merging.is_some_and(|(m, _)| m == k);
                     let state = &mut self.snapshots[k];
                     state.io_error_seen = true;
-                    state.must_invalidate |= metadata || !user_write;
+                    state.must_invalidate |= !merging && (metadata || !user_write);
                 }
                 (cow, DiskOp::Read | DiskOp::Flush) => self.snapshots[cow - 1].io_error_seen = true,
             },
@@ -299,6 +328,11 @@ impl Oracle {
             Event::MergeStart { snapshot } => {
                 if self.merging.is_none() {
                     self.merging = Some((*snapshot, false));
+                }
+                // The merge copies the snapshot's data onto the origin.
+                let epoch = self.epoch;
+                for &value in &self.snapshots[*snapshot].ever_written {
+                    self.origin_values.entry(value).or_insert(epoch);
                 }
             }
             Event::MergeDone { snapshot, ok } => {
@@ -380,8 +414,16 @@ impl Oracle {
     /// progress than `cow_threshold`, so memory per origin write is bounded.
     fn check_bounds(&self, snapshot: usize, copies_max: u32) -> Result<(), Violation> {
         let threshold = self.config.cow_threshold;
-        if threshold > 0 && copies_max > threshold {
-            let message = format!("snapshot {snapshot} had {copies_max} exceptions in progress at once; the COW threshold is {threshold}");
+        // A merge makes the other snapshots preserve each run it is about
+        // to overwrite without passing their throttles (the kernel's
+        // origin_write_extent), one copy per chunk of the run; a run never
+        // spans more than one metadata area of the merging snapshot.
+        let merge_copies = match self.merging {
+            Some((m, _)) if m != snapshot => self.geometry(m).records_per_area() as u32,
+            _ => 0,
+        };
+        if threshold > 0 && copies_max > threshold + merge_copies {
+            let message = format!("snapshot {snapshot} had {copies_max} exceptions in progress at once; the COW threshold is {threshold} (plus {merge_copies} a merge may start)");
             return Err(Violation::new(Invariant::I12Bounds, message));
         }
         Ok(())
@@ -440,6 +482,12 @@ impl Oracle {
         if self.snapshots[k].revived {
             return Ok(());
         }
+        // An invalid snapshot handed to snapshot-merge serves the origin:
+        // the kernel's merge target redirects all its I/O there.
+        let merging_k = self.merging.is_some_and(|(m, _)| m == k);
+        if raced && merging_k && self.origin.live_holds(&self.config.initial, sector, value) {
+            return Ok(());
+        }
         let origin_epoch = self.origin_values.get(&value).copied();
         if raced && origin_epoch.is_some() {
             if self.config.strict {
@@ -472,7 +520,15 @@ impl Oracle {
         let initial = &self.config.initial;
         if let Some((k, complete)) = self.merging {
             let in_view = self.snapshots[k].view.live_holds(initial, sector, value);
-            if in_view || (!complete && self.origin.live_holds(initial, sector, value)) {
+            // A snapshot revived by K1 lost the exceptions of the copies that
+            // failed before the crash; merging it leaves those chunks holding
+            // origin data, so a complete merge may show either.
+            let unmerged_allowed = !complete || self.snapshots[k].revived;
+            // A chunk copied but not yet committed (the merge failed or was
+            // cut short) is still served from the COW, and the copy on the
+            // origin may be of a view value since overwritten there.
+            let copied_early = !complete && (initial.get(sector as usize) == Some(&value) || self.snapshots[k].ever_written.contains(&value));
+            if in_view || copied_early || (unmerged_allowed && self.origin.live_holds(initial, sector, value)) {
                 return Ok(());
             }
             let allowed: Vec<String> = self.snapshots[k].view.live_values(initial, sector).into_iter().map(|v| self.name(v)).collect();

@@ -268,7 +268,8 @@ impl CrashTrace {
     }
 }
 
-fn mutation_id(mutations: Mutations) -> Option<String> {
+/// The id of the mutation switched on in `mutations` (`Z3`), if any.
+pub fn mutation_id(mutations: Mutations) -> Option<String> {
     Mutation::ALL.into_iter().find(|&m| mutations.has(m)).map(|m| m.id().to_string())
 }
 

@@ -6,8 +6,11 @@
 //! - [`cli`]: the verbs of `snapsim` that work on real devices.
 //! - [`hostile`]: `arbitrary` descriptions of COW devices and operation sequences (fuzzing).
 //! - [`zoo`]: the hunt for the kernel's historical bugs (`snapsim zoo`).
+//! - [`soak`]: swarm seeds on parallel workers for hours (`snapsim soak`), sharded.
 //! - `threads` (only with `--cfg shuttle`): the whole engine under shuttle's
 //!   schedulers, several threads at once.
+
+#![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod crash_trace;
@@ -15,6 +18,7 @@ pub mod disk;
 pub mod explore;
 pub mod hostile;
 pub mod scenario;
+pub mod soak;
 #[cfg(shuttle)]
 pub mod threads;
 pub mod trace;

@@ -9,7 +9,10 @@
 //! refusal that names what is wrong, and — when a device loads — a table
 //! that agrees with the model's independent reading of the same bytes.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use engine::io::{CompletionQueue, MemDevice, WriteFlags, run_until_done};
@@ -26,13 +29,84 @@ fn iterations() -> usize {
     std::env::var("BOLERO_RANDOM_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(300)
 }
 
+/// Counts the bytes each thread has allocated and not yet freed, and their
+/// peak, so that a target can bound what loading a hostile COW costs.
+struct CountingAllocator;
+
+thread_local! {
+    static LIVE_BYTES: Cell<isize> = const { Cell::new(0) };
+    static PEAK_BYTES: Cell<isize> = const { Cell::new(0) };
+}
+
+fn note_allocation(delta: isize) {
+    // `try_with`: allocations still happen while thread locals are torn down.
+    let _ = LIVE_BYTES.try_with(|live| {
+        let now = live.get() + delta;
+        live.set(now);
+        let _ = PEAK_BYTES.try_with(|peak| peak.set(peak.get().max(now)));
+    });
+}
+
+// SAFETY: every call goes straight to the system allocator with the same
+// arguments; the counting touches only thread-local cells.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc` is passed on unchanged.
+        let pointer = unsafe { System.alloc(layout) };
+        if !pointer.is_null() {
+            note_allocation(layout.size() as isize);
+        }
+        pointer
+    }
+
+    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
+        // SAFETY: as for `alloc`.
+        unsafe { System.dealloc(pointer, layout) };
+        note_allocation(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as for `alloc`.
+        let moved = unsafe { System.realloc(pointer, layout, new_size) };
+        if !moved.is_null() {
+            note_allocation(new_size as isize - layout.size() as isize);
+        }
+        moved
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// Runs `f` and returns its result with the most bytes this thread had
+/// allocated at once during it, beyond what it held before.
+fn peak_bytes_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let before = LIVE_BYTES.with(Cell::get);
+    PEAK_BYTES.with(|peak| peak.set(before));
+    let result = f();
+    let peak = PEAK_BYTES.with(Cell::get);
+    (result, (peak - before).max(0) as usize)
+}
+
+/// What loading a COW may allocate at most: a few times the device (its
+/// metadata areas, the table of at most one record per chunk) plus a fixed
+/// allowance — never anything scaled by a number the device claims.
+fn load_bytes_max(device_bytes: usize) -> usize {
+    4 * device_bytes + (256 << 10)
+}
+
 /// Loads `bytes` as a COW and checks what must hold of any outcome.
 /// Returns the table when the device loaded as a valid snapshot.
 fn load_and_judge(bytes: &[u8]) -> Option<BTreeMap<u64, u64>> {
     let queue = CompletionQueue::new();
     let device_chunks_at = |chunk_sectors: u64| (bytes.len() / SECTOR_BYTES) as u64 / chunk_sectors;
     let cow = Arc::new(MemDevice::from_bytes(bytes.to_vec(), &queue));
-    match load_blocking(&queue, cow, SECTOR_BYTES as u32, StoreConfig::default()) {
+    let (loaded, peak) = peak_bytes_during(|| load_blocking(&queue, cow, SECTOR_BYTES as u32, StoreConfig::default()));
+    let bound = load_bytes_max(bytes.len());
+    assert!(peak <= bound, "loading a {}-byte COW allocated {peak} bytes at its peak (bound {bound})", bytes.len());
+    LOAD_PEAK_BYTES_MAX.fetch_max(peak as u64, Ordering::Relaxed);
+    match loaded {
         Err(error) => {
             let message = error.to_string();
             assert!(message.len() > 10, "a refusal must say what is wrong: {message:?}");
@@ -73,6 +147,45 @@ fn decode<T: for<'a> Arbitrary<'a>>(bytes: &[u8]) -> Option<T> {
     T::arbitrary_take_rest(Unstructured::new(bytes)).ok()
 }
 
+/// Runs `body` on the one input named by `SNAPSIM_FUZZ_REPLAY`, when a
+/// failure is being replayed (the test filter picks the target).
+fn replayed(body: impl Fn(&[u8])) -> bool {
+    let Some(path) = std::env::var_os("SNAPSIM_FUZZ_REPLAY") else { return false };
+    let bytes = std::fs::read(&path).unwrap_or_else(|error| panic!("cannot read the input to replay, {}: {error}", Path::new(&path).display()));
+    body(&bytes);
+    true
+}
+
+/// `body` as a fuzz target runs it: an input that fails is saved under the
+/// build's temporary directory, and the failure message ends with the one
+/// command that replays it. (Bolero shrinks a failure before reporting it,
+/// so the message it shows is the smallest input's.)
+fn guarded(name: &'static str, body: impl Fn(&[u8])) -> impl Fn(&[u8]) {
+    let last_input = std::env::var_os("SNAPSIM_FUZZ_LAST_INPUT");
+    move |bytes: &[u8]| {
+        // A failure that kills the process (out of memory, an abort) cannot
+        // be caught; with this set, the input that was running is on disk.
+        if let Some(path) = &last_input {
+            std::fs::write(path, bytes).unwrap_or_else(|error| panic!("cannot keep the last input in {}: {error}", Path::new(path).display()));
+        }
+        let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(bytes))) else { return };
+        let message = payload.downcast_ref::<String>().cloned().or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned())).unwrap_or_default();
+        let mut hash = sim::trace::Fnv::new();
+        hash.bytes(bytes);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-failures").join(name);
+        let path = dir.join(format!("{:016x}", hash.finish()));
+        let saved = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, bytes));
+        let saved = match saved {
+            Ok(()) => format!("replay: SNAPSIM_FUZZ_REPLAY={} cargo test -p sim --test fuzz -- --exact {name} --nocapture\n(once fixed, copy the input into sim/tests/__fuzz__/{name}/corpus/)", path.display()),
+            Err(error) => format!("the failing input could not be saved to {}: {error}", path.display()),
+        };
+        panic!("{message}\n{saved}");
+    }
+}
+
+/// The most bytes a load had allocated at once, over every input so far.
+static LOAD_PEAK_BYTES_MAX: AtomicU64 = AtomicU64::new(0);
+
 /// Inputs a target ran, and how many of them loaded as a valid snapshot.
 struct Tally {
     name: &'static str,
@@ -93,6 +206,7 @@ impl Tally {
     }
 
     fn report(&self) {
+        println!("largest allocation peak of a load so far: {} bytes", LOAD_PEAK_BYTES_MAX.load(Ordering::Relaxed));
         println!("{}: {} inputs, {} {}", self.name, self.inputs.load(Ordering::Relaxed), self.valid.load(Ordering::Relaxed), self.label);
     }
 }
@@ -100,16 +214,20 @@ impl Tally {
 #[test]
 fn load_arbitrary_cow_bytes() {
     static TALLY: Tally = Tally::new("load_arbitrary_cow_bytes", "loaded as valid snapshots");
-    bolero::check!().with_iterations(iterations()).for_each(|bytes: &[u8]| {
+    let body = |bytes: &[u8]| {
         TALLY.count(load_and_judge(bytes).is_some());
-    });
+    };
+    if replayed(body) {
+        return;
+    }
+    bolero::check!().with_iterations(iterations()).for_each(guarded("load_arbitrary_cow_bytes", body));
     TALLY.report();
 }
 
 #[test]
 fn load_described_cow() {
     static DESCRIBED: Tally = Tally::new("load_described_cow", "loaded as valid snapshots and matched the model");
-    bolero::check!().with_iterations(iterations()).for_each(|bytes: &[u8]| {
+    let body = |bytes: &[u8]| {
         let Some(description) = decode::<CowDescription>(bytes) else { return };
         let bytes = description.build();
         let loaded = load_and_judge(&bytes);
@@ -122,14 +240,18 @@ fn load_described_cow() {
                 Err(violation) => panic!("the engine loaded a COW the model rejects ({violation}): {description:?}"),
             }
         }
-    });
+    };
+    if replayed(body) {
+        return;
+    }
+    bolero::check!().with_iterations(iterations()).for_each(guarded("load_described_cow", body));
     DESCRIBED.report();
 }
 
 #[test]
 fn load_write_reload() {
     static TALLY: Tally = Tally::new("load_write_reload", "loaded, written and reloaded");
-    bolero::check!().with_iterations(iterations()).for_each(|bytes: &[u8]| {
+    let body = |bytes: &[u8]| {
         let Some(description) = decode::<CowDescription>(bytes) else { return };
         let bytes = description.build();
         let loads = load_and_judge(&bytes).is_some();
@@ -167,7 +289,11 @@ fn load_write_reload() {
                 assert!(reloaded.contains_key(&chunk) || before.contains_key(&chunk), "origin chunk {chunk} was overwritten without an exception");
             }
         }
-    });
+    };
+    if replayed(body) {
+        return;
+    }
+    bolero::check!().with_iterations(iterations()).for_each(guarded("load_write_reload", body));
     TALLY.report();
 }
 
@@ -175,14 +301,24 @@ fn load_write_reload() {
 fn engine_against_model_on_operation_sequences() {
     static TALLY: Tally = Tally::new("engine_against_model_on_operation_sequences", "judged clean by the oracle");
     let iterations = iterations() / 10;
-    bolero::check!().with_iterations(iterations.max(20)).for_each(|bytes: &[u8]| {
+    let body = |bytes: &[u8]| {
         let Some(sequence) = decode::<OpSequence>(bytes) else { return };
-        let report = sim::world::run(&sequence.run_config());
+        let mut config = sequence.run_config();
+        // A replay shows every event of the run.
+        config.keep_events = std::env::var_os("SNAPSIM_FUZZ_REPLAY").is_some();
+        let report = sim::world::run(&config);
         TALLY.count(report.failure.is_none());
+        for (step, event) in report.events.iter().enumerate() {
+            println!("{step:5} {event}");
+        }
         if let Some(failure) = report.failure {
             panic!("{failure}\n{sequence:?}");
         }
-    });
+    };
+    if replayed(body) {
+        return;
+    }
+    bolero::check!().with_iterations(iterations.max(20)).for_each(guarded("engine_against_model_on_operation_sequences", body));
     TALLY.report();
 }
 
@@ -217,4 +353,30 @@ fn write_corpus() {
         }
         written += 1;
     }
+}
+
+/// The story: a crash throws the machine away with I/O in flight. The
+/// dropped requests' callbacks held the snapshots that held the disks that
+/// held the callbacks, so every crash leaked the whole machine (about
+/// 100 KiB here) and a million-input fuzz run died of memory exhaustion.
+/// Now the world powers a machine off (`Origin::power_off`,
+/// `SimDisk::power_off`) before dropping it: runs with crashes, faults and
+/// merges free everything they allocate.
+#[test]
+fn runs_free_everything_they_allocate() {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let mut runs_with_crashes = 0;
+    for _ in 0..300 {
+        let bytes: Vec<u8> = (0..rng.random_range(8..80usize)).map(|_| rng.random()).collect();
+        let Some(sequence) = decode::<OpSequence>(&bytes) else { continue };
+        let config = sequence.run_config();
+        let before = LIVE_BYTES.with(Cell::get);
+        let report = sim::world::run(&config);
+        runs_with_crashes += usize::from(report.stats.crashes > 0);
+        drop(report);
+        let kept = LIVE_BYTES.with(Cell::get) - before;
+        assert!(kept <= 0, "a run kept {kept} bytes after it ended: {sequence:?}");
+    }
+    assert!(runs_with_crashes > 50, "only {runs_with_crashes} runs crashed");
 }

@@ -134,6 +134,18 @@ impl<D: BlockDevice> std::fmt::Debug for PersistentStore<D> {
 }
 
 impl<D: BlockDevice> PersistentStore<D> {
+    /// Power loss: the callbacks of commits not yet durable are dropped
+    /// without being called, and queued commits are forgotten. Nothing is
+    /// written; the store must not be used afterwards.
+    pub fn power_off(&self) {
+        let (callbacks, queued) = {
+            let mut state = self.state.lock();
+            (std::mem::take(&mut state.callbacks), std::mem::take(&mut state.queued))
+        };
+        // Dropped outside the lock: a callback's captures may lead back here.
+        drop((callbacks, queued));
+    }
+
     /// The chunk size in force (the header's, once loaded).
     pub fn chunk_size(&self) -> ChunkSize {
         self.layout.chunk()

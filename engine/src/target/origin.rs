@@ -111,6 +111,23 @@ impl<D: BlockDevice> Origin<D> {
         self.snapshots.lock().clone()
     }
 
+    /// Power loss: writes parked at the throttle, waiters for exceptions and
+    /// the in-flight state of every snapshot are dropped without completing
+    /// (see [`Snapshot::power_off`]). The kernel never needs this — a machine
+    /// that loses power loses its memory — but a host that throws a machine
+    /// away and goes on (the simulator's crashes) must, or the closures that
+    /// hold the targets keep them alive. The targets must not be used
+    /// afterwards.
+    pub fn power_off(&self) {
+        let parked = std::mem::take(&mut *self.parked.lock());
+        let waiters = std::mem::take(&mut self.exceptions_done.lock().1);
+        let snapshots = self.snapshots();
+        drop((parked, waiters));
+        for snapshot in snapshots {
+            snapshot.power_off();
+        }
+    }
+
     /// Writes waiting for the COW throttle.
     pub fn throttled_writes(&self) -> usize {
         self.parked.lock().len()

@@ -153,6 +153,28 @@ impl<D: BlockDevice> Snapshot<D> {
         &self.cow
     }
 
+    /// Power loss: every write waiting on this snapshot (on a pending
+    /// exception, a tracked read or a running merge) and every queued commit
+    /// is dropped without completing, as is the store's. Nothing is written.
+    /// A host that throws a machine away calls this (through
+    /// [`Origin::power_off`](super::Origin::power_off)) so that the closures
+    /// that hold the snapshot let go of it; the snapshot must not be used
+    /// afterwards.
+    pub fn power_off(&self) {
+        let dropped = {
+            let mut state = self.state.lock();
+            let pending = std::mem::take(&mut state.pending);
+            let commits = std::mem::take(&mut state.commits);
+            let tracked = std::mem::take(&mut state.tracked);
+            let merge = std::mem::take(&mut state.merge);
+            state.committing = false;
+            (pending, commits, tracked, merge, Arc::clone(&state.store))
+        };
+        dropped.4.power_off();
+        // Dropped outside the lock: the closures' captures may lead back here.
+        drop(dropped);
+    }
+
     pub fn is_valid(&self) -> bool {
         self.state.lock().valid
     }

@@ -28,8 +28,125 @@ enum Command {
     Explore(ExploreArgs),
     /// Replay a crash trace (or a seed) and check it gives its recorded verdict.
     Replay(ReplayArgs),
-    /// Re-inject each historical kernel bug (Z1–Z17) and hunt it; needs `--features bug-zoo`.
+    /// Re-inject each historical kernel bug (Z1–Z21) and hunt it; needs `--features bug-zoo`.
     Zoo(ZooArgs),
+    /// Run swarm seeds on parallel workers for a duration (the nightly soak); report every failure.
+    Soak(SoakArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SoakArgs {
+    /// Wall time to run for (`8h`, `10m`, `90s`); without it (and without --seeds), 10 minutes.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// Stop after the first N seeds of the range instead (exact, for comparing runs).
+    #[arg(long)]
+    seeds: Option<u64>,
+    /// Worker threads; one per core by default.
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Run only shard I of N: seeds whose offset from --seed-start is I modulo N.
+    #[arg(long, value_parser = sim::soak::Shard::parse, default_value = "0/1")]
+    shard: sim::soak::Shard,
+    /// The first seed of the range.
+    #[arg(long, default_value_t = 0)]
+    seed_start: u64,
+    /// Where the JSON report goes.
+    #[arg(long, default_value = "soak-report.json")]
+    report: std::path::PathBuf,
+    /// Where minimized failures are written as crash traces.
+    #[arg(long, default_value = "crash-traces")]
+    traces_dir: std::path::PathBuf,
+    /// Failures to minimize into traces (one per invariant first).
+    #[arg(long, default_value_t = 5)]
+    traces_max: usize,
+    /// Fail on the kernel behaviours the oracle otherwise allows and counts (K1, K2).
+    #[arg(long)]
+    strict: bool,
+    /// Re-create a historical kernel bug in the engine (`Z3`); needs a build with `--features bug-zoo`.
+    #[arg(long)]
+    mutation: Option<String>,
+}
+
+/// The nightly soak: progress on stderr, the summary on stdout, the JSON
+/// report on disk; a failure (or a stop with failures) is the exit status.
+fn soak(args: &SoakArgs) -> Result<(), CliError> {
+    use std::io::IsTerminal;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut config = sim::soak::SoakConfig {
+        seed_start: args.seed_start,
+        seeds: args.seeds,
+        duration: args.duration,
+        shard: args.shard,
+        mutations: mutations(args.mutation.as_deref())?,
+        strict: args.strict,
+        traces_max: args.traces_max,
+        traces_dir: args.traces_dir.clone(),
+        ..sim::soak::SoakConfig::default()
+    };
+    if let Some(jobs) = args.jobs {
+        config.jobs = jobs.max(1);
+    }
+    if config.duration.is_none() && config.seeds.is_none() {
+        config.duration = Some(std::time::Duration::from_secs(600));
+    }
+    // Ctrl-C stops the workers between seeds; the summary and report follow.
+    let interrupt = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&interrupt);
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).map_err(|e| CliError::new(format!("cannot catch Ctrl-C: {e}")))?;
+    let length = match (config.seeds, config.duration) {
+        (Some(seeds), _) => config.shard.seeds_of(seeds),
+        (None, Some(duration)) => duration.as_secs().max(1),
+        (None, None) => unreachable!("a duration was set above"),
+    };
+    let bar = indicatif::ProgressBar::new(length);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {msg}")
+            .map_err(|e| CliError::new(e.to_string()))?
+            .progress_chars("=> "),
+    );
+    let plain = !std::io::stderr().is_terminal();
+    let mut last_plain = std::time::Duration::ZERO;
+    println!(
+        "soak: shard {} from seed {}, {} workers, {}",
+        config.shard,
+        config.seed_start,
+        config.jobs,
+        match (config.seeds, config.duration) {
+            (Some(seeds), _) => format!("the first {seeds} seeds of the range"),
+            (None, Some(duration)) => format!("for {}", humantime::format_duration(duration)),
+            (None, None) => unreachable!(),
+        }
+    );
+    let report = sim::soak::soak(&config, &interrupt, &mut |p| {
+        let seconds = p.elapsed.as_secs_f64().max(1e-9);
+        let message = format!(
+            "{} seeds ({:.1}/s), {} crash states ({:.1}/s), {} failures",
+            p.seeds_run,
+            p.seeds_run as f64 / seconds,
+            p.crash_states,
+            p.crash_states as f64 / seconds,
+            p.failures
+        );
+        bar.set_position(if p.seeds_total.is_some() { p.seeds_run } else { p.elapsed.as_secs() });
+        bar.set_message(message.clone());
+        // Without a terminal (CI logs) the bar is hidden: a line a minute instead.
+        if plain && p.elapsed >= last_plain + std::time::Duration::from_secs(60) {
+            last_plain = p.elapsed;
+            eprintln!("[{}] {message}", humantime::format_duration(std::time::Duration::from_secs(p.elapsed.as_secs())));
+        }
+    });
+    bar.finish_and_clear();
+    print!("{}", report.summary());
+    let json = serde_json::to_string_pretty(&report).map_err(|e| CliError::new(e.to_string()))?;
+    std::fs::write(&args.report, json + "\n").map_err(|e| CliError::new(format!("{}: {e}", args.report.display())))?;
+    println!("report: {}", args.report.display());
+    if report.failures.is_empty() {
+        println!("verdict: PASS");
+        Ok(())
+    } else {
+        Err(CliError::new(format!("{} failing seed(s)", report.failures.len())))
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -320,6 +437,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             if failed.is_empty() { Ok(()) } else { Err(CliError::new(format!("{} scenario(s) failed", failed.len()))) }
         }
         Command::Zoo(args) => zoo(&args),
+        Command::Soak(args) => soak(&args),
         Command::View(args) => {
             let stats = view::run(&args)?;
             eprintln!(
@@ -338,7 +456,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Simulated runs fail disks on purpose; the engine's warnings about them
     // would drown the report (RUST_LOG still shows them).
-    let simulated = matches!(cli.command, Command::Run(_) | Command::Explore(_) | Command::Replay(_) | Command::Zoo(_));
+    let simulated = matches!(cli.command, Command::Run(_) | Command::Explore(_) | Command::Replay(_) | Command::Zoo(_) | Command::Soak(_));
     let default_filter = if simulated { "off" } else { "warn" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter)).format_timestamp(None).init();
     match run(cli) {

@@ -197,6 +197,15 @@ impl SimDisk {
         self.id
     }
 
+    /// Power loss: every request in flight is dropped, its completion never
+    /// delivered. (Their callbacks hold the engine that holds this disk; a
+    /// machine that is thrown away must let go of them.)
+    pub fn power_off(&self) {
+        let dropped = std::mem::take(&mut self.lock().in_flight);
+        // Dropped outside the lock: a callback's captures may touch this disk.
+        drop(dropped);
+    }
+
     /// Requests in flight, oldest first.
     pub fn in_flight(&self) -> Vec<RequestInfo> {
         self.lock().in_flight.values().map(|r| r.info).collect()

@@ -37,6 +37,24 @@ struct Engine {
     snapshots: Vec<Arc<SnapshotDevice<SimDisk>>>,
 }
 
+/// A machine that is replaced (a crash) or whose run ends loses its power:
+/// requests in flight and deferred work are dropped undelivered, which also
+/// breaks the cycles they close (a callback holds a snapshot that holds its
+/// disk that holds the callback).
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.origin.origin().power_off();
+        for device in &self.snapshots {
+            device.snapshot().power_off();
+        }
+        for disk in &self.disks {
+            disk.power_off();
+        }
+        let deferred = std::mem::take(&mut *lock(&self.deferred.0));
+        drop(deferred);
+    }
+}
+
 /// The model's value for a sector's contents: a 64-bit hash of its words
 /// in four independent lanes (so the multiplies overlap), folded at the
 /// end. Fixed forever, like the trace hash; on the hot path of every read,

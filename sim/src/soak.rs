@@ -1,0 +1,338 @@
+//! The soak: swarm seeds on parallel workers for hours, every failure kept
+//! with its replay command and, minimized, as a crash trace.
+//!
+//! Seeds are numbered from `seed_start`. Seed `seed_start + k` belongs to
+//! shard `k % count`, so the shards of a CI matrix cover disjoint seeds and
+//! together exactly the seeds one unsharded soak covers. Inside a shard,
+//! workers take the shard's seeds in order from one counter and finish the
+//! seed they hold when asked to stop, so a soak always covers a prefix of
+//! its shard's seeds: the report names it, and `--seeds` makes it exact.
+//!
+//! The soak is the harness's own parallelism: workers each run whole worlds
+//! (one seed, one thread), so a verdict never depends on how many there are.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // wall time and worker threads belong to the soak, not the engine
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use engine::zoo::Mutations;
+use serde::Serialize;
+
+use crate::crash_trace::{CrashTrace, mutation_id};
+use crate::world::{RunConfig, run};
+
+/// This soak's part of the seed range: shard `index` of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    /// The whole range.
+    pub const ALL: Self = Self { index: 0, count: 1 };
+
+    /// Parses `I/N` (0 ≤ I < N).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (index, count) = text.split_once('/').ok_or_else(|| format!("shard {text:?} is not I/N"))?;
+        let index: u64 = index.trim().parse().map_err(|_| format!("shard index {index:?} is not a number"))?;
+        let count: u64 = count.trim().parse().map_err(|_| format!("shard count {count:?} is not a number"))?;
+        if count == 0 || index >= count {
+            return Err(format!("shard {index}/{count}: the index must be below the count"));
+        }
+        Ok(Self { index, count })
+    }
+
+    /// The `m`-th seed of this shard.
+    pub fn seed(self, seed_start: u64, m: u64) -> u64 {
+        seed_start.wrapping_add(self.index).wrapping_add(m.wrapping_mul(self.count))
+    }
+
+    /// How many of the first `seeds` seeds of the range are this shard's.
+    pub fn seeds_of(self, seeds: u64) -> u64 {
+        seeds.saturating_sub(self.index).div_ceil(self.count)
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// How a soak runs. Every field has the CLI flag that sets it.
+#[derive(Debug, Clone)]
+pub struct SoakConfig {
+    /// The first seed of the range (`--seed-start`, default 0).
+    pub seed_start: u64,
+    /// Stop after the first `seeds` seeds of the range (`--seeds`).
+    pub seeds: Option<u64>,
+    /// Stop after this much wall time (`--duration`, e.g. `8h`, `10m`).
+    pub duration: Option<Duration>,
+    /// This soak's shard (`--shard I/N`, default the whole range).
+    pub shard: Shard,
+    /// Worker threads (`--jobs`, default one per core).
+    pub jobs: usize,
+    /// Historical bugs to re-create (`--mutation`; bug-zoo builds only).
+    pub mutations: Mutations,
+    /// Fail on the kernel behaviours K1 and K2 too (`--strict`).
+    pub strict: bool,
+    /// Failures to minimize into crash traces (`--traces-max`, default 5):
+    /// one per invariant first, then in seed order.
+    pub traces_max: usize,
+    /// Where minimized traces go (`--traces-dir`, default `crash-traces/`).
+    pub traces_dir: PathBuf,
+    /// Replays a minimization may spend per trace.
+    pub minimize_budget: usize,
+}
+
+impl Default for SoakConfig {
+    fn default() -> Self {
+        Self {
+            seed_start: 0,
+            seeds: None,
+            duration: None,
+            shard: Shard::ALL,
+            jobs: std::thread::available_parallelism().map_or(1, usize::from),
+            mutations: Mutations::NONE,
+            strict: false,
+            traces_max: 5,
+            traces_dir: PathBuf::from("crash-traces"),
+            minimize_budget: 400,
+        }
+    }
+}
+
+impl SoakConfig {
+    /// The command that reruns one seed of this soak.
+    pub fn replay_command(&self, seed: u64) -> String {
+        let mutation = mutation_id(self.mutations).map_or(String::new(), |m| format!(" --mutation {m}"));
+        let strict = if self.strict { " --strict" } else { "" };
+        format!("snapsim run --seed {seed}{mutation}{strict}")
+    }
+}
+
+/// One failing seed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SoakFailure {
+    pub seed: u64,
+    /// The knobs the seed drew.
+    pub knobs: String,
+    /// The invariant broken (`I5`).
+    pub invariant: String,
+    pub message: String,
+    pub replay: String,
+    /// The minimized crash trace, when this failure was minimized.
+    pub trace: Option<String>,
+}
+
+/// What a soak did: the machine-readable report (`--report`, JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct SoakReport {
+    pub seed_start: u64,
+    pub shard: String,
+    pub jobs: usize,
+    pub mutation: Option<String>,
+    pub strict: bool,
+    /// `seeds`, `duration` or `interrupt`.
+    pub stopped_by: String,
+    /// Seeds run: the shard's first `seeds_run` seeds, every one finished.
+    pub seeds_run: u64,
+    /// Wall time spent running seeds (not minimizing).
+    pub seconds: f64,
+    pub seeds_per_second: f64,
+    /// Crashes survived and checked (each a crash image the engine reloaded).
+    pub crash_states: u64,
+    pub crash_states_per_second: f64,
+    pub disk_requests: u64,
+    pub operations: u64,
+    /// Every failing seed, in seed order.
+    pub failures: Vec<SoakFailure>,
+}
+
+impl SoakReport {
+    /// The human summary printed at the end.
+    pub fn summary(&self) -> String {
+        let mut text = format!(
+            "soak shard {} from seed {}: {} seeds in {:.1} s ({:.1} seeds/s), {} crash states ({:.1}/s), {} disk requests; stopped by {}; {} failure(s)\n",
+            self.shard,
+            self.seed_start,
+            self.seeds_run,
+            self.seconds,
+            self.seeds_per_second,
+            self.crash_states,
+            self.crash_states_per_second,
+            self.disk_requests,
+            self.stopped_by,
+            self.failures.len()
+        );
+        for failure in &self.failures {
+            text += &format!("  seed {} {}: {}\n    replay: {}\n", failure.seed, failure.invariant, failure.message, failure.replay);
+            if let Some(trace) = &failure.trace {
+                text += &format!("    trace: {trace}\n");
+            }
+        }
+        text
+    }
+}
+
+/// Counters the progress display reads while the soak runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub seeds_run: u64,
+    /// Seeds the soak will run, when it stops on a seed count.
+    pub seeds_total: Option<u64>,
+    pub crash_states: u64,
+    pub failures: u64,
+    pub elapsed: Duration,
+}
+
+/// What a worker reports for each seed it ran.
+struct SeedDone {
+    crashes: u64,
+    disk_requests: u64,
+    operations: u64,
+    failure: Option<SoakFailure>,
+}
+
+/// How often the progress callback hears from the soak.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Runs the soak until its seeds are done, its duration is up or
+/// `interrupt` is set; then minimizes failures into traces.
+pub fn soak(config: &SoakConfig, interrupt: &AtomicBool, progress: &mut dyn FnMut(&Progress)) -> SoakReport {
+    assert!(config.jobs > 0, "a soak needs at least one worker");
+    assert!(config.shard.index < config.shard.count, "shard {} out of range", config.shard);
+    let limit = config.seeds.map(|seeds| config.shard.seeds_of(seeds));
+    let next = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    let (sender, receiver) = mpsc::channel::<SeedDone>();
+    let mut totals = Progress { seeds_total: limit, ..Progress::default() };
+    let (mut disk_requests, mut operations) = (0u64, 0u64);
+    let mut failures = Vec::new();
+    let mut stopped_by = "seeds";
+    std::thread::scope(|scope| {
+        for _ in 0..config.jobs {
+            let sender = sender.clone();
+            let (next, stop) = (&next, &stop);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let m = next.fetch_add(1, Ordering::Relaxed);
+                    if limit.is_some_and(|limit| m >= limit) {
+                        break;
+                    }
+                    let seed = config.shard.seed(config.seed_start, m);
+                    if sender.send(run_seed(config, seed)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(sender);
+        let mut last_progress = Instant::now();
+        loop {
+            match receiver.recv_timeout(PROGRESS_INTERVAL) {
+                Ok(done) => {
+                    totals.seeds_run += 1;
+                    totals.crash_states += done.crashes;
+                    disk_requests += done.disk_requests;
+                    operations += done.operations;
+                    if let Some(failure) = done.failure {
+                        totals.failures += 1;
+                        failures.push(failure);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            totals.elapsed = start.elapsed();
+            if !stop.load(Ordering::Relaxed) {
+                if interrupt.load(Ordering::Relaxed) {
+                    stopped_by = "interrupt";
+                    stop.store(true, Ordering::Relaxed);
+                } else if config.duration.is_some_and(|d| totals.elapsed >= d) {
+                    stopped_by = "duration";
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+            if last_progress.elapsed() >= PROGRESS_INTERVAL {
+                progress(&totals);
+                last_progress = Instant::now();
+            }
+        }
+    });
+    progress(&totals);
+    let seconds = start.elapsed().as_secs_f64();
+    // Workers stop only between seeds, so the seeds run are exactly the
+    // shard's first ones: a soak is resumable from `seeds_run`.
+    let taken = next.load(Ordering::Relaxed).min(limit.unwrap_or(u64::MAX));
+    assert_eq!(totals.seeds_run, taken, "every seed handed out was run to its end");
+    failures.sort_by_key(|f: &SoakFailure| f.seed);
+    minimize_failures(config, &mut failures);
+    let per_second = |count: u64| count as f64 / seconds.max(1e-9);
+    SoakReport {
+        seed_start: config.seed_start,
+        shard: config.shard.to_string(),
+        jobs: config.jobs,
+        mutation: mutation_id(config.mutations),
+        strict: config.strict,
+        stopped_by: stopped_by.to_string(),
+        seeds_run: totals.seeds_run,
+        seconds,
+        seeds_per_second: per_second(totals.seeds_run),
+        crash_states: totals.crash_states,
+        crash_states_per_second: per_second(totals.crash_states),
+        disk_requests,
+        operations,
+        failures,
+    }
+}
+
+/// The run config of one soak seed.
+fn run_config(config: &SoakConfig, seed: u64) -> RunConfig {
+    let mut run_config = RunConfig::new(seed);
+    run_config.mutations = config.mutations;
+    run_config.strict |= config.strict;
+    run_config
+}
+
+fn run_seed(config: &SoakConfig, seed: u64) -> SeedDone {
+    let report = run(&run_config(config, seed));
+    let failure = report.failure.as_ref().map(|failure| SoakFailure {
+        seed,
+        knobs: report.knobs.to_string(),
+        invariant: failure.violation.invariant.id().to_string(),
+        message: failure.violation.message.clone(),
+        replay: config.replay_command(seed),
+        trace: None,
+    });
+    SeedDone { crashes: report.stats.crashes, disk_requests: report.stats.disk_requests, operations: report.stats.operations, failure }
+}
+
+/// Minimizes up to `traces_max` failures — the first of each invariant,
+/// then the rest in seed order — and writes them as crash traces.
+fn minimize_failures(config: &SoakConfig, failures: &mut [SoakFailure]) {
+    let mut chosen: Vec<usize> = Vec::new();
+    let mut invariants = std::collections::BTreeSet::new();
+    for (index, failure) in failures.iter().enumerate() {
+        if invariants.insert(failure.invariant.clone()) {
+            chosen.push(index);
+        }
+    }
+    let rest: Vec<usize> = (0..failures.len()).filter(|i| !chosen.contains(i)).collect();
+    chosen.extend(rest);
+    chosen.truncate(config.traces_max);
+    for index in chosen {
+        let failure = &mut failures[index];
+        let run_config = run_config(config, failure.seed);
+        let report = run(&run_config);
+        let trace = CrashTrace::from_run(&run_config, &report).minimize(config.minimize_budget);
+        failure.trace = Some(match trace.write(&config.traces_dir) {
+            Ok(path) => path.display().to_string(),
+            Err(error) => format!("not written: {error}"),
+        });
+    }
+}
