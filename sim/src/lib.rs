@@ -3,6 +3,7 @@
 //! - [`disk`]: `SimDisk`, the simulated block device and its fault model.
 //! - [`world`]: the deterministic world: engine, disks, workload, crashes.
 //! - [`trace`]: run traces and their hashes.
+//! - [`bench`]: the performance figures (`snapsim bench`, `cargo bench -p sim`).
 //! - [`cli`]: the verbs of `snapsim` that work on real devices.
 //! - [`hostile`]: `arbitrary` descriptions of COW devices and operation sequences (fuzzing).
 //! - [`zoo`]: the hunt for the kernel's historical bugs (`snapsim zoo`).
@@ -12,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod cli;
 pub mod crash_trace;
 pub mod disk;

@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sim::cli::{CliError, inspect, live, view};
 
+// Counts allocations for `snapsim bench`'s memory figures (a wrapper over
+// the system allocator; the count is two atomic adds per call).
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
 #[derive(Debug, Parser)]
 #[command(name = "snapsim", version, about = "Inspect, view and simulate Linux dm-snapshot COW devices")]
 struct Cli {
@@ -32,6 +37,23 @@ enum Command {
     Zoo(ZooArgs),
     /// Run swarm seeds on parallel workers for a duration (the nightly soak); report every failure.
     Soak(SoakArgs),
+    /// Measure the project's performance figures (docs/PERFORMANCE.md) and print them.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Where the throughput runs put their files (512 MiB at most); the system's temporary directory by default.
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+}
+
+fn bench(args: &BenchArgs) -> Result<(), CliError> {
+    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::Builder::new().prefix("snapsim-bench").tempdir_in(&base).map_err(|e| CliError::new(format!("{}: {e}", base.display())))?;
+    let memory = sim::bench::MemoryProbe { allocated: || ALLOCATOR.allocated(), allocated_max: || ALLOCATOR.max_allocated() };
+    sim::bench::run_all(memory, dir.path());
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -438,6 +460,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Zoo(args) => zoo(&args),
         Command::Soak(args) => soak(&args),
+        Command::Bench(args) => bench(&args),
         Command::View(args) => {
             let stats = view::run(&args)?;
             eprintln!(
@@ -456,7 +479,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Simulated runs fail disks on purpose; the engine's warnings about them
     // would drown the report (RUST_LOG still shows them).
-    let simulated = matches!(cli.command, Command::Run(_) | Command::Explore(_) | Command::Replay(_) | Command::Zoo(_) | Command::Soak(_));
+    let simulated = matches!(cli.command, Command::Run(_) | Command::Explore(_) | Command::Replay(_) | Command::Zoo(_) | Command::Soak(_) | Command::Bench(_));
     let default_filter = if simulated { "off" } else { "warn" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter)).format_timestamp(None).init();
     match run(cli) {

@@ -1,5 +1,5 @@
-//! Metadata load benchmark: how fast a COW's records become a usable
-//! exception table, and what the table costs in memory.
+//! Metadata load: how fast a COW's records become a usable exception
+//! table, and what the table costs in memory.
 //!
 //! A COW holding 1,000,000 records with 4 KiB chunks (3,907 metadata areas)
 //! sits on a sparse memory device (only metadata areas are stored; data
@@ -9,23 +9,18 @@
 //! - `sequential`: origin chunks in order — runs break only at area boundaries.
 //!
 //! Each shape is loaded `RUNS` times on one thread; the median is reported.
-//! Memory is measured by a counting allocator: `table` is what the loaded
-//! store and table keep, `peak` the most the load had allocated at once.
-//!
-//! Run with `cargo bench -p engine --bench load`.
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // wall time is what a benchmark measures
+//! `table` is what the loaded store and table keep, `peak` the most the load
+//! had allocated at once.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
+use engine::ChunkSize;
 use engine::format::{DiskHeader, Layout, Record};
 use engine::io::{BlockDevice, CompletionQueue, DeviceIdentity, IoDone, SECTOR_BYTES, WriteFlags};
 use engine::store::{StoreConfig, load_blocking};
 use engine::sync::Arc;
-use engine::ChunkSize;
 
-#[global_allocator]
-static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+use super::{MemoryProbe, timed};
 
 const RECORDS: u64 = 1_000_000;
 const CHUNK_SECTORS: u32 = 8;
@@ -97,7 +92,7 @@ struct Measured {
     runs: usize,
 }
 
-fn measure(name: &str, old_chunk: impl Fn(u64) -> u64) -> Measured {
+fn measure(memory: MemoryProbe, name: &str, old_chunk: impl Fn(u64) -> u64) -> Measured {
     let queue = CompletionQueue::new();
     let cow = Arc::new(build_cow(&queue, old_chunk));
     let config = StoreConfig { chunk_sectors: Some(CHUNK_SECTORS), ..StoreConfig::default() };
@@ -106,29 +101,28 @@ fn measure(name: &str, old_chunk: impl Fn(u64) -> u64) -> Measured {
     let mut peak_bytes = None;
     let mut runs = 0;
     for _ in 0..RUNS {
-        let before = ALLOCATOR.allocated();
-        let mark_before = ALLOCATOR.max_allocated();
-        let start = Instant::now();
-        let loaded = load_blocking(&queue, Arc::clone(&cow), 512, config).expect("bench COW loads");
-        seconds.push(start.elapsed().as_secs_f64());
+        let before = (memory.allocated)();
+        let mark_before = (memory.allocated_max)();
+        let (elapsed, loaded) = timed(|| load_blocking(&queue, Arc::clone(&cow), 512, config).expect("bench COW loads"));
+        seconds.push(elapsed);
         assert_eq!(loaded.exceptions.len(), RECORDS, "{name}");
-        table_bytes = ALLOCATOR.allocated() - before;
+        table_bytes = (memory.allocated)() - before;
         runs = loaded.exceptions.run_count();
         drop(loaded);
-        if ALLOCATOR.max_allocated() > mark_before {
-            peak_bytes = Some(ALLOCATOR.max_allocated() - before);
+        if (memory.allocated_max)() > mark_before {
+            peak_bytes = Some((memory.allocated_max)() - before);
         }
     }
     seconds.sort_by(f64::total_cmp);
     Measured { median_seconds: seconds[RUNS / 2], table_bytes, peak_bytes, runs }
 }
 
-fn main() {
-    // Filters passed by `cargo bench -- FILTER` are accepted and ignored.
+/// Loads a million-record COW of each shape and prints rate and memory.
+pub fn print(memory: MemoryProbe) {
     let scatter = |i: u64| i.wrapping_mul(0x9E37_79B1) & ((1 << 24) - 1); // a bijection on 2^24 chunks
     println!("load benchmark: {RECORDS} records, {} KiB chunks, memory-backed COW, one thread, median of {RUNS}", CHUNK_SECTORS / 2);
     println!("{:<11} {:>10} {:>16} {:>10} {:>14} {:>14} {:>12}", "shape", "ms", "records/s", "runs", "table bytes", "bytes/record", "peak MiB");
-    for (name, result) in [("random", measure("random", scatter)), ("sequential", measure("sequential", |i| i))] {
+    for (name, result) in [("random", measure(memory, "random", scatter)), ("sequential", measure(memory, "sequential", |i| i))] {
         let rate = RECORDS as f64 / result.median_seconds;
         println!(
             "{:<11} {:>10.1} {:>16.0} {:>10} {:>14} {:>14.1} {:>12}",

@@ -1,23 +1,19 @@
-//! Target benchmarks: the cost of breaking sharing, and memory under a burst.
+//! Target figures: the cost of breaking sharing, and memory under a burst.
 //!
 //! 1. **First-write throughput** on real files, 64 KiB chunks: every chunk of
 //!    a 256 MiB origin is overwritten once through the snapshot-origin target
 //!    (each write copies the old chunk to the COW, commits its exception, then
 //!    writes the origin). Compared, in the same run, with a plain copy of the
 //!    same bytes from the origin to another file through the same device
-//!    layer. The ratio is plain time / snapshot time (1.0 = free, aim ≥ 0.5).
+//!    layer. The ratio is snapshot throughput / plain copy (1.0 = free).
 //! 2. **Burst memory**: 16 snapshots with 4 KiB chunks, bursts of origin chunk
 //!    writes of growing size, on discard devices (so that only the engine's
 //!    own memory is counted). The writer behaves like a kernel writer thread:
 //!    when the COW throttle holds its write, it waits (runs completions)
 //!    before writing more. Peak memory is sampled after every step; with the
 //!    throttle it stays flat as the burst grows, without it it grows.
-//!
-//! Run with `cargo bench -p engine --bench targets`.
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // wall time is what a benchmark measures
 
 use std::path::Path;
-use std::time::Instant;
 
 use engine::io::{
     BlockDevice, CompletionQueue, DeviceIdentity, FileDevice, IoDone, OpenMode, SECTOR_BYTES, WriteFlags, run_until_done,
@@ -26,10 +22,7 @@ use engine::store::StoreConfig;
 use engine::sync::Arc;
 use engine::target::{Origin, OriginConfig, OriginDevice};
 
-#[global_allocator]
-static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
-
-const MIB: u64 = 1 << 20;
+use super::{MIB, MemoryProbe};
 
 fn wait(queue: &CompletionQueue, start: impl FnOnce(IoDone<()>)) {
     run_until_done(queue, start).expect("completed").expect("I/O succeeded");
@@ -40,7 +33,7 @@ fn plain_copy(dir: &Path, origin_bytes: u64, chunk_bytes: u64) -> f64 {
     let source = FileDevice::open(&dir.join("origin"), OpenMode::ReadOnly, &queue).unwrap();
     let target = FileDevice::open(&dir.join("copy"), OpenMode::ReadWrite, &queue).unwrap();
     let sectors = (chunk_bytes / SECTOR_BYTES as u64) as u32;
-    let start = Instant::now();
+    let start = std::time::Instant::now();
     for chunk in 0..origin_bytes / chunk_bytes {
         let sector = chunk * u64::from(sectors);
         let data = run_until_done(&queue, |done| source.read(sector, sectors, done)).unwrap().unwrap();
@@ -62,7 +55,7 @@ fn snapshot_first_writes(dir: &Path, origin_bytes: u64, chunk_bytes: u64) -> (f6
     let device = OriginDevice::new(Arc::clone(&origin));
     let chunks = origin_bytes / chunk_bytes;
     let mut buffers: Vec<Vec<u8>> = (0..chunks).map(|_| vec![0x5au8; chunk_bytes as usize]).collect();
-    let start = Instant::now();
+    let start = std::time::Instant::now();
     for chunk in 0..chunks {
         let data = buffers.pop().expect("one buffer per chunk");
         device.write(chunk * u64::from(sectors), data, WriteFlags::PLAIN, Box::new(|r| r.expect("write")));
@@ -107,7 +100,7 @@ impl BlockDevice for Discard {
 }
 
 /// Peak bytes allocated during a burst of `writes` origin chunk writes under 16 snapshots.
-fn burst_peak(writes: u64, cow_threshold: usize) -> (usize, usize) {
+fn burst_peak(memory: MemoryProbe, writes: u64, cow_threshold: usize) -> (usize, usize) {
     let queue = CompletionQueue::new();
     let chunk_sectors = 8u64;
     let discard = |id, sectors| Arc::new(Discard { sectors, queue: Arc::clone(&queue), id });
@@ -120,9 +113,9 @@ fn burst_peak(writes: u64, cow_threshold: usize) -> (usize, usize) {
         })
         .collect();
     let device = OriginDevice::new(Arc::clone(&origin));
-    let baseline = ALLOCATOR.allocated();
+    let baseline = (memory.allocated)();
     let mut peak = 0usize;
-    let mut sample = || peak = peak.max(ALLOCATOR.allocated().saturating_sub(baseline));
+    let mut sample = || peak = peak.max((memory.allocated)().saturating_sub(baseline));
     for chunk in 0..writes {
         device.write(chunk * chunk_sectors, vec![1u8; 4096], WriteFlags::PLAIN, Box::new(|r| r.expect("write")));
         sample();
@@ -140,19 +133,19 @@ fn burst_peak(writes: u64, cow_threshold: usize) -> (usize, usize) {
     (peak, max_copies)
 }
 
-fn main() {
+/// First-write throughput against a plain copy, files under `dir`.
+pub fn print_throughput(dir: &Path) {
     let origin_bytes = 256 * MIB;
     let chunk_bytes = 64 * 1024;
-    let dir = tempfile::Builder::new().prefix("snapsim-bench").tempdir_in(std::env::var("SNAPSIM_BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_string())).unwrap();
-    println!("first-write throughput: {} MiB origin, 64 KiB chunks, files under {}", origin_bytes / MIB, dir.path().display());
+    println!("first-write throughput: {} MiB origin, 64 KiB chunks, files under {}", origin_bytes / MIB, dir.display());
     println!("{:<6} {:>14} {:>14} {:>10}   status", "run", "plain MiB/s", "snapshot MiB/s", "ratio");
     let mut ratios = Vec::new();
     // Run 0 warms the page cache and is not counted.
     for run in 0..=5 {
-        std::fs::write(dir.path().join("origin"), vec![0xa5u8; origin_bytes as usize]).unwrap();
-        std::fs::write(dir.path().join("copy"), vec![0u8; origin_bytes as usize]).unwrap();
-        let plain = plain_copy(dir.path(), origin_bytes, chunk_bytes);
-        let (snapshot, status) = snapshot_first_writes(dir.path(), origin_bytes, chunk_bytes);
+        std::fs::write(dir.join("origin"), vec![0xa5u8; origin_bytes as usize]).unwrap();
+        std::fs::write(dir.join("copy"), vec![0u8; origin_bytes as usize]).unwrap();
+        let plain = plain_copy(dir, origin_bytes, chunk_bytes);
+        let (snapshot, status) = snapshot_first_writes(dir, origin_bytes, chunk_bytes);
         let mib = (origin_bytes / MIB) as f64;
         let label = if run == 0 { "warm".to_string() } else { run.to_string() };
         if run > 0 {
@@ -163,13 +156,15 @@ fn main() {
     ratios.sort_by(f64::total_cmp);
     println!("median ratio of 5 (snapshot throughput / plain copy): {:.2}", ratios[ratios.len() / 2]);
     println!("(a first write copies the old chunk to the COW and writes the new one: twice the bytes of the plain copy)");
+}
 
-    println!();
+/// Peak memory of write bursts under 16 snapshots, with and without the throttle.
+pub fn print_burst(memory: MemoryProbe) {
     println!("burst memory: 16 snapshots, 4 KiB chunks, discard devices");
     println!("{:<12} {:>10} {:>14} {:>16}", "threshold", "writes", "peak MiB", "copies in flight");
     for (threshold, bursts) in [(engine::target::DEFAULT_COW_THRESHOLD, &[25_000u64, 50_000, 100_000, 200_000][..]), (0, &[2_500, 5_000, 10_000][..])] {
         for &writes in bursts {
-            let (peak, copies) = burst_peak(writes, threshold);
+            let (peak, copies) = burst_peak(memory, writes, threshold);
             let name = if threshold == 0 { "unlimited".to_string() } else { threshold.to_string() };
             println!("{name:<12} {writes:>10} {:>14.1} {copies:>16}", peak as f64 / MIB as f64);
         }
