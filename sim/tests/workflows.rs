@@ -80,4 +80,6 @@ fn the_nightly_runs_on_a_schedule_and_only_documented_commands() {
     for verb in ["soak", "zoo", "bench"] {
         assert!(verbs.iter().any(|v| v == verb), "the nightly does not run snapsim {verb}");
     }
+    assert!(commands.iter().any(|(_, run)| run.contains("cargo xtask interop")), "the nightly does not run the kernel interop test");
+    assert!(readme.contains("cargo xtask interop"));
 }

@@ -176,7 +176,7 @@ fn guarded(name: &'static str, body: impl Fn(&[u8])) -> impl Fn(&[u8]) {
         let path = dir.join(format!("{:016x}", hash.finish()));
         let saved = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, bytes));
         let saved = match saved {
-            Ok(()) => format!("replay: SNAPSIM_FUZZ_REPLAY={} cargo test -p sim --test fuzz -- --exact {name} --nocapture\n(once fixed, copy the input into sim/tests/__fuzz__/{name}/corpus/)", path.display()),
+            Ok(()) => format!("replay: SNAPSIM_FUZZ_REPLAY={} cargo test -p sim-fuzz --test fuzz -- --exact {name} --nocapture\n(once fixed, copy the input into sim/fuzz/tests/__fuzz__/{name}/corpus/)", path.display()),
             Err(error) => format!("the failing input could not be saved to {}: {error}", path.display()),
         };
         panic!("{message}\n{saved}");

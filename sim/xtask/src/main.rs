@@ -1,0 +1,53 @@
+//! `cargo xtask`: project tasks that need more than `cargo test`.
+//!
+//! `cargo xtask interop` is the differential test against the Linux kernel:
+//! a Debian kernel boots under qemu with origin and COW images as virtio
+//! disks, and dmsetup jobs run inside (see `interop/`). It checks both
+//! directions:
+//! - **engine → kernel**: COWs our engine wrote (chunk sizes 512 B to
+//!   64 KiB, several metadata areas, a `PO` overflow, an invalidated
+//!   snapshot, a merge done by our engine) load in the kernel with the
+//!   status line we print and a snapshot view byte-identical to ours; a
+//!   kernel snapshot-merge of our COW leaves the origin equal to our view;
+//! - **kernel → engine**: the kernel runs random workloads with several
+//!   parallel writers (its copies finish out of order), some runs killed
+//!   mid-way like a power cut; our engine loads each resulting COW and
+//!   serves exactly the view, with the status line, that the kernel serves
+//!   after reloading it.
+//!
+//! Opt-in (it installs Debian packages and needs root); the nightly runs
+//! it, `.ci/run` never does.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // real virtual machines run in wall time, on threads of their own
+
+mod interop;
+mod vm;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Differential test against the Linux kernel under qemu (needs root and Debian's packages).
+    Interop(interop::InteropArgs),
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().task {
+        Task::Interop(args) => match interop::run(&args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(error) => {
+                eprintln!("xtask interop: error: {error}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
