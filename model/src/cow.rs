@@ -37,10 +37,15 @@ impl SectorSource for [u8] {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CowGeometry {
     pub chunk_sectors: u32,
+    /// The origin's size in chunks, or [`Self::ORIGIN_UNKNOWN`].
     pub origin_chunks: u64,
 }
 
 impl CowGeometry {
+    /// A COW read without its origin (as the kernel loads one): any origin
+    /// chunk number is allowed in a record.
+    pub const ORIGIN_UNKNOWN: u64 = u64::MAX;
+
     /// Records one metadata area holds (16 bytes each).
     pub fn records_per_area(self) -> u64 {
         u64::from(self.chunk_sectors) * SECTOR_BYTES as u64 / RECORD_BYTES
@@ -153,7 +158,7 @@ pub fn decode(cow: &(impl SectorSource + ?Sized), geometry: CowGeometry) -> Resu
                 let message = format!("{}: the allocator gave out COW chunk {new}, {what}", place());
                 return Err(Violation::new(Invariant::I7Allocation, message));
             }
-            if old >= geometry.origin_chunks {
+            if geometry.origin_chunks != CowGeometry::ORIGIN_UNKNOWN && old >= geometry.origin_chunks {
                 return Err(ill_formed(format!("{}: origin chunk beyond the {}-chunk origin", place(), geometry.origin_chunks)));
             }
             if let Some(earlier) = seen_old.insert(old, records.len()) {

@@ -527,8 +527,13 @@ impl Oracle {
             // A chunk copied but not yet committed (the merge failed or was
             // cut short) is still served from the COW, and the copy on the
             // origin may be of a view value since overwritten there.
-            let copied_early = !complete && (initial.get(sector as usize) == Some(&value) || self.snapshots[k].ever_written.contains(&value));
-            if in_view || copied_early || (unmerged_allowed && self.origin.live_holds(initial, sector, value)) {
+            let ever_view = initial.get(sector as usize) == Some(&value) || self.snapshots[k].ever_written.contains(&value);
+            let copied_early = !complete && ever_view;
+            // A revived snapshot's view is unknown (it may even be a new
+            // snapshot of a later origin, if its header never became
+            // durable): its merge may leave any data the sector ever held.
+            let revived_any = self.snapshots[k].revived && (ever_view || self.origin_values.contains_key(&value));
+            if in_view || copied_early || revived_any || (unmerged_allowed && self.origin.live_holds(initial, sector, value)) {
                 return Ok(());
             }
             let allowed: Vec<String> = self.snapshots[k].view.live_values(initial, sector).into_iter().map(|v| self.name(v)).collect();

@@ -137,7 +137,7 @@ fn model_table(bytes: &[u8], chunk_sectors: u32) -> Result<BTreeMap<u64, u64>, m
     if bytes.len() >= 8 && bytes[4..8] != [0; 4] {
         bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
     }
-    let geometry = model::CowGeometry { chunk_sectors, origin_chunks: u64::MAX / 2 };
+    let geometry = model::CowGeometry { chunk_sectors, origin_chunks: model::CowGeometry::ORIGIN_UNKNOWN };
     Ok(model::cow::decode(bytes.as_slice(), geometry)?.table())
 }
 
