@@ -520,20 +520,17 @@ impl Oracle {
         let initial = &self.config.initial;
         if let Some((k, complete)) = self.merging {
             let in_view = self.snapshots[k].view.live_holds(initial, sector, value);
-            // A snapshot revived by K1 lost the exceptions of the copies that
-            // failed before the crash; merging it leaves those chunks holding
-            // origin data, so a complete merge may show either.
-            let unmerged_allowed = !complete || self.snapshots[k].revived;
             // A chunk copied but not yet committed (the merge failed or was
             // cut short) is still served from the COW, and the copy on the
             // origin may be of a view value since overwritten there.
             let ever_view = initial.get(sector as usize) == Some(&value) || self.snapshots[k].ever_written.contains(&value);
             let copied_early = !complete && ever_view;
-            // A revived snapshot's view is unknown (it may even be a new
-            // snapshot of a later origin, if its header never became
-            // durable): its merge may leave any data the sector ever held.
+            // A snapshot revived by K1 lost the exceptions of the copies that
+            // failed before the crash, and may even be a new snapshot of a
+            // later origin (if its header never became durable): its view is
+            // unknown, and its merge may leave any data the sector ever held.
             let revived_any = self.snapshots[k].revived && (ever_view || self.origin_values.contains_key(&value));
-            if in_view || copied_early || revived_any || (unmerged_allowed && self.origin.live_holds(initial, sector, value)) {
+            if in_view || copied_early || revived_any || (!complete && self.origin.live_holds(initial, sector, value)) {
                 return Ok(());
             }
             let allowed: Vec<String> = self.snapshots[k].view.live_values(initial, sector).into_iter().map(|v| self.name(v)).collect();

@@ -5,8 +5,6 @@
 #[global_allocator]
 static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
-const MEMORY: sim::bench::MemoryProbe = sim::bench::MemoryProbe { allocated: || ALLOCATOR.allocated(), allocated_max: || ALLOCATOR.max_allocated() };
-
 fn main() {
-    sim::bench::load::print(MEMORY);
+    sim::bench::load::print(sim::bench::MemoryProbe::new(&ALLOCATOR));
 }

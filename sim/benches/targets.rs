@@ -7,12 +7,10 @@
 #[global_allocator]
 static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
-const MEMORY: sim::bench::MemoryProbe = sim::bench::MemoryProbe { allocated: || ALLOCATOR.allocated(), allocated_max: || ALLOCATOR.max_allocated() };
-
 fn main() {
     let base = std::env::var("SNAPSIM_BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_string());
     let dir = tempfile::Builder::new().prefix("snapsim-bench").tempdir_in(base).expect("a temporary directory for the bench files");
     sim::bench::targets::print_throughput(dir.path());
     println!();
-    sim::bench::targets::print_burst(MEMORY);
+    sim::bench::targets::print_burst(sim::bench::MemoryProbe::new(&ALLOCATOR));
 }

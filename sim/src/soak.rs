@@ -194,7 +194,9 @@ struct SeedDone {
     crashes: u64,
     disk_requests: u64,
     operations: u64,
-    failure: Option<SoakFailure>,
+    /// The failure, with its run as an unminimized trace (kept from the
+    /// run itself, so minimizing starts without running the seed again).
+    failure: Option<(SoakFailure, CrashTrace)>,
 }
 
 /// How often the progress callback hears from the soak.
@@ -270,8 +272,9 @@ pub fn soak(config: &SoakConfig, interrupt: &AtomicBool, progress: &mut dyn FnMu
     // shard's first ones: a soak is resumable from `seeds_run`.
     let taken = next.load(Ordering::Relaxed).min(limit.unwrap_or(u64::MAX));
     assert_eq!(totals.seeds_run, taken, "every seed handed out was run to its end");
-    failures.sort_by_key(|f: &SoakFailure| f.seed);
+    failures.sort_by_key(|(f, _): &(SoakFailure, CrashTrace)| f.seed);
     minimize_failures(config, &mut failures);
+    let failures: Vec<SoakFailure> = failures.into_iter().map(|(failure, _)| failure).collect();
     let per_second = |count: u64| count as f64 / seconds.max(1e-9);
     SoakReport {
         seed_start: config.seed_start,
@@ -300,7 +303,8 @@ fn run_config(config: &SoakConfig, seed: u64) -> RunConfig {
 }
 
 fn run_seed(config: &SoakConfig, seed: u64) -> SeedDone {
-    let report = run(&run_config(config, seed));
+    let run_config = run_config(config, seed);
+    let report = run(&run_config);
     let failure = report.failure.as_ref().map(|failure| SoakFailure {
         seed,
         knobs: report.knobs.to_string(),
@@ -309,15 +313,16 @@ fn run_seed(config: &SoakConfig, seed: u64) -> SeedDone {
         replay: config.replay_command(seed),
         trace: None,
     });
+    let failure = failure.map(|failure| (failure, CrashTrace::from_run(&run_config, &report)));
     SeedDone { crashes: report.stats.crashes, disk_requests: report.stats.disk_requests, operations: report.stats.operations, failure }
 }
 
 /// Minimizes up to `traces_max` failures — the first of each invariant,
 /// then the rest in seed order — and writes them as crash traces.
-fn minimize_failures(config: &SoakConfig, failures: &mut [SoakFailure]) {
+fn minimize_failures(config: &SoakConfig, failures: &mut [(SoakFailure, CrashTrace)]) {
     let mut chosen: Vec<usize> = Vec::new();
     let mut invariants = std::collections::BTreeSet::new();
-    for (index, failure) in failures.iter().enumerate() {
+    for (index, (failure, _)) in failures.iter().enumerate() {
         if invariants.insert(failure.invariant.clone()) {
             chosen.push(index);
         }
@@ -326,10 +331,8 @@ fn minimize_failures(config: &SoakConfig, failures: &mut [SoakFailure]) {
     chosen.extend(rest);
     chosen.truncate(config.traces_max);
     for index in chosen {
-        let failure = &mut failures[index];
-        let run_config = run_config(config, failure.seed);
-        let report = run(&run_config);
-        let trace = CrashTrace::from_run(&run_config, &report).minimize(config.minimize_budget);
+        let (failure, trace) = &mut failures[index];
+        let trace = trace.minimize(config.minimize_budget);
         failure.trace = Some(match trace.write(&config.traces_dir) {
             Ok(path) => path.display().to_string(),
             Err(error) => format!("not written: {error}"),

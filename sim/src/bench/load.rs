@@ -101,16 +101,16 @@ fn measure(memory: MemoryProbe, name: &str, old_chunk: impl Fn(u64) -> u64) -> M
     let mut peak_bytes = None;
     let mut runs = 0;
     for _ in 0..RUNS {
-        let before = (memory.allocated)();
-        let mark_before = (memory.allocated_max)();
+        let before = memory.allocated();
+        let mark_before = memory.allocated_max();
         let (elapsed, loaded) = timed(|| load_blocking(&queue, Arc::clone(&cow), 512, config).expect("bench COW loads"));
         seconds.push(elapsed);
         assert_eq!(loaded.exceptions.len(), RECORDS, "{name}");
-        table_bytes = (memory.allocated)() - before;
+        table_bytes = memory.allocated() - before;
         runs = loaded.exceptions.run_count();
         drop(loaded);
-        if (memory.allocated_max)() > mark_before {
-            peak_bytes = Some((memory.allocated_max)() - before);
+        if memory.allocated_max() > mark_before {
+            peak_bytes = Some(memory.allocated_max() - before);
         }
     }
     seconds.sort_by(f64::total_cmp);

@@ -18,18 +18,30 @@ pub mod simulation;
 pub mod targets;
 pub mod zoo;
 
-/// What the binary's counting allocator says.
+/// What the binary's counting allocator (`cap::Cap`, installed as its
+/// `#[global_allocator]`) says.
 #[derive(Clone, Copy)]
-pub struct MemoryProbe {
+pub struct MemoryProbe(&'static cap::Cap<std::alloc::System>);
+
+impl MemoryProbe {
+    pub fn new(allocator: &'static cap::Cap<std::alloc::System>) -> Self {
+        Self(allocator)
+    }
+
     /// Bytes allocated now.
-    pub allocated: fn() -> usize,
+    pub fn allocated(self) -> usize {
+        self.0.allocated()
+    }
+
     /// The most bytes ever allocated at once (a high-water mark).
-    pub allocated_max: fn() -> usize,
+    pub fn allocated_max(self) -> usize {
+        self.0.max_allocated()
+    }
 }
 
 impl std::fmt::Debug for MemoryProbe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MemoryProbe {{ allocated: {} }}", (self.allocated)())
+        write!(f, "MemoryProbe {{ allocated: {} }}", self.allocated())
     }
 }
 

@@ -113,9 +113,9 @@ fn burst_peak(memory: MemoryProbe, writes: u64, cow_threshold: usize) -> (usize,
         })
         .collect();
     let device = OriginDevice::new(Arc::clone(&origin));
-    let baseline = (memory.allocated)();
+    let baseline = memory.allocated();
     let mut peak = 0usize;
-    let mut sample = || peak = peak.max((memory.allocated)().saturating_sub(baseline));
+    let mut sample = || peak = peak.max(memory.allocated().saturating_sub(baseline));
     for chunk in 0..writes {
         device.write(chunk * chunk_sectors, vec![1u8; 4096], WriteFlags::PLAIN, Box::new(|r| r.expect("write")));
         sample();

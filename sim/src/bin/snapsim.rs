@@ -51,8 +51,7 @@ struct BenchArgs {
 fn bench(args: &BenchArgs) -> Result<(), CliError> {
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::Builder::new().prefix("snapsim-bench").tempdir_in(&base).map_err(|e| CliError::new(format!("{}: {e}", base.display())))?;
-    let memory = sim::bench::MemoryProbe { allocated: || ALLOCATOR.allocated(), allocated_max: || ALLOCATOR.max_allocated() };
-    sim::bench::run_all(memory, dir.path());
+    sim::bench::run_all(sim::bench::MemoryProbe::new(&ALLOCATOR), dir.path());
     Ok(())
 }
 

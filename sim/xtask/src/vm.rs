@@ -75,7 +75,10 @@ pub struct Boot {
 impl Boot {
     /// The rest of the first marker line starting with `key `.
     pub fn marker(&self, key: &str) -> Option<&str> {
-        self.markers.iter().find_map(|m| m.strip_prefix(key).and_then(|rest| rest.strip_prefix(' ').or(Some(rest).filter(|r| r.is_empty()))))
+        self.markers.iter().find_map(|m| {
+            let (word, rest) = m.split_once(' ').unwrap_or((m, ""));
+            (word == key).then_some(rest)
+        })
     }
 }
 
