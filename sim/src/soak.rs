@@ -220,8 +220,10 @@ pub fn soak(config: &SoakConfig, interrupt: &AtomicBool, progress: &mut dyn FnMu
         for _ in 0..config.jobs {
             let sender = sender.clone();
             let (next, stop) = (&next, &stop);
+            // Workers heed an interrupt themselves, so a Ctrl-C stops them
+            // right after the seed in hand, not after the next progress tick.
             scope.spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) && !interrupt.load(Ordering::Relaxed) {
                     let m = next.fetch_add(1, Ordering::Relaxed);
                     if limit.is_some_and(|limit| m >= limit) {
                         break;
@@ -266,6 +268,10 @@ pub fn soak(config: &SoakConfig, interrupt: &AtomicBool, progress: &mut dyn FnMu
             }
         }
     });
+    // The workers may have seen the interrupt and ended before the loop did.
+    if stopped_by == "seeds" && interrupt.load(Ordering::Relaxed) && limit.is_none_or(|limit| totals.seeds_run < limit) {
+        stopped_by = "interrupt";
+    }
     progress(&totals);
     let seconds = start.elapsed().as_secs_f64();
     // Workers stop only between seeds, so the seeds run are exactly the
