@@ -70,6 +70,8 @@ fn default_writes_max() -> usize {
 pub struct Replayed {
     pub violation: Option<Violation>,
     pub steps: u64,
+    /// The run's trace hash (for `explore`, the recorded run's).
+    pub trace_hash: u64,
 }
 
 impl Replayed {
@@ -130,9 +132,43 @@ impl CrashTrace {
         }
     }
 
+    /// Reads and checks a trace file: every field in its range (the
+    /// scenario's fields against [`crate::scenario::Limits`]).
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let text = crate::cli::limits::read_text_bounded(path, crate::cli::limits::SCRIPT_FILE_BYTES_MAX)?;
+        let trace: Self = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        trace.check().map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(trace)
+    }
+
+    /// The most crashes a trace may ask for.
+    pub const CRASHES_MAX: u32 = 100;
+    /// The highest fault rate a trace may ask for (a disk failing every
+    /// request would stop the run from going anywhere).
+    pub const ERROR_RATE_MAX: f64 = 0.5;
+
+    /// Checks the trace's own fields, then the scenario it describes.
+    pub fn check(&self) -> Result<(), String> {
+        if !matches!(self.mode.as_str(), "run" | "explore") {
+            return Err(format!("mode = {:?}: must be \"run\" or \"explore\"", self.mode));
+        }
+        if !valid_verdict(&self.verdict) {
+            return Err(format!("verdict = {:?}: must be \"pass\" or an invariant id (I1..I14)", self.verdict));
+        }
+        if self.crashes > Self::CRASHES_MAX {
+            return Err(format!("crashes = {}: must be 0..={}", self.crashes, Self::CRASHES_MAX));
+        }
+        for (field, rate) in [("read_error", self.read_error), ("write_error", self.write_error), ("flush_error", self.flush_error)] {
+            if !(0.0..=Self::ERROR_RATE_MAX).contains(&rate) {
+                return Err(format!("{field} = {rate}: must be a rate from 0 to {}", Self::ERROR_RATE_MAX));
+            }
+        }
+        if let Some(id) = &self.mutation {
+            if Mutation::parse(id).is_none() {
+                return Err(format!("mutation = {id:?}: no such mutation (Z1..Z21)"));
+            }
+        }
+        self.scenario().map(|_| ())
     }
 
     /// The file's text: a comment header, then the fields.
@@ -183,6 +219,7 @@ impl CrashTrace {
 
     /// Runs the trace as recorded.
     pub fn replay(&self) -> Result<Replayed, String> {
+        self.check()?;
         let scenario = self.scenario()?;
         let mut config = scenario.run_config(self.seed);
         config.strict = self.strict;
@@ -190,11 +227,11 @@ impl CrashTrace {
         match self.mode.as_str() {
             "run" => {
                 let report = run(&config);
-                Ok(Replayed { violation: report.failure.map(|f| f.violation), steps: report.stats.steps })
+                Ok(Replayed { violation: report.failure.map(|f| f.violation), steps: report.stats.steps, trace_hash: report.trace_hash })
             }
             "explore" => {
                 let (coverage, outcome) = explore(&config, &scenario.bounds());
-                Ok(Replayed { violation: outcome.err().map(|f| f.violation), steps: coverage.steps })
+                Ok(Replayed { violation: outcome.err().map(|f| f.violation), steps: coverage.steps, trace_hash: coverage.trace_hash })
             }
             other => Err(format!("mode {other:?} is neither run nor explore")),
         }

@@ -66,6 +66,10 @@ pub struct Coverage {
     pub distinct: u64,
     /// The most non-durable writes seen at one point.
     pub pending_max: usize,
+    /// The run stopped at [`Bounds::states_max`]: states were left unchecked.
+    pub truncated: bool,
+    /// The recorded run's trace hash (the same for every replay of it).
+    pub trace_hash: u64,
 }
 
 /// A crash state that broke an invariant.
@@ -123,8 +127,11 @@ pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), Cra
         bounds.states_max == 0 || coverage.distinct < bounds.states_max
     });
     coverage.steps = world.stats().steps;
+    coverage.truncated = outcome.is_ok() && bounds.states_max != 0 && coverage.distinct >= bounds.states_max;
+    let report = world.report();
+    coverage.trace_hash = report.trace_hash;
     if outcome.is_ok() {
-        if let Some(failure) = world.report().failure {
+        if let Some(failure) = report.failure {
             outcome = Err(CrashFailure { step: failure.step, applied: "the live run (no crash)".into(), violation: failure.violation });
         }
     }

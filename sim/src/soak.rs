@@ -108,9 +108,7 @@ impl Default for SoakConfig {
 impl SoakConfig {
     /// The command that reruns one seed of this soak.
     pub fn replay_command(&self, seed: u64) -> String {
-        let mutation = mutation_id(self.mutations).map_or(String::new(), |m| format!(" --mutation {m}"));
-        let strict = if self.strict { " --strict" } else { "" };
-        format!("snapsim run --seed {seed}{mutation}{strict}")
+        run_config(self, seed).replay_command()
     }
 }
 
@@ -316,7 +314,7 @@ fn run_seed(config: &SoakConfig, seed: u64) -> SeedDone {
         knobs: report.knobs.to_string(),
         invariant: failure.violation.invariant.id().to_string(),
         message: failure.violation.message.clone(),
-        replay: config.replay_command(seed),
+        replay: report.replay_command(),
         trace: None,
     });
     let failure = failure.map(|failure| (failure, CrashTrace::from_run(&run_config, &report)));

@@ -46,8 +46,15 @@ fn swarm_seeds_pass_the_oracle() {
 
 #[test]
 fn replay_seed() {
+    // The options `snapsim run` prints in its replay command, as variables.
     let seed = std::env::var("SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(42);
-    let report = run(&RunConfig::new(seed));
+    let mut config = RunConfig::new(seed);
+    if let Ok(steps) = std::env::var("SNAPSIM_MAX_STEPS") {
+        config.max_steps = steps.parse().expect("SNAPSIM_MAX_STEPS is a number of steps");
+    }
+    let mutation = std::env::var("SNAPSIM_MUTATION").ok();
+    config.mutations = sim::crash_trace::mutations_of(mutation.as_deref()).expect("SNAPSIM_MUTATION names a mutation");
+    let report = run(&config);
     println!("seed {seed}: {}", report.knobs);
     println!("{:?}", report.stats);
     println!("trace hash {:016x}", report.trace_hash);

@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sim::cli::{CliError, inspect, live, view};
+use serde_json::json;
+use sim::cli::{CliError, ErrorKind, inspect, live, view};
 
 // Counts allocations for `snapsim bench`'s memory figures (a wrapper over
 // the system allocator; the count is two atomic adds per call).
@@ -11,7 +12,13 @@ use sim::cli::{CliError, inspect, live, view};
 static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
 #[derive(Debug, Parser)]
-#[command(name = "snapsim", version, about = "Inspect, view and simulate Linux dm-snapshot COW devices")]
+#[command(
+    name = "snapsim",
+    version,
+    about = "Inspect, view and simulate Linux dm-snapshot COW devices",
+    after_help = "Exit status: 0 checked and passed; 1 a violation found, or an operation on a real file failed on the data; \
+                  2 bad invocation or bad input (nothing written); 3 PARTIAL: stopped before everything asked was checked."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,9 +31,9 @@ enum Command {
     /// Write the snapshot's view (origin remapped through the COW) to a file.
     View(view::ViewArgs),
     /// Replay a workload's writes through a live snapshot onto real origin and COW files.
-    Apply(live::ApplyArgs),
+    Apply(ApplyCommand),
     /// Merge a snapshot's COW back into its origin (offline snapshot-merge).
-    Merge(live::LiveArgs),
+    Merge(MergeCommand),
     /// Run the deterministic simulation for one seed: knobs, summary, verdict, trace hash.
     Run(RunArgs),
     /// Run a scenario and check every crash state within its bound; print the counts.
@@ -41,6 +48,45 @@ enum Command {
     Bench(BenchArgs),
 }
 
+impl Command {
+    /// Whether the verb was asked for one JSON object on stdout.
+    fn json(&self) -> bool {
+        match self {
+            Command::Apply(args) => args.json,
+            Command::Merge(args) => args.json,
+            Command::Run(args) => args.json,
+            Command::Explore(args) => args.json,
+            Command::Replay(args) => args.json,
+            Command::Zoo(args) => args.json,
+            Command::Inspect(_) | Command::View(_) | Command::Soak(_) | Command::Bench(_) => false,
+        }
+    }
+}
+
+/// Where a verb's human-readable lines go: stdout, or stderr when stdout
+/// carries the one JSON object `--json` asked for.
+#[derive(Debug, Clone, Copy)]
+struct Out {
+    json: bool,
+}
+
+impl Out {
+    fn line(self, text: impl std::fmt::Display) {
+        if self.json {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
+
+    /// Prints the JSON object (only under `--json`).
+    fn object(self, value: &serde_json::Value) {
+        if self.json {
+            println!("{value}");
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 struct BenchArgs {
     /// Where the throughput runs put their files (512 MiB at most); the system's temporary directory by default.
@@ -48,17 +94,33 @@ struct BenchArgs {
     dir: Option<std::path::PathBuf>,
 }
 
+/// Measures and prints every figure. Its files live in a temporary
+/// directory that is removed at the end, and on Ctrl-C too.
 fn bench(args: &BenchArgs) -> Result<(), CliError> {
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::Builder::new().prefix("snapsim-bench").tempdir_in(&base).map_err(|e| CliError::new(format!("{}: {e}", base.display())))?;
-    sim::bench::run_all(sim::bench::MemoryProbe::new(&ALLOCATOR), dir.path());
+    if !base.is_dir() {
+        return Err(CliError::bad_input(format!("--dir {}: not a directory", base.display())));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("snapsim-bench")
+        .tempdir_in(&base)
+        .map_err(|e| CliError::bad_input(format!("--dir {}: cannot create a directory in it: {e}", base.display())))?;
+    let path = dir.path().to_path_buf();
+    let removed = path.clone();
+    ctrlc::set_handler(move || {
+        let _ = std::fs::remove_dir_all(&removed);
+        eprintln!("snapsim: bench interrupted: removed {}; verdict: PARTIAL", removed.display());
+        std::process::exit(i32::from(ErrorKind::Partial.exit_code()));
+    })
+    .map_err(|e| CliError::failed(format!("cannot catch Ctrl-C: {e}")))?;
+    sim::bench::run_all(sim::bench::MemoryProbe::new(&ALLOCATOR), &path);
     Ok(())
 }
 
 #[derive(Debug, clap::Args)]
 struct SoakArgs {
     /// Wall time to run for (`8h`, `10m`, `90s`); without it (and without --seeds), 10 minutes.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "seeds")]
     duration: Option<std::time::Duration>,
     /// Stop after the first N seeds of the range instead (exact, for comparing runs).
     #[arg(long)]
@@ -89,11 +151,39 @@ struct SoakArgs {
     mutation: Option<String>,
 }
 
+/// Refuses a path the soak could write only at its end: the report's
+/// directory must exist and take a new file, the traces directory must not
+/// be a file. Checked before the first seed runs, not after the last.
+fn check_soak_outputs(args: &SoakArgs) -> Result<(), CliError> {
+    if args.report.is_dir() {
+        return Err(CliError::bad_input(format!("--report {}: is a directory", args.report.display())));
+    }
+    let dir = match args.report.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    tempfile::tempfile_in(&dir).map_err(|e| CliError::bad_input(format!("--report {}: cannot write in {}: {e}", args.report.display(), dir.display())))?;
+    if args.traces_dir.exists() && !args.traces_dir.is_dir() {
+        return Err(CliError::bad_input(format!("--traces-dir {}: is not a directory", args.traces_dir.display())));
+    }
+    Ok(())
+}
+
 /// The nightly soak: progress on stderr, the summary on stdout, the JSON
 /// report on disk; a failure (or a stop with failures) is the exit status.
 fn soak(args: &SoakArgs) -> Result<(), CliError> {
     use std::io::IsTerminal;
     use std::sync::atomic::{AtomicBool, Ordering};
+    if args.jobs == Some(0) {
+        return Err(CliError::bad_input("--jobs 0: at least one worker"));
+    }
+    if args.seeds == Some(0) {
+        return Err(CliError::bad_input("--seeds 0: at least one seed"));
+    }
+    if args.duration.is_some_and(|d| d.is_zero()) {
+        return Err(CliError::bad_input("--duration 0s: a soak needs some time"));
+    }
+    check_soak_outputs(args)?;
     let mut config = sim::soak::SoakConfig {
         seed_start: args.seed_start,
         seeds: args.seeds,
@@ -106,7 +196,7 @@ fn soak(args: &SoakArgs) -> Result<(), CliError> {
         ..sim::soak::SoakConfig::default()
     };
     if let Some(jobs) = args.jobs {
-        config.jobs = jobs.max(1);
+        config.jobs = jobs;
     }
     if config.duration.is_none() && config.seeds.is_none() {
         config.duration = Some(std::time::Duration::from_secs(600));
@@ -114,7 +204,7 @@ fn soak(args: &SoakArgs) -> Result<(), CliError> {
     // Ctrl-C stops the workers between seeds; the summary and report follow.
     let interrupt = std::sync::Arc::new(AtomicBool::new(false));
     let flag = std::sync::Arc::clone(&interrupt);
-    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).map_err(|e| CliError::new(format!("cannot catch Ctrl-C: {e}")))?;
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).map_err(|e| CliError::failed(format!("cannot catch Ctrl-C: {e}")))?;
     let length = match (config.seeds, config.duration) {
         (Some(seeds), _) => config.shard.seeds_of(seeds),
         (None, Some(duration)) => duration.as_secs().max(1),
@@ -123,7 +213,7 @@ fn soak(args: &SoakArgs) -> Result<(), CliError> {
     let bar = indicatif::ProgressBar::new(length);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {msg}")
-            .map_err(|e| CliError::new(e.to_string()))?
+            .map_err(|e| CliError::failed(e.to_string()))?
             .progress_chars("=> "),
     );
     let plain = !std::io::stderr().is_terminal();
@@ -159,14 +249,31 @@ fn soak(args: &SoakArgs) -> Result<(), CliError> {
     });
     bar.finish_and_clear();
     print!("{}", report.summary());
-    let json = serde_json::to_string_pretty(&report).map_err(|e| CliError::new(e.to_string()))?;
-    std::fs::write(&args.report, json + "\n").map_err(|e| CliError::new(format!("{}: {e}", args.report.display())))?;
-    println!("report: {}", args.report.display());
-    if report.failures.is_empty() {
-        println!("verdict: PASS");
-        Ok(())
+    let verdict = if !report.failures.is_empty() {
+        "FAIL"
+    } else if report.stopped_by == "interrupt" {
+        "PARTIAL"
     } else {
-        Err(CliError::new(format!("{} failing seed(s)", report.failures.len())))
+        "PASS"
+    };
+    let mut value = serde_json::to_value(&report).map_err(|e| CliError::failed(e.to_string()))?;
+    value["verdict"] = json!(verdict);
+    let text = serde_json::to_string_pretty(&value).map_err(|e| CliError::failed(e.to_string()))?;
+    std::fs::write(&args.report, text + "\n").map_err(|e| CliError::failed(format!("{}: {e}", args.report.display())))?;
+    println!("report: {}", args.report.display());
+    match verdict {
+        "PASS" => {
+            println!("verdict: PASS");
+            Ok(())
+        }
+        "PARTIAL" => {
+            println!("verdict: PARTIAL (stopped by an interrupt after {} seeds; none failed)", report.seeds_run);
+            Err(CliError::partial(format!("interrupted after {} seeds", report.seeds_run)).reported())
+        }
+        _ => {
+            println!("verdict: FAIL ({} failing seed(s))", report.failures.len());
+            Err(CliError::failed(format!("{} failing seed(s)", report.failures.len())).reported())
+        }
     }
 }
 
@@ -184,6 +291,9 @@ struct ZooArgs {
     /// Skip the scenarios: swarm seeds only.
     #[arg(long)]
     swarm_only: bool,
+    /// Print one JSON object (every mutation's row and the verdict) on stdout; the table goes to stderr.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Hunts every mutation and prints the zoo table; fails if one survives or
@@ -191,19 +301,21 @@ struct ZooArgs {
 fn zoo(args: &ZooArgs) -> Result<(), CliError> {
     use engine::zoo::Mutation;
     use sim::zoo::Verdict;
+    let out = Out { json: args.json };
     if !engine::zoo::Mutations::available() {
-        return Err(CliError::new("this build has no mutations: run it with `cargo run --release -p sim --features bug-zoo --bin snapsim -- zoo`"));
+        return Err(CliError::bad_input("this build has no mutations: run it with `cargo run --release -p sim --features bug-zoo --bin snapsim -- zoo`"));
     }
     let mutations: Vec<Mutation> = if args.only.is_empty() {
         Mutation::ALL.to_vec()
     } else {
-        args.only.iter().map(|id| Mutation::parse(id).ok_or_else(|| CliError::new(format!("unknown mutation {id:?}")))).collect::<Result<_, _>>()?
+        args.only.iter().map(|id| Mutation::parse(id).ok_or_else(|| CliError::bad_input(format!("--only: unknown mutation {id:?} (Z1..Z21)")))).collect::<Result<_, _>>()?
     };
-    let scenarios = sim::scenario::all_in(&sim::scenario::scenarios_dir()).map_err(CliError::new)?;
+    let scenarios = sim::scenario::all_in(&sim::scenario::scenarios_dir()).map_err(CliError::bad_input)?;
     let budget = sim::zoo::Budget { swarm_seeds: args.swarm_seeds, scenarios: !args.swarm_only };
-    println!("{:<4} {:<40} {:<38} {:<14} {:>5} {:>8}  replay", "id", "mutation", "kernel fix", "caught by", "runs", "seconds");
+    out.line(format!("{:<4} {:<40} {:<38} {:<14} {:>5} {:>8}  replay", "id", "mutation", "kernel fix", "caught by", "runs", "seconds"));
     let mut times = Vec::new();
     let mut wrong = Vec::new();
+    let mut rows = Vec::new();
     for mutation in mutations {
         #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // time to detection is a figure for the user
         let start = std::time::Instant::now();
@@ -219,47 +331,62 @@ fn zoo(args: &ZooArgs) -> Result<(), CliError> {
             ),
             Verdict::Survived => ("SURVIVED".to_string(), String::new()),
         };
-        println!("{:<4} {:<40} {:<38} {:<14} {:>5} {:>8.2}  {replay}", mutation.id(), mutation.summary(), mutation.kernel_fix(), caught_by, hunt.attempts, seconds);
-        if let Verdict::Caught { message, .. } | Verdict::ByConstruction { message, .. } = &hunt.verdict {
-            println!("     {message}");
+        out.line(format!("{:<4} {:<40} {:<38} {:<14} {:>5} {:>8.2}  {replay}", mutation.id(), mutation.summary(), mutation.kernel_fix(), caught_by, hunt.attempts, seconds));
+        let message = match &hunt.verdict {
+            Verdict::Caught { message, .. } | Verdict::ByConstruction { message, .. } => Some(message.clone()),
+            _ => None,
+        };
+        if let Some(message) = &message {
+            out.line(format!("     {message}"));
         }
         if !matches!(hunt.verdict, Verdict::ByConstruction { .. } | Verdict::ThreadsOnly { .. }) {
             times.push(seconds);
         }
-        if !hunt.caught_rightly() {
+        let rightly = hunt.caught_rightly();
+        if !rightly {
             wrong.push(format!("{} {}", mutation.id(), caught_by));
         }
+        rows.push(json!({
+            "id": mutation.id(), "summary": mutation.summary(), "kernel_fix": mutation.kernel_fix(), "caught_by": caught_by,
+            "caught_rightly": rightly, "runs": hunt.attempts, "seconds": seconds, "replay": replay, "message": message,
+        }));
     }
     times.sort_by(f64::total_cmp);
     if let (Some(median), Some(max)) = (times.get(times.len() / 2), times.last()) {
-        println!("time to detection: median {median:.2} s, max {max:.2} s over {} hunted mutations", times.len());
+        out.line(format!("time to detection: median {median:.2} s, max {max:.2} s over {} hunted mutations", times.len()));
     }
+    let verdict = if wrong.is_empty() { "PASS" } else { "FAIL" };
+    out.object(&json!({ "command": "zoo", "verdict": verdict, "mutations": rows, "wrong": wrong }));
     if wrong.is_empty() {
-        println!("verdict: every mutation caught by an invariant its row lists");
+        out.line("verdict: PASS: every mutation caught by an invariant its row lists");
         Ok(())
     } else {
-        Err(CliError::new(format!("survived or caught by an unlisted invariant: {}", wrong.join(", "))))
+        out.line(format!("verdict: FAIL: survived or caught by an unlisted invariant: {}", wrong.join(", ")));
+        Err(CliError::failed(format!("survived or caught by an unlisted invariant: {}", wrong.join(", "))).reported())
     }
 }
 
 #[derive(Debug, clap::Args)]
 struct ReplayArgs {
     /// A crash-trace file (`crash-traces/….toml`).
-    #[arg(required_unless_present = "seed")]
+    #[arg(required_unless_present = "seed", conflicts_with = "seed")]
     trace: Option<std::path::PathBuf>,
-    /// Replay `snapsim run --seed N` instead.
+    /// Replay `snapsim run --seed N` instead (with its default options).
     #[arg(long)]
     seed: Option<u64>,
+    /// Print one JSON object (recorded and replayed verdicts, replay command) on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Minimizes a failing trace and writes it into `crash-traces/`.
-fn save_trace(trace: &sim::crash_trace::CrashTrace) -> Result<(), CliError> {
-    println!("minimizing …");
+fn save_trace(out: Out, trace: &sim::crash_trace::CrashTrace) -> Result<(), CliError> {
+    out.line("minimizing …");
     let minimized = trace.minimize(400);
     let dir = std::path::PathBuf::from("crash-traces");
-    let path = minimized.write(&dir).map_err(CliError::new)?;
+    let path = minimized.write(&dir).map_err(CliError::failed)?;
     let ops = minimized.ops.lines().count();
-    println!("wrote {} ({ops} operations, {} crashes): {}", path.display(), minimized.crashes, minimized.post_mortem);
+    out.line(format!("wrote {} ({ops} operations, {} crashes): {}", path.display(), minimized.crashes, minimized.post_mortem));
     Ok(())
 }
 
@@ -267,41 +394,76 @@ fn save_trace(trace: &sim::crash_trace::CrashTrace) -> Result<(), CliError> {
 struct ExploreArgs {
     /// A scenario file, or the name of one in `scenarios/` (`basic-cow`); `all` for every one.
     scenario: String,
-    /// Override the scenario's bound on non-durable writes enumerated per crash point.
-    #[arg(long)]
-    writes_max: Option<usize>,
-    /// Stop each run after this many distinct states (0: no limit).
+    /// Override the scenario's bound on non-durable writes enumerated per crash point (0..=16).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=sim::scenario::Limits::WRITES_MAX_MAX as u64))]
+    writes_max: Option<u64>,
+    /// Stop each run after this many distinct states (0: no limit); a stopped run is PARTIAL.
     #[arg(long, default_value_t = 0)]
     states_max: u64,
+    /// Fail on the kernel behaviours the oracle otherwise allows and counts (K1, K2).
+    #[arg(long)]
+    strict: bool,
     /// Re-create a historical kernel bug in the engine (`Z3`); needs a build with `--features bug-zoo`.
     #[arg(long)]
     mutation: Option<String>,
     /// On failure, minimize the scenario and write it to `crash-traces/`.
     #[arg(long)]
     save_trace: bool,
+    /// Print one JSON object (every run's counts, the verdict, the replay command) on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
-/// The mutations a command line asks for.
+impl ExploreArgs {
+    /// The command that replays the exploration of `path` with these options.
+    fn replay_command(&self, path: &std::path::Path) -> String {
+        let mut command = format!("snapsim explore {}", path.display());
+        if let Some(writes_max) = self.writes_max {
+            command.push_str(&format!(" --writes-max {writes_max}"));
+        }
+        if self.states_max != 0 {
+            command.push_str(&format!(" --states-max {}", self.states_max));
+        }
+        if self.strict {
+            command.push_str(" --strict");
+        }
+        if let Some(mutation) = &self.mutation {
+            command.push_str(&format!(" --mutation {mutation}"));
+        }
+        command
+    }
+}
+
+/// The mutations a command line asks for (a usage error if this build cannot make them).
 fn mutations(id: Option<&str>) -> Result<engine::zoo::Mutations, CliError> {
-    sim::crash_trace::mutations_of(id).map_err(CliError::new)
+    sim::crash_trace::mutations_of(id).map_err(|e| CliError::bad_input(format!("--mutation: {e}")))
+}
+
+/// How one scenario's exploration ended.
+enum Explored {
+    Passed,
+    Partial,
+    Failed(String),
 }
 
 /// Explores one scenario over each of its seeds and prints the figures.
-fn explore(scenario: &sim::scenario::Scenario, args: &ExploreArgs) -> Result<(), CliError> {
+fn explore(out: Out, scenario: &sim::scenario::Scenario, args: &ExploreArgs, mutations: engine::zoo::Mutations, runs: &mut Vec<serde_json::Value>) -> Result<Explored, CliError> {
     let mut bounds = scenario.bounds();
-    bounds.writes_max = args.writes_max.unwrap_or(bounds.writes_max);
+    bounds.writes_max = args.writes_max.map_or(bounds.writes_max, |w| w as usize);
     bounds.states_max = args.states_max;
-    let mutations = mutations(args.mutation.as_deref())?;
+    let replay = args.replay_command(&scenario.path);
+    let mut partial = false;
     for &seed in &scenario.file.seeds {
         let mut config = scenario.run_config(seed);
         config.mutations = mutations;
+        config.strict |= args.strict;
         #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // a throughput figure for the user, not engine time
         let start = std::time::Instant::now();
         let (coverage, outcome) = sim::explore::explore(&config, &bounds);
         #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
         let seconds = start.elapsed().as_secs_f64();
-        println!(
-            "{} seed {seed}: {} steps, {} crash points, {} states, {} distinct checked (at most {} non-durable writes at a point; bound {}), {:.2} s, {:.0} states/s",
+        out.line(format!(
+            "{} seed {seed}: {} steps, {} crash points, {} states, {} distinct checked (at most {} non-durable writes at a point; bound {}){}, trace hash {:016x}, {:.2} s, {:.0} states/s",
             scenario.name,
             coverage.steps,
             coverage.crash_points,
@@ -309,23 +471,64 @@ fn explore(scenario: &sim::scenario::Scenario, args: &ExploreArgs) -> Result<(),
             coverage.distinct,
             coverage.pending_max,
             bounds.writes_max,
+            if coverage.truncated { format!("; stopped at --states-max {}", bounds.states_max) } else { String::new() },
+            coverage.trace_hash,
             seconds,
             coverage.distinct as f64 / seconds.max(1e-9)
-        );
+        ));
+        let failure = outcome.as_ref().err();
+        runs.push(json!({
+            "scenario": scenario.name, "path": scenario.path.display().to_string(), "seed": seed,
+            "verdict": if failure.is_some() { "FAIL" } else if coverage.truncated { "PARTIAL" } else { "PASS" },
+            "invariant": failure.map(|f| f.violation.invariant.id()), "message": failure.map(ToString::to_string),
+            "steps": coverage.steps, "crash_points": coverage.crash_points, "states": coverage.states, "distinct": coverage.distinct,
+            "pending_max": coverage.pending_max, "writes_max": bounds.writes_max, "trace_hash": format!("{:016x}", coverage.trace_hash),
+            "replay": replay,
+        }));
+        partial |= coverage.truncated;
         if let Err(failure) = outcome {
-            println!("verdict: FAIL: {failure}");
+            out.line(format!("verdict: FAIL: {failure}"));
             for event in &failure.violation.events {
-                println!("  {event}");
+                out.line(format!("  {event}"));
             }
-            let mutation = args.mutation.as_ref().map_or(String::new(), |m| format!(" --mutation {m}"));
-            println!("replay: snapsim explore {}{mutation}", scenario.path.display());
+            out.line(format!("replay: {replay}"));
             if args.save_trace {
-                save_trace(&sim::crash_trace::CrashTrace::from_explore(scenario, seed, mutations, false, &failure.violation))?;
+                save_trace(out, &sim::crash_trace::CrashTrace::from_explore(scenario, seed, mutations, config.strict, &failure.violation))?;
             }
-            return Err(CliError::new(format!("{} seed {seed} failed {}", scenario.name, failure.violation.invariant.id())));
+            return Ok(Explored::Failed(format!("{} seed {seed} failed {}", scenario.name, failure.violation.invariant.id())));
         }
     }
-    Ok(())
+    Ok(if partial { Explored::Partial } else { Explored::Passed })
+}
+
+fn explore_command(args: &ExploreArgs) -> Result<(), CliError> {
+    let out = Out { json: args.json };
+    let mutations = mutations(args.mutation.as_deref())?;
+    let scenarios = if args.scenario == "all" {
+        sim::scenario::all_in(&sim::scenario::scenarios_dir()).map_err(CliError::bad_input)?
+    } else {
+        vec![sim::scenario::Scenario::load(&args.scenario).map_err(CliError::bad_input)?]
+    };
+    let (mut failed, mut partial, mut runs) = (Vec::new(), Vec::new(), Vec::new());
+    for scenario in &scenarios {
+        match explore(out, scenario, args, mutations, &mut runs)? {
+            Explored::Passed => {}
+            Explored::Partial => partial.push(scenario.name.clone()),
+            Explored::Failed(why) => failed.push(why),
+        }
+    }
+    let (verdict, error) = if !failed.is_empty() {
+        (format!("FAIL ({})", failed.join("; ")), Some(CliError::failed(format!("{} scenario(s) failed", failed.len()))))
+    } else if !partial.is_empty() {
+        let why = format!("stopped at --states-max {} before checking every state of {}", args.states_max, partial.join(", "));
+        (format!("PARTIAL ({why})"), Some(CliError::partial(why)))
+    } else {
+        ("PASS".to_string(), None)
+    };
+    out.line(format!("verdict: {verdict}"));
+    let word = error.as_ref().map_or("PASS", |e| e.kind.verdict());
+    out.object(&json!({ "command": "explore", "verdict": word, "failed": failed, "partial": partial, "runs": runs }));
+    error.map_or(Ok(()), |e| Err(e.reported()))
 }
 
 #[derive(Debug, clap::Args)]
@@ -333,8 +536,8 @@ struct RunArgs {
     /// The root seed: it draws the knobs and every choice of the run.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Steps after which an unfinished run is a liveness failure.
-    #[arg(long, default_value_t = 2_000_000)]
+    /// Steps after which an unfinished run is a liveness failure (at least 1).
+    #[arg(long, default_value_t = sim::world::RunConfig::MAX_STEPS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
     max_steps: u64,
     /// Fail on the kernel behaviours the oracle otherwise allows and counts (K1, K2).
     #[arg(long)]
@@ -345,33 +548,113 @@ struct RunArgs {
     /// Re-create a historical kernel bug in the engine (`Z3`); needs a build with `--features bug-zoo`.
     #[arg(long)]
     mutation: Option<String>,
+    /// Print one JSON object (verdict, invariant, counts, trace hash, replay command) on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The JSON object of a run.
+fn run_json(report: &sim::world::Report) -> serde_json::Value {
+    let failure = report.failure.as_ref();
+    json!({
+        "command": "run",
+        "seed": report.seed,
+        "knobs": report.knobs.to_string(),
+        "verdict": if failure.is_some() { "FAIL" } else { "PASS" },
+        "invariant": failure.map(|f| f.violation.invariant.id()),
+        "message": failure.map(ToString::to_string),
+        "stats": report.stats,
+        "kernel_behaviours_allowed": report.allowances.to_string(),
+        "trace_hash": format!("{:016x}", report.trace_hash),
+        "replay": report.replay_command(),
+        "replay_test": report.replay_test_command(),
+    })
 }
 
 /// Prints a run's summary and verdict; a failure becomes the exit status.
-fn print_run(report: &sim::world::Report) -> Result<(), CliError> {
+fn print_run(out: Out, report: &sim::world::Report) -> Result<(), CliError> {
     let s = &report.stats;
-    println!(
+    out.line(format!(
         "steps {}, operations {} ({} acknowledged, {} failed), disk requests {} ({} errors), deferred {}, crashes {}, sectors checked {}",
         s.steps, s.operations, s.acknowledged, s.failed, s.disk_requests, s.disk_errors, s.deferred, s.crashes, s.sectors_checked
-    );
-    println!("kernel behaviours allowed: {}", report.allowances);
-    println!("trace hash {:016x}", report.trace_hash);
+    ));
+    out.line(format!("kernel behaviours allowed: {}", report.allowances));
+    out.line(format!("trace hash {:016x}", report.trace_hash));
+    out.object(&run_json(report));
     match &report.failure {
         None => {
-            println!("verdict: PASS");
+            out.line("verdict: PASS");
             Ok(())
         }
         Some(failure) => {
-            println!("verdict: FAIL: {failure}");
-            println!("events before it:");
+            out.line(format!("verdict: FAIL: {failure}"));
+            out.line("events before it:");
             for event in &failure.violation.events {
-                println!("  {event}");
+                out.line(format!("  {event}"));
             }
-            println!("replay: {}", report.replay_command());
-            println!("    or: {}", report.replay_test_command());
-            Err(CliError::new(format!("seed {} failed {}", report.seed, failure.violation.invariant.id())))
+            out.line(format!("replay: {}", report.replay_command()));
+            out.line(format!("    or: {}", report.replay_test_command()));
+            Err(CliError::failed(format!("seed {} failed {}", report.seed, failure.violation.invariant.id())).reported())
         }
     }
+}
+
+/// Runs one seed as `config` says and prints it.
+fn run_seed(out: Out, config: &sim::world::RunConfig) -> (sim::world::Report, Result<(), CliError>) {
+    out.line(format!("seed {}: {}", config.seed, config.knobs()));
+    let report = sim::world::run(config);
+    let verdict = print_run(out, &report);
+    (report, verdict)
+}
+
+fn replay(args: ReplayArgs) -> Result<(), CliError> {
+    let out = Out { json: args.json };
+    if let Some(seed) = args.seed {
+        return run_seed(out, &sim::world::RunConfig::new(seed)).1;
+    }
+    let path = args.trace.expect("clap requires a trace without --seed");
+    let trace = sim::crash_trace::CrashTrace::load(&path).map_err(CliError::bad_input)?;
+    // Checked before running: a trace asking for a mutation this build lacks is a usage error.
+    mutations(trace.mutation.as_deref())?;
+    out.line(format!("{}: {} (recorded verdict {})", path.display(), trace.post_mortem, trace.verdict));
+    let replayed = trace.replay().map_err(CliError::bad_input)?;
+    match &replayed.violation {
+        Some(violation) => out.line(format!("replayed: {violation}")),
+        None => out.line("replayed: pass"),
+    }
+    out.line(format!("trace hash {:016x}", replayed.trace_hash));
+    let matches = replayed.verdict() == trace.verdict;
+    out.object(&json!({
+        "command": "replay", "trace": path.display().to_string(), "verdict": if matches { "PASS" } else { "FAIL" },
+        "recorded": trace.verdict, "replayed": replayed.verdict(), "invariant": replayed.violation.as_ref().map(|v| v.invariant.id()),
+        "message": replayed.violation.as_ref().map(ToString::to_string), "steps": replayed.steps,
+        "trace_hash": format!("{:016x}", replayed.trace_hash), "replay": format!("snapsim replay {}", path.display()),
+    }));
+    if matches {
+        out.line(format!("verdict: PASS: {} as recorded", trace.verdict));
+        Ok(())
+    } else {
+        out.line(format!("verdict: FAIL: recorded verdict {}, replay gave {}", trace.verdict, replayed.verdict()));
+        Err(CliError::failed(format!("{}: recorded verdict {}, replay gave {}", path.display(), trace.verdict, replayed.verdict())).reported())
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct ApplyCommand {
+    #[command(flatten)]
+    apply: live::ApplyArgs,
+    /// Print one JSON object (requests, failures, status, verdict) on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct MergeCommand {
+    #[command(flatten)]
+    live: live::LiveArgs,
+    /// Print one JSON object (runs merged, outcome, status, verdict) on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -384,79 +667,61 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
             let report = inspect::report(&args)?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| CliError::new(e.to_string()))?);
+                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| CliError::failed(e.to_string()))?);
             } else {
                 print!("{}", inspect::render(&report));
             }
             if report.state == "error" {
-                return Err(CliError::new(format!("{}: {}", report.path, report.error.unwrap_or_default())));
+                let kind = report.error_kind.unwrap_or(ErrorKind::BadInput);
+                let message = format!("{}: {}", report.path, report.error.unwrap_or_default());
+                return Err(CliError { kind, message, reported: true });
             }
             Ok(())
         }
-        Command::Apply(args) => {
+        Command::Apply(ApplyCommand { apply: args, json }) => {
+            let out = Out { json };
             let applied = live::apply(&args)?;
-            println!("applied {} requests, {} failed", applied.requests, applied.failed);
+            out.line(format!("applied {} requests, {} failed", applied.requests, applied.failed));
             if let Some(failure) = &applied.first_failure {
-                println!("first failure: {failure}");
+                out.line(format!("first failure: {failure}"));
             }
-            println!("status: {}", applied.status);
-            Ok(())
+            out.line(format!("status: {}", applied.status));
+            let failure = applied.failure();
+            out.object(&json!({
+                "command": "apply", "verdict": if failure.is_some() { "FAIL" } else { "PASS" }, "requests": applied.requests,
+                "failed": applied.failed, "first_failure": applied.first_failure, "status": applied.status, "error": failure,
+            }));
+            match failure {
+                None => Ok(()),
+                Some(why) => Err(CliError::failed(why).reported()),
+            }
         }
-        Command::Merge(args) => {
+        Command::Merge(MergeCommand { live: args, json }) => {
+            let out = Out { json };
             let merged = live::merge(&args)?;
-            println!("merged {} runs: {:?}", merged.runs, merged.outcome);
-            println!("status: {}", merged.status);
-            match merged.outcome {
-                engine::target::MergeOutcome::Complete => Ok(()),
-                other => Err(CliError::new(format!("merge did not complete: {other:?}"))),
-            }
+            out.line(format!("merged {} runs: {:?}", merged.runs, merged.outcome));
+            out.line(format!("status: {}", merged.status));
+            let complete = merged.outcome == engine::target::MergeOutcome::Complete;
+            out.object(&json!({
+                "command": "merge", "verdict": if complete { "PASS" } else { "FAIL" }, "runs": merged.runs,
+                "outcome": format!("{:?}", merged.outcome), "status": merged.status,
+            }));
+            if complete { Ok(()) } else { Err(CliError::failed(format!("merge did not complete: {:?}", merged.outcome)).reported()) }
         }
         Command::Run(args) => {
+            let out = Out { json: args.json };
             let mut config = sim::world::RunConfig::new(args.seed);
             config.max_steps = args.max_steps;
             config.strict |= args.strict;
             config.mutations = mutations(args.mutation.as_deref())?;
-            let report = sim::world::run_reporting(&config);
-            let verdict = print_run(&report);
+            let (report, verdict) = run_seed(out, &config);
             if verdict.is_err() && args.save_trace {
-                save_trace(&sim::crash_trace::CrashTrace::from_run(&config, &report))?;
+                save_trace(out, &sim::crash_trace::CrashTrace::from_run(&config, &report))?;
             }
             verdict
         }
-        Command::Replay(args) => {
-            if let Some(seed) = args.seed {
-                return print_run(&sim::world::run_reporting(&sim::world::RunConfig::new(seed)));
-            }
-            let path = args.trace.expect("clap requires a trace without --seed");
-            let trace = sim::crash_trace::CrashTrace::load(&path).map_err(CliError::new)?;
-            println!("{}: {} (recorded verdict {})", path.display(), trace.post_mortem, trace.verdict);
-            let replayed = trace.replay().map_err(CliError::new)?;
-            match &replayed.violation {
-                Some(violation) => println!("replayed: {violation}"),
-                None => println!("replayed: pass"),
-            }
-            if replayed.verdict() == trace.verdict {
-                println!("verdict: {} as recorded", trace.verdict);
-                Ok(())
-            } else {
-                Err(CliError::new(format!("{}: recorded verdict {}, replay gave {}", path.display(), trace.verdict, replayed.verdict())))
-            }
-        }
-        Command::Explore(args) => {
-            let scenarios = if args.scenario == "all" {
-                sim::scenario::all_in(&sim::scenario::scenarios_dir()).map_err(CliError::new)?
-            } else {
-                vec![sim::scenario::Scenario::load(&args.scenario).map_err(CliError::new)?]
-            };
-            let mut failed = Vec::new();
-            for scenario in &scenarios {
-                if let Err(error) = explore(scenario, &args) {
-                    failed.push(error.to_string());
-                }
-            }
-            println!("verdict: {}", if failed.is_empty() { "PASS".to_string() } else { format!("FAIL ({})", failed.join("; ")) });
-            if failed.is_empty() { Ok(()) } else { Err(CliError::new(format!("{} scenario(s) failed", failed.len()))) }
-        }
+        Command::Replay(args) => replay(args),
+        Command::Explore(args) => explore_command(&args),
         Command::Zoo(args) => zoo(&args),
         Command::Soak(args) => soak(&args),
         Command::Bench(args) => bench(&args),
@@ -481,11 +746,16 @@ fn main() -> ExitCode {
     let simulated = matches!(cli.command, Command::Run(_) | Command::Explore(_) | Command::Replay(_) | Command::Zoo(_) | Command::Soak(_) | Command::Bench(_));
     let default_filter = if simulated { "off" } else { "warn" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter)).format_timestamp(None).init();
+    let json = cli.command.json();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            // Under --json a refused command still prints its one object.
+            if json && !error.reported {
+                println!("{}", json!({ "verdict": error.kind.verdict(), "error": error.message }));
+            }
             eprintln!("snapsim: error: {error}");
-            ExitCode::FAILURE
+            ExitCode::from(error.kind.exit_code())
         }
     }
 }

@@ -14,6 +14,7 @@ use engine::io::{
 use engine::sync::Arc;
 
 use super::CliError;
+use super::limits::GZ_IMAGE_BYTES_MAX;
 
 /// A device opened by path: a file or block device, or a decompressed image.
 #[derive(Debug)]
@@ -63,11 +64,24 @@ impl BlockDevice for Opened {
 
 /// Opens `path` read-only.
 pub fn open_read_only(path: &Path, queue: &Arc<CompletionQueue>) -> Result<Opened, CliError> {
-    let fail = |error: std::io::Error| CliError::new(format!("cannot open {}: {error}", path.display()));
+    let fail = |error: std::io::Error| CliError::bad_input(format!("cannot open {}: {error}", path.display()));
+    if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        return Err(CliError::bad_input(format!("{} is a directory, not a device or image", path.display())));
+    }
     if path.extension().is_some_and(|ext| ext == "gz") {
         let file = std::fs::File::open(path).map_err(fail)?;
         let mut bytes = Vec::new();
-        flate2::read::GzDecoder::new(file).read_to_end(&mut bytes).map_err(fail)?;
+        // A gzip bomb stops at the bound instead of filling memory.
+        flate2::read::GzDecoder::new(file)
+            .take(GZ_IMAGE_BYTES_MAX + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| CliError::bad_input(format!("{}: not a readable gzip image: {e}", path.display())))?;
+        if bytes.len() as u64 > GZ_IMAGE_BYTES_MAX {
+            return Err(CliError::bad_input(format!(
+                "{}: decompresses to more than {GZ_IMAGE_BYTES_MAX} bytes; decompress it to a file and name that instead",
+                path.display()
+            )));
+        }
         return Ok(Opened::Image(MemDevice::from_bytes(bytes, queue).read_only()));
     }
     Ok(Opened::File(FileDevice::open(path, OpenMode::ReadOnly, queue).map_err(fail)?))
@@ -87,10 +101,10 @@ pub fn check_not_same(origin_path: &Path, origin: &Opened, cow_path: &Path, cow:
 /// Reads the first sector and decodes the header fields, unvalidated.
 pub fn read_header(queue: &CompletionQueue, device: &Opened) -> Result<DiskHeader, CliError> {
     if device.size_sectors() == 0 {
-        return Err(CliError::new("the COW device is empty (0 sectors)"));
+        return Err(CliError::bad_input("the COW device is empty (0 sectors)"));
     }
     let bytes = run_until_done(queue, |done| device.read(0, 1, done))
-        .ok_or_else(|| CliError::new("reading the COW header never completed"))?
-        .map_err(|error| CliError::new(format!("reading the COW header: {error}")))?;
+        .ok_or_else(|| CliError::failed("reading the COW header never completed"))?
+        .map_err(|error| CliError::failed(format!("reading the COW header: {error}")))?;
     Ok(DiskHeader::decode(&bytes))
 }

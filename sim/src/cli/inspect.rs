@@ -56,6 +56,9 @@ pub struct Report {
     /// `valid`, `invalid`, `new` (zero magic) or `error`.
     pub state: &'static str,
     pub error: Option<String>,
+    /// Why the load failed, when it did: the exit status follows it.
+    #[serde(skip)]
+    pub error_kind: Option<super::ErrorKind>,
     pub chunk_sectors: Option<u32>,
     pub exceptions_per_area: Option<u32>,
     pub areas: Vec<AreaReport>,
@@ -83,8 +86,8 @@ fn scan_areas(
         }
         let sector = layout.chunk().chunk_to_sector(chunk);
         let bytes = run_until_done(queue, |done| device.read(sector, layout.chunk().sectors(), done))
-            .ok_or_else(|| CliError::new("a metadata read never completed"))?
-            .map_err(|error| CliError::new(format!("reading metadata area {area}: {error}")))?;
+            .ok_or_else(|| CliError::failed("a metadata read never completed"))?
+            .map_err(|error| CliError::failed(format!("reading metadata area {area}: {error}")))?;
         let decoded = layout.decode_area(&bytes);
         each(area, &decoded.records, decoded.full);
         areas.push(AreaReport { area, chunk, records: decoded.records.len() as u32, full: decoded.full });
@@ -110,6 +113,7 @@ pub fn report(args: &InspectArgs) -> Result<Report, CliError> {
         header_chunk_sectors: header.chunk_size,
         state: "error",
         error: None,
+        error_kind: None,
         chunk_sectors: None,
         exceptions_per_area: None,
         areas: Vec::new(),
@@ -127,6 +131,7 @@ pub fn report(args: &InspectArgs) -> Result<Report, CliError> {
         Ok(loaded) => loaded,
         Err(error) => {
             report.error = Some(error.to_string());
+            report.error_kind = Some(CliError::from(error).kind);
             return Ok(report);
         }
     };
@@ -162,11 +167,11 @@ pub fn dump_records(args: &InspectArgs, out: &mut dyn std::io::Write) -> Result<
     let device = open_read_only(&args.cow, &queue)?;
     let header = read_header(&queue, &device)?;
     if header.magic != SNAP_MAGIC {
-        return Err(CliError::new(format!("no snapshot header: magic is {:#010x}", header.magic)));
+        return Err(CliError::bad_input(format!("no snapshot header: magic is {:#010x}", header.magic)));
     }
     let block = device.logical_block_bytes();
     let chunk = ChunkSize::new(header.chunk_size, block, block)
-        .map_err(|error| CliError::new(format!("invalid chunk size {} in the COW header: {error}", header.chunk_size)))?;
+        .map_err(|error| CliError::bad_input(format!("invalid chunk size {} in the COW header: {error}", header.chunk_size)))?;
     let mut written = 0u64;
     let mut failure: Option<std::io::Error> = None;
     scan_areas(&queue, &device, Layout::new(chunk), |area, records, _| {
@@ -185,7 +190,7 @@ pub fn dump_records(args: &InspectArgs, out: &mut dyn std::io::Write) -> Result<
     match failure {
         // The reader went away (`| head`): not an error of ours.
         Some(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(written),
-        Some(error) => Err(CliError::new(format!("writing records: {error}"))),
+        Some(error) => Err(CliError::failed(format!("writing records: {error}"))),
         None => Ok(written),
     }
 }

@@ -6,6 +6,13 @@
 //! exceptions to a snapshot-merge target and merges them into the origin,
 //! offline. Both write their devices: run them on copies, not on a device a
 //! kernel has in use.
+//!
+//! Everything is checked before the first write: the workload (parsed and
+//! bounded, every write inside the origin), the paths (origin and COW two
+//! different files, neither compressed nor the workload itself) and, for
+//! `merge`, the COW (it must hold a valid snapshot whose every exception
+//! names a chunk of this origin). A refused command leaves both files as
+//! they were.
 
 use std::path::PathBuf;
 
@@ -15,6 +22,8 @@ use engine::sync::Arc;
 use engine::target::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
 
 use super::CliError;
+use super::devices::{check_not_same, open_read_only, read_header};
+use super::paths::{check_not_an_input, check_not_compressed, same_file};
 use super::workload::{self, Request, Target};
 
 /// The devices and table arguments of a live snapshot.
@@ -63,11 +72,27 @@ impl std::fmt::Debug for Live {
     }
 }
 
+/// Refuses paths this command must not write: a compressed file, one file
+/// named as both devices, a device that is also the workload.
+fn check_paths(args: &LiveArgs, workload: Option<&PathBuf>) -> Result<(), CliError> {
+    check_not_compressed("--origin", &args.origin)?;
+    check_not_compressed("--cow", &args.cow)?;
+    if same_file(&args.origin, &args.cow) {
+        return Err(engine::StoreError::CowIsOrigin.into());
+    }
+    if let Some(workload) = workload {
+        check_not_an_input("--origin", &args.origin, &[("the workload", workload)])?;
+        check_not_an_input("--cow", &args.cow, &[("the workload", workload)])?;
+    }
+    Ok(())
+}
+
 /// Opens both devices read-write and loads (or creates) the snapshot.
 pub fn open(args: &LiveArgs) -> Result<Live, CliError> {
+    check_paths(args, None)?;
     let queue = CompletionQueue::new();
     let open = |path: &PathBuf| {
-        FileDevice::open(path, OpenMode::ReadWrite, &queue).map_err(|e| CliError::new(format!("cannot open {}: {e}", path.display())))
+        FileDevice::open(path, OpenMode::ReadWrite, &queue).map_err(|e| CliError::bad_input(format!("cannot open {}: {e}", path.display())))
     };
     let origin_dev = Arc::new(open(&args.origin)?);
     let cow = Arc::new(open(&args.cow)?);
@@ -82,7 +107,7 @@ pub fn open(args: &LiveArgs) -> Result<Live, CliError> {
     let snapshot = match (refused, created) {
         (Some(error), _) => return Err(error.into()),
         (None, Some(result)) => result?,
-        (None, None) => return Err(CliError::new("loading the snapshot never completed")),
+        (None, None) => return Err(CliError::failed("loading the snapshot never completed")),
     };
     Ok(Live { queue, origin, snapshot })
 }
@@ -96,9 +121,26 @@ pub struct Applied {
     pub status: String,
 }
 
+impl Applied {
+    /// Why this run is a failure on the data (exit 1), if it is: requests
+    /// that failed, or a snapshot that went `Invalid` or `Overflow`.
+    pub fn failure(&self) -> Option<String> {
+        if self.failed > 0 {
+            return Some(format!("{} of {} requests failed", self.failed, self.requests));
+        }
+        matches!(self.status.as_str(), "Invalid" | "Overflow").then(|| format!("the snapshot is {}", self.status))
+    }
+}
+
 /// Replays `args.workload` through the live snapshot.
 pub fn apply(args: &ApplyArgs) -> Result<Applied, CliError> {
     let requests = workload::load(&args.workload)?;
+    check_paths(&args.live, Some(&args.workload))?;
+    {
+        let queue = CompletionQueue::new();
+        let origin = open_read_only(&args.live.origin, &queue)?;
+        workload::check_fits(&requests, origin.size_sectors()).map_err(|e| e.context(format!("workload {}", args.workload.display())))?;
+    }
     let live = open(&args.live)?;
     let origin_device = OriginDevice::new(Arc::clone(&live.origin));
     let snapshot_device = SnapshotDevice::new(Arc::clone(&live.snapshot));
@@ -124,14 +166,14 @@ pub fn apply(args: &ApplyArgs) -> Result<Applied, CliError> {
                 applied.failed += 1;
                 applied.first_failure.get_or_insert_with(|| format!("request {}: {error}", index + 1));
             }
-            None => return Err(CliError::new(format!("request {} never completed", index + 1))),
+            None => return Err(CliError::failed(format!("request {} never completed", index + 1))),
         }
     }
     // Make everything durable, as a clean `dmsetup remove` would leave it.
     for device in [live.origin.device(), live.snapshot.cow()] {
         run_until_done(&live.queue, |done| device.flush(done))
-            .ok_or_else(|| CliError::new("flush never completed"))?
-            .map_err(|e| CliError::new(format!("flush failed: {e}")))?;
+            .ok_or_else(|| CliError::failed("flush never completed"))?
+            .map_err(|e| CliError::failed(format!("flush failed: {e}")))?;
     }
     applied.status = live.snapshot.status();
     Ok(applied)
@@ -145,10 +187,42 @@ pub struct Merged {
     pub status: String,
 }
 
+/// Refuses a COW that cannot be merged into this origin, reading both
+/// read-only: no snapshot on it (a zeroed COW would otherwise become a new,
+/// empty snapshot), an invalid snapshot (the kernel refuses to merge it), or
+/// an exception for a chunk past the origin's end.
+fn check_mergeable(args: &LiveArgs) -> Result<(), CliError> {
+    let queue = CompletionQueue::new();
+    let origin = open_read_only(&args.origin, &queue)?;
+    let cow = Arc::new(open_read_only(&args.cow, &queue)?);
+    check_not_same(&args.origin, &origin, &args.cow, &cow)?;
+    if read_header(&queue, &cow)?.magic == 0 {
+        return Err(CliError::bad_input(format!("--cow {}: zero magic, no snapshot on it: nothing to merge", args.cow.display())));
+    }
+    let config = StoreConfig { kind: args.store, chunk_sectors: args.chunk_size, ..StoreConfig::default() };
+    let loaded = engine::store::load_blocking(&queue, Arc::clone(&cow), origin.logical_block_bytes(), config)?;
+    if loaded.outcome == engine::store::LoadOutcome::Invalid {
+        return Err(CliError::bad_input(format!("--cow {}: the snapshot is invalid: it cannot be merged", args.cow.display())));
+    }
+    // A chunk partly past the end is merged clipped, as in the kernel.
+    let origin_chunks = origin.size_sectors().div_ceil(u64::from(loaded.store.chunk_size().sectors()));
+    if let Some((old_chunk, _)) = loaded.exceptions.iter().find(|&(old, _)| old >= origin_chunks) {
+        return Err(CliError::bad_input(format!(
+            "--cow {}: an exception for origin chunk {old_chunk}, past the end of the {}-sector origin {}: is this the snapshot of another origin?",
+            args.cow.display(),
+            origin.size_sectors(),
+            args.origin.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Merges the snapshot on `args.cow` into `args.origin`.
 pub fn merge(args: &LiveArgs) -> Result<Merged, CliError> {
+    check_paths(args, None)?;
+    check_mergeable(args)?;
     let live = open(args)?;
     let merging = live.origin.hand_over(&live.snapshot, Role::Merge);
-    let outcome = run_until_done(&live.queue, |done| merging.start_merge(done)).ok_or_else(|| CliError::new("the merge never completed"))?;
+    let outcome = run_until_done(&live.queue, |done| merging.start_merge(done)).ok_or_else(|| CliError::failed("the merge never completed"))?;
     Ok(Merged { outcome, runs: merging.runs_merged(), status: merging.status() })
 }

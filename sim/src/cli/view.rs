@@ -13,6 +13,7 @@ use engine::view::ViewStats;
 
 use super::CliError;
 use super::devices::{check_not_same, open_read_only, read_header};
+use super::paths::{AtomicOutput, check_not_an_input, check_not_compressed};
 
 /// Options of `snapsim view`.
 #[derive(Debug, Clone, clap::Args)]
@@ -32,20 +33,30 @@ pub struct ViewArgs {
 }
 
 /// Writes the view; returns its figures.
+///
+/// `--out` is checked against both inputs before anything is opened, and
+/// written to a temporary file beside it that is renamed into place only
+/// when the whole view was written: a refused or failed `view` leaves an
+/// existing `--out` as it was.
 pub fn run(args: &ViewArgs) -> Result<ViewStats, CliError> {
+    check_not_an_input("--out", &args.out, &[("--origin", &args.origin), ("--cow", &args.cow)])?;
+    check_not_compressed("--out", &args.out)?;
     let queue = CompletionQueue::new();
     let origin = open_read_only(&args.origin, &queue)?;
     let cow = Arc::new(open_read_only(&args.cow, &queue)?);
     check_not_same(&args.origin, &origin, &args.cow, &cow)?;
     if read_header(&queue, &cow)?.magic == 0 {
-        return Err(CliError::new("the COW has a zero magic: no snapshot has been created on it yet"));
+        return Err(CliError::bad_input("the COW has a zero magic: no snapshot has been created on it yet"));
     }
     let config = StoreConfig { kind: StoreKind::Persistent, chunk_sectors: args.chunk_size, ..StoreConfig::default() };
     let loaded = load_blocking(&queue, cow, engine::io::BlockDevice::logical_block_bytes(&origin), config)?;
-    let file = std::fs::File::create(&args.out)
-        .map_err(|error| CliError::new(format!("cannot create {}: {error}", args.out.display())))?;
-    let mut sink = std::io::BufWriter::new(file);
-    let stats = engine::view::export(&queue, &origin, &loaded, &mut sink).map_err(|error| CliError::new(error.to_string()))?;
-    std::io::Write::flush(&mut sink).map_err(|error| CliError::new(format!("writing {}: {error}", args.out.display())))?;
+    let mut output = AtomicOutput::create("--out", &args.out)?;
+    let stats = {
+        let mut sink = std::io::BufWriter::new(output.file());
+        let stats = engine::view::export(&queue, &origin, &loaded, &mut sink).map_err(|error| CliError::failed(error.to_string()))?;
+        std::io::Write::flush(&mut sink).map_err(|error| CliError::failed(format!("writing {}: {error}", args.out.display())))?;
+        stats
+    };
+    output.commit()?;
     Ok(stats)
 }

@@ -264,6 +264,8 @@ impl World {
             allowances: observer.oracle.allowances(),
             events: observer.take_log(),
             ops: self.ops.clone(),
+            replay: String::new(),
+            replay_test: String::new(),
         }
     }
 

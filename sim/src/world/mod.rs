@@ -73,19 +73,57 @@ pub enum Injection {
 }
 
 impl RunConfig {
+    /// [`RunConfig::max_steps`] unless changed.
+    pub const MAX_STEPS_DEFAULT: u64 = 2_000_000;
+
     pub fn new(seed: u64) -> Self {
         let strict = std::env::var_os("SNAPSIM_STRICT").is_some_and(|v| v != "0");
-        Self { seed, max_steps: 2_000_000, strict, keep_events: false, knobs: None, script: None, injections: Vec::new(), mutations: engine::zoo::Mutations::NONE }
+        Self { seed, max_steps: Self::MAX_STEPS_DEFAULT, strict, keep_events: false, knobs: None, script: None, injections: Vec::new(), mutations: engine::zoo::Mutations::NONE }
     }
 
     /// The knobs this run uses.
     pub fn knobs(&self) -> Knobs {
         self.knobs.clone().unwrap_or_else(|| Knobs::draw(&mut stream(self.seed, "knobs")))
     }
+
+    /// The `snapsim run` command that reproduces this run exactly: the seed
+    /// and every option that changes the run. A scripted run (a scenario or
+    /// crash trace) is replayed from its file instead.
+    pub fn replay_command(&self) -> String {
+        if self.knobs.is_some() || self.script.is_some() {
+            return "a scripted run: replay it from its scenario or crash-trace file".to_string();
+        }
+        let mut command = format!("snapsim run --seed {}", self.seed);
+        if self.strict {
+            command.push_str(" --strict");
+        }
+        if let Some(mutation) = crate::crash_trace::mutation_id(self.mutations) {
+            command.push_str(&format!(" --mutation {mutation}"));
+        }
+        if self.max_steps != Self::MAX_STEPS_DEFAULT {
+            command.push_str(&format!(" --max-steps {}", self.max_steps));
+        }
+        command
+    }
+
+    /// The `cargo test` form of [`RunConfig::replay_command`].
+    pub fn replay_test_command(&self) -> String {
+        let mut command = format!("SEED={}", self.seed);
+        if self.strict {
+            command.push_str(" SNAPSIM_STRICT=1");
+        }
+        if let Some(mutation) = crate::crash_trace::mutation_id(self.mutations) {
+            command.push_str(&format!(" SNAPSIM_MUTATION={mutation}"));
+        }
+        if self.max_steps != Self::MAX_STEPS_DEFAULT {
+            command.push_str(&format!(" SNAPSIM_MAX_STEPS={}", self.max_steps));
+        }
+        command + " cargo test -p sim --test world replay_seed -- --nocapture"
+    }
 }
 
 /// What happened in a run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     pub steps: u64,
     pub operations: u64,
@@ -111,31 +149,32 @@ pub struct Report {
     pub events: Vec<Event>,
     /// Every operation the workload ran, as a script.
     pub ops: Vec<ScriptOp>,
+    /// The command that replays this run ([`RunConfig::replay_command`]).
+    pub replay: String,
+    /// Its `cargo test` form.
+    pub replay_test: String,
 }
 
 impl Report {
     /// The command that replays this run.
     pub fn replay_command(&self) -> String {
-        format!("snapsim run --seed {}", self.seed)
+        self.replay.clone()
     }
 
     /// The `cargo test` form of the replay.
     pub fn replay_test_command(&self) -> String {
-        format!("SEED={} cargo test -p sim --test world replay_seed -- --nocapture", self.seed)
+        self.replay_test.clone()
     }
 }
 
-
-/// Prints the seed and its knobs, then runs it (what `snapsim run` does).
-pub fn run_reporting(config: &RunConfig) -> Report {
-    println!("seed {}: {}", config.seed, config.knobs());
-    run(config)
-}
 
 /// Runs the world for `config.seed`.
 pub fn run(config: &RunConfig) -> Report {
     let mut world = World::new(config);
     world.start();
     world.main_loop(config.max_steps, &mut |_| true);
-    world.report()
+    let mut report = world.report();
+    report.replay = config.replay_command();
+    report.replay_test = config.replay_test_command();
+    report
 }

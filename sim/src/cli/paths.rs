@@ -1,0 +1,149 @@
+//! Path safety for the verbs that write: never write where a command reads,
+//! never write raw sectors into a compressed file, and never leave a
+//! half-written output behind.
+//!
+//! Two names are the same file when they reach the same device and inode
+//! (symlinks and hard links included); a path that does not exist yet is
+//! no input's.
+
+use std::path::{Path, PathBuf};
+
+use super::CliError;
+
+/// Compressed-file extensions a raw image is never written into.
+const COMPRESSED_EXTENSIONS: [&str; 6] = ["gz", "xz", "zst", "bz2", "lz4", "zip"];
+/// Leading bytes of compressed files: gzip, xz, zstd, bzip2.
+const COMPRESSED_MAGICS: [&[u8]; 4] = [&[0x1f, 0x8b], &[0xfd, b'7', b'z', b'X', b'Z', 0], &[0x28, 0xb5, 0x2f, 0xfd], b"BZh"];
+
+/// The (device, inode) of an existing path, following symlinks.
+#[cfg(unix)]
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    let canonical = std::fs::canonicalize(path).ok()?;
+    let mut hash = crate::trace::Fnv::new();
+    hash.bytes(canonical.to_string_lossy().as_bytes());
+    Some((0, hash.finish()))
+}
+
+/// Whether two paths name the same existing file.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (file_id(a), file_id(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Refuses `output` (named by `flag`) when it is one of `inputs` (each with
+/// its flag).
+pub fn check_not_an_input(flag: &str, output: &Path, inputs: &[(&str, &Path)]) -> Result<(), CliError> {
+    for (input_flag, input) in inputs {
+        if same_file(output, input) {
+            return Err(CliError::bad_input(format!(
+                "{flag} {} is the same file as {input_flag} {}: refusing to write where this command reads",
+                output.display(),
+                input.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to write raw sectors into a compressed file (by its extension,
+/// or, for an existing file, by its first bytes).
+pub fn check_not_compressed(flag: &str, path: &Path) -> Result<(), CliError> {
+    let extension = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let by_name = COMPRESSED_EXTENSIONS.contains(&extension.as_str());
+    let by_content = || {
+        use std::io::Read;
+        let mut head = [0u8; 6];
+        let read = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).unwrap_or(0);
+        COMPRESSED_MAGICS.iter().any(|magic| read >= magic.len() && head.starts_with(magic))
+    };
+    if by_name || by_content() {
+        return Err(CliError::bad_input(format!(
+            "{flag} {} is a compressed file: this command writes raw sectors, so decompress it to a copy first (zcat {0} > copy.img)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// An output file written beside its final name and renamed into place only
+/// when [`AtomicOutput::commit`] is called: a refused or failed command
+/// leaves an existing file untouched and no partial one behind.
+#[derive(Debug)]
+pub struct AtomicOutput {
+    target: PathBuf,
+    temp: tempfile::NamedTempFile,
+}
+
+impl AtomicOutput {
+    /// Creates the temporary file in `target`'s directory. `target` must be a
+    /// regular file or not exist: a device or directory is refused.
+    pub fn create(flag: &str, target: &Path) -> Result<Self, CliError> {
+        if let Ok(meta) = std::fs::metadata(target) {
+            if !meta.is_file() {
+                return Err(CliError::bad_input(format!("{flag} {}: not a regular file (the output is written as a new file)", target.display())));
+            }
+        }
+        let dir = match target.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = target.file_name().ok_or_else(|| CliError::bad_input(format!("{flag} {}: names no file", target.display())))?;
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", name.to_string_lossy()))
+            .suffix(".partial")
+            .tempfile_in(&dir)
+            .map_err(|e| CliError::bad_input(format!("{flag} {}: cannot create a file in {}: {e}", target.display(), dir.display())))?;
+        Ok(Self { target: target.to_path_buf(), temp })
+    }
+
+    /// The file to write.
+    pub fn file(&mut self) -> &mut std::fs::File {
+        self.temp.as_file_mut()
+    }
+
+    /// Syncs the file and renames it over the target.
+    pub fn commit(self) -> Result<(), CliError> {
+        self.temp.as_file().sync_all().map_err(|e| CliError::failed(format!("writing {}: {e}", self.target.display())))?;
+        self.temp.persist(&self.target).map_err(|e| CliError::failed(format!("renaming into {}: {}", self.target.display(), e.error)))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_to_one_file_are_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, link) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("link"));
+        std::fs::write(&a, b"a").unwrap();
+        std::fs::write(&b, b"b").unwrap();
+        std::os::unix::fs::symlink(&a, &link).unwrap();
+        assert!(same_file(&a, &link));
+        assert!(!same_file(&a, &b));
+        assert!(!same_file(&a, &dir.path().join("missing")));
+        assert!(check_not_an_input("--out", &link, &[("--origin", &a)]).is_err());
+    }
+
+    #[test]
+    fn compressed_files_are_known_by_name_and_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let named = dir.path().join("x.img.gz");
+        let disguised = dir.path().join("x.img");
+        let raw = dir.path().join("raw.img");
+        std::fs::write(&disguised, [0x1f, 0x8b, 8, 0, 0, 0]).unwrap();
+        std::fs::write(&raw, [0u8; 512]).unwrap();
+        assert!(check_not_compressed("--cow", &named).is_err());
+        assert!(check_not_compressed("--cow", &disguised).is_err());
+        assert!(check_not_compressed("--cow", &raw).is_ok());
+    }
+}
