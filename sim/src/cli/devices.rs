@@ -65,9 +65,7 @@ impl BlockDevice for Opened {
 /// Opens `path` read-only.
 pub fn open_read_only(path: &Path, queue: &Arc<CompletionQueue>) -> Result<Opened, CliError> {
     let fail = |error: std::io::Error| CliError::bad_input(format!("cannot open {}: {error}", path.display()));
-    if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
-        return Err(CliError::bad_input(format!("{} is a directory, not a device or image", path.display())));
-    }
+    check_device_path(path)?;
     if path.extension().is_some_and(|ext| ext == "gz") {
         let file = std::fs::File::open(path).map_err(fail)?;
         let mut bytes = Vec::new();
@@ -85,6 +83,23 @@ pub fn open_read_only(path: &Path, queue: &Arc<CompletionQueue>) -> Result<Opene
         return Ok(Opened::Image(MemDevice::from_bytes(bytes, queue).read_only()));
     }
     Ok(Opened::File(FileDevice::open(path, OpenMode::ReadOnly, queue).map_err(fail)?))
+}
+
+/// Refuses a path that is neither a regular file nor a block device before
+/// opening it: a directory, and a FIFO or character device, whose open or
+/// reads could block forever or never end. A missing path is left to the
+/// open, which names it.
+pub fn check_device_path(path: &Path) -> Result<(), CliError> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        return Err(CliError::bad_input(format!("{} is a directory, not a device or image", path.display())));
+    }
+    if !kind.is_file() && !kind.is_block_device() {
+        return Err(CliError::bad_input(format!("{} is neither a regular file nor a block device", path.display())));
+    }
+    Ok(())
 }
 
 /// Refuses to use one path as both origin and COW, whether named twice or

@@ -22,7 +22,7 @@ use engine::sync::Arc;
 use engine::target::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
 
 use super::CliError;
-use super::devices::{check_not_same, open_read_only, read_header};
+use super::devices::{check_device_path, check_not_same, open_read_only, read_header};
 use super::paths::{check_not_an_input, check_not_compressed, same_file};
 use super::workload::{self, Request, Target};
 
@@ -92,6 +92,7 @@ pub fn open(args: &LiveArgs) -> Result<Live, CliError> {
     check_paths(args, None)?;
     let queue = CompletionQueue::new();
     let open = |path: &PathBuf| {
+        check_device_path(path)?;
         FileDevice::open(path, OpenMode::ReadWrite, &queue).map_err(|e| CliError::bad_input(format!("cannot open {}: {e}", path.display())))
     };
     let origin_dev = Arc::new(open(&args.origin)?);
@@ -202,7 +203,8 @@ fn check_mergeable(args: &LiveArgs) -> Result<(), CliError> {
     let config = StoreConfig { kind: args.store, chunk_sectors: args.chunk_size, ..StoreConfig::default() };
     let loaded = engine::store::load_blocking(&queue, Arc::clone(&cow), origin.logical_block_bytes(), config)?;
     if loaded.outcome == engine::store::LoadOutcome::Invalid {
-        return Err(CliError::bad_input(format!("--cow {}: the snapshot is invalid: it cannot be merged", args.cow.display())));
+        // The data's state, not a wrong invocation: as `view` of it, exit 1.
+        return Err(CliError::failed(format!("--cow {}: the snapshot is invalid: it cannot be merged (nothing was written)", args.cow.display())));
     }
     // A chunk partly past the end is merged clipped, as in the kernel.
     let origin_chunks = origin.size_sectors().div_ceil(u64::from(loaded.store.chunk_size().sectors()));

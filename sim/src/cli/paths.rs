@@ -60,6 +60,10 @@ pub fn check_not_compressed(flag: &str, path: &Path) -> Result<(), CliError> {
     let by_name = COMPRESSED_EXTENSIONS.contains(&extension.as_str());
     let by_content = || {
         use std::io::Read;
+        // Only a regular file's bytes are looked at: opening a FIFO would block.
+        if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+            return false;
+        }
         let mut head = [0u8; 6];
         let read = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).unwrap_or(0);
         COMPRESSED_MAGICS.iter().any(|magic| read >= magic.len() && head.starts_with(magic))

@@ -105,7 +105,7 @@ fn write_disks(dir: &Path, seed: u64, cow_sectors: u64) -> Result<Disks, String>
 
 /// Our engine's status line and view of the COW on `disks` (read-only).
 fn engine_side(disks: &Disks, view_path: &Path) -> Result<(String, Option<Vec<u8>>), String> {
-    let inspected = report(&InspectArgs { cow: disks.cow(), chunk_size: None, records: false, json: false }).map_err(|e| e.0)?;
+    let inspected = report(&InspectArgs { cow: disks.cow(), chunk_size: None, records: false, json: false }).map_err(|e| e.message)?;
     let status = inspected.status.unwrap_or_else(|| format!("refused: {}", inspected.error.unwrap_or_default()));
     let viewed = view(&ViewArgs { origin: disks.origin(), cow: disks.cow(), out: view_path.to_path_buf(), chunk_size: None });
     let bytes = match viewed {
@@ -166,9 +166,9 @@ fn run_engine_case(machine: &Machine, out: &Path, case: &EngineCase, seed: u64) 
     let workload_path = dir.join("workload.txt");
     workload(case, seed, &workload_path)?;
     let live = LiveArgs { origin: disks.origin(), cow: disks.cow(), chunk_size: Some(case.chunk_sectors), store: case.store, cow_threshold: engine::target::DEFAULT_COW_THRESHOLD };
-    apply(&ApplyArgs { live: live.clone(), workload: workload_path }).map_err(|e| e.0)?;
+    apply(&ApplyArgs { live: live.clone(), workload: workload_path }).map_err(|e| e.message)?;
     if case.engine_merge {
-        let merged = merge(&live).map_err(|e| e.0)?;
+        let merged = merge(&live).map_err(|e| e.message)?;
         if merged.outcome != engine::target::MergeOutcome::Complete {
             return Err(format!("{}: our merge did not complete: {:?}", case.name, merged.outcome));
         }

@@ -1,0 +1,492 @@
+//! Every `snapsim` verb against what people type: wrong paths, compressed
+//! images, huge numbers, broken scenario and trace files, conflicting flags.
+//!
+//! The story this guards: `view --out` once named its own `--cow` and
+//! truncated it before reading a byte; `apply` wrote raw sectors into a
+//! `.gz` vector and said all was well; a workload line of 2^64 sectors
+//! aborted on its allocation; a scenario op past the origin panicked in the
+//! model; `--strict` runs printed replay commands without `--strict`. The
+//! rule now: exit 0 = checked and passed, 1 = a violation (or a real-file
+//! operation failed on the data), 2 = bad invocation or input, named, with
+//! nothing written; 3 = PARTIAL. A panic is never an answer.
+//!
+//! One helper, [`check`], runs the binary in a fresh directory holding the
+//! case's files and returns the exit status, the output and every file
+//! after; [`case`] compares them with what the case expects, and requires
+//! every file unchanged unless the case names the ones it may write.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn vectors_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SNAPSIM_VECTORS") {
+        return PathBuf::from(dir);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/linux-6.1")
+}
+
+fn gunzip(path: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()).read_to_end(&mut bytes).unwrap();
+    bytes
+}
+
+/// A file a case starts with.
+#[derive(Clone)]
+enum File {
+    Bytes(Vec<u8>),
+    Text(&'static str),
+    /// A symlink to another file of the case.
+    Link(&'static str),
+    Dir,
+    /// A named pipe: opening it for reading blocks until a writer comes.
+    Fifo,
+}
+
+/// The basic-4k vector's origin (after its run) and COW, a zeroed COW, the
+/// vector's compressed origin and its workload: the files most cases use.
+fn basic_files() -> Vec<(&'static str, File)> {
+    let v = vectors_dir().join("basic-4k");
+    vec![
+        ("origin.img", File::Bytes(gunzip(&v.join("origin.after.img.gz")))),
+        ("before.img", File::Bytes(gunzip(&v.join("origin.before.img.gz")))),
+        ("cow.img", File::Bytes(gunzip(&v.join("cow.img.gz")))),
+        ("zero.img", File::Bytes(vec![0; 1 << 20])),
+        ("origin.img.gz", File::Bytes(std::fs::read(v.join("origin.before.img.gz")).unwrap())),
+        ("vector.json", File::Bytes(std::fs::read(v.join("vector.json")).unwrap())),
+    ]
+}
+
+/// What one command did.
+struct Outcome {
+    exit: i32,
+    stdout: String,
+    stderr: String,
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+fn snapshot_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let bytes = if meta.file_type().is_symlink() {
+            format!("-> {}", std::fs::read_link(&path).unwrap().display()).into_bytes()
+        } else if meta.is_dir() {
+            b"<dir>".to_vec()
+        } else if !meta.is_file() {
+            b"<special>".to_vec()
+        } else {
+            std::fs::read(&path).unwrap()
+        };
+        files.insert(name, bytes);
+    }
+    files
+}
+
+/// Runs `snapsim args` (`{}` in an argument is the case's directory) in a
+/// fresh directory holding `files`; returns what it did and the files before.
+fn check(args: &[&str], files: &[(&str, File)]) -> (Outcome, BTreeMap<String, Vec<u8>>) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, file) in files {
+        let path = dir.path().join(name);
+        match file {
+            File::Bytes(bytes) => std::fs::write(&path, bytes).unwrap(),
+            File::Text(text) => std::fs::write(&path, text).unwrap(),
+            File::Link(target) => std::os::unix::fs::symlink(dir.path().join(target), &path).unwrap(),
+            File::Dir => std::fs::create_dir(&path).unwrap(),
+            File::Fifo => assert!(Command::new("mkfifo").arg(&path).status().unwrap().success()),
+        }
+    }
+    let before = snapshot_files(dir.path());
+    let root = dir.path().to_str().unwrap();
+    let args: Vec<String> = args.iter().map(|a| a.replace("{}", root)).collect();
+    let output = Command::new(env!("CARGO_BIN_EXE_snapsim")).args(&args).current_dir(dir.path()).output().expect("snapsim runs");
+    let outcome = Outcome {
+        exit: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        files: snapshot_files(dir.path()),
+    };
+    (outcome, before)
+}
+
+/// Runs a case and checks its exit status, that stderr (or stdout) says
+/// `says`, that it never panicked, and that every file other than those in
+/// `writes` is byte for byte what it was (and no file appeared).
+fn case(args: &[&str], files: &[(&str, File)], exit: i32, says: &str, writes: &[&str]) -> Outcome {
+    let (outcome, before) = check(args, files);
+    let shown = format!("snapsim {}\nexit {}\nstdout:\n{}\nstderr:\n{}", args.join(" "), outcome.exit, outcome.stdout, outcome.stderr);
+    assert!(!outcome.stderr.contains("panicked"), "a panic is a bug:\n{shown}");
+    assert_eq!(outcome.exit, exit, "wrong exit status:\n{shown}");
+    assert!(outcome.stderr.contains(says) || outcome.stdout.contains(says), "expected {says:?}:\n{shown}");
+    for (name, bytes) in &before {
+        if !writes.contains(&name.as_str()) {
+            assert!(outcome.files.get(name) == Some(bytes), "{name} changed (or vanished):\n{shown}");
+        }
+    }
+    let appeared: Vec<&String> = outcome.files.keys().filter(|n| !before.contains_key(*n) && !writes.contains(&n.as_str())).collect();
+    assert!(appeared.is_empty(), "files appeared: {appeared:?}\n{shown}");
+    outcome
+}
+
+fn with(mut files: Vec<(&'static str, File)>, more: &[(&'static str, File)]) -> Vec<(&'static str, File)> {
+    files.extend(more.iter().cloned());
+    files
+}
+
+// ---- view: never truncates an input, never leaves a half-written output ----
+
+#[test]
+fn view_refuses_to_write_over_its_inputs() {
+    let files = with(basic_files(), &[("cow-link.img", File::Link("cow.img")), ("out.img", File::Text("keep me"))]);
+    let view = |out: &'static str| ["view", "--origin", "origin.img", "--cow", "cow.img", "--out", out];
+    case(&view("cow.img"), &files, 2, "is the same file as --cow", &[]);
+    case(&view("origin.img"), &files, 2, "is the same file as --origin", &[]);
+    case(&view("cow-link.img"), &files, 2, "is the same file as --cow", &[]);
+    case(&view("{}/./cow.img"), &files, 2, "is the same file as --cow", &[]);
+    case(&view("out.img.gz"), &files, 2, "is a compressed file", &[]);
+    case(&view("missing-dir/out.img"), &files, 2, "cannot create a file in", &[]);
+    case(&view("subdir"), &with(files.clone(), &[("subdir", File::Dir)]), 2, "not a regular file", &[]);
+    // A refused view leaves an existing --out as it was.
+    case(&["view", "--origin", "origin.img", "--cow", "zero.img", "--out", "out.img"], &files, 2, "zero magic", &[]);
+    case(&["view", "--origin", "origin.img", "--cow", "origin.img.gz", "--out", "out.img"], &files, 2, "magic", &[]);
+    case(&["view", "--origin", "subdir", "--cow", "cow.img", "--out", "out.img"], &with(files.clone(), &[("subdir", File::Dir)]), 2, "is a directory", &[]);
+    case(&["view", "--origin", "origin.img", "--cow", "nothing.img", "--out", "out.img"], &files, 2, "cannot open nothing.img", &[]);
+    case(&["view", "--origin", "origin.img", "--cow", "cow.img", "--out", "out.img", "--chunk-size", "3"], &files, 2, "not a power of two", &[]);
+    // The control: a good view replaces out.img, and leaves no temporary file.
+    let done = case(&view("out.img"), &files, 0, "wrote out.img", &["out.img"]);
+    assert_eq!(done.files["out.img"], gunzip(&vectors_dir().join("basic-4k/snapshot.img.gz")));
+}
+
+#[test]
+fn view_of_an_invalid_snapshot_fails_on_the_data() {
+    let v = vectors_dir().join("overflow-invalid");
+    let files = [("o.img", File::Bytes(gunzip(&v.join("origin.after.img.gz")))), ("c.img", File::Bytes(gunzip(&v.join("cow.img.gz"))))];
+    case(&["view", "--origin", "o.img", "--cow", "c.img", "--out", "v.img"], &files, 1, "the snapshot is invalid", &[]);
+}
+
+// ---- apply: validated whole before the first write ----
+
+#[test]
+fn apply_refuses_compressed_devices_and_writes_nothing() {
+    let files = with(basic_files(), &[("disguised.img", File::Bytes(std::fs::read(vectors_dir().join("basic-4k/cow.img.gz")).unwrap()))]);
+    let apply = |origin: &'static str, cow: &'static str| ["apply", "--origin", origin, "--cow", cow, "--chunk-size", "8", "vector.json"];
+    case(&apply("origin.img.gz", "zero.img"), &files, 2, "--origin origin.img.gz is a compressed file", &[]);
+    case(&apply("before.img", "origin.img.gz"), &files, 2, "--cow origin.img.gz is a compressed file", &[]);
+    case(&apply("before.img", "disguised.img"), &files, 2, "--cow disguised.img is a compressed file", &[]);
+    case(&["merge", "--origin", "origin.img.gz", "--cow", "cow.img"], &files, 2, "is a compressed file", &[]);
+}
+
+#[test]
+fn apply_refuses_bad_workloads_before_writing() {
+    let files = basic_files();
+    let workload = |text: &'static str| with(files.clone(), &[("w.txt", File::Text(text))]);
+    let apply = ["apply", "--origin", "before.img", "--cow", "zero.img", "--chunk-size", "8", "w.txt"];
+    for (text, says) in [
+        ("write origin 0 18446744073709551615\n", "at most 65536 sectors per request"),
+        ("write origin 0 36028797018963968\n", "at most 65536 sectors per request"),
+        ("write origin 18446744073709551615 1\n", "overflows"),
+        ("write origin 4090 100\n", "past the end of the 4096-sector origin"),
+        ("write snapshot 4096 1\n", "past the end of the 4096-sector origin"),
+        ("write origin 0 8\nwrite origin -1 8\n", "line 2: sector \"-1\" is not a number"),
+        ("write origin 0 0\n", "a write of 0 sectors"),
+        ("write disk 0 8\n", "unknown device \"disk\""),
+        ("trim origin 0 8\n", "unknown request \"trim\""),
+        ("write origin 0 8 tag. extra\n", "unexpected \"extra\""),
+        ("flush origin now\n", "unexpected \"now\""),
+    ] {
+        case(&apply, &workload(text), 2, says, &[]);
+    }
+    let long_tag: &'static str = Box::leak(format!("write origin 0 1 {}\n", "x".repeat(600)).into_boxed_str());
+    case(&apply, &workload(long_tag), 2, "a tag longer than a sector", &[]);
+    case(&apply, &with(files.clone(), &[("w.txt", File::Dir)]), 2, "not a regular file", &[]);
+    case(&["apply", "--origin", "before.img", "--cow", "zero.img", "missing.txt"], &files, 2, "missing.txt", &[]);
+    let bad_vector = with(files.clone(), &[("v.json", File::Text(r#"{"writes":[{"device":"origin","sector":0,"sectors":99999999999}]}"#))]);
+    case(&["apply", "--origin", "before.img", "--cow", "zero.img", "v.json"], &bad_vector, 2, "at most 65536 sectors", &[]);
+    case(&["apply", "--origin", "before.img", "--cow", "zero.img", "vector.json", "--store", "X"], &files, 2, "unknown store type", &[]);
+    case(&["apply", "--origin", "before.img", "--cow", "zero.img", "vector.json", "--cow-threshold", "x"], &files, 2, "invalid value", &[]);
+}
+
+#[test]
+fn apply_refuses_bad_devices_before_writing() {
+    let files = with(basic_files(), &[("zero-link.img", File::Link("zero.img")), ("tiny.img", File::Bytes(vec![0; 8192]))]);
+    let apply = |origin: &'static str, cow: &'static str, chunk: &'static str| ["apply", "--origin", origin, "--cow", cow, "--chunk-size", chunk, "vector.json"];
+    case(&apply("before.img", "before.img", "8"), &files, 2, "the COW device is the origin device", &[]);
+    case(&apply("zero.img", "zero-link.img", "8"), &files, 2, "the COW device is the origin device", &[]);
+    case(&apply("before.img", "vector.json", "8"), &files, 2, "--cow vector.json is the same file as the workload", &[]);
+    case(&apply("before.img", "zero.img", "3"), &files, 2, "not a power of two", &[]);
+    case(&apply("before.img", "zero.img", "0"), &files, 2, "chunk size is 0", &[]);
+    case(&apply("before.img", "tiny.img", "8"), &files, 2, "COW device too small", &[]);
+    case(&apply("before.img", "missing.img", "8"), &files, 2, "cannot open missing.img", &[]);
+    case(&apply("before.img", "garbage", "8"), &with(files.clone(), &[("garbage", File::Bytes(vec![0xa5; 1 << 20]))]), 2, "magic", &[]);
+}
+
+#[test]
+fn apply_fails_when_the_snapshot_goes_invalid() {
+    // The overflow-invalid vector's workload overflows its COW: the run is
+    // done as asked, but the snapshot is lost, and that is exit 1.
+    let v = vectors_dir().join("overflow-invalid");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(v.join("vector.json")).unwrap()).unwrap();
+    let cow_sectors = meta["cow_sectors"].as_u64().unwrap() as usize;
+    let files = [
+        ("o.img", File::Bytes(gunzip(&v.join("origin.before.img.gz")))),
+        ("c.img", File::Bytes(vec![0; cow_sectors * 512])),
+        ("vector.json", File::Bytes(std::fs::read(v.join("vector.json")).unwrap())),
+    ];
+    let done = case(&["apply", "--origin", "o.img", "--cow", "c.img", "--chunk-size", "8", "vector.json", "--json"], &files, 1, "the snapshot is Invalid", &["o.img", "c.img"]);
+    let report: serde_json::Value = serde_json::from_str(done.stdout.trim()).expect("one JSON object on stdout");
+    assert_eq!(report["verdict"], "FAIL");
+    assert_eq!(report["status"], "Invalid");
+}
+
+// ---- merge: refuses what it cannot merge, before writing ----
+
+#[test]
+fn merge_refuses_what_it_cannot_merge() {
+    let v = vectors_dir();
+    let invalid = gunzip(&v.join("overflow-invalid/cow.img.gz"));
+    let origin = gunzip(&v.join("basic-4k/origin.after.img.gz"));
+    let files = with(basic_files(), &[("invalid.img", File::Bytes(invalid)), ("small-origin.img", File::Bytes(origin[..64 * 512].to_vec()))]);
+    case(&["merge", "--origin", "origin.img", "--cow", "zero.img"], &files, 2, "no snapshot on it", &[]);
+    case(&["merge", "--origin", "origin.img", "--cow", "invalid.img"], &files, 1, "the snapshot is invalid", &[]);
+    case(&["merge", "--origin", "small-origin.img", "--cow", "cow.img"], &files, 2, "past the end of the 64-sector origin", &[]);
+    case(&["merge", "--origin", "origin.img", "--cow", "origin.img"], &files, 2, "the COW device is the origin device", &[]);
+    case(&["merge", "--origin", "origin.img", "--cow", "cow.img", "--chunk-size", "5"], &files, 2, "not a power of two", &[]);
+    // The control: a real merge writes both.
+    case(&["merge", "--origin", "origin.img", "--cow", "cow.img"], &files, 0, "status:", &["origin.img", "cow.img"]);
+}
+
+// ---- inspect ----
+
+#[test]
+fn inspect_names_what_is_wrong() {
+    let files = with(basic_files(), &[("junk.img", File::Bytes(vec![0xa5; 8192])), ("empty.img", File::Bytes(Vec::new())), ("d", File::Dir)]);
+    case(&["inspect", "junk.img"], &files, 2, "magic is 0xa5a5a5a5", &[]);
+    case(&["inspect", "empty.img"], &files, 2, "empty (0 sectors)", &[]);
+    case(&["inspect", "missing.img"], &files, 2, "cannot open missing.img", &[]);
+    case(&["inspect", "d"], &files, 2, "is a directory", &[]);
+    let fifo = with(files.clone(), &[("pipe", File::Fifo)]);
+    case(&["inspect", "pipe"], &fifo, 2, "neither a regular file nor a block device", &[]);
+    case(&["apply", "--origin", "before.img", "--cow", "pipe", "vector.json"], &fifo, 2, "neither a regular file nor a block device", &[]);
+    case(&["inspect", "/dev/null"], &files, 2, "neither a regular file nor a block device", &[]);
+    case(&["inspect", "vector.json.gz"], &with(files.clone(), &[("vector.json.gz", File::Text("not gzip"))]), 2, "not a readable gzip image", &[]);
+    case(&["inspect", "--records", "junk.img"], &files, 2, "no snapshot header", &[]);
+    case(&["inspect", "--chunk-size", "8", "cow.img"], &files, 0, "status:", &[]);
+}
+
+// ---- scenario and crash-trace files: every field checked ----
+
+const SCENARIO: &str = r#"description = "d"
+chunk_sectors = 8
+origin_chunks = 8
+cow_chunks = 16
+snapshots = 1
+ops = """
+write origin 0 8
+"""
+"#;
+
+/// The good scenario with `field`'s line replaced (or a line added).
+fn scenario_with(field: &str, line: &str) -> &'static str {
+    let mut text: String = SCENARIO.lines().filter(|l| !l.starts_with(&format!("{field} ="))).map(|l| format!("{l}\n")).collect();
+    text = format!("{line}\n{text}");
+    Box::leak(text.into_boxed_str())
+}
+
+#[test]
+fn explore_refuses_bad_scenarios_with_the_field_and_value() {
+    let ops = |ops: &str| Box::leak(SCENARIO.replace("write origin 0 8", ops).into_boxed_str()) as &'static str;
+    for (text, says) in [
+        (scenario_with("origin_chunks", "origin_chunks = 0"), "origin_chunks = 0: must be 1..="),
+        (scenario_with("chunk_sectors", "chunk_sectors = 4194304"), "chunk_sectors = 4194304: must be 1..=1024"),
+        (scenario_with("chunk_sectors", "chunk_sectors = 6"), "chunk_sectors = 6: not a power of two"),
+        (scenario_with("snapshots", "snapshots = 100000"), "snapshots = 100000: must be 1..=16"),
+        (scenario_with("snapshots", "snapshots = 0"), "snapshots = 0"),
+        (scenario_with("cow_chunks", "cow_chunks = 2"), "cow_chunks = 2: must be 3..="),
+        (scenario_with("origin_chunks", "origin_chunks = 32768"), "sectors of devices"),
+        (scenario_with("queue_depth", "queue_depth = 0"), "queue_depth = 0"),
+        (scenario_with("writes_max", "writes_max = 100"), "writes_max = 100: must be 0..=16"),
+        (scenario_with("seeds", "seeds = []"), "seeds (entries) = 0"),
+        (scenario_with("store", "store = \"Q\""), "store \"Q\" is neither P nor PO"),
+        (scenario_with("bogus", "bogus = 1"), "unknown field `bogus`"),
+        (scenario_with("faults", "faults = [\"latent cow3 0 8\"]"), "there is no cow3"),
+        (scenario_with("faults", "faults = [\"latent origin 60 8\"]"), "past the end of the 64-sector origin"),
+        (scenario_with("faults", "faults = [\"fail-writes cow0 0 8 99999999999\"]"), "count is too large"),
+        (scenario_with("mixed_chunk_sectors", "mixed_chunk_sectors = [8, 8]"), "needs one per snapshot"),
+        (ops("write origin 60 8"), "past the end of the 64-sector origin"),
+        (ops("write origin 18446744073709551615 1"), "past the end"),
+        (ops("write snapshot3 0 8"), "there is no snapshot3"),
+        (ops("read snapshot1 0 8"), "there is no snapshot1"),
+        (ops("flush snapshot2"), "there is no snapshot2"),
+        (ops("merge 1"), "there is no snapshot1"),
+        (ops("write origin 0 100000"), "sector count 100000 is not 1..=256"),
+        ("not toml", "expected"),
+    ] {
+        case(&["explore", "s.toml"], &[("s.toml", File::Text(text))], 2, says, &[]);
+    }
+    case(&["explore", "no-such-scenario"], &[], 2, "no-such-scenario", &[]);
+    case(&["explore", "basic-cow", "--writes-max", "100"], &[], 2, "--writes-max", &[]);
+    case(&["explore", "basic-cow", "--mutation", "Z99"], &[], 2, "unknown mutation", &[]);
+}
+
+const TRACE: &str = r#"post_mortem = "passes"
+verdict = "pass"
+mode = "run"
+seed = 1
+chunk_sectors = 8
+origin_chunks = 8
+cow_chunks = 16
+snapshots = 1
+store = "P"
+cow_threshold = 2048
+queue_depth = 4
+ops = """
+write origin 0 8
+"""
+"#;
+
+fn trace_with(field: &str, line: &str) -> &'static str {
+    let text: String = TRACE.lines().filter(|l| !l.starts_with(&format!("{field} ="))).map(|l| format!("{l}\n")).collect();
+    Box::leak(format!("{line}\n{text}").into_boxed_str())
+}
+
+#[test]
+fn replay_refuses_bad_traces_and_conflicting_flags() {
+    case(&["replay", "t.toml"], &[("t.toml", File::Text(TRACE))], 0, "verdict: PASS", &[]);
+    for (text, says) in [
+        (trace_with("mode", "mode = \"fly\""), "mode = \"fly\""),
+        (trace_with("verdict", "verdict = \"I99\""), "verdict = \"I99\""),
+        (trace_with("crashes", "crashes = 1000000"), "crashes = 1000000"),
+        (trace_with("write_error", "write_error = 2.0"), "write_error = 2"),
+        (trace_with("read_error", "read_error = nan"), "read_error = NaN"),
+        (trace_with("mutation", "mutation = \"Z99\""), "mutation = \"Z99\""),
+        (trace_with("origin_chunks", "origin_chunks = 0"), "origin_chunks = 0"),
+        (trace_with("cow_chunks", "cow_chunks = 2"), "cow_chunks = 2"),
+        (Box::leak(TRACE.replace("write origin 0 8", "write origin 4000 8").into_boxed_str()), "past the end"),
+    ] {
+        case(&["replay", "t.toml"], &[("t.toml", File::Text(text))], 2, says, &[]);
+    }
+    case(&["replay", "t.toml", "--seed", "3"], &[("t.toml", File::Text(TRACE))], 2, "cannot be used with", &[]);
+    case(&["replay", "missing.toml"], &[], 2, "missing.toml", &[]);
+    case(&["replay"], &[], 2, "required", &[]);
+}
+
+// ---- harness verbs: flags and partial runs ----
+
+#[test]
+fn harness_flags_are_checked_before_running() {
+    case(&["run", "--max-steps", "0"], &[], 2, "--max-steps", &[]);
+    case(&["run", "--seed", "-1"], &[], 2, "unexpected argument", &[]);
+    case(&["run", "--seed", "x"], &[], 2, "invalid value", &[]);
+    case(&["run", "--mutation", "Z99"], &[], 2, "unknown mutation", &[]);
+    case(&["zoo", "--only", "Z99"], &[], 2, "unknown mutation", &[]);
+    case(&["soak", "--seeds", "5", "--duration", "1s"], &[], 2, "cannot be used with", &[]);
+    case(&["soak", "--seeds", "0"], &[], 2, "--seeds 0", &[]);
+    case(&["soak", "--seeds", "1", "--jobs", "0"], &[], 2, "--jobs 0", &[]);
+    case(&["soak", "--duration", "0s"], &[], 2, "--duration 0s", &[]);
+    case(&["soak", "--seeds", "1", "--report", "no-dir/r.json"], &[], 2, "--report no-dir/r.json: cannot write in no-dir", &[]);
+    case(&["soak", "--seeds", "1", "--report", "d"], &[("d", File::Dir)], 2, "is a directory", &[]);
+    case(&["soak", "--seeds", "1", "--traces-dir", "f"], &[("f", File::Text("x"))], 2, "is not a directory", &[]);
+    case(&["soak", "--seeds", "1", "--mutation", "Z99"], &[], 2, "unknown mutation", &[]);
+    case(&["bench", "--dir", "no-dir"], &[], 2, "--dir no-dir: not a directory", &[]);
+    case(&["frobnicate"], &[], 2, "unrecognized subcommand", &[]);
+}
+
+#[test]
+fn a_state_limit_makes_explore_partial_not_pass() {
+    let done = case(&["explore", "basic-cow", "--states-max", "1", "--json"], &[], 3, "PARTIAL", &[]);
+    let report: serde_json::Value = serde_json::from_str(done.stdout.trim()).expect("one JSON object on stdout");
+    assert_eq!(report["verdict"], "PARTIAL");
+    assert_eq!(report["runs"][0]["distinct"], 1);
+    let done = case(&["explore", "basic-cow", "--json"], &[], 0, "\"PASS\"", &[]);
+    let report: serde_json::Value = serde_json::from_str(done.stdout.trim()).expect("one JSON object on stdout");
+    assert_eq!(report["verdict"], "PASS");
+}
+
+#[test]
+fn json_is_one_object_even_when_refused() {
+    for args in [&["run", "--seed", "42", "--json"][..], &["replay", "no.toml", "--json"], &["apply", "--origin", "a", "--cow", "b", "w", "--json"]] {
+        let (outcome, _) = check(args, &[]);
+        let value: serde_json::Value =
+            serde_json::from_str(outcome.stdout.trim()).unwrap_or_else(|e| panic!("{args:?}: stdout is not one JSON object ({e}):\n{}", outcome.stdout));
+        assert!(value["verdict"].is_string(), "{args:?}: {value}");
+    }
+}
+
+// ---- replay commands reproduce their runs ----
+
+/// Runs a printed `snapsim …` replay command and returns its verdict line
+/// and trace hash.
+fn verdict_and_hash(args: &[&str]) -> (i32, String, String) {
+    let (outcome, _) = check(args, &[]);
+    let line = |prefix: &str| outcome.stdout.lines().find_map(|l| l.strip_prefix(prefix)).unwrap_or_default().to_string();
+    (outcome.exit, line("verdict: "), line("trace hash "))
+}
+
+#[test]
+fn printed_replay_commands_reproduce_verdict_and_trace_hash() {
+    for args in [&["run", "--seed", "3", "--strict"][..], &["run", "--seed", "1", "--mutation", "Z3"], &["run", "--seed", "42", "--max-steps", "500"]] {
+        let (outcome, _) = check(args, &[]);
+        assert_eq!(outcome.exit, 1, "{args:?} was chosen because it fails:\n{}", outcome.stdout);
+        let replay = outcome.stdout.lines().find_map(|l| l.strip_prefix("replay: snapsim ")).expect("a failing run prints its replay command");
+        let replay_args: Vec<&str> = replay.split_whitespace().collect();
+        let original = verdict_and_hash(args);
+        assert_eq!(verdict_and_hash(&replay_args), original, "{args:?}: the printed `snapsim {replay}` gave another verdict or trace hash");
+        for option in &args[2..] {
+            assert!(replay_args.contains(option), "{args:?}: the replay command `{replay}` drops {option}");
+        }
+    }
+}
+
+// A real process is interrupted on the wall clock: outside any simulation.
+#[allow(clippy::disallowed_methods)]
+#[test]
+fn an_interrupted_soak_is_partial_and_still_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_snapsim"))
+        .args(["soak", "--seeds", "1000000", "--jobs", "1", "--report", report.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(3), "an interrupted soak is PARTIAL:\n{stdout}");
+    assert!(stdout.contains("verdict: PARTIAL"), "{stdout}");
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(written["verdict"], "PARTIAL");
+    assert_eq!(written["stopped_by"], "interrupt");
+}
+
+#[allow(clippy::disallowed_methods)]
+#[test]
+fn an_interrupted_bench_removes_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_snapsim"))
+        .args(["bench", "--dir", dir.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the bench has made its directory, then interrupt it.
+    for _ in 0..100 {
+        if std::fs::read_dir(dir.path()).unwrap().next().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", String::from_utf8_lossy(&output.stderr));
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "an interrupted bench left {left:?}");
+}
