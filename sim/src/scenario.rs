@@ -96,9 +96,11 @@ impl Limits {
     /// The largest chunk size, in sectors (512 KiB).
     pub const CHUNK_SECTORS_MAX: u32 = 1024;
     /// Snapshots of one origin.
-    pub const SNAPSHOTS_MAX: usize = 16;
-    /// Sectors of all simulated devices together: origin plus every COW (128 MiB).
-    pub const DEVICE_SECTORS_MAX: u64 = 1 << 18;
+    pub const SNAPSHOTS_MAX: usize = 8;
+    /// Sectors of all simulated devices together: origin plus every COW (8 MiB;
+    /// the largest configuration a swarm seed draws has 11,520). Every crash
+    /// state reads back every snapshot, so time grows with this too.
+    pub const DEVICE_SECTORS_MAX: u64 = 1 << 14;
     /// A COW holds a header, a metadata area and a data chunk at least.
     pub const COW_CHUNKS_MIN: u64 = 3;
     /// Operations in flight at once.
@@ -108,7 +110,7 @@ impl Limits {
     /// Completion-order seeds one scenario runs.
     pub const SEEDS_MAX: usize = 64;
     /// The enumeration bound: 2^writes_max subsets per crash point.
-    pub const WRITES_MAX_MAX: usize = 16;
+    pub const WRITES_MAX_MAX: usize = 12;
     /// Scripted operations.
     pub const OPS_MAX: usize = 100_000;
     /// Scripted faults, and the writes one of them fails.

@@ -310,6 +310,9 @@ fn zoo(args: &ZooArgs) -> Result<(), CliError> {
     } else {
         args.only.iter().map(|id| Mutation::parse(id).ok_or_else(|| CliError::bad_input(format!("--only: unknown mutation {id:?} (Z1..Z21)")))).collect::<Result<_, _>>()?
     };
+    if args.swarm_only && args.swarm_seeds == 0 {
+        return Err(CliError::bad_input("--swarm-only with --swarm-seeds 0 hunts nothing"));
+    }
     let scenarios = sim::scenario::all_in(&sim::scenario::scenarios_dir()).map_err(CliError::bad_input)?;
     let budget = sim::zoo::Budget { swarm_seeds: args.swarm_seeds, scenarios: !args.swarm_only };
     out.line(format!("{:<4} {:<40} {:<38} {:<14} {:>5} {:>8}  replay", "id", "mutation", "kernel fix", "caught by", "runs", "seconds"));
