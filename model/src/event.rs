@@ -58,6 +58,10 @@ pub enum Event {
     MergeDone { snapshot: usize, ok: bool },
     /// The machine crashed.
     Crash,
+    /// A clean shutdown: everything acknowledged is in the disks' caches and
+    /// the engine is rebuilt from them. Nothing is lost, so nothing that the
+    /// machine wrote may come back older (a `valid = 0` header included).
+    CleanReload,
     /// The engine was rebuilt from the crash images; which snapshots loaded valid.
     Reloaded { valid: Vec<bool> },
 }
@@ -94,6 +98,7 @@ impl Event {
                 [8, *snapshot as u64, u64::from(*valid), u64::from(*overflowed), u64::from(*quiescent), u64::from(*copies_max)].into_iter().for_each(out)
             }
             Self::Crash => out(9),
+            Self::CleanReload => out(13),
             Self::MergeStart { snapshot } => [11, *snapshot as u64].into_iter().for_each(out),
             Self::MergeDone { snapshot, ok } => [12, *snapshot as u64, u64::from(*ok)].into_iter().for_each(out),
             Self::Reloaded { valid } => {
@@ -132,6 +137,7 @@ impl std::fmt::Display for Event {
                 write!(f, "snapshot {snapshot} is {state}")
             }
             Self::Crash => write!(f, "CRASH"),
+            Self::CleanReload => write!(f, "CLEAN RELOAD"),
             Self::MergeStart { snapshot } => write!(f, "merge of snapshot {snapshot} starts"),
             Self::MergeDone { snapshot, ok } => write!(f, "merge of snapshot {snapshot} {}", if *ok { "complete" } else { "FAILED" }),
             Self::Reloaded { valid } => write!(f, "reloaded; snapshots valid: {valid:?}"),

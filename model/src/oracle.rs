@@ -126,6 +126,10 @@ struct SnapshotState {
     ever_invalid: bool,
     /// Came back valid after being invalid (K1): its view is no longer checked.
     revived: bool,
+    /// Since it went invalid, something could have lost its `valid = 0`
+    /// header: a crash, or a failed write to its COW. Only then may it load
+    /// valid again (K1); after a clean reload with neither it must load invalid.
+    invalid_header_may_be_lost: bool,
     /// A write to its COW failed, so it must be invalid.
     must_invalidate: bool,
     /// An I/O error that may invalidate it was seen (COW write, origin read).
@@ -321,6 +325,8 @@ impl Oracle {
                     let state = &mut self.snapshots[k];
                     state.io_error_seen = true;
                     state.must_invalidate |= !merging && (metadata || !user_write);
+                    // The failed write may have been the invalid header itself.
+                    state.invalid_header_may_be_lost |= state.ever_invalid;
                 }
                 (cow, DiskOp::Read | DiskOp::Flush) => self.snapshots[cow - 1].io_error_seen = true,
             },
@@ -344,7 +350,9 @@ impl Oracle {
                 self.check_status(*snapshot, *valid, *overflowed, *quiescent)?;
                 self.check_bounds(*snapshot, *copies_max)?;
             }
-            Event::Crash => {
+            // A clean reload is judged as a crash that lost nothing, except
+            // that it cannot have lost an invalidated snapshot's header.
+            Event::Crash | Event::CleanReload => {
                 self.epoch += 1;
                 self.seq += 1;
                 let at = self.seq;
@@ -355,12 +363,19 @@ impl Oracle {
                     // A failed exception that never completed left no record:
                     // the snapshot may load valid, and consistent.
                     state.must_invalidate = false;
+                    state.invalid_header_may_be_lost |= matches!(event, Event::Crash);
                 }
             }
             Event::Reloaded { valid } => {
                 for (k, &valid) in valid.iter().enumerate() {
                     let state = &mut self.snapshots[k];
                     if valid && state.ever_invalid && !state.revived {
+                        if !state.invalid_header_may_be_lost {
+                            let message = format!(
+                                "snapshot {k} was invalidated, then loaded valid after a clean reload: no crash and no failed COW write could have lost its valid=0 header"
+                            );
+                            return Err(Violation::new(Invariant::I8Invalidation, message));
+                        }
                         if self.config.strict {
                             let message = format!(
                                 "snapshot {k} was invalidated before a crash but loaded valid after it (kernel behaviour K1: the valid=0 header is a plain write and origin writes went ahead)"
@@ -389,8 +404,9 @@ impl Oracle {
     fn check_status(&mut self, snapshot: usize, valid: bool, overflowed: bool, quiescent: bool) -> Result<(), Violation> {
         let spec = self.config.snapshots[snapshot];
         let state = &mut self.snapshots[snapshot];
-        if !valid {
+        if !valid && !state.ever_invalid {
             state.ever_invalid = true;
+            state.invalid_header_may_be_lost = false;
         }
         // Exceptions fail in allocation order, so a failed copy invalidates
         // only once every earlier exception is done: judge at quiescence.
@@ -638,6 +654,21 @@ mod tests {
         let mut strict = oracle(true);
         run(&mut strict, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: Arc::from([5]) }]).unwrap();
         assert_eq!(run(&mut strict, &revive).unwrap_err().invariant, Invariant::I8Invalidation);
+    }
+
+    #[test]
+    fn a_clean_reload_never_revives_an_invalid_snapshot() {
+        let invalid = Event::Status { snapshot: 0, valid: false, overflowed: false, quiescent: true, copies_max: 0 };
+        let mut o = oracle(false);
+        run(&mut o, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: Arc::from([5]) }, invalid.clone()]).unwrap();
+        let error = o.clone().apply(&Event::Reloaded { valid: vec![true] }).unwrap_err();
+        assert_eq!(error.invariant, Invariant::I8Invalidation);
+        assert!(error.message.contains("clean reload"), "{}", error.message);
+        o.apply(&Event::Reloaded { valid: vec![false] }).unwrap();
+        // A failed COW write after the invalidation may have been its header.
+        let header_write_failed = Event::Disk { disk: 1, request: 9, op: DiskOp::Write { preflush: false, fua: false }, sector: 0, sectors: 1, ok: false };
+        run(&mut o, &[header_write_failed, Event::Reloaded { valid: vec![true] }]).unwrap();
+        assert_eq!(o.allowances().revived_invalid, 1);
     }
 
     #[test]

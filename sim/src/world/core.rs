@@ -532,21 +532,22 @@ impl World {
     fn crash(&mut self) {
         let crash = &mut self.crash;
         let images: Vec<Image> = self.engine.disks.iter().map(|disk| disk.crash_image(|_, n| crash.random_range(0..n))).collect();
-        self.reboot(images);
+        self.reboot(images, false);
     }
 
     /// Stops the machine and boots it on `images`.
-    fn reboot(&mut self, images: Vec<Image>) {
+    fn reboot(&mut self, images: Vec<Image>, clean: bool) {
         let durable = self.engine.disks[1..].iter().map(|disk| Some(disk.durable())).collect();
-        self.reboot_keeping(images, durable);
+        self.reboot_keeping(images, durable, clean);
     }
 
     /// Stops the machine and boots it on `images`; every record of
-    /// `must_keep` (one COW image per snapshot) must load again.
-    fn reboot_keeping(&mut self, images: Vec<Image>, must_keep: Vec<Option<Image>>) {
+    /// `must_keep` (one COW image per snapshot) must load again. A `clean`
+    /// reboot (a scripted reload) loses nothing: the oracle is told so.
+    fn reboot_keeping(&mut self, images: Vec<Image>, must_keep: Vec<Option<Image>>, clean: bool) {
         self.stats.crashes += 1;
         self.report_status();
-        self.emit(Event::Crash);
+        self.emit(if clean { Event::CleanReload } else { Event::Crash });
         self.durable_cows = must_keep;
         {
             let mut observer = lock(&self.shared);
@@ -591,7 +592,7 @@ impl World {
             ScriptOp::Wait => {}
             ScriptOp::Reload => {
                 let images = self.engine.disks.iter().map(|d| d.cached()).collect();
-                self.reboot(images);
+                self.reboot(images, true);
             }
             ScriptOp::Merge { snapshot } => {
                 if snapshot < self.engine.snapshots.len() && self.merging.is_none() {
@@ -798,7 +799,7 @@ impl World {
             world.main_loop(1_000_000, &mut |_| true);
             if !world.failed() {
                 let images = world.engine.disks.iter().map(|d| d.cached()).collect();
-                world.reboot_keeping(images, loaded_from);
+                world.reboot_keeping(images, loaded_from, false);
             }
         }
         if !world.failed() {
