@@ -130,6 +130,15 @@ struct SnapshotState {
     /// header: a crash, or a failed write to its COW. Only then may it load
     /// valid again (K1); after a clean reload with neither it must load invalid.
     invalid_header_may_be_lost: bool,
+    /// A write of its COW's header chunk failed since the last (re)load.
+    header_write_failed: bool,
+    /// Reported invalid, or Overflow, since the last (re)load: both are
+    /// sticky until a reload, and carried across a handover to snapshot-merge.
+    invalid_since_load: bool,
+    overflowed_since_load: bool,
+    /// Its merge stopped on an error since the last (re)load: the kernel's
+    /// status says `Merge failed` until the table is reloaded.
+    merge_failed: bool,
     /// A write to its COW failed, so it must be invalid.
     must_invalidate: bool,
     /// An I/O error that may invalidate it was seen (COW write, origin read).
@@ -325,8 +334,10 @@ impl Oracle {
                     let state = &mut self.snapshots[k];
                     state.io_error_seen = true;
                     state.must_invalidate |= !merging && (metadata || !user_write);
-                    // The failed write may have been the invalid header itself.
-                    state.invalid_header_may_be_lost |= state.ever_invalid;
+                    // A failed write of the header chunk may have been the
+                    // valid=0 header itself (whether or not the oracle has
+                    // seen the snapshot report invalid yet).
+                    state.header_write_failed |= *sector == 0;
                 }
                 (cow, DiskOp::Read | DiskOp::Flush) => self.snapshots[cow - 1].io_error_seen = true,
             },
@@ -344,6 +355,8 @@ impl Oracle {
             Event::MergeDone { snapshot, ok } => {
                 if *ok {
                     self.merging = Some((*snapshot, true));
+                } else {
+                    self.snapshots[*snapshot].merge_failed = true;
                 }
             }
             Event::Status { snapshot, valid, overflowed, quiescent, copies_max } => {
@@ -370,7 +383,7 @@ impl Oracle {
                 for (k, &valid) in valid.iter().enumerate() {
                     let state = &mut self.snapshots[k];
                     if valid && state.ever_invalid && !state.revived {
-                        if !state.invalid_header_may_be_lost {
+                        if !state.invalid_header_may_be_lost && !state.header_write_failed {
                             let message = format!(
                                 "snapshot {k} was invalidated, then loaded valid after a clean reload: no crash and no failed COW write could have lost its valid=0 header"
                             );
@@ -388,6 +401,10 @@ impl Oracle {
                     state.origin_written = false;
                     state.io_error_seen = false;
                     state.valid_at_load = valid;
+                    state.invalid_since_load = false;
+                    state.overflowed_since_load = false;
+                    state.header_write_failed = false;
+                    state.merge_failed = false;
                 }
             }
         }
@@ -408,6 +425,19 @@ impl Oracle {
             state.ever_invalid = true;
             state.invalid_header_may_be_lost = false;
         }
+        // Invalid and Overflow are sticky until a reload, through a
+        // handover to snapshot-merge too (the kernel's __handover_exceptions
+        // copies both flags to the merge target).
+        if valid && state.invalid_since_load {
+            let message = format!("snapshot {snapshot} reported invalid, then valid again without a reload");
+            return Err(Violation::new(Invariant::I8Invalidation, message));
+        }
+        if valid && !overflowed && state.overflowed_since_load {
+            let message = format!("snapshot {snapshot} reported Overflow, then lost it without a reload");
+            return Err(Violation::new(Invariant::I9Overflow, message));
+        }
+        state.invalid_since_load |= !valid;
+        state.overflowed_since_load |= overflowed;
         // Exceptions fail in allocation order, so a failed copy invalidates
         // only once every earlier exception is done: judge at quiescence.
         if valid && state.must_invalidate && quiescent {
@@ -450,14 +480,17 @@ impl Oracle {
     /// `allocated/total metadata` in sectors, where after `n` records
     /// `allocated` is the next free chunk (the `n`-th data chunk),
     /// `total` the COW's size and `metadata` the header plus areas
-    /// `0..=n / records_per_area`. Not judged for a snapshot being merged
-    /// (the kernel's merge rewinds the allocator area by area).
+    /// `0..=n / records_per_area`. A snapshot being merged says `Merge
+    /// failed` once its merge stopped on an error; while its merge runs, the
+    /// kernel's `persistent_prepare_merge` steps back to the previous area
+    /// as soon as the current one is emptied, so with `n` a non-zero
+    /// multiple of the records per area its metadata is one chunk less.
     pub fn check_status_line(&self, k: usize, valid: bool, overflowed: bool, line: &str, cow: &(impl SectorSource + ?Sized)) -> Result<(), Violation> {
-        if self.merging.is_some_and(|(m, _)| m == k) {
-            return Ok(());
-        }
+        let merging = self.merging.is_some_and(|(m, complete)| m == k && !complete);
         let expected = if !valid {
             "Invalid".to_string()
+        } else if self.snapshots[k].merge_failed {
+            "Merge failed".to_string()
         } else if overflowed {
             "Overflow".to_string()
         } else {
@@ -472,7 +505,9 @@ impl Oracle {
             };
             let chunk = u64::from(geometry.chunk_sectors);
             let allocated = geometry.nth_data_chunk(n) * chunk;
-            let metadata = (n / geometry.records_per_area() + 2) * chunk;
+            let per_area = geometry.records_per_area();
+            let stepped_back = merging && n > 0 && n % per_area == 0;
+            let metadata = (n / per_area + if stepped_back { 1 } else { 2 }) * chunk;
             format!("{allocated}/{} {metadata}", cow.sector_count())
         };
         if line != expected {
@@ -654,6 +689,24 @@ mod tests {
         let mut strict = oracle(true);
         run(&mut strict, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: Arc::from([5]) }]).unwrap();
         assert_eq!(run(&mut strict, &revive).unwrap_err().invariant, Invariant::I8Invalidation);
+    }
+
+    #[test]
+    fn invalid_and_overflow_stay_until_a_reload() {
+        let status = |valid, overflowed| Event::Status { snapshot: 0, valid, overflowed, quiescent: true, copies_max: 0 };
+        let mut o = oracle(false);
+        o.apply(&status(false, false)).unwrap();
+        assert_eq!(o.clone().apply(&status(true, false)).unwrap_err().invariant, Invariant::I8Invalidation);
+        let mut o = oracle(false);
+        o.snapshots[0].io_error_seen = true;
+        o.config.snapshots[0].overflow_store = true;
+        o.apply(&status(true, true)).unwrap();
+        assert_eq!(o.clone().apply(&status(true, false)).unwrap_err().invariant, Invariant::I9Overflow);
+        o.apply(&Event::MergeStart { snapshot: 0 }).unwrap();
+        o.apply(&status(true, true)).unwrap();
+        o.apply(&Event::Crash).unwrap();
+        o.apply(&Event::Reloaded { valid: vec![true] }).unwrap();
+        o.apply(&status(true, false)).unwrap();
     }
 
     #[test]
