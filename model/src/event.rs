@@ -23,6 +23,31 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// The flags a user write carries: `REQ_PREFLUSH` (every write acknowledged
+/// before it was submitted is durable once it is acknowledged) and `REQ_FUA`
+/// (its own data is durable once it is acknowledged).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserFlags {
+    pub preflush: bool,
+    pub fua: bool,
+}
+
+impl UserFlags {
+    pub const PLAIN: Self = Self { preflush: false, fua: false };
+}
+
+impl std::fmt::Display for UserFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.preflush {
+            write!(f, " preflush")?;
+        }
+        if self.fua {
+            write!(f, " fua")?;
+        }
+        Ok(())
+    }
+}
+
 /// A disk request's kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiskOp {
@@ -35,7 +60,7 @@ pub enum DiskOp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// User operation `op` writes `values` (one per sector) from `sector`.
-    Write { op: u64, target: Target, sector: u64, values: Arc<[u64]> },
+    Write { op: u64, target: Target, sector: u64, values: Arc<[u64]>, flags: UserFlags },
     /// User operation `op` reads `sectors` sectors from `sector`.
     Read { op: u64, target: Target, sector: u64, sectors: u64 },
     /// User operation `op` flushes `target`.
@@ -74,9 +99,13 @@ impl Event {
             Target::Snapshot(k) => 1 + *k as u64,
         };
         match self {
-            Self::Write { op, target: t, sector, values } => {
+            Self::Write { op, target: t, sector, values, flags } => {
                 [1, *op, target(t), *sector, values.len() as u64].into_iter().for_each(&mut *out);
-                values.iter().copied().for_each(out);
+                values.iter().copied().for_each(&mut *out);
+                // Plain writes encode as they always did: their trace hashes stay.
+                if *flags != UserFlags::PLAIN {
+                    out(14 + u64::from(flags.fua) + 2 * u64::from(flags.preflush));
+                }
             }
             Self::Read { op, target: t, sector, sectors } => [2, *op, target(t), *sector, *sectors].into_iter().for_each(out),
             Self::Flush { op, target: t } => [3, *op, target(t)].into_iter().for_each(out),
@@ -112,7 +141,7 @@ impl Event {
 impl std::fmt::Display for Event {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Write { op, target, sector, values } => write!(f, "op {op}: write {target} {sector}+{}", values.len()),
+            Self::Write { op, target, sector, values, flags } => write!(f, "op {op}: write {target} {sector}+{}{flags}", values.len()),
             Self::Read { op, target, sector, sectors } => write!(f, "op {op}: read {target} {sector}+{sectors}"),
             Self::Flush { op, target } => write!(f, "op {op}: flush {target}"),
             Self::Ack { op, ok } => write!(f, "op {op}: {}", if *ok { "acknowledged" } else { "failed" }),

@@ -18,7 +18,7 @@ pub mod oracle;
 pub mod versions;
 
 pub use cow::{CowGeometry, CowState, SectorSource};
-pub use event::{DiskOp, Event, Target};
+pub use event::{DiskOp, Event, Target, UserFlags};
 pub use invariant::{Invariant, Violation};
 pub use oracle::{Allowances, Oracle, OracleConfig, SnapshotSpec};
 pub use versions::SectorVersions;

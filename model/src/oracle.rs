@@ -43,7 +43,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::cow::{self, CowGeometry, CowState, SectorSource};
-use crate::event::{DiskOp, Event, Target};
+use crate::event::{DiskOp, Event, Target, UserFlags};
 use crate::invariant::{Invariant, Violation};
 use crate::versions::SectorVersions;
 
@@ -88,7 +88,8 @@ impl std::fmt::Display for Allowances {
 
 #[derive(Debug, Clone)]
 enum Pending {
-    Write { target: Target, sector: u64, values: Arc<[u64]> },
+    /// A user write, with its flags and the sequence number it was submitted at.
+    Write { target: Target, sector: u64, values: Arc<[u64]>, flags: UserFlags, submitted: u64 },
     /// A snapshot read, with every value each of its sectors could hold at
     /// some moment while it was in flight (a read may be served at any of them).
     Read { snapshot: usize, sector: u64, legal: Vec<Vec<u64>> },
@@ -242,7 +243,7 @@ impl Oracle {
     fn apply_inner(&mut self, event: &Event) -> Result<(), Violation> {
         let initial = Arc::clone(&self.config.initial);
         match event {
-            Event::Write { op, target, sector, values } => {
+            Event::Write { op, target, sector, values, flags } => {
                 debug_assert!(!self.pending.contains_key(op), "operation {op} submitted twice");
                 self.seq += 1;
                 let submitted = self.seq;
@@ -275,7 +276,7 @@ impl Oracle {
                         }
                     }
                 }
-                self.pending.insert(*op, Pending::Write { target: *target, sector: *sector, values: Arc::clone(values) });
+                self.pending.insert(*op, Pending::Write { target: *target, sector: *sector, values: Arc::clone(values), flags: *flags, submitted });
             }
             Event::Read { op, target, sector, sectors } => {
                 if let Target::Snapshot(snapshot) = *target {
@@ -296,9 +297,19 @@ impl Oracle {
                 self.seq += 1;
                 let ack = self.seq;
                 match pending {
-                    Some(Pending::Write { target, sector, values }) => {
+                    Some(Pending::Write { target, sector, values, flags, submitted }) => {
+                        // PREFLUSH: what was acknowledged before the write was
+                        // submitted is durable, as after a flush submitted then.
+                        if flags.preflush {
+                            self.volume(target).touched.values_mut().for_each(|v| v.flushed(submitted - 1));
+                        }
                         for j in 0..values.len() as u64 {
-                            self.volume(target).sector(&initial, sector + j).acked(*op, ack);
+                            let versions = self.volume(target).sector(&initial, sector + j);
+                            versions.acked(*op, ack);
+                            // FUA: this write's own data is durable now.
+                            if flags.fua {
+                                versions.fua_acked(values[j as usize]);
+                            }
                         }
                     }
                     Some(Pending::Flush { target, covers }) => {
@@ -631,7 +642,7 @@ mod tests {
     #[test]
     fn a_read_returning_origin_data_is_a_conflicting_read_live_and_i1_after_a_crash() {
         let mut o = oracle(false);
-        run(&mut o, &[Event::Write { op: 0, target: Target::Origin, sector: 3, values: Arc::from([7]) }, Event::Ack { op: 0, ok: true }])
+        run(&mut o, &[Event::Write { op: 0, target: Target::Origin, sector: 3, values: Arc::from([7]), flags: UserFlags::PLAIN }, Event::Ack { op: 0, ok: true }])
             .unwrap();
         let read = [Event::Read { op: 1, target: S0, sector: 3, sectors: 1 }, Event::ReadDone { op: 1, values: Some(Arc::from([7])), snapshot_valid: true }];
         let error = run(&mut o.clone(), &read).unwrap_err();
@@ -645,7 +656,7 @@ mod tests {
     fn snapshot_writes_are_legal_values_and_flushed_ones_are_the_only_ones() {
         let mut o = oracle(false);
         let crash = [Event::Crash, Event::Reloaded { valid: vec![true] }];
-        run(&mut o, &[Event::Write { op: 0, target: S0, sector: 5, values: Arc::from([9]) }, Event::Ack { op: 0, ok: true }]).unwrap();
+        run(&mut o, &[Event::Write { op: 0, target: S0, sector: 5, values: Arc::from([9]), flags: UserFlags::PLAIN }, Event::Ack { op: 0, ok: true }]).unwrap();
         // Live, an acknowledged write hides the old value; a crash may bring it back.
         assert_eq!(o.check_view_sector(0, 5, 1005, false, false).unwrap_err().invariant, Invariant::I2SnapshotView);
         assert!(o.check_view_sector(0, 5, 9, false, false).is_ok());
@@ -664,9 +675,9 @@ mod tests {
         let mut o = oracle(false);
         let events = [
             Event::Read { op: 0, target: S0, sector: 4, sectors: 1 },
-            Event::Write { op: 1, target: S0, sector: 4, values: Arc::from([11]) },
+            Event::Write { op: 1, target: S0, sector: 4, values: Arc::from([11]), flags: UserFlags::PLAIN },
             Event::Ack { op: 1, ok: true },
-            Event::Write { op: 2, target: S0, sector: 4, values: Arc::from([12]) },
+            Event::Write { op: 2, target: S0, sector: 4, values: Arc::from([12]), flags: UserFlags::PLAIN },
             Event::Ack { op: 2, ok: true },
             Event::Flush { op: 3, target: S0 },
             Event::Ack { op: 3, ok: true },
@@ -683,11 +694,11 @@ mod tests {
     fn kernel_behaviours_are_counted_unless_strict() {
         let revive = [Event::Status { snapshot: 0, valid: false, overflowed: false, quiescent: true, copies_max: 0 }, Event::Crash, Event::Reloaded { valid: vec![true] }];
         let mut o = oracle(false);
-        run(&mut o, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: Arc::from([5]) }]).unwrap();
+        run(&mut o, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: Arc::from([5]), flags: UserFlags::PLAIN }]).unwrap();
         run(&mut o, &revive).unwrap();
         assert_eq!(o.allowances().revived_invalid, 1);
         let mut strict = oracle(true);
-        run(&mut strict, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: Arc::from([5]) }]).unwrap();
+        run(&mut strict, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: Arc::from([5]), flags: UserFlags::PLAIN }]).unwrap();
         assert_eq!(run(&mut strict, &revive).unwrap_err().invariant, Invariant::I8Invalidation);
     }
 
@@ -713,7 +724,7 @@ mod tests {
     fn a_clean_reload_never_revives_an_invalid_snapshot() {
         let invalid = Event::Status { snapshot: 0, valid: false, overflowed: false, quiescent: true, copies_max: 0 };
         let mut o = oracle(false);
-        run(&mut o, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: Arc::from([5]) }, invalid.clone()]).unwrap();
+        run(&mut o, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: Arc::from([5]), flags: UserFlags::PLAIN }, invalid.clone()]).unwrap();
         let error = o.clone().apply(&Event::Reloaded { valid: vec![true] }).unwrap_err();
         assert_eq!(error.invariant, Invariant::I8Invalidation);
         assert!(error.message.contains("clean reload"), "{}", error.message);

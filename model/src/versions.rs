@@ -82,6 +82,23 @@ impl SectorVersions {
         debug_assert!(!self.settled.is_empty(), "the newest submission is always a candidate");
     }
 
+    /// The write of `value`, carrying FUA, was acknowledged: it is on the
+    /// media. Values certainly older (acknowledged before it was submitted)
+    /// can never come back; every other value stays as possible as it was.
+    pub fn fua_acked(&mut self, value: u64) {
+        let Some(index) = self.since.iter().position(|w| w.value == value && matches!(w.stage, Stage::Acked { .. })) else {
+            debug_assert!(false, "a FUA write is acknowledged before it is settled");
+            return;
+        };
+        let written = self.since.remove(index);
+        let Stage::Acked { acked } = written.stage else { unreachable!("found acknowledged") };
+        let older = |done: u64| done <= written.submitted;
+        self.settled.retain(|s| !older(s.acked));
+        self.settled.push(Settled { value, submitted: written.submitted, acked });
+        self.since.retain(|w| !matches!(w.stage, Stage::Acked { acked } if older(acked)));
+        debug_assert!(self.may_hold(value), "a durable value is always possible");
+    }
+
     /// A crash at sequence number `at`: every value that may be on the media
     /// is now settled as possible.
     pub fn crashed(&mut self, at: u64) {
@@ -141,6 +158,20 @@ impl SectorVersions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fua_write_survives_a_crash_and_buries_what_was_older() {
+        let mut v = SectorVersions::new(1);
+        v.write(1, 2, 1); // plain write of 2
+        v.acked(1, 2);
+        v.write(2, 3, 3); // FUA write of 3, submitted after 2 was acknowledged
+        v.write(3, 4, 4); // a plain write of 4, in flight with it
+        v.acked(2, 5);
+        v.fua_acked(3);
+        v.crashed(6);
+        assert!(!v.may_hold(1) && !v.may_hold(2), "older values came back: {:?}", v.values());
+        assert!(v.may_hold(3) && v.may_hold(4));
+    }
 
     #[test]
     fn unflushed_writes_may_or_may_not_survive_flushed_ones_must() {

@@ -13,7 +13,7 @@ use arbitrary::{Arbitrary, Result, Unstructured};
 use engine::ChunkSize;
 use engine::format::{DISK_VERSION, DiskHeader, Layout, Record, SNAP_MAGIC};
 use engine::SECTOR_BYTES;
-use model::Target;
+use model::{Target, UserFlags};
 
 use engine::store::StoreKind;
 
@@ -228,8 +228,8 @@ impl OpDescription {
         let sector = |chunk: OriginChunk, extent: Extent| (chunk.0 * OP_CHUNK_SECTORS + extent.offset).min(OP_ORIGIN_CHUNKS * OP_CHUNK_SECTORS - 1);
         let length = |chunk: OriginChunk, extent: Extent| extent.sectors.min(OP_ORIGIN_CHUNKS * OP_CHUNK_SECTORS - sector(chunk, extent)).max(1);
         match self {
-            Self::WriteOrigin { chunk, extent } => ScriptOp::Write { target: Target::Origin, sector: sector(chunk, extent), sectors: length(chunk, extent) },
-            Self::WriteSnapshot { snapshot, chunk, extent } => ScriptOp::Write { target: Target::Snapshot(k(snapshot)), sector: sector(chunk, extent), sectors: length(chunk, extent) },
+            Self::WriteOrigin { chunk, extent } => ScriptOp::Write { target: Target::Origin, sector: sector(chunk, extent), sectors: length(chunk, extent), flags: UserFlags::PLAIN },
+            Self::WriteSnapshot { snapshot, chunk, extent } => ScriptOp::Write { target: Target::Snapshot(k(snapshot)), sector: sector(chunk, extent), sectors: length(chunk, extent), flags: UserFlags::PLAIN },
             Self::ReadSnapshot { snapshot, chunk, extent } => ScriptOp::Read { snapshot: k(snapshot), sector: sector(chunk, extent), sectors: length(chunk, extent) },
             Self::Flush { origin: true, .. } => ScriptOp::Flush { target: Target::Origin },
             Self::Flush { snapshot, .. } => ScriptOp::Flush { target: Target::Snapshot(k(snapshot)) },
@@ -282,6 +282,8 @@ impl OpSequence {
             operations: self.ops.len() as u64,
             mixed_chunk_sectors: Vec::new(),
             stale_cow: false,
+            fua_per_mille: 0,
+            preflush_per_mille: 0,
         };
         let mut config = RunConfig::new(self.seed);
         config.knobs = Some(knobs);

@@ -164,7 +164,7 @@ fn validate(file: &ScenarioFile, ops: &[ScriptOp], injections: &[Injection]) -> 
     for (index, op) in ops.iter().enumerate() {
         let what = format!("ops operation {} ({op})", index + 1);
         match *op {
-            ScriptOp::Write { target, sector, sectors } => {
+            ScriptOp::Write { target, sector, sectors, .. } => {
                 if let model::Target::Snapshot(k) = target {
                     snapshot(&what, k)?;
                 }
@@ -282,6 +282,8 @@ impl Scenario {
             operations: ops.len() as u64,
             mixed_chunk_sectors: file.mixed_chunk_sectors.clone(),
             stale_cow: file.stale_cow,
+            fua_per_mille: 0,
+            preflush_per_mille: 0,
         };
         Ok(Self { name: name.to_string(), path: path.to_path_buf(), file, knobs, ops, injections })
     }

@@ -497,7 +497,7 @@ impl User {
     fn emit_write(&self, op: u64, target: Target, sector: u64, data: &[u8]) -> Arc<[u64]> {
         let values: Arc<[u64]> = Arc::from(sector_hashes(data));
         label_sectors(&mut lock(&self.shared).oracle, data, &values);
-        self.emit(Event::Write { op, target, sector, values: Arc::clone(&values) });
+        self.emit(Event::Write { op, target, sector, values: Arc::clone(&values), flags: model::UserFlags::PLAIN });
         values
     }
 

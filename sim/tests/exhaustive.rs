@@ -72,4 +72,5 @@ scenarios! {
     stale_cow => "stale-cow",
     throttle_failures => "throttle-failures",
     tiny_chunks => "tiny-chunks",
+    user_flags => "user-flags",
 }

@@ -8,7 +8,7 @@ use engine::io::{BlockDevice, Defer, IoDone, WriteFlags};
 use engine::store::{StoreConfig, StoreKind};
 use engine::zoo::Mutations;
 use engine::target::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
-use model::{CowState, DiskOp, Event, Invariant, Oracle, OracleConfig, SnapshotSpec, Target, Violation};
+use model::{CowState, DiskOp, Event, Invariant, Oracle, OracleConfig, SnapshotSpec, Target, UserFlags, Violation};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
@@ -145,6 +145,8 @@ pub struct World {
     scheduler: ChaCha8Rng,
     workload: ChaCha8Rng,
     crash: ChaCha8Rng,
+    /// Draws random writes' PREFLUSH and FUA flags.
+    flags: ChaCha8Rng,
     shared: Shared,
     engine: Engine,
     stats: Stats,
@@ -220,6 +222,7 @@ impl World {
             scheduler: stream(seed, &format!("scheduler{streams}")),
             workload: stream(seed, &format!("workload{streams}")),
             crash: stream(seed, "crash"),
+            flags: stream(seed, &format!("flags{streams}")),
             engine: Engine { disks: Vec::new(), deferred: Arc::default(), origin: placeholder_origin(), snapshots: Vec::new() },
             durable_cows: vec![None; knobs.snapshots],
             knobs,
@@ -283,11 +286,11 @@ impl World {
     }
 
     /// Emits a write, naming its values for messages.
-    fn emit_write(&self, op: u64, target: Target, sector: u64, data: &[u8]) {
+    fn emit_write(&self, op: u64, target: Target, sector: u64, data: &[u8], flags: UserFlags) {
         let values: Arc<[u64]> = Arc::from(sector_hashes(data));
         let mut observer = lock(&self.shared);
         label_sectors(&mut observer.oracle, data, &values);
-        observer.emit(Event::Write { op, target, sector, values });
+        observer.emit(Event::Write { op, target, sector, values, flags });
     }
 
     fn fail(&self, invariant: Invariant, message: String) {
@@ -574,9 +577,9 @@ impl World {
         let sectors = self.workload.random_range(1..=16u64).min(origin_sectors - sector);
         let snapshot = self.workload.random_range(0..self.knobs.snapshots);
         if roll < mix.origin_write {
-            ScriptOp::Write { target: Target::Origin, sector, sectors }
+            ScriptOp::Write { target: Target::Origin, sector, sectors, flags: self.draw_flags() }
         } else if roll < mix.origin_write + mix.snapshot_write {
-            ScriptOp::Write { target: Target::Snapshot(snapshot), sector, sectors }
+            ScriptOp::Write { target: Target::Snapshot(snapshot), sector, sectors, flags: self.draw_flags() }
         } else if roll < mix.origin_write + mix.snapshot_write + mix.snapshot_read {
             ScriptOp::Read { snapshot, sector, sectors }
         } else if self.workload.random_bool(0.5) {
@@ -584,6 +587,16 @@ impl World {
         } else {
             ScriptOp::Flush { target: Target::Snapshot(snapshot) }
         }
+    }
+
+    /// A random write's flags, from a stream of their own (so that seeds
+    /// whose knobs draw no flags run exactly as before flags existed).
+    fn draw_flags(&mut self) -> UserFlags {
+        let (fua, preflush) = (self.knobs.fua_per_mille, self.knobs.preflush_per_mille);
+        if fua == 0 && preflush == 0 {
+            return UserFlags::PLAIN;
+        }
+        UserFlags { fua: self.flags.random_range(0..1000) < fua, preflush: self.flags.random_range(0..1000) < preflush }
     }
 
     fn run_op(&mut self, op: ScriptOp) {
@@ -630,20 +643,20 @@ impl World {
         // (the kernel swaps the origin's table for it): writes meant for the
         // origin arrive through the merge target.
         let script_op = match (script_op, &self.merging) {
-            (ScriptOp::Write { target: Target::Origin, sector, sectors }, Some((k, _))) => ScriptOp::Write { target: Target::Snapshot(*k), sector, sectors },
+            (ScriptOp::Write { target: Target::Origin, sector, sectors, flags }, Some((k, _))) => ScriptOp::Write { target: Target::Snapshot(*k), sector, sectors, flags },
             (op, _) => op,
         };
         match script_op {
-            ScriptOp::Write { target: Target::Origin, sector, sectors } => {
+            ScriptOp::Write { target: Target::Origin, sector, sectors, flags } => {
                 let data = tagged(&format!("o{op:05}"), sectors);
-                self.emit_write(op, Target::Origin, sector, &data);
-                self.engine.origin.write(sector, data, WriteFlags::PLAIN, self.acknowledger(op));
+                self.emit_write(op, Target::Origin, sector, &data, flags);
+                self.engine.origin.write(sector, data, engine_flags(flags), self.acknowledger(op));
             }
-            ScriptOp::Write { target: Target::Snapshot(k), sector, sectors } => {
+            ScriptOp::Write { target: Target::Snapshot(k), sector, sectors, flags } => {
                 let Some(device) = device(self, k) else { return self.fail(Invariant::I6Reload, format!("snapshot {k} is not loaded")) };
                 let data = tagged(&format!("s{k}{op:05}"), sectors);
-                self.emit_write(op, Target::Snapshot(k), sector, &data);
-                device.write(sector, data, WriteFlags::PLAIN, self.acknowledger(op));
+                self.emit_write(op, Target::Snapshot(k), sector, &data, flags);
+                device.write(sector, data, engine_flags(flags), self.acknowledger(op));
             }
             ScriptOp::Read { snapshot, sector, sectors } => {
                 let Some(device) = device(self, snapshot) else { return self.fail(Invariant::I6Reload, format!("snapshot {snapshot} is not loaded")) };
@@ -822,6 +835,11 @@ impl World {
             })
         };
         let chunk = (0..self.knobs.origin_chunks).find(|&c| !copied(c))?;
-        Some(ScriptOp::Write { target: Target::Origin, sector: chunk * chunk_sectors, sectors: 1 })
+        Some(ScriptOp::Write { target: Target::Origin, sector: chunk * chunk_sectors, sectors: 1, flags: UserFlags::PLAIN })
     }
+}
+
+/// The engine's flags for a user write's.
+fn engine_flags(flags: UserFlags) -> WriteFlags {
+    WriteFlags { preflush: flags.preflush, fua: flags.fua }
 }

@@ -36,6 +36,9 @@ pub struct Knobs {
     /// The COW devices are reused: past their header and first metadata
     /// area (which are wiped) they hold an old snapshot's records.
     pub stale_cow: bool,
+    /// Random writes carrying REQ_FUA, and REQ_PREFLUSH, per thousand.
+    pub fua_per_mille: u32,
+    pub preflush_per_mille: u32,
 }
 
 impl Knobs {
@@ -80,6 +83,9 @@ impl Knobs {
             crashes: rng.random_range(0..=3u32),
             operations: rng.random_range(100..=600u64),
             stale_cow: rng.random_bool(0.2),
+            // Drawn last, so that every earlier knob stays what it was.
+            fua_per_mille: [0, 0, 50, 300][rng.random_range(0..4usize)],
+            preflush_per_mille: [0, 0, 30, 200][rng.random_range(0..4usize)],
         }
     }
 }
@@ -89,7 +95,7 @@ impl std::fmt::Display for Knobs {
         let m = self.mix;
         write!(
             f,
-            "chunk {} sectors{}, origin {} chunks, {} snapshot(s) of {} chunks, store {}, mix origin-write {} / snapshot-write {} / snapshot-read {} / flush {}, faults read {} write {} flush {}, queue depth {}, cow threshold {}, crashes {}, {} operations{}",
+            "chunk {} sectors{}, origin {} chunks, {} snapshot(s) of {} chunks, store {}, mix origin-write {} / snapshot-write {} / snapshot-read {} / flush {}, faults read {} write {} flush {}, queue depth {}, cow threshold {}, crashes {}, {} operations{}{}",
             self.chunk_sectors,
             if self.mixed_chunk_sectors.is_empty() { String::new() } else { format!(" (snapshots {:?})", self.mixed_chunk_sectors) },
             self.origin_chunks,
@@ -107,7 +113,12 @@ impl std::fmt::Display for Knobs {
             self.cow_threshold,
             self.crashes,
             self.operations,
-            if self.stale_cow { ", stale COW" } else { "" }
+            if self.stale_cow { ", stale COW" } else { "" },
+            if self.fua_per_mille + self.preflush_per_mille > 0 {
+                format!(", writes with FUA {}‰ and PREFLUSH {}‰", self.fua_per_mille, self.preflush_per_mille)
+            } else {
+                String::new()
+            }
         )
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! write origin 0 8        # SECTOR SECTORS
-//! write snapshot1 16 4
+//! write origin 6 12 fua   # with REQ_FUA (every split piece carries it)
+//! write snapshot1 16 4 preflush   # with REQ_PREFLUSH (`preflush fua` for both)
+//! flush snapshot0         # an empty flush of the snapshot device
 //! read snapshot0 0 16
 //! flush origin
 //! wait                    # until nothing is in flight
@@ -10,12 +12,12 @@
 //! merge 0                 # hand snapshot 0 to snapshot-merge and start merging (waits first)
 //! ```
 
-use model::Target;
+use model::{Target, UserFlags};
 
 /// One scripted step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScriptOp {
-    Write { target: Target, sector: u64, sectors: u64 },
+    Write { target: Target, sector: u64, sectors: u64, flags: UserFlags },
     Read { snapshot: usize, sector: u64, sectors: u64 },
     Flush { target: Target },
     Wait,
@@ -51,7 +53,17 @@ impl ScriptOp {
                     return Err(format!("sector count {sectors} is not 1..=256"));
                 }
                 match (verb, target) {
-                    ("write", _) => Self::Write { target, sector, sectors },
+                    ("write", _) => {
+                        let mut flags = UserFlags::PLAIN;
+                        for word in words.by_ref() {
+                            match word {
+                                "fua" if !flags.fua => flags.fua = true,
+                                "preflush" if !flags.preflush => flags.preflush = true,
+                                other => return Err(format!("unexpected {other:?} (a write's flags are fua and preflush, each once)")),
+                            }
+                        }
+                        Self::Write { target, sector, sectors, flags }
+                    }
                     ("read", Target::Snapshot(snapshot)) => Self::Read { snapshot, sector, sectors },
                     _ => return Err("reads are of snapshots".into()),
                 }
@@ -93,7 +105,7 @@ impl std::fmt::Display for ScriptOp {
             Target::Snapshot(k) => format!("snapshot{k}"),
         };
         match self {
-            Self::Write { target: t, sector, sectors } => write!(f, "write {} {sector} {sectors}", target(t)),
+            Self::Write { target: t, sector, sectors, flags } => write!(f, "write {} {sector} {sectors}{flags}", target(t)),
             Self::Read { snapshot, sector, sectors } => write!(f, "read snapshot{snapshot} {sector} {sectors}"),
             Self::Flush { target: t } => write!(f, "flush {}", target(t)),
             Self::Wait => write!(f, "wait"),
@@ -109,14 +121,20 @@ mod tests {
 
     #[test]
     fn operations_parse_and_bad_ones_say_why() {
-        assert_eq!(ScriptOp::parse("write origin 8 4"), Ok(ScriptOp::Write { target: Target::Origin, sector: 8, sectors: 4 }));
+        assert_eq!(ScriptOp::parse("write origin 8 4"), Ok(ScriptOp::Write { target: Target::Origin, sector: 8, sectors: 4, flags: UserFlags::PLAIN }));
+        assert_eq!(
+            ScriptOp::parse("write origin 6 12 fua preflush"),
+            Ok(ScriptOp::Write { target: Target::Origin, sector: 6, sectors: 12, flags: UserFlags { preflush: true, fua: true } })
+        );
+        assert!(ScriptOp::parse("write origin 6 12 fua fua").is_err());
+        assert!(ScriptOp::parse("read snapshot0 6 12 fua").is_err());
         assert_eq!(ScriptOp::parse("read snapshot1 0 16"), Ok(ScriptOp::Read { snapshot: 1, sector: 0, sectors: 16 }));
         assert_eq!(ScriptOp::parse("merge 0"), Ok(ScriptOp::Merge { snapshot: 0 }));
         assert_eq!(ScriptOp::parse("read origin 0 1"), Err("reads are of snapshots".into()));
         assert_eq!(ScriptOp::parse("write snap 0 1"), Err("unknown target \"snap\" (origin, snapshot0, snapshot1, …)".into()));
         assert_eq!(ScriptOp::parse("write origin 0 0"), Err("sector count 0 is not 1..=256".into()));
         assert_eq!(ScriptOp::parse("wait now"), Err("unexpected \"now\"".into()));
-        for line in ["write origin 8 4", "write snapshot2 0 1", "read snapshot0 3 7", "flush snapshot1", "wait", "reload", "merge 1"] {
+        for line in ["write origin 8 4", "write origin 6 12 fua", "write snapshot0 0 8 preflush", "write origin 0 1 preflush fua", "write snapshot2 0 1", "read snapshot0 3 7", "flush snapshot1", "wait", "reload", "merge 1"] {
             assert_eq!(ScriptOp::parse(line).unwrap().to_string(), line);
         }
     }
