@@ -23,6 +23,9 @@
 //! `Mutex::lock` returns the guard directly: a poisoned lock means another
 //! thread panicked in the middle of mutating engine state, which is a bug, so
 //! it is propagated as a panic rather than handed to callers as an error.
+//! The one exception is a thread already unwinding from that panic (a
+//! destructor powering the engine off): a second panic there would abort the
+//! process, so it gets the guard and the first panic carries on.
 
 pub use std::sync::Arc;
 pub use std::sync::Weak;
@@ -61,6 +64,7 @@ impl<T> Mutex<T> {
     pub fn lock(&self) -> MutexGuard<'_, T> {
         match self.inner.lock() {
             Ok(guard) => guard,
+            Err(poisoned) if std::thread::panicking() => poisoned.into_inner(),
             Err(poisoned) => panic!("engine lock poisoned by an earlier panic: {poisoned}"),
         }
     }

@@ -10,18 +10,25 @@
 //!
 //! The soak is the harness's own parallelism: workers each run whole worlds
 //! (one seed, one thread), so a verdict never depends on how many there are.
+//!
+//! A seed whose run panics is a failure like any other (invariant `panic`,
+//! the panic's message and place, the replay command), not the end of the
+//! soak: the worker goes on with its next seed. The panic is not printed as
+//! it happens; the report carries it, and the replay shows its backtrace.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // wall time and worker threads belong to the soak, not the engine
 
+use std::cell::{Cell, RefCell};
+use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Once, mpsc};
 use std::time::{Duration, Instant};
 
 use engine::zoo::Mutations;
 use serde::Serialize;
 
 use crate::crash_trace::{CrashTrace, mutation_id};
-use crate::world::{RunConfig, run};
+use crate::world::{Report, RunConfig, run};
 
 /// This soak's part of the seed range: shard `index` of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +69,7 @@ impl std::fmt::Display for Shard {
     }
 }
 
-/// How a soak runs. Every field has the CLI flag that sets it.
+/// How a soak runs. Every field but `run_seed` has the CLI flag that sets it.
 #[derive(Debug, Clone)]
 pub struct SoakConfig {
     /// The first seed of the range (`--seed-start`, default 0).
@@ -86,6 +93,10 @@ pub struct SoakConfig {
     pub traces_dir: PathBuf,
     /// Replays a minimization may spend per trace.
     pub minimize_budget: usize,
+    /// Runs one seed: [`run`], the world itself, unless a test needs seeds
+    /// that behave otherwise (one that panics, say). Minimization replays
+    /// traces in the world itself.
+    pub run_seed: fn(&RunConfig) -> Report,
 }
 
 impl Default for SoakConfig {
@@ -101,6 +112,7 @@ impl Default for SoakConfig {
             traces_max: 5,
             traces_dir: PathBuf::from("crash-traces"),
             minimize_budget: 400,
+            run_seed: run,
         }
     }
 }
@@ -118,12 +130,19 @@ pub struct SoakFailure {
     pub seed: u64,
     /// The knobs the seed drew.
     pub knobs: String,
-    /// The invariant broken (`I5`).
+    /// The invariant broken (`I5`), or [`SoakFailure::PANIC`].
     pub invariant: String,
+    /// The violation; for a panic, where it happened and its message.
     pub message: String,
     pub replay: String,
-    /// The minimized crash trace, when this failure was minimized.
+    /// The minimized crash trace, when this failure was minimized (a panic
+    /// never is: there is no verdict for a trace to keep).
     pub trace: Option<String>,
+}
+
+impl SoakFailure {
+    /// The `invariant` of a seed whose run panicked.
+    pub const PANIC: &str = "panic";
 }
 
 /// What a soak did: the machine-readable report (`--report`, JSON).
@@ -193,8 +212,9 @@ struct SeedDone {
     disk_requests: u64,
     operations: u64,
     /// The failure, with its run as an unminimized trace (kept from the
-    /// run itself, so minimizing starts without running the seed again).
-    failure: Option<(SoakFailure, CrashTrace)>,
+    /// run itself, so minimizing starts without running the seed again;
+    /// none for a panic, whose run left no report).
+    failure: Option<(SoakFailure, Option<CrashTrace>)>,
 }
 
 /// How often the progress callback hears from the soak.
@@ -227,7 +247,7 @@ pub fn soak(config: &SoakConfig, interrupt: &AtomicBool, progress: &mut dyn FnMu
                         break;
                     }
                     let seed = config.shard.seed(config.seed_start, m);
-                    if sender.send(run_seed(config, seed)).is_err() {
+                    if sender.send(soak_seed(config, seed)).is_err() {
                         break;
                     }
                 }
@@ -276,7 +296,7 @@ pub fn soak(config: &SoakConfig, interrupt: &AtomicBool, progress: &mut dyn FnMu
     // shard's first ones: a soak is resumable from `seeds_run`.
     let taken = next.load(Ordering::Relaxed).min(limit.unwrap_or(u64::MAX));
     assert_eq!(totals.seeds_run, taken, "every seed handed out was run to its end");
-    failures.sort_by_key(|(f, _): &(SoakFailure, CrashTrace)| f.seed);
+    failures.sort_by_key(|(f, _): &(SoakFailure, Option<CrashTrace>)| f.seed);
     minimize_failures(config, &mut failures);
     let failures: Vec<SoakFailure> = failures.into_iter().map(|(failure, _)| failure).collect();
     let per_second = |count: u64| count as f64 / seconds.max(1e-9);
@@ -306,9 +326,23 @@ fn run_config(config: &SoakConfig, seed: u64) -> RunConfig {
     run_config
 }
 
-fn run_seed(config: &SoakConfig, seed: u64) -> SeedDone {
+/// Runs one seed; a panic in its run is the seed's failure.
+fn soak_seed(config: &SoakConfig, seed: u64) -> SeedDone {
     let run_config = run_config(config, seed);
-    let report = run(&run_config);
+    let report = match catch_panic(|| (config.run_seed)(&run_config)) {
+        Ok(report) => report,
+        Err(message) => {
+            let failure = SoakFailure {
+                seed,
+                knobs: run_config.knobs().to_string(),
+                invariant: SoakFailure::PANIC.to_string(),
+                message,
+                replay: run_config.replay_command(),
+                trace: None,
+            };
+            return SeedDone { crashes: 0, disk_requests: 0, operations: 0, failure: Some((failure, None)) };
+        }
+    };
     let failure = report.failure.as_ref().map(|failure| SoakFailure {
         seed,
         knobs: report.knobs.to_string(),
@@ -317,26 +351,79 @@ fn run_seed(config: &SoakConfig, seed: u64) -> SeedDone {
         replay: report.replay_command(),
         trace: None,
     });
-    let failure = failure.map(|failure| (failure, CrashTrace::from_run(&run_config, &report)));
+    let failure = failure.map(|failure| (failure, Some(CrashTrace::from_run(&run_config, &report))));
     SeedDone { crashes: report.stats.crashes, disk_requests: report.stats.disk_requests, operations: report.stats.operations, failure }
 }
 
+thread_local! {
+    /// Whether this thread is inside [`catch_panic`], where the panic hook
+    /// keeps quiet and leaves the panic to the report.
+    static CATCHING: Cell<bool> = const { Cell::new(false) };
+    /// The first panic caught on this thread, as the hook saw it: place and
+    /// message (the payload alone has no place).
+    static CAUGHT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Runs `work` and returns its panic, if any, as where and what. Panics
+/// outside `catch_panic` (another thread, a test) go to the previous hook
+/// as before.
+fn catch_panic<T>(work: impl FnOnce() -> T) -> Result<T, String> {
+    static QUIET_HOOK: Once = Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        // The hook sees every panic of the process, so it must not panic
+        // itself: a thread being torn down has no thread-locals left.
+        panic::set_hook(Box::new(move |info| {
+            if !CATCHING.try_with(Cell::get).unwrap_or(false) {
+                return previous(info);
+            }
+            // A panic while unwinding from the first (a destructor) is not
+            // the finding; the first one is.
+            let _ = CAUGHT.try_with(|caught| {
+                let mut caught = caught.borrow_mut();
+                if caught.is_none() {
+                    let place = info.location().map_or_else(String::new, |l| format!(" at {}:{}:{}", l.file(), l.line(), l.column()));
+                    *caught = Some(format!("panicked{place}: {}", panic_message(info.payload())));
+                }
+            });
+        }));
+    });
+    let catching = CATCHING.replace(true);
+    let result = panic::catch_unwind(AssertUnwindSafe(work));
+    CATCHING.set(catching);
+    let caught = CAUGHT.take();
+    result.map_err(|payload| caught.unwrap_or_else(|| format!("panicked: {}", panic_message(&*payload))))
+}
+
+/// A panic's message: what `panic!` formatted, when it formatted a string.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(message), _) => (*message).to_string(),
+        (_, Some(message)) => message.clone(),
+        _ => "a panic with no message".to_string(),
+    }
+}
+
 /// Minimizes up to `traces_max` failures — the first of each invariant,
-/// then the rest in seed order — and writes them as crash traces.
-fn minimize_failures(config: &SoakConfig, failures: &mut [(SoakFailure, CrashTrace)]) {
+/// then the rest in seed order — and writes them as crash traces. Panics
+/// have no trace and are passed over.
+fn minimize_failures(config: &SoakConfig, failures: &mut [(SoakFailure, Option<CrashTrace>)]) {
+    let traced: Vec<usize> = (0..failures.len()).filter(|&i| failures[i].1.is_some()).collect();
     let mut chosen: Vec<usize> = Vec::new();
     let mut invariants = std::collections::BTreeSet::new();
-    for (index, (failure, _)) in failures.iter().enumerate() {
-        if invariants.insert(failure.invariant.clone()) {
+    for &index in &traced {
+        if invariants.insert(failures[index].0.invariant.clone()) {
             chosen.push(index);
         }
     }
-    let rest: Vec<usize> = (0..failures.len()).filter(|i| !chosen.contains(i)).collect();
+    let rest: Vec<usize> = traced.into_iter().filter(|i| !chosen.contains(i)).collect();
     chosen.extend(rest);
     chosen.truncate(config.traces_max);
     for index in chosen {
-        let (failure, trace) = &mut failures[index];
-        let trace = trace.minimize(config.minimize_budget);
+        let (failure, Some(trace)) = &mut failures[index] else { continue };
+        // A shorter run may panic instead of failing; the trace as run
+        // still replays to its verdict, so it is kept unminimized.
+        let trace = catch_panic(|| trace.minimize(config.minimize_budget)).unwrap_or_else(|_| trace.clone());
         failure.trace = Some(match trace.write(&config.traces_dir) {
             Ok(path) => path.display().to_string(),
             Err(error) => format!("not written: {error}"),

@@ -1,17 +1,20 @@
 //! The soak (`snapsim soak`): sharding covers exactly the seeds an unsharded
 //! soak covers and finds the same failures; failures are minimized into
-//! traces that replay; Ctrl-C stops cleanly with a report.
+//! traces that replay; Ctrl-C stops cleanly with a report; a seed that
+//! panics is reported with its replay and the soak goes on.
 //!
 //! The failures come from a zoo mutation (Z3, commits in completion order),
 //! which breaks a good share of swarm seeds, and Z1, which breaks few.
 
 use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use engine::zoo::{Mutation, Mutations};
 use sim::crash_trace::CrashTrace;
-use sim::soak::{Shard, SoakConfig, SoakReport, soak};
+use sim::soak::{Shard, SoakConfig, SoakFailure, SoakReport, soak};
+use sim::world::{Report, RunConfig, World};
 
 fn config(seeds: u64, mutation: Mutation, shard: Shard, jobs: usize) -> SoakConfig {
     SoakConfig { seeds: Some(seeds), mutations: Mutations::only(mutation), shard, jobs, traces_max: 0, ..SoakConfig::default() }
@@ -99,4 +102,81 @@ fn snapsim_soak_writes_its_report_and_fails_on_a_failure() {
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
     assert_eq!(report["seeds_run"], 8);
     assert_eq!(report["stopped_by"], "seeds");
+}
+
+/// The seed [`panics_in_seed_5`] plants a panic in.
+const PANICKING_SEED: u64 = 5;
+
+/// The world, except that seed 5 panics part-way through its run: with
+/// requests in flight, so the world is dropped while unwinding.
+fn panics_in_seed_5(config: &RunConfig) -> Report {
+    if config.seed != PANICKING_SEED {
+        return sim::world::run(config);
+    }
+    let mut world = World::new(config);
+    world.start();
+    world.main_loop(config.max_steps, &mut |world| {
+        if world.stats().steps == 40 {
+            panic!("planted panic in seed {} at step 40", config.seed);
+        }
+        true
+    });
+    panic!("planted panic in seed {} at its end, before step 40", config.seed);
+}
+
+#[test]
+fn a_panicking_seed_is_reported_with_its_replay_and_the_soak_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // One worker: the one that caught the panic must run the seeds after it.
+    let plain = SoakConfig { seeds: Some(12), jobs: 1, traces_max: 5, traces_dir: dir.path().to_path_buf(), ..SoakConfig::default() };
+    let planted = SoakConfig { run_seed: panics_in_seed_5, ..plain.clone() };
+    let report = run(&planted);
+    assert_eq!(report.seeds_run, 12, "the soak stopped at the panic");
+    assert_eq!(report.stopped_by, "seeds");
+    let panics: Vec<&SoakFailure> = report.failures.iter().filter(|f| f.invariant == SoakFailure::PANIC).collect();
+    assert_eq!(panics.len(), 1, "{}", report.summary());
+    let failure = panics[0];
+    assert_eq!(failure.seed, PANICKING_SEED);
+    assert!(failure.message.contains("planted panic in seed 5"), "{}", failure.message);
+    assert!(failure.message.contains("soak.rs:"), "the message says where the panic happened: {}", failure.message);
+    assert_eq!(failure.replay, "snapsim run --seed 5");
+    assert_eq!(failure.knobs, RunConfig::new(PANICKING_SEED).knobs().to_string());
+    assert_eq!(failure.trace, None, "a panic is not minimized");
+    let summary = report.summary();
+    assert!(summary.contains("seed 5 panic: panicked at ") && summary.contains("replay: snapsim run --seed 5"), "{summary}");
+    let json: serde_json::Value = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
+    let listed = json["failures"].as_array().unwrap().iter().find(|f| f["seed"] == PANICKING_SEED).expect("the panic is in the JSON report");
+    assert_eq!(listed["invariant"], "panic");
+    assert_eq!(listed["replay"], "snapsim run --seed 5");
+    // Every other seed ran as in a soak without the planted panic.
+    let others = |report: &SoakReport| -> BTreeMap<u64, String> { failures(report).into_iter().filter(|&(seed, _)| seed != PANICKING_SEED).collect() };
+    assert_eq!(others(&report), others(&run(&plain)));
+}
+
+/// Drops like the world's engine does: powering off takes its lock.
+struct PowersOff<'a, T>(&'a engine::sync::Mutex<T>, &'a std::sync::Mutex<T>);
+
+impl<T> Drop for PowersOff<'_, T> {
+    fn drop(&mut self) {
+        drop(self.0.lock());
+        drop(sim::world::observer::lock(self.1));
+    }
+}
+
+#[test]
+fn a_lock_poisoned_by_a_panic_is_taken_by_the_teardown_that_panic_runs_without_aborting() {
+    let engine_lock = engine::sync::Mutex::new(0u32);
+    let world_lock = std::sync::Mutex::new(0u32);
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        let _powers_off = PowersOff(&engine_lock, &world_lock);
+        // Dropped first while unwinding: both locks are poisoned when the
+        // teardown takes them. A second panic there would abort this test.
+        let _engine_guard = engine_lock.lock();
+        let _world_guard = sim::world::observer::lock(&world_lock);
+        panic!("a bug under both locks");
+    }));
+    assert!(caught.is_err());
+    // Outside a teardown, a poisoned lock is still a bug.
+    assert!(catch_unwind(AssertUnwindSafe(|| *engine_lock.lock())).is_err());
+    assert!(catch_unwind(AssertUnwindSafe(|| *sim::world::observer::lock(&world_lock))).is_err());
 }

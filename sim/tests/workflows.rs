@@ -1,7 +1,8 @@
 //! The CI workflows (`.github/workflows/`) are valid YAML, every job has
 //! steps, and they call the commands the README documents: CI runs
 //! `.ci/run` (which runs the README's test command), and every `snapsim`
-//! verb and knob the nightly uses is one the README explains.
+//! verb and knob the nightly uses is one the README explains. Nothing CI
+//! runs can hang it: every job, test and suite has a time limit.
 
 use std::path::{Path, PathBuf};
 
@@ -40,14 +41,59 @@ fn readme() -> String {
     std::fs::read_to_string(root().join("README.md")).unwrap()
 }
 
+/// The commands of `.ci/run`, one per line (continued lines joined).
+fn ci_run_commands() -> Vec<String> {
+    let text = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    let text = text.replace("\\\n", " ");
+    text.lines().map(|line| line.split_whitespace().collect::<Vec<_>>().join(" ")).filter(|line| !line.is_empty() && !line.starts_with('#')).collect()
+}
+
 #[test]
 fn ci_runs_the_projects_ci_entry_point_which_runs_the_readmes_test_command() {
     let commands = run_commands(&workflow("ci.yml"));
     assert!(commands.iter().any(|(_, run)| run.trim() == "bash .ci/run"), "{commands:?}");
-    let ci_run = std::fs::read_to_string(root().join(".ci/run")).unwrap();
     assert!(readme().contains("cargo test --workspace\n"), "the README's test command moved");
-    assert!(ci_run.contains("cargo test --workspace"), ".ci/run no longer runs the README's test command");
+    // `cargo test --workspace` in two parts: nextest (which can kill a hung
+    // test) runs every test but the doc tests, cargo test the doc tests.
+    let ci_run = ci_run_commands();
+    let runs = |command: &str| ci_run.iter().any(|line| line.ends_with(command));
+    assert!(runs("cargo nextest run --workspace --locked --profile ci"), ".ci/run no longer runs the test suite under nextest: {ci_run:#?}");
+    assert!(runs("cargo test --workspace --locked --doc"), ".ci/run no longer runs the doc tests: {ci_run:#?}");
+    assert!(ci_run.iter().any(|line| line == "cargo install cargo-nextest --locked"), ".ci/run no longer installs nextest where it is missing");
     assert!(on_triggers(&workflow("ci.yml")).contains(&"push".to_string()));
+}
+
+#[test]
+fn nothing_ci_runs_can_hang_it() {
+    for name in ["ci.yml", "nightly.yml"] {
+        let workflow = workflow(name);
+        for (job, settings) in workflow["jobs"].as_mapping().unwrap() {
+            assert!(settings["timeout-minutes"].as_u64().is_some(), "job {job:?} of {name} has no timeout-minutes");
+        }
+    }
+    // nextest kills a test still running after `terminate-after` periods.
+    let config: toml::Table = toml::from_str(&std::fs::read_to_string(root().join(".config/nextest.toml")).unwrap()).unwrap();
+    let profiles = config["profile"].as_table().expect("nextest profiles");
+    assert!(profiles.contains_key("ci"), "the profile .ci/run names");
+    for (name, profile) in profiles {
+        let Some(slow) = profile.get("slow-timeout") else {
+            assert_ne!(name, "default", "the default nextest profile has no slow-timeout");
+            continue;
+        };
+        let period = slow.get("period").and_then(toml::Value::as_str).unwrap_or_else(|| panic!("profile {name}: slow-timeout = {{ period, terminate-after }}"));
+        let seconds: u64 = period.strip_suffix('s').and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("period {period:?} is not in seconds"));
+        let periods = slow.get("terminate-after").and_then(toml::Value::as_integer).unwrap_or_else(|| panic!("profile {name}: a slow test is never killed"));
+        assert!(periods > 0 && seconds * periods as u64 <= 20 * 60, "profile {name}: a hung test runs {periods} × {period}");
+    }
+    // Whatever .ci/run runs outside nextest runs under coreutils' timeout.
+    let ci_run = ci_run_commands();
+    assert!(ci_run.iter().any(|line| line.starts_with("timeout ") && line.ends_with(" \"$suite_timeout\" \"$@\"")), "bounded() no longer calls timeout: {ci_run:#?}");
+    for line in ci_run.iter().filter(|line| line.contains("cargo test")) {
+        assert!(line.contains("bounded cargo test"), ".ci/run runs `{line}` without a time limit");
+    }
+    for suite in ["--test loom", "--test shuttle", "--doc"] {
+        assert!(ci_run.iter().any(|line| line.contains("bounded cargo test") && line.ends_with(suite)), ".ci/run no longer runs `{suite}`");
+    }
 }
 
 fn on_triggers(workflow: &Value) -> Vec<String> {

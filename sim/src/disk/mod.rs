@@ -189,8 +189,15 @@ impl SimDisk {
         Self { state: Mutex::new(state), sectors, id }
     }
 
+    /// A poisoned lock is a bug and panics, except on a thread already
+    /// unwinding from that panic (the world powering its disks off as it is
+    /// dropped), where a second panic would abort the process.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| panic!("SimDisk lock poisoned: {poisoned}"))
+        match self.state.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) if std::thread::panicking() => poisoned.into_inner(),
+            Err(poisoned) => panic!("SimDisk lock poisoned: {poisoned}"),
+        }
     }
 
     pub fn id(&self) -> u64 {

@@ -158,6 +158,8 @@ pub struct World {
     injections: Vec<Injection>,
     /// The snapshot handed to snapshot-merge, and how its merge ended.
     merging: Option<(usize, Slot<MergeOutcome>)>,
+    /// Merge runs whose status line has been judged (see [`World::judge_merge_step`]).
+    merge_runs_judged: u64,
     /// Whether the main loop ends by reading everything back.
     read_back_at_end: bool,
     mutations: Mutations,
@@ -233,6 +235,7 @@ impl World {
             script: None,
             injections: Vec::new(),
             merging: None,
+            merge_runs_judged: 0,
             read_back_at_end: true,
             mutations,
             ops: Vec::new(),
@@ -487,6 +490,7 @@ impl World {
                 None if !self.step_event() => break,
                 None => {}
             }
+            self.judge_merge_step();
         }
         if self.failed() {
             return;
@@ -618,12 +622,34 @@ impl World {
     }
 
     /// Hands snapshot `k` to snapshot-merge and starts the merge.
+    /// After every merge step (a run merged and its records cleared), the
+    /// merging snapshot's status line must be the kernel's for what its COW
+    /// holds, as at quiescence, but with the previous area's read possibly
+    /// still in flight (either metadata size at an area boundary).
+    fn judge_merge_step(&mut self) {
+        let Some((k, _)) = &self.merging else { return };
+        let k = *k;
+        let Some(device) = self.engine.snapshots.get(k) else { return };
+        let snapshot = device.snapshot();
+        let runs = snapshot.runs_merged();
+        if runs == self.merge_runs_judged || self.failed() {
+            return;
+        }
+        self.merge_runs_judged = runs;
+        let (valid, overflowed, line) = (snapshot.is_valid(), snapshot.is_overflowed(), snapshot.status());
+        let checked = self.engine.disks[k + 1].with_cached(|cow| lock(&self.shared).oracle.check_merge_step_status_line(k, valid, overflowed, &line, cow));
+        if let Err(violation) = checked {
+            lock(&self.shared).fail(violation);
+        }
+    }
+
     fn start_merge(&mut self, k: usize) {
         let Some((_, outcome)) = &self.merging else { return };
         let outcome = Arc::clone(outcome);
         *lock(&outcome) = None;
         let source = Arc::clone(self.engine.snapshots[k].snapshot());
         let merging = self.engine.origin.origin().hand_over(&source, Role::Merge);
+        self.merge_runs_judged = 0;
         self.engine.snapshots[k] = Arc::new(SnapshotDevice::new(Arc::clone(&merging)));
         self.emit(Event::MergeStart { snapshot: k });
         let shared = Arc::clone(&self.shared);

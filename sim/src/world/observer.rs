@@ -46,8 +46,15 @@ pub struct Observer {
 
 pub type Shared = Arc<Mutex<Observer>>;
 
+/// Takes a world lock. A poisoned one is a bug and panics, except on a
+/// thread already unwinding from that panic (the world being dropped), where
+/// a second panic would abort the process instead of reporting the first.
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| panic!("world lock poisoned: {poisoned}"))
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) if std::thread::panicking() => poisoned.into_inner(),
+        Err(poisoned) => panic!("world lock poisoned: {poisoned}"),
+    }
 }
 
 impl Observer {
