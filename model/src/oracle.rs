@@ -227,6 +227,11 @@ impl Oracle {
         &self.config
     }
 
+    /// Whether the kernel behaviours K1–K3 are failures (`--strict`).
+    pub fn strict(&self) -> bool {
+        self.config.strict
+    }
+
     /// Whether snapshot `k`'s view is still judged (not revived by K1).
     pub fn judges(&self, snapshot: usize) -> bool {
         !self.snapshots[snapshot].revived

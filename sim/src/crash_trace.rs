@@ -58,6 +58,8 @@ pub struct CrashTrace {
     pub faults: Vec<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stale_cow: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale_area_zero: bool,
     pub ops: String,
 }
 
@@ -122,6 +124,7 @@ impl CrashTrace {
             cow_threshold: knobs.cow_threshold,
             queue_depth: knobs.queue_depth,
             stale_cow: knobs.stale_cow,
+            stale_area_zero: knobs.stale_area_zero,
             crashes: 0,
             read_error: 0.0,
             write_error: 0.0,
@@ -209,6 +212,7 @@ impl CrashTrace {
             writes_max: self.writes_max,
             faults: self.faults.clone(),
             stale_cow: self.stale_cow,
+            stale_area_zero: self.stale_area_zero,
             ops: self.ops.clone(),
         };
         let mut scenario = Scenario::from_file("trace", Path::new("trace"), file)?;

@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 use model::Violation;
 
 use crate::disk::{Image, PendingWrite, SimDisk};
-use crate::world::{CrashPoint, RunConfig, World, sector_hash};
+use crate::world::{CrashPoint, Judged, RunConfig, World, sector_hash};
 
 /// How far the enumeration goes at each crash point.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +66,9 @@ pub struct Coverage {
     pub distinct: u64,
     /// The most non-durable writes seen at one point.
     pub pending_max: usize,
+    /// Distinct states that showed kernel behaviour K3 (a stale area 0 under
+    /// a fresh header), allowed and counted instead of judged.
+    pub allowed_k3: u64,
     /// The run stopped at [`Bounds::states_max`]: states were left unchecked.
     pub truncated: bool,
     /// The recorded run's trace hash (the same for every replay of it).
@@ -199,7 +202,11 @@ fn explore_point(
                     apply(&mut images, check_hash.as_mut(), &newer[i], torn_of(i));
                 }
                 debug_assert!(check_hash.is_none_or(|h| h == hash), "hash-only and applied state hashes agree");
-                if let Err(violation) = World::check_crash_state(point, images) {
+                let judged = World::check_crash_state(point, images);
+                if judged == Ok(Judged::AllowedK3) {
+                    coverage.allowed_k3 += 1;
+                }
+                if let Err(violation) = judged {
                     let older = if older.is_empty() { String::new() } else { format!("{} older write(s) {}, ", older.len(), if older_applied { "applied" } else { "dropped" }) };
                     let torn = tear.map_or(String::new(), |(i, cut, prefix)| format!(", write {} torn to its {} {cut} sector(s)", split + i, if prefix { "first" } else { "last" }));
                     let applied = format!("{older}of the newest {} non-durable write(s) applied {:?}{torn}", newer.len(), chosen.iter().map(|i| split + i).collect::<Vec<_>>());

@@ -282,6 +282,7 @@ impl OpSequence {
             operations: self.ops.len() as u64,
             mixed_chunk_sectors: Vec::new(),
             stale_cow: false,
+            stale_area_zero: false,
             fua_per_mille: 0,
             preflush_per_mille: 0,
         };

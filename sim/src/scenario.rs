@@ -15,7 +15,8 @@
 //! # seeds = [1, 2]           # completion orders explored, one run each
 //! # writes_max = 5           # the enumeration bound (see `explore`)
 //! # faults = ["fail-writes cow0 8 8 1", "latent origin 0 8"]
-//! # stale_cow = true        # reused COWs: old records past their first 4 KiB
+//! # stale_cow = true        # reused COWs: old records past the header and area 0
+//! # stale_area_zero = true  # with stale_cow: area 0 is stale too (only the header is wiped)
 //! ops = """
 //! write origin 0 8
 //! flush origin
@@ -69,6 +70,8 @@ pub struct ScenarioFile {
     pub faults: Vec<String>,
     #[serde(default)]
     pub stale_cow: bool,
+    #[serde(default)]
+    pub stale_area_zero: bool,
     pub ops: String,
 }
 
@@ -151,6 +154,9 @@ fn validate(file: &ScenarioFile, ops: &[ScriptOp], injections: &[Injection]) -> 
             file.cow_chunks,
             Limits::DEVICE_SECTORS_MAX
         ));
+    }
+    if file.stale_area_zero && !file.stale_cow {
+        return Err("stale_area_zero = true needs stale_cow = true (it leaves area 0 of a reused COW stale)".into());
     }
     in_range("queue_depth", file.queue_depth, 1..=Limits::QUEUE_DEPTH_MAX)?;
     in_range("cow_threshold", file.cow_threshold, 0..=Limits::COW_THRESHOLD_MAX)?;
@@ -282,6 +288,7 @@ impl Scenario {
             operations: ops.len() as u64,
             mixed_chunk_sectors: file.mixed_chunk_sectors.clone(),
             stale_cow: file.stale_cow,
+            stale_area_zero: file.stale_area_zero,
             fua_per_mille: 0,
             preflush_per_mille: 0,
         };

@@ -69,6 +69,7 @@ scenarios! {
     reload_midway => "reload-midway",
     rewrite_same_chunks => "rewrite-same-chunks",
     snapshot_writes => "snapshot-writes",
+    stale_area_zero => "stale-area-zero",
     stale_cow => "stale-cow",
     throttle_failures => "throttle-failures",
     tiny_chunks => "tiny-chunks",

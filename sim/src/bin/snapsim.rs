@@ -474,7 +474,8 @@ fn explore(out: Out, scenario: &sim::scenario::Scenario, args: &ExploreArgs, mut
             coverage.distinct,
             coverage.pending_max,
             bounds.writes_max,
-            if coverage.truncated { format!("; stopped at --states-max {}", bounds.states_max) } else { String::new() },
+            if coverage.truncated { format!("; stopped at --states-max {}", bounds.states_max) } else { String::new() }
+                + &if coverage.allowed_k3 > 0 { format!("; kernel behaviour K3 allowed in {} states", coverage.allowed_k3) } else { String::new() },
             coverage.trace_hash,
             seconds,
             coverage.distinct as f64 / seconds.max(1e-9)
@@ -485,7 +486,7 @@ fn explore(out: Out, scenario: &sim::scenario::Scenario, args: &ExploreArgs, mut
             "verdict": if failure.is_some() { "FAIL" } else if coverage.truncated { "PARTIAL" } else { "PASS" },
             "invariant": failure.map(|f| f.violation.invariant.id()), "message": failure.map(ToString::to_string),
             "steps": coverage.steps, "crash_points": coverage.crash_points, "states": coverage.states, "distinct": coverage.distinct,
-            "pending_max": coverage.pending_max, "writes_max": bounds.writes_max, "trace_hash": format!("{:016x}", coverage.trace_hash),
+            "pending_max": coverage.pending_max, "writes_max": bounds.writes_max, "allowed_k3": coverage.allowed_k3, "trace_hash": format!("{:016x}", coverage.trace_hash),
             "replay": replay,
         }));
         partial |= coverage.truncated;

@@ -84,15 +84,25 @@ pub(crate) fn sector_hashes(data: &[u8]) -> Vec<u64> {
 ///
 /// The wipe matters: a new store's header and first-area zeroing are plain
 /// writes in the kernel, so a crash could keep the header and lose the
-/// zeroing; a stale first area would then load as records.
+/// zeroing; a stale first area would then load as records (kernel
+/// behaviour K3, which [`Knobs::stale_area_zero`] lets scenarios reach by
+/// wiping the header alone).
 fn stale_cow(sectors: u64, wiped: u64) -> Image {
     let mut bytes = vec![0u8; sectors as usize * SECTOR_BYTES];
-    for (slot, record) in bytes.chunks_exact_mut(16).enumerate().skip(wiped as usize * SECTOR_BYTES / 16) {
-        let n = (slot % (SECTOR_BYTES / 16)) as u64;
-        record[..8].copy_from_slice(&n.to_le_bytes());
-        record[8..].copy_from_slice(&(n + 2).to_le_bytes());
-    }
+    let stale = stale_sector();
+    bytes.chunks_exact_mut(SECTOR_BYTES).skip(wiped as usize).for_each(|sector| sector.copy_from_slice(&stale));
     Image::from_bytes(bytes)
+}
+
+/// Every sector of a stale COW past its wipe: the record in slot `n` of the
+/// sector is `(n, n + 2)`.
+fn stale_sector() -> [u8; SECTOR_BYTES] {
+    let mut sector = [0u8; SECTOR_BYTES];
+    for (n, record) in sector.chunks_exact_mut(16).enumerate() {
+        record[..8].copy_from_slice(&(n as u64).to_le_bytes());
+        record[8..].copy_from_slice(&(n as u64 + 2).to_le_bytes());
+    }
+    sector
 }
 
 /// A sector's first bytes, which name a tagged sector (`o00012s003.`).
@@ -183,6 +193,16 @@ fn placeholder_origin() -> Arc<OriginDevice<SimDisk>> {
     Arc::new(OriginDevice::new(Origin::new(disk, Arc::new(DeferQueue::default()), OriginConfig::default())))
 }
 
+/// How a crash state was judged, when no invariant broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judged {
+    /// Reloaded and checked.
+    Checked,
+    /// Kernel behaviour K3 (a stale area 0 under a fresh header): allowed
+    /// and counted, not judged further; `--strict` makes it an I4 failure.
+    AllowedK3,
+}
+
 /// Everything needed to judge one crash state later, taken at a crash point.
 #[derive(Debug, Clone)]
 pub struct CrashPoint {
@@ -193,6 +213,8 @@ pub struct CrashPoint {
     merging: Option<usize>,
     epoch: u64,
     mutations: Mutations,
+    /// Each snapshot's completed (committed) exceptions at the crash point.
+    committed: Vec<u64>,
 }
 
 impl World {
@@ -208,7 +230,10 @@ impl World {
         label_sectors(&mut oracle, &origin_image, &initial);
         let cow_sectors = knobs.cow_chunks * u64::from(knobs.chunk_sectors);
         let mut images = vec![Image::from_bytes(origin_image)];
-        images.extend((0..knobs.snapshots).map(|_| if knobs.stale_cow { stale_cow(cow_sectors, 2 * u64::from(knobs.chunk_sectors)) } else { Image::zeroed(cow_sectors) }));
+        // A reused COW keeps its stale records past the wipe: the header and
+        // area 0, or the header alone (`stale_area_zero`).
+        let wiped = if knobs.stale_area_zero { 1 } else { 2 } * u64::from(knobs.chunk_sectors);
+        images.extend((0..knobs.snapshots).map(|_| if knobs.stale_cow { stale_cow(cow_sectors, wiped) } else { Image::zeroed(cow_sectors) }));
         let mut world = Self::unbooted(seed, "", knobs, Observer::new(oracle, config.keep_events), config.mutations);
         world.images = images;
         world.script = config.script.clone().map(VecDeque::from);
@@ -815,6 +840,7 @@ impl World {
             merging: self.merging.as_ref().map(|(k, _)| *k),
             epoch: self.epoch + 1,
             mutations: self.mutations,
+            committed: self.engine.snapshots.iter().map(|d| d.snapshot().exception_count()).collect(),
         })
     }
 
@@ -822,7 +848,21 @@ impl World {
     /// the load (I4–I6), makes one more exception and reloads cleanly (I6,
     /// I7), lets a merge in progress finish (I10), and reads everything back
     /// (I1–I3).
-    pub fn check_crash_state(point: &CrashPoint, images: Vec<Image>) -> Result<(), Violation> {
+    pub fn check_crash_state(point: &CrashPoint, images: Vec<Image>) -> Result<Judged, Violation> {
+        if let Some(k) = Self::stale_area_zero_revived(point, &images) {
+            // Only before the first commit: its PREFLUSH makes the zeroing durable.
+            if point.committed.get(k).is_some_and(|&n| n > 0) {
+                let message = format!(
+                    "snapshot {k}'s COW shows a stale area 0 although {} exception(s) were committed: the first commit's PREFLUSH did not make the zeroing of area 0 durable",
+                    point.committed[k]
+                );
+                return Err(Violation::new(Invariant::I4MetadataWellFormed, message));
+            }
+            let message = format!(
+                "snapshot {k}'s COW holds a valid header over a stale area 0 (kernel behaviour K3: a new snapshot's header and the zeroing of its first area are plain writes, and a crash before the first commit kept the one and lost the other)"
+            );
+            return if point.oracle.strict() { Err(Violation::new(Invariant::I4MetadataWellFormed, message)) } else { Ok(Judged::AllowedK3) };
+        }
         let mut knobs = point.knobs.clone();
         knobs.faults = FaultRates::default();
         knobs.crashes = 0;
@@ -847,7 +887,24 @@ impl World {
             world.main_loop(1_000_000, &mut |_| true);
         }
         let failure = lock(&world.shared).failure.clone();
-        failure.map_or(Ok(()), |f| Err(f.violation))
+        failure.map_or(Ok(Judged::Checked), |f| Err(f.violation))
+    }
+
+    /// K3: the snapshot whose COW image, over a reused device whose area 0
+    /// was never wiped, has a valid header while some sector of area 0
+    /// still holds the old snapshot's records (the zeroing was lost).
+    fn stale_area_zero_revived(point: &CrashPoint, images: &[Image]) -> Option<usize> {
+        if !(point.knobs.stale_cow && point.knobs.stale_area_zero) {
+            return None;
+        }
+        let stale = stale_sector();
+        (0..point.knobs.snapshots).find(|&k| {
+            let image = &images[k + 1];
+            let chunk = u64::from(point.knobs.snapshot_chunk_sectors(k));
+            let header = image.sector(0);
+            let header_written = header[..4] == engine::format::SNAP_MAGIC.to_le_bytes() && header[4..8] == 1u32.to_le_bytes();
+            header_written && (chunk..2 * chunk).any(|sector| image.sector(sector) == &stale[..])
+        })
     }
 
     /// After a reload: one origin write to a chunk no valid snapshot has

@@ -36,6 +36,10 @@ pub struct Knobs {
     /// The COW devices are reused: past their header and first metadata
     /// area (which are wiped) they hold an old snapshot's records.
     pub stale_cow: bool,
+    /// With `stale_cow`, only the header is wiped: area 0 holds stale
+    /// records too, so crash states can reach kernel behaviour K3.
+    /// Scenarios only: a live crash into K3 would load garbage.
+    pub stale_area_zero: bool,
     /// Random writes carrying REQ_FUA, and REQ_PREFLUSH, per thousand.
     pub fua_per_mille: u32,
     pub preflush_per_mille: u32,
@@ -83,6 +87,7 @@ impl Knobs {
             crashes: rng.random_range(0..=3u32),
             operations: rng.random_range(100..=600u64),
             stale_cow: rng.random_bool(0.2),
+            stale_area_zero: false,
             // Drawn last, so that every earlier knob stays what it was.
             fua_per_mille: [0, 0, 50, 300][rng.random_range(0..4usize)],
             preflush_per_mille: [0, 0, 30, 200][rng.random_range(0..4usize)],
@@ -113,7 +118,11 @@ impl std::fmt::Display for Knobs {
             self.cow_threshold,
             self.crashes,
             self.operations,
-            if self.stale_cow { ", stale COW" } else { "" },
+            match (self.stale_cow, self.stale_area_zero) {
+                (true, true) => ", stale COW (area 0 too)",
+                (true, false) => ", stale COW",
+                _ => "",
+            },
             if self.fua_per_mille + self.preflush_per_mille > 0 {
                 format!(", writes with FUA {}‰ and PREFLUSH {}‰", self.fua_per_mille, self.preflush_per_mille)
             } else {

@@ -25,7 +25,7 @@ use rand_chacha::ChaCha8Rng;
 use model::{Allowances, Event};
 
 use crate::trace::Fnv;
-pub use core::{CrashPoint, World, initial_sector, sector_hash, tagged};
+pub use core::{CrashPoint, Judged, World, initial_sector, sector_hash, tagged};
 // The shuttle harness builds its worlds the same way.
 #[cfg(shuttle)]
 pub(crate) use core::{initial_origin, label_sectors, sector_hashes};
