@@ -1,4 +1,4 @@
-//! Exhaustive crash runs: distinct crash states checked per second.
+//! Crash-state exploration: distinct crash states checked per second.
 //!
 //! Run with `cargo bench -p sim --bench crash_states [-- NAME-FILTER]` (or
 //! all figures: `snapsim bench`).

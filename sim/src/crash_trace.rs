@@ -98,7 +98,7 @@ impl CrashTrace {
         trace
     }
 
-    /// A trace of a failed exhaustive run of `scenario`.
+    /// A trace of a failed exploration of `scenario`.
     pub fn from_explore(scenario: &Scenario, seed: u64, mutations: Mutations, strict: bool, violation: &Violation) -> Self {
         let mut trace = Self::of(&scenario.knobs, &scenario.ops, "explore", seed, mutations, strict, Some(violation));
         trace.writes_max = scenario.file.writes_max;

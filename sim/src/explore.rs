@@ -1,5 +1,6 @@
-//! Exhaustive crash runs: one recorded run, every crash point, every legal
-//! persisted subset of the writes not yet durable, and their torn variants.
+//! Crash-state exploration: one recorded run, every crash point, persisted
+//! subsets of the writes not yet durable and their torn variants, within a
+//! bound; and how much of the crash-state space that bound covers.
 //!
 //! # The bound
 //!
@@ -18,6 +19,18 @@
 //! minus that of the base, updated as each write is applied.
 //!
 //! Each distinct state is judged by [`World::check_crash_state`].
+//!
+//! # What the bound leaves out
+//!
+//! The disk contract lets every non-durable sector hold its durable value or
+//! any value written to it since, independently: at a crash point the space
+//! of crash states is the product, over sectors, of their candidate values
+//! ([`SimDisk::crash_candidates`]). [`Coverage`] counts that space and the
+//! distinct states of it the bound reached, point by point; a run is
+//! `complete` only when it reached all of them at every point. Tearing a
+//! write at three cuts, and choosing among only the newest `writes_max`
+//! writes, leaves most of a large point unvisited: the coverage says how
+//! much, never "exhaustive" for less.
 
 use std::collections::BTreeSet;
 
@@ -53,8 +66,8 @@ impl Bounds {
     }
 }
 
-/// What an exhaustive run covered.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What an exploration covered.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Coverage {
     /// Events of the recorded run.
     pub steps: u64,
@@ -69,10 +82,91 @@ pub struct Coverage {
     /// Distinct states that showed kernel behaviour K3 (a stale area 0 under
     /// a fresh header), allowed and counted instead of judged.
     pub allowed_k3: u64,
+    /// The crash-state space of every crash point together (see the module
+    /// doc), and the distinct states of it the bound reached.
+    pub space: StateSpace,
+    pub covered: u64,
+    /// Every crash point's whole space was reached.
+    pub complete: bool,
     /// The run stopped at [`Bounds::states_max`]: states were left unchecked.
     pub truncated: bool,
     /// The recorded run's trace hash (the same for every replay of it).
     pub trace_hash: u64,
+}
+
+/// A count of crash states that may not fit in any integer: exact while it
+/// fits in a `u128`, as its base-2 logarithm always.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StateSpace {
+    pub exact: Option<u128>,
+    pub log2: f64,
+}
+
+impl StateSpace {
+    /// The empty count.
+    pub fn zero() -> Self {
+        Self { exact: Some(0), log2: f64::NEG_INFINITY }
+    }
+
+    /// The product of `factors` (each at least 1).
+    pub fn product(factors: impl Iterator<Item = usize>) -> Self {
+        let mut exact = Some(1u128);
+        let mut log2 = 0.0;
+        for factor in factors {
+            debug_assert!(factor >= 1, "a sector has at least its durable value");
+            exact = exact.and_then(|e| e.checked_mul(factor as u128));
+            log2 += (factor as f64).log2();
+        }
+        Self { exact, log2 }
+    }
+
+    /// The sum of two counts.
+    pub fn plus(self, other: Self) -> Self {
+        let exact = self.exact.zip(other.exact).and_then(|(a, b)| a.checked_add(b));
+        let (high, low) = if self.log2 >= other.log2 { (self.log2, other.log2) } else { (other.log2, self.log2) };
+        let log2 = if low == f64::NEG_INFINITY { high } else { high + (1.0 + (low - high).exp2()).log2() };
+        Self { exact, log2 }
+    }
+
+    /// `covered` as a fraction of this space.
+    pub fn fraction(self, covered: u64) -> f64 {
+        match self.exact {
+            Some(0) => 1.0,
+            Some(exact) => covered as f64 / exact as f64,
+            None => ((covered as f64).log2() - self.log2).exp2(),
+        }
+    }
+}
+
+impl std::fmt::Display for StateSpace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.exact {
+            Some(exact) => write!(f, "{exact}"),
+            None => write!(f, "about 2^{:.1}", self.log2),
+        }
+    }
+}
+
+impl Coverage {
+    /// One line on how much of the crash-state space the run reached.
+    pub fn describe(&self, bounds: &Bounds) -> String {
+        if self.complete {
+            return format!("complete: every one of the {} crash states", self.space);
+        }
+        format!(
+            "bounded (the newest {} non-durable writes' subsets, tears at 1, half and all-but-one sectors): {} of {} crash states, {}",
+            bounds.writes_max,
+            self.covered,
+            self.space,
+            percent(self.space.fraction(self.covered))
+        )
+    }
+}
+
+/// A fraction as a percentage people can read, however small.
+fn percent(fraction: f64) -> String {
+    let percent = fraction * 100.0;
+    if percent >= 0.1 { format!("{percent:.1}%") } else { format!("{percent:.1e}%") }
 }
 
 /// A crash state that broke an invariant.
@@ -104,7 +198,7 @@ struct Candidate {
 pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), CrashFailure>) {
     let mut world = World::new(config);
     world.start();
-    let mut coverage = Coverage::default();
+    let mut coverage = Coverage { space: StateSpace::zero(), complete: true, ..Coverage::default() };
     let mut seen: BTreeSet<u64> = BTreeSet::new();
     let mut last_stamps: Vec<u64> = Vec::new();
     let mut outcome: Result<(), CrashFailure> = Ok(());
@@ -157,6 +251,10 @@ fn explore_point(
     });
     let candidates: Vec<Candidate> =
         disks.iter().enumerate().flat_map(|(disk, d)| d.pending_writes().into_iter().map(move |write| Candidate::new(disk, write))).collect();
+    // This point's whole space, and the distinct states of it reached here.
+    let point_space = StateSpace::product(disks.iter().flat_map(|d| d.crash_candidates().into_values().map(|values| values.len())));
+    let mut point_seen: BTreeSet<u64> = BTreeSet::new();
+    let covered_before = coverage.covered;
     coverage.pending_max = coverage.pending_max.max(candidates.len());
     let split = candidates.len().saturating_sub(bounds.writes_max);
     let (older, newer) = candidates.split_at(split);
@@ -191,6 +289,9 @@ fn explore_point(
                     hash_apply(&base_digests[i], &mut written, &mut hash, &newer[i], torn_of(i));
                 }
                 coverage.states += 1;
+                if point_seen.insert(hash) {
+                    coverage.covered += 1;
+                }
                 if !seen.insert(hash) {
                     continue;
                 }
@@ -213,11 +314,17 @@ fn explore_point(
                     return Err(CrashFailure { step, applied, violation });
                 }
                 if bounds.states_max != 0 && coverage.distinct >= bounds.states_max {
+                    coverage.space = coverage.space.plus(point_space);
+                    coverage.complete = false;
                     return Ok(());
                 }
             }
         }
     }
+    coverage.space = coverage.space.plus(point_space);
+    let point_covered = u128::from(coverage.covered - covered_before);
+    coverage.complete &= point_space.exact == Some(point_covered);
+    debug_assert!(point_space.exact.is_none_or(|space| point_covered <= space), "more distinct states than the space holds");
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! Scenario files: named, readable workloads for exhaustive crash runs.
+//! Scenario files: named, readable workloads for crash-state exploration.
 //!
 //! A scenario is a TOML file in `scenarios/`:
 //!

@@ -3,7 +3,7 @@
 //!
 //! [`TABLE`] is the project's zoo table: for every mutation, the invariants
 //! allowed to catch it and the scenarios that aim at it. A hunt explores
-//! those scenarios exhaustively first, then every other scenario, then
+//! those scenarios (every crash state within their bounds) first, then every other scenario, then
 //! swarm seeds from 0. A catch by an invariant the table does not list is
 //! a failure of the hunt too: the judge must fail for the right reason.
 //!

@@ -51,7 +51,7 @@ fn records_scenario(records: u64) -> Scenario {
     Scenario::parse("bench", Path::new("bench"), &text).expect("bench scenario parses")
 }
 
-/// Exhaustive crash runs: distinct crash states checked per second on one
+/// Crash-state exploration: distinct crash states checked per second on one
 /// core, for `basic-cow` and as the number of records grows. Rows whose name
 /// does not contain `filter` are skipped.
 pub fn print_crash_states(filter: &str) {

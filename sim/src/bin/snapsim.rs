@@ -466,14 +466,14 @@ fn explore(out: Out, scenario: &sim::scenario::Scenario, args: &ExploreArgs, mut
         #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
         let seconds = start.elapsed().as_secs_f64();
         out.line(format!(
-            "{} seed {seed}: {} steps, {} crash points, {} states, {} distinct checked (at most {} non-durable writes at a point; bound {}){}, trace hash {:016x}, {:.2} s, {:.0} states/s",
+            "{} seed {seed}: {} steps, {} crash points, {} states, {} distinct checked (at most {} non-durable writes at a point); {}{}, trace hash {:016x}, {:.2} s, {:.0} states/s",
             scenario.name,
             coverage.steps,
             coverage.crash_points,
             coverage.states,
             coverage.distinct,
             coverage.pending_max,
-            bounds.writes_max,
+            coverage.describe(&bounds),
             if coverage.truncated { format!("; stopped at --states-max {}", bounds.states_max) } else { String::new() }
                 + &if coverage.allowed_k3 > 0 { format!("; kernel behaviour K3 allowed in {} states", coverage.allowed_k3) } else { String::new() },
             coverage.trace_hash,
@@ -486,7 +486,8 @@ fn explore(out: Out, scenario: &sim::scenario::Scenario, args: &ExploreArgs, mut
             "verdict": if failure.is_some() { "FAIL" } else if coverage.truncated { "PARTIAL" } else { "PASS" },
             "invariant": failure.map(|f| f.violation.invariant.id()), "message": failure.map(ToString::to_string),
             "steps": coverage.steps, "crash_points": coverage.crash_points, "states": coverage.states, "distinct": coverage.distinct,
-            "pending_max": coverage.pending_max, "writes_max": bounds.writes_max, "allowed_k3": coverage.allowed_k3, "trace_hash": format!("{:016x}", coverage.trace_hash),
+            "pending_max": coverage.pending_max, "writes_max": bounds.writes_max, "allowed_k3": coverage.allowed_k3,
+            "complete": coverage.complete, "space": coverage.space.to_string(), "space_log2": coverage.space.log2, "covered": coverage.covered, "trace_hash": format!("{:016x}", coverage.trace_hash),
             "replay": replay,
         }));
         partial |= coverage.truncated;
