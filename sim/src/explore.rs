@@ -27,7 +27,9 @@
 //! of crash states is the product, over sectors, of their candidate values
 //! ([`SimDisk::crash_candidates`]). [`Coverage`] counts that space and the
 //! distinct states of it the bound reached, point by point; a run is
-//! `complete` only when it reached all of them at every point. Tearing a
+//! `complete` only when it reached all of them at every point. A point
+//! whose space is small ([`Bounds::brute_force_max`]) is enumerated whole,
+//! every sector taking each of its candidate values in every combination. Tearing a
 //! write at three cuts, and choosing among only the newest `writes_max`
 //! writes, leaves most of a large point unvisited: the coverage says how
 //! much, never "exhaustive" for less.
@@ -48,11 +50,15 @@ pub struct Bounds {
     pub tear: bool,
     /// Stop after this many distinct states (0: no limit). Default 0.
     pub states_max: u64,
+    /// A crash point whose whole space holds at most this many states is
+    /// enumerated whole, sector by sector (brute force), instead of within
+    /// the write bound. Default 4096; 0 turns it off.
+    pub brute_force_max: u64,
 }
 
 impl Default for Bounds {
     fn default() -> Self {
-        Self { writes_max: 5, tear: true, states_max: 0 }
+        Self { writes_max: 5, tear: true, states_max: 0, brute_force_max: 4096 }
     }
 }
 
@@ -251,11 +257,24 @@ fn explore_point(
     });
     let candidates: Vec<Candidate> =
         disks.iter().enumerate().flat_map(|(disk, d)| d.pending_writes().into_iter().map(move |write| Candidate::new(disk, write))).collect();
+    coverage.pending_max = coverage.pending_max.max(candidates.len());
     // This point's whole space, and the distinct states of it reached here.
-    let point_space = StateSpace::product(disks.iter().flat_map(|d| d.crash_candidates().into_values().map(|values| values.len())));
+    let choices: Vec<(usize, u64, Vec<crate::disk::Sector>)> = disks
+        .iter()
+        .enumerate()
+        .flat_map(|(disk, d)| d.crash_candidates().into_iter().map(move |(sector, values)| (disk, sector, values)))
+        .collect();
+    let point_space = StateSpace::product(choices.iter().map(|(_, _, values)| values.len()));
     let mut point_seen: BTreeSet<u64> = BTreeSet::new();
     let covered_before = coverage.covered;
-    coverage.pending_max = coverage.pending_max.max(candidates.len());
+    if point_space.exact.is_some_and(|space| space <= u128::from(bounds.brute_force_max)) {
+        brute_force(&durable, durable_hash, &choices, point, step, bounds.states_max, seen, &mut point_seen, coverage)?;
+        coverage.space = coverage.space.plus(point_space);
+        let point_covered = u128::from(coverage.covered - covered_before);
+        // Short of the whole space only when --states-max stopped it.
+        coverage.complete &= point_space.exact == Some(point_covered);
+        return Ok(());
+    }
     let split = candidates.len().saturating_sub(bounds.writes_max);
     let (older, newer) = candidates.split_at(split);
     let families: &[bool] = if older.is_empty() { &[false] } else { &[false, true] };
@@ -326,6 +345,67 @@ fn explore_point(
     coverage.complete &= point_space.exact == Some(point_covered);
     debug_assert!(point_space.exact.is_none_or(|space| point_covered <= space), "more distinct states than the space holds");
     Ok(())
+}
+
+/// Every state of a crash point: each sector in `choices` (disk, sector,
+/// its candidate values, the durable one first) takes each of its values,
+/// in every combination, counted like an odometer; a state is built and
+/// judged only when its hash is new.
+#[allow(clippy::too_many_arguments)]
+fn brute_force(
+    durable: &[Image],
+    durable_hash: u64,
+    choices: &[(usize, u64, Vec<crate::disk::Sector>)],
+    point: &CrashPoint,
+    step: u64,
+    states_max: u64,
+    seen: &mut BTreeSet<u64>,
+    point_seen: &mut BTreeSet<u64>,
+    coverage: &mut Coverage,
+) -> Result<(), CrashFailure> {
+    let digests: Vec<Vec<u64>> = choices.iter().map(|(disk, sector, values)| values.iter().map(|v| digest(*disk, *sector, v.bytes())).collect()).collect();
+    let mut picked = vec![0usize; choices.len()];
+    let mut hash = durable_hash;
+    loop {
+        coverage.states += 1;
+        if point_seen.insert(hash) {
+            coverage.covered += 1;
+        }
+        if seen.insert(hash) {
+            coverage.distinct += 1;
+            let mut images = durable.to_vec();
+            for ((disk, sector, values), &pick) in choices.iter().zip(&picked) {
+                if pick != 0 {
+                    images[*disk].set(*sector, values[pick].clone());
+                }
+            }
+            let judged = World::check_crash_state(point, images);
+            if judged == Ok(Judged::AllowedK3) {
+                coverage.allowed_k3 += 1;
+            }
+            if let Err(violation) = judged {
+                let chosen: Vec<String> = choices
+                    .iter()
+                    .zip(&picked)
+                    .filter(|(_, pick)| **pick != 0)
+                    .map(|((disk, sector, values), pick)| format!("disk {disk} sector {sector}: value {pick} of {}", values.len() - 1))
+                    .collect();
+                let applied = format!("brute force, non-durable sectors holding a newer value: [{}]", chosen.join(", "));
+                return Err(CrashFailure { step, applied, violation });
+            }
+            if states_max != 0 && coverage.distinct >= states_max {
+                return Ok(());
+            }
+        }
+        // The next combination: bump the first digit that is not at its last value.
+        let Some(i) = (0..picked.len()).find(|&i| picked[i] + 1 < choices[i].2.len()) else { return Ok(()) };
+        for j in 0..i {
+            hash = hash.wrapping_add(digests[j][0]).wrapping_sub(digests[j][picked[j]]);
+            picked[j] = 0;
+        }
+        hash = hash.wrapping_add(digests[i][picked[i] + 1]).wrapping_sub(digests[i][picked[i]]);
+        picked[i] += 1;
+    }
 }
 
 /// A sector's contribution to a state's hash.

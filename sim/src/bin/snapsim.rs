@@ -403,6 +403,9 @@ struct ExploreArgs {
     /// Stop each run after this many distinct states (0: no limit); a stopped run is PARTIAL.
     #[arg(long, default_value_t = 0)]
     states_max: u64,
+    /// Enumerate whole every crash point whose crash-state space holds at most this many states (0: never).
+    #[arg(long, default_value_t = sim::explore::Bounds::default().brute_force_max, value_parser = clap::value_parser!(u64).range(0..=1 << 20))]
+    brute_force_max: u64,
     /// Fail on the kernel behaviours the oracle otherwise allows and counts (K1, K2).
     #[arg(long)]
     strict: bool,
@@ -426,6 +429,9 @@ impl ExploreArgs {
         }
         if self.states_max != 0 {
             command.push_str(&format!(" --states-max {}", self.states_max));
+        }
+        if self.brute_force_max != sim::explore::Bounds::default().brute_force_max {
+            command.push_str(&format!(" --brute-force-max {}", self.brute_force_max));
         }
         if self.strict {
             command.push_str(" --strict");
@@ -454,6 +460,7 @@ fn explore(out: Out, scenario: &sim::scenario::Scenario, args: &ExploreArgs, mut
     let mut bounds = scenario.bounds();
     bounds.writes_max = args.writes_max.map_or(bounds.writes_max, |w| w as usize);
     bounds.states_max = args.states_max;
+    bounds.brute_force_max = args.brute_force_max;
     let replay = args.replay_command(&scenario.path);
     let mut partial = false;
     for &seed in &scenario.file.seeds {
