@@ -54,11 +54,20 @@ pub struct Bounds {
     /// enumerated whole, sector by sector (brute force), instead of within
     /// the write bound. Default 4096; 0 turns it off.
     pub brute_force_max: u64,
+    /// A larger point is judged whole per data sector (see the module doc)
+    /// when that takes at most this many states: every combination of its
+    /// metadata sectors' values, times the most values one data sector may
+    /// hold. Default 65,536; 0 turns it off.
+    pub per_sector_states_max: u64,
+    /// At every point enumerated by brute force, also judge it per data
+    /// sector, alone, and record where the two verdicts differ
+    /// ([`Coverage::cross_check_mismatches`]). Default off (tests).
+    pub cross_check: bool,
 }
 
 impl Default for Bounds {
     fn default() -> Self {
-        Self { writes_max: 5, tear: true, states_max: 0, brute_force_max: 4096 }
+        Self { writes_max: 5, tear: true, states_max: 0, brute_force_max: 4096, per_sector_states_max: 65_536, cross_check: false }
     }
 }
 
@@ -92,6 +101,15 @@ pub struct Coverage {
     /// doc), and the distinct states of it the bound reached.
     pub space: StateSpace,
     pub covered: u64,
+    /// The space of the points judged whole per data sector.
+    pub judged: StateSpace,
+    /// Points where brute force and per-sector judging disagreed (with
+    /// [`Bounds::cross_check`]): step, brute force's verdict, per-sector's.
+    pub cross_check_mismatches: Vec<String>,
+    /// Points both judged, under [`Bounds::cross_check`], and how many of
+    /// them brute force found failing.
+    pub cross_checked_points: u64,
+    pub cross_checked_failing: u64,
     /// Every crash point's whole space was reached.
     pub complete: bool,
     /// The run stopped at [`Bounds::states_max`]: states were left unchecked.
@@ -136,11 +154,21 @@ impl StateSpace {
 
     /// `covered` as a fraction of this space.
     pub fn fraction(self, covered: u64) -> f64 {
-        match self.exact {
-            Some(0) => 1.0,
-            Some(exact) => covered as f64 / exact as f64,
-            None => ((covered as f64).log2() - self.log2).exp2(),
+        self.fraction_of(Self::count(covered))
+    }
+
+    /// `part` (a part of this space) as a fraction of it.
+    pub fn fraction_of(self, part: Self) -> f64 {
+        match (self.exact, part.exact) {
+            (Some(0), _) => 1.0,
+            (Some(whole), Some(part)) => part as f64 / whole as f64,
+            _ => (part.log2 - self.log2).exp2(),
         }
+    }
+
+    /// An exact count.
+    pub fn count(n: u64) -> Self {
+        Self { exact: Some(u128::from(n)), log2: if n == 0 { f64::NEG_INFINITY } else { (n as f64).log2() } }
     }
 }
 
@@ -156,15 +184,17 @@ impl std::fmt::Display for StateSpace {
 impl Coverage {
     /// One line on how much of the crash-state space the run reached.
     pub fn describe(&self, bounds: &Bounds) -> String {
+        let judged = if self.judged.exact == Some(0) { String::new() } else { format!(", {} of them judged per data sector", self.judged) };
         if self.complete {
-            return format!("complete: every one of the {} crash states", self.space);
+            return format!("complete: every one of the {} crash states{judged}", self.space);
         }
+        let reached = self.judged.plus(StateSpace::count(self.covered));
         format!(
-            "bounded (the newest {} non-durable writes' subsets, tears at 1, half and all-but-one sectors): {} of {} crash states, {}",
+            "bounded (at points too large to judge whole, the newest {} non-durable writes' subsets, tears at 1, half and all-but-one sectors): {} of {} crash states{judged}, {}",
             bounds.writes_max,
-            self.covered,
+            reached,
             self.space,
-            percent(self.space.fraction(self.covered))
+            percent(self.space.fraction_of(reached))
         )
     }
 }
@@ -172,7 +202,15 @@ impl Coverage {
 /// A fraction as a percentage people can read, however small.
 fn percent(fraction: f64) -> String {
     let percent = fraction * 100.0;
-    if percent >= 0.1 { format!("{percent:.1}%") } else { format!("{percent:.1e}%") }
+    if percent < 0.1 {
+        return format!("{percent:.1e}%");
+    }
+    // Never round a part up to the whole: as many decimals as show the gap.
+    let mut decimals = 1;
+    while fraction < 1.0 && decimals < 12 && format!("{percent:.decimals$}").starts_with("100") {
+        decimals += 1;
+    }
+    format!("{percent:.decimals$}%")
 }
 
 /// A crash state that broke an invariant.
@@ -204,7 +242,7 @@ struct Candidate {
 pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), CrashFailure>) {
     let mut world = World::new(config);
     world.start();
-    let mut coverage = Coverage { space: StateSpace::zero(), complete: true, ..Coverage::default() };
+    let mut coverage = Coverage { space: StateSpace::zero(), judged: StateSpace::zero(), complete: true, ..Coverage::default() };
     let mut seen: BTreeSet<u64> = BTreeSet::new();
     let mut last_stamps: Vec<u64> = Vec::new();
     let mut outcome: Result<(), CrashFailure> = Ok(());
@@ -267,12 +305,38 @@ fn explore_point(
     let point_space = StateSpace::product(choices.iter().map(|(_, _, values)| values.len()));
     let mut point_seen: BTreeSet<u64> = BTreeSet::new();
     let covered_before = coverage.covered;
+    let (metadata, data): (Vec<usize>, Vec<usize>) = (0..choices.len()).partition(|&i| point.is_metadata(choices[i].0, choices[i].1));
+    let values_max = data.iter().map(|&i| choices[i].2.len()).max().unwrap_or(1);
     if point_space.exact.is_some_and(|space| space <= u128::from(bounds.brute_force_max)) {
-        brute_force(&durable, durable_hash, &choices, point, step, bounds.states_max, seen, &mut point_seen, coverage)?;
+        let brute = brute_force(&durable, durable_hash, &choices, point, step, bounds.states_max, seen, &mut point_seen, coverage);
+        if bounds.cross_check {
+            let mut alone = Coverage::default();
+            let judged = per_sector(&durable, durable_hash, &choices, &metadata, &data, values_max, point, step, 0, &mut BTreeSet::new(), &mut alone);
+            let verdict = |r: Result<(), &CrashFailure>| r.map_or_else(|f| f.violation.invariant.id().to_string(), |()| "pass".to_string());
+            let (by_brute, by_sector) = (verdict(brute.as_ref().map(|_| ())), verdict(judged.as_ref().map(|_| ())));
+            coverage.cross_checked_points += 1;
+            coverage.cross_checked_failing += u64::from(by_brute != "pass");
+            if by_brute != by_sector {
+                coverage.cross_check_mismatches.push(format!("step {step}: brute force {by_brute}, per data sector {by_sector}"));
+            }
+        }
+        brute?;
         coverage.space = coverage.space.plus(point_space);
         let point_covered = u128::from(coverage.covered - covered_before);
         // Short of the whole space only when --states-max stopped it.
         coverage.complete &= point_space.exact == Some(point_covered);
+        return Ok(());
+    }
+    let metadata_space = StateSpace::product(metadata.iter().map(|&i| choices[i].2.len()));
+    let per_sector_states = metadata_space.exact.and_then(|m| m.checked_mul(values_max as u128));
+    if per_sector_states.is_some_and(|states| states <= u128::from(bounds.per_sector_states_max)) {
+        let finished = per_sector(&durable, durable_hash, &choices, &metadata, &data, values_max, point, step, bounds.states_max, seen, coverage)?;
+        coverage.space = coverage.space.plus(point_space);
+        if finished {
+            coverage.judged = coverage.judged.plus(point_space);
+        } else {
+            coverage.complete = false;
+        }
         return Ok(());
     }
     let split = candidates.len().saturating_sub(bounds.writes_max);
@@ -405,6 +469,67 @@ fn brute_force(
         }
         hash = hash.wrapping_add(digests[i][picked[i] + 1]).wrapping_sub(digests[i][picked[i]]);
         picked[i] += 1;
+    }
+}
+
+/// Judges a whole crash point per data sector: every combination of the
+/// metadata sectors' values, each with every data sector at its `v`-th
+/// value (its last, when it has fewer) for `v` below `values_max`, so that
+/// every value of every data sector meets every metadata combination once.
+/// By the argument in ARCHITECTURE.md this finds every violation any state
+/// of the point has. Returns whether it went to the end (not stopped by
+/// `states_max`).
+#[allow(clippy::too_many_arguments)]
+fn per_sector(
+    durable: &[Image],
+    durable_hash: u64,
+    choices: &[(usize, u64, Vec<crate::disk::Sector>)],
+    metadata: &[usize],
+    data: &[usize],
+    values_max: usize,
+    point: &CrashPoint,
+    step: u64,
+    states_max: u64,
+    seen: &mut BTreeSet<u64>,
+    coverage: &mut Coverage,
+) -> Result<bool, CrashFailure> {
+    let digest_of = |i: usize, pick: usize| digest(choices[i].0, choices[i].1, choices[i].2[pick].bytes());
+    let mut picked = vec![0usize; metadata.len()];
+    loop {
+        for v in 0..values_max {
+            let mut picks: Vec<(usize, usize)> = metadata.iter().zip(&picked).map(|(&i, &p)| (i, p)).collect();
+            picks.extend(data.iter().map(|&i| (i, v.min(choices[i].2.len() - 1))));
+            let hash = picks.iter().filter(|(_, p)| *p != 0).fold(durable_hash, |h, &(i, p)| h.wrapping_add(digest_of(i, p)).wrapping_sub(digest_of(i, 0)));
+            coverage.states += 1;
+            if !seen.insert(hash) {
+                continue;
+            }
+            coverage.distinct += 1;
+            let mut images = durable.to_vec();
+            for &(i, p) in picks.iter().filter(|(_, p)| *p != 0) {
+                images[choices[i].0].set(choices[i].1, choices[i].2[p].clone());
+            }
+            let judged = World::check_crash_state(point, images);
+            if judged == Ok(Judged::AllowedK3) {
+                coverage.allowed_k3 += 1;
+            }
+            if let Err(violation) = judged {
+                let newer: Vec<String> = metadata
+                    .iter()
+                    .zip(&picked)
+                    .filter(|(_, p)| **p != 0)
+                    .map(|(&i, p)| format!("disk {} sector {}: value {p}", choices[i].0, choices[i].1))
+                    .collect();
+                let applied = format!("judged per data sector: metadata sectors holding a newer value [{}], every data sector at its value {v}", newer.join(", "));
+                return Err(CrashFailure { step, applied, violation });
+            }
+            if states_max != 0 && coverage.distinct >= states_max {
+                return Ok(false);
+            }
+        }
+        let Some(j) = (0..picked.len()).find(|&j| picked[j] + 1 < choices[metadata[j]].2.len()) else { return Ok(true) };
+        picked[..j].iter_mut().for_each(|p| *p = 0);
+        picked[j] += 1;
     }
 }
 

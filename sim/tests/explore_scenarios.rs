@@ -120,3 +120,39 @@ fn state_space_counts_past_any_integer() {
     assert!(huge.fraction(1_000_000) > 0.0 && huge.fraction(1_000_000) < 1e-80);
     assert_eq!(small.fraction(12), 0.5);
 }
+
+/// Per-sector judging finds what brute force finds: at every crash point
+/// small enough for brute force, the point is also judged per data sector
+/// alone, and the two verdicts (pass, or the invariant broken) must agree.
+/// Run on every scenario for the faithful engine, and on the scenarios the
+/// zoo table aims at each single-threaded mutation for that mutation, so
+/// that failing points are compared too, not only passing ones.
+#[test]
+fn per_sector_judging_agrees_with_brute_force() {
+    use engine::zoo::{Mutation, Mutations};
+    let bounds = |scenario: &Scenario| sim::explore::Bounds { cross_check: true, ..scenario.bounds() };
+    let mut runs: Vec<(Scenario, Mutations)> = all_in(&scenarios_dir()).unwrap().into_iter().map(|s| (s, Mutations::NONE)).collect();
+    for mutation in Mutation::ALL {
+        let row = sim::zoo::entry_of(mutation);
+        if row.threads.is_some() || row.by_construction.is_some() {
+            continue;
+        }
+        for name in row.scenarios {
+            runs.push((Scenario::load(name).unwrap(), Mutations::only(mutation)));
+        }
+    }
+    let (mut points, mut failing_points, mut failing) = (0, 0, 0);
+    for (scenario, mutations) in &runs {
+        for &seed in &scenario.file.seeds {
+            let mut config = scenario.run_config(seed);
+            config.mutations = *mutations;
+            let (coverage, outcome) = explore(&config, &bounds(scenario));
+            assert!(coverage.cross_check_mismatches.is_empty(), "{} seed {seed} {mutations:?}: {:?}", scenario.name, coverage.cross_check_mismatches);
+            points += coverage.cross_checked_points;
+            failing_points += coverage.cross_checked_failing;
+            failing += u64::from(outcome.is_err());
+        }
+    }
+    println!("{points} crash points judged both ways ({failing_points} failing) over {} runs, {failing} runs failing", runs.len());
+    assert!(points > 100 && failing_points > 0, "the cross-check must compare failing points too");
+}

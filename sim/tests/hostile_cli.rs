@@ -490,3 +490,29 @@ fn an_interrupted_bench_removes_its_files() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
     assert!(left.is_empty(), "an interrupted bench left {left:?}");
 }
+
+/// `snapsim explore all | head -1`: the reader goes away after one line;
+/// the command ends as any Unix filter does (SIGPIPE), never with a panic.
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_snapsim"))
+        .args(["explore", "all"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("seed"), "{first}");
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "a closed pipe made snapsim panic:\n{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(output.status.signal(), Some(libc_sigpipe()), "{:?}", output.status);
+}
+
+/// SIGPIPE's number on Linux.
+fn libc_sigpipe() -> i32 {
+    13
+}

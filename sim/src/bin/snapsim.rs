@@ -751,7 +751,20 @@ fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// Like every Unix filter, end quietly when the reader goes away (`snapsim
+/// explore all | head`) instead of panicking on the next write: Rust starts
+/// programs with SIGPIPE ignored, this gives it back its default.
+#[allow(unsafe_code)] // the binary's one unsafe call; the libraries forbid it
+fn end_quietly_when_the_reader_goes() {
+    // SAFETY: restoring a signal's default disposition, before any thread
+    // starts, touches no Rust state.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    end_quietly_when_the_reader_goes();
     let cli = Cli::parse();
     // Simulated runs fail disks on purpose; the engine's warnings about them
     // would drown the report (RUST_LOG still shows them).

@@ -193,6 +193,19 @@ fn placeholder_origin() -> Arc<OriginDevice<SimDisk>> {
     Arc::new(OriginDevice::new(Origin::new(disk, Arc::new(DeferQueue::default()), OriginConfig::default())))
 }
 
+impl CrashPoint {
+    /// Whether `sector` of disk `disk` (0 the origin, `k + 1` COW `k`) is
+    /// metadata a reload reads: a COW's header chunk or one of its metadata
+    /// areas. Every other sector is data, seen only through the values a
+    /// read returns.
+    pub fn is_metadata(&self, disk: usize, sector: u64) -> bool {
+        disk > 0 && {
+            let geometry = self.oracle.geometry(disk - 1);
+            geometry.is_metadata(sector / u64::from(geometry.chunk_sectors))
+        }
+    }
+}
+
 /// How a crash state was judged, when no invariant broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Judged {
