@@ -103,6 +103,9 @@ pub struct Coverage {
     pub covered: u64,
     /// The space of the points judged whole per data sector.
     pub judged: StateSpace,
+    /// The states no way of judging reached (at most this many, where a
+    /// point's space is too large to count exactly).
+    pub missed: StateSpace,
     /// Points where brute force and per-sector judging disagreed (with
     /// [`Bounds::cross_check`]): step, brute force's verdict, per-sector's.
     pub cross_check_mismatches: Vec<String>,
@@ -168,7 +171,21 @@ impl StateSpace {
 
     /// An exact count.
     pub fn count(n: u64) -> Self {
-        Self { exact: Some(u128::from(n)), log2: if n == 0 { f64::NEG_INFINITY } else { (n as f64).log2() } }
+        Self::exactly(u128::from(n))
+    }
+
+    /// An exact count, however large.
+    pub fn exactly(n: u128) -> Self {
+        Self { exact: Some(n), log2: if n == 0 { f64::NEG_INFINITY } else { (n as f64).log2() } }
+    }
+
+    /// This space less `reached` of its states: exact when this space is,
+    /// else (an upper bound) the whole space.
+    pub fn less(self, reached: u128) -> Self {
+        match self.exact {
+            Some(exact) => Self::exactly(exact.saturating_sub(reached)),
+            None => self,
+        }
     }
 }
 
@@ -189,12 +206,15 @@ impl Coverage {
             return format!("complete: every one of the {} crash states{judged}", self.space);
         }
         let reached = self.judged.plus(StateSpace::count(self.covered));
+        let share = self.space.fraction_of(reached);
         format!(
-            "bounded (at points too large to judge whole, the newest {} non-durable writes' subsets, tears at 1, half and all-but-one sectors): {} of {} crash states{judged}, {}",
+            "bounded (at points too large to judge whole, the newest {} non-durable writes' subsets, tears at 1, half and all-but-one sectors): {} of {} crash states{judged}, {}; unreached: {}{}",
             bounds.writes_max,
             reached,
             self.space,
-            percent(self.space.fraction_of(reached))
+            if share >= 1.0 { "all but the unreached".to_string() } else { percent(share) },
+            if self.missed.exact.is_some() { "" } else { "at most " },
+            self.missed
         )
     }
 }
@@ -242,7 +262,7 @@ struct Candidate {
 pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), CrashFailure>) {
     let mut world = World::new(config);
     world.start();
-    let mut coverage = Coverage { space: StateSpace::zero(), judged: StateSpace::zero(), complete: true, ..Coverage::default() };
+    let mut coverage = Coverage { space: StateSpace::zero(), judged: StateSpace::zero(), missed: StateSpace::zero(), complete: true, ..Coverage::default() };
     let mut seen: BTreeSet<u64> = BTreeSet::new();
     let mut last_stamps: Vec<u64> = Vec::new();
     let mut outcome: Result<(), CrashFailure> = Ok(());
@@ -323,6 +343,7 @@ fn explore_point(
         brute?;
         coverage.space = coverage.space.plus(point_space);
         let point_covered = u128::from(coverage.covered - covered_before);
+        coverage.missed = coverage.missed.plus(point_space.less(point_covered));
         // Short of the whole space only when --states-max stopped it.
         coverage.complete &= point_space.exact == Some(point_covered);
         return Ok(());
@@ -336,6 +357,7 @@ fn explore_point(
             coverage.judged = coverage.judged.plus(point_space);
         } else {
             coverage.complete = false;
+            coverage.missed = coverage.missed.plus(point_space);
         }
         return Ok(());
     }
@@ -399,6 +421,7 @@ fn explore_point(
                 if bounds.states_max != 0 && coverage.distinct >= bounds.states_max {
                     coverage.space = coverage.space.plus(point_space);
                     coverage.complete = false;
+                    coverage.missed = coverage.missed.plus(point_space.less(u128::from(coverage.covered - covered_before)));
                     return Ok(());
                 }
             }
@@ -407,6 +430,7 @@ fn explore_point(
     coverage.space = coverage.space.plus(point_space);
     let point_covered = u128::from(coverage.covered - covered_before);
     coverage.complete &= point_space.exact == Some(point_covered);
+    coverage.missed = coverage.missed.plus(point_space.less(point_covered));
     debug_assert!(point_space.exact.is_none_or(|space| point_covered <= space), "more distinct states than the space holds");
     Ok(())
 }

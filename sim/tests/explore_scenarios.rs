@@ -80,30 +80,36 @@ scenarios! {
     user_flags => "user-flags",
 }
 
-/// `complete` means every crash state of every point was reached: with only
-/// one-sector writes and a bound above the most non-durable writes at a
-/// point, the enumeration reaches the whole space, and says so; a
-/// multi-sector write torn at three cuts does not, and says how much it
-/// reached.
+/// `complete` means every crash state of every point was judged: a point
+/// is enumerated by brute force or judged per data sector when it is small
+/// enough, and the run says so; with both turned off, a multi-sector write
+/// torn at three cuts is not, and the run says how much it reached.
 #[test]
 fn complete_is_said_only_of_the_whole_space() {
+    use sim::explore::Bounds;
     let text = |chunk: u32, ops: &str| {
         format!("description = \"d\"\nchunk_sectors = {chunk}\norigin_chunks = 8\ncow_chunks = 16\nsnapshots = 1\nqueue_depth = 1\nwrites_max = 8\nops = \"\"\"\n{ops}\n\"\"\"\n")
     };
-    let explore_text = |chunk: u32, ops: &str| {
+    let explore_text = |chunk: u32, ops: &str, bounds: Bounds| {
         let scenario = Scenario::parse("t", std::path::Path::new("t.toml"), &text(chunk, ops)).unwrap();
-        let (coverage, outcome) = explore(&scenario.run_config(1), &scenario.bounds());
+        let (coverage, outcome) = explore(&scenario.run_config(1), &bounds);
         outcome.unwrap_or_else(|f| panic!("{f}"));
         coverage
     };
-    let whole = explore_text(1, "write origin 0 1\nwrite origin 3 1\nflush origin\nwrite origin 5 1");
+    let ops = "write origin 0 6\nflush origin\nwrite origin 12 6";
+    let whole = explore_text(8, ops, Bounds::default());
     assert!(whole.complete, "{whole:?}");
-    assert_eq!(whole.space.exact, Some(u128::from(whole.covered)));
-    assert!(whole.describe(&Default::default()).starts_with("complete"));
-    let part = explore_text(8, "write origin 0 6");
+    assert_eq!(whole.missed.exact, Some(0));
+    assert!(whole.describe(&Bounds::default()).starts_with("complete"));
+    let by_writes_only = Bounds { brute_force_max: 0, per_sector_states_max: 0, ..Bounds::default() };
+    let part = explore_text(8, ops, by_writes_only.clone());
     assert!(!part.complete);
     assert!(part.space.exact.is_some_and(|space| space > u128::from(part.covered)), "{part:?}");
-    assert!(part.describe(&Default::default()).starts_with("bounded"));
+    assert!(part.missed.exact.is_some_and(|missed| missed > 0));
+    assert!(part.describe(&by_writes_only).starts_with("bounded"));
+    // One-sector writes within the write bound reach every state even so.
+    let single = explore_text(1, "write origin 0 1\nwrite origin 3 1\nflush origin\nwrite origin 5 1", by_writes_only);
+    assert!(single.complete, "{single:?}");
 }
 
 #[test]

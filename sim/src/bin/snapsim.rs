@@ -406,6 +406,9 @@ struct ExploreArgs {
     /// Enumerate whole every crash point whose crash-state space holds at most this many states (0: never).
     #[arg(long, default_value_t = sim::explore::Bounds::default().brute_force_max, value_parser = clap::value_parser!(u64).range(0..=1 << 20))]
     brute_force_max: u64,
+    /// Judge whole, per data sector, every larger crash point that takes at most this many states (0: never).
+    #[arg(long, default_value_t = sim::explore::Bounds::default().per_sector_states_max, value_parser = clap::value_parser!(u64).range(0..=1 << 24))]
+    per_sector_max: u64,
     /// Fail on the kernel behaviours the oracle otherwise allows and counts (K1, K2).
     #[arg(long)]
     strict: bool,
@@ -432,6 +435,9 @@ impl ExploreArgs {
         }
         if self.brute_force_max != sim::explore::Bounds::default().brute_force_max {
             command.push_str(&format!(" --brute-force-max {}", self.brute_force_max));
+        }
+        if self.per_sector_max != sim::explore::Bounds::default().per_sector_states_max {
+            command.push_str(&format!(" --per-sector-max {}", self.per_sector_max));
         }
         if self.strict {
             command.push_str(" --strict");
@@ -461,6 +467,7 @@ fn explore(out: Out, scenario: &sim::scenario::Scenario, args: &ExploreArgs, mut
     bounds.writes_max = args.writes_max.map_or(bounds.writes_max, |w| w as usize);
     bounds.states_max = args.states_max;
     bounds.brute_force_max = args.brute_force_max;
+    bounds.per_sector_states_max = args.per_sector_max;
     let replay = args.replay_command(&scenario.path);
     let mut partial = false;
     for &seed in &scenario.file.seeds {

@@ -195,13 +195,16 @@ fn placeholder_origin() -> Arc<OriginDevice<SimDisk>> {
 
 impl CrashPoint {
     /// Whether `sector` of disk `disk` (0 the origin, `k + 1` COW `k`) is
-    /// metadata a reload reads: a COW's header chunk or one of its metadata
-    /// areas. Every other sector is data, seen only through the values a
-    /// read returns.
+    /// metadata a reload reads: a COW's header sector (the first of its
+    /// header chunk, the only one the loader and the model read) or a
+    /// sector of one of its metadata areas. Every other sector is data, seen
+    /// only through the values a read returns, or never read at all (the
+    /// rest of the header chunk).
     pub fn is_metadata(&self, disk: usize, sector: u64) -> bool {
         disk > 0 && {
             let geometry = self.oracle.geometry(disk - 1);
-            geometry.is_metadata(sector / u64::from(geometry.chunk_sectors))
+            let chunk = sector / u64::from(geometry.chunk_sectors);
+            sector == 0 || (chunk != 0 && geometry.is_metadata(chunk))
         }
     }
 }
