@@ -461,17 +461,8 @@ fn brute_force(
         }
         if seen.insert(hash) {
             coverage.distinct += 1;
-            let mut images = durable.to_vec();
-            for ((disk, sector, values), &pick) in choices.iter().zip(&picked) {
-                if pick != 0 {
-                    images[*disk].set(*sector, values[pick].clone());
-                }
-            }
-            let judged = World::check_crash_state(point, images);
-            if judged == Ok(Judged::AllowedK3) {
-                coverage.allowed_k3 += 1;
-            }
-            if let Err(violation) = judged {
+            let picks = choices.iter().zip(&picked).filter(|(_, pick)| **pick != 0).map(|((disk, sector, values), &pick)| (*disk, *sector, &values[pick]));
+            if let Err(violation) = judge_state(durable, picks, point, coverage) {
                 let chosen: Vec<String> = choices
                     .iter()
                     .zip(&picked)
@@ -494,6 +485,25 @@ fn brute_force(
         hash = hash.wrapping_add(digests[i][picked[i] + 1]).wrapping_sub(digests[i][picked[i]]);
         picked[i] += 1;
     }
+}
+
+/// Builds the state `durable` with `values` (disk, sector, value) put on
+/// it and judges it, counting kernel behaviour K3 where it shows.
+fn judge_state<'a>(
+    durable: &[Image],
+    values: impl Iterator<Item = (usize, u64, &'a crate::disk::Sector)>,
+    point: &CrashPoint,
+    coverage: &mut Coverage,
+) -> Result<(), Violation> {
+    let mut images = durable.to_vec();
+    for (disk, sector, value) in values {
+        images[disk].set(sector, value.clone());
+    }
+    let judged = World::check_crash_state(point, images)?;
+    if judged == Judged::AllowedK3 {
+        coverage.allowed_k3 += 1;
+    }
+    Ok(())
 }
 
 /// Judges a whole crash point per data sector: every combination of the
@@ -529,15 +539,8 @@ fn per_sector(
                 continue;
             }
             coverage.distinct += 1;
-            let mut images = durable.to_vec();
-            for &(i, p) in picks.iter().filter(|(_, p)| *p != 0) {
-                images[choices[i].0].set(choices[i].1, choices[i].2[p].clone());
-            }
-            let judged = World::check_crash_state(point, images);
-            if judged == Ok(Judged::AllowedK3) {
-                coverage.allowed_k3 += 1;
-            }
-            if let Err(violation) = judged {
+            let newer_values = picks.iter().filter(|(_, p)| *p != 0).map(|&(i, p)| (choices[i].0, choices[i].1, &choices[i].2[p]));
+            if let Err(violation) = judge_state(durable, newer_values, point, coverage) {
                 let newer: Vec<String> = metadata
                     .iter()
                     .zip(&picked)

@@ -290,11 +290,15 @@ write origin 0 8
 """
 "#;
 
-/// The good scenario with `field`'s line replaced (or a line added).
+/// `good` (a scenario or trace file) with `field`'s line replaced by `line`
+/// (or `line` added when `good` has no such field).
+fn with_field(good: &str, field: &str, line: &str) -> &'static str {
+    let text: String = good.lines().filter(|l| !l.starts_with(&format!("{field} ="))).map(|l| format!("{l}\n")).collect();
+    Box::leak(format!("{line}\n{text}").into_boxed_str())
+}
+
 fn scenario_with(field: &str, line: &str) -> &'static str {
-    let mut text: String = SCENARIO.lines().filter(|l| !l.starts_with(&format!("{field} ="))).map(|l| format!("{l}\n")).collect();
-    text = format!("{line}\n{text}");
-    Box::leak(text.into_boxed_str())
+    with_field(SCENARIO, field, line)
 }
 
 #[test]
@@ -350,8 +354,7 @@ write origin 0 8
 "#;
 
 fn trace_with(field: &str, line: &str) -> &'static str {
-    let text: String = TRACE.lines().filter(|l| !l.starts_with(&format!("{field} ="))).map(|l| format!("{l}\n")).collect();
-    Box::leak(format!("{line}\n{text}").into_boxed_str())
+    with_field(TRACE, field, line)
 }
 
 #[test]

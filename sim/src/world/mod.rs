@@ -93,32 +93,31 @@ impl RunConfig {
         if self.knobs.is_some() || self.script.is_some() {
             return "a scripted run: replay it from its scenario or crash-trace file".to_string();
         }
-        let mut command = format!("snapsim run --seed {}", self.seed);
-        if self.strict {
-            command.push_str(" --strict");
-        }
-        if let Some(mutation) = crate::crash_trace::mutation_id(self.mutations) {
-            command.push_str(&format!(" --mutation {mutation}"));
-        }
-        if self.max_steps != Self::MAX_STEPS_DEFAULT {
-            command.push_str(&format!(" --max-steps {}", self.max_steps));
-        }
-        command
+        let flags: String = self.replay_options().iter().map(|(flag, _, value)| format!(" {flag}{}", value.as_ref().map_or(String::new(), |v| format!(" {v}")))).collect();
+        format!("snapsim run --seed {}{flags}", self.seed)
     }
 
     /// The `cargo test` form of [`RunConfig::replay_command`].
     pub fn replay_test_command(&self) -> String {
-        let mut command = format!("SEED={}", self.seed);
+        let variables: String =
+            self.replay_options().iter().map(|(_, variable, value)| format!(" {variable}={}", value.as_deref().unwrap_or("1"))).collect();
+        format!("SEED={}{variables} cargo test -p sim --test world replay_seed -- --nocapture", self.seed)
+    }
+
+    /// Every option that changed this run from `run --seed`'s defaults: its
+    /// flag, its `replay_seed` variable, and its value (none for a switch).
+    fn replay_options(&self) -> Vec<(&'static str, &'static str, Option<String>)> {
+        let mut options = Vec::new();
         if self.strict {
-            command.push_str(" SNAPSIM_STRICT=1");
+            options.push(("--strict", "SNAPSIM_STRICT", None));
         }
         if let Some(mutation) = crate::crash_trace::mutation_id(self.mutations) {
-            command.push_str(&format!(" SNAPSIM_MUTATION={mutation}"));
+            options.push(("--mutation", "SNAPSIM_MUTATION", Some(mutation)));
         }
         if self.max_steps != Self::MAX_STEPS_DEFAULT {
-            command.push_str(&format!(" SNAPSIM_MAX_STEPS={}", self.max_steps));
+            options.push(("--max-steps", "SNAPSIM_MAX_STEPS", Some(self.max_steps.to_string())));
         }
-        command + " cargo test -p sim --test world replay_seed -- --nocapture"
+        options
     }
 }
 
