@@ -38,7 +38,7 @@ use std::collections::BTreeSet;
 
 use model::Violation;
 
-use crate::disk::{Image, PendingWrite, SimDisk};
+use crate::disk::{Image, PendingWrite, Sector, SimDisk};
 use crate::world::{CrashPoint, Judged, RunConfig, World, sector_hash};
 
 /// How far the enumeration goes at each crash point.
@@ -123,7 +123,7 @@ pub struct Coverage {
 
 /// A count of crash states that may not fit in any integer: exact while it
 /// fits in a `u128`, as its base-2 logarithm always.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StateSpace {
     pub exact: Option<u128>,
     pub log2: f64,
@@ -189,6 +189,12 @@ impl StateSpace {
     }
 }
 
+impl Default for StateSpace {
+    fn default() -> Self {
+        Self::zero()
+    }
+}
+
 impl std::fmt::Display for StateSpace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.exact {
@@ -199,6 +205,20 @@ impl std::fmt::Display for StateSpace {
 }
 
 impl Coverage {
+    /// Counts a crash point of `space` states, `reached` of them built and
+    /// judged one by one (or all of them, judged per data sector).
+    fn add_point(&mut self, space: StateSpace, reached: Reached) {
+        self.space = self.space.plus(space);
+        match reached {
+            Reached::PerDataSector => self.judged = self.judged.plus(space),
+            Reached::States(reached) => {
+                self.complete &= space.exact == Some(reached);
+                self.missed = self.missed.plus(space.less(reached));
+                debug_assert!(space.exact.is_none_or(|space| reached <= space), "more distinct states than the space holds");
+            }
+        }
+    }
+
     /// One line on how much of the crash-state space the run reached.
     pub fn describe(&self, bounds: &Bounds) -> String {
         let judged = if self.judged.exact == Some(0) { String::new() } else { format!(", {} of them judged per data sector", self.judged) };
@@ -217,6 +237,15 @@ impl Coverage {
             self.missed
         )
     }
+}
+
+/// How much of a crash point was judged.
+#[derive(Debug, Clone, Copy)]
+enum Reached {
+    /// All of it, per data sector.
+    PerDataSector,
+    /// This many of its states, each built and judged.
+    States(u128),
 }
 
 /// A fraction as a percentage people can read, however small.
@@ -250,6 +279,77 @@ impl std::fmt::Display for CrashFailure {
     }
 }
 
+/// Every non-durable sector of a crash point: its disk, its number, the
+/// values it may hold after a crash (its durable one first) and each
+/// value's [`digest`], computed once per point.
+struct PointChoices {
+    sectors: Vec<(usize, u64, Vec<Sector>)>,
+    digests: Vec<Vec<u64>>,
+}
+
+impl PointChoices {
+    fn new(disks: &[std::sync::Arc<SimDisk>]) -> Self {
+        let sectors: Vec<(usize, u64, Vec<Sector>)> =
+            disks.iter().enumerate().flat_map(|(disk, d)| d.crash_candidates().into_iter().map(move |(sector, values)| (disk, sector, values))).collect();
+        let digests = sectors.iter().map(|(disk, sector, values)| values.iter().map(|v| digest(*disk, *sector, v.bytes())).collect()).collect();
+        Self { sectors, digests }
+    }
+
+    /// Values sector `i` may hold.
+    fn values_of(&self, i: usize) -> usize {
+        self.sectors[i].2.len()
+    }
+
+    /// The point's whole space: every combination of every sector's values.
+    fn space(&self) -> StateSpace {
+        StateSpace::product((0..self.sectors.len()).map(|i| self.values_of(i)))
+    }
+
+    /// The hash of the state where each `(sector, value)` of `picks` holds
+    /// that value and every other sector its durable one.
+    fn hash(&self, durable_hash: u64, picks: &[(usize, usize)]) -> u64 {
+        picks.iter().filter(|(_, v)| *v != 0).fold(durable_hash, |h, &(i, v)| h.wrapping_add(self.digests[i][v]).wrapping_sub(self.digests[i][0]))
+    }
+
+    /// Builds the state `picks` names over `durable` and judges it,
+    /// counting kernel behaviour K3 where it shows.
+    fn judge(&self, durable: &[Image], picks: &[(usize, usize)], point: &CrashPoint, coverage: &mut Coverage) -> Result<(), Violation> {
+        let mut images = durable.to_vec();
+        for &(i, v) in picks.iter().filter(|(_, v)| *v != 0) {
+            let (disk, sector, values) = &self.sectors[i];
+            images[*disk].set(*sector, values[v].clone());
+        }
+        judge_images(images, point, coverage)
+    }
+
+    /// The picks of `picks` that hold a newer value, in words.
+    fn describe(&self, picks: &[(usize, usize)]) -> String {
+        let newer: Vec<String> = picks
+            .iter()
+            .filter(|(_, v)| *v != 0)
+            .map(|&(i, v)| format!("disk {} sector {}: value {v} of {}", self.sectors[i].0, self.sectors[i].1, self.values_of(i) - 1))
+            .collect();
+        newer.join(", ")
+    }
+}
+
+/// Judges a crash state, counting kernel behaviour K3 where it shows.
+fn judge_images(images: Vec<Image>, point: &CrashPoint, coverage: &mut Coverage) -> Result<(), Violation> {
+    if World::check_crash_state(point, images)? == Judged::AllowedK3 {
+        coverage.allowed_k3 += 1;
+    }
+    Ok(())
+}
+
+/// Moves `digits` (digit `i` counting to `radix(i)`) to the next
+/// combination, like an odometer; false after the last one.
+fn next_combination(digits: &mut [usize], radix: impl Fn(usize) -> usize) -> bool {
+    let Some(i) = (0..digits.len()).find(|&i| digits[i] + 1 < radix(i)) else { return false };
+    digits[..i].iter_mut().for_each(|d| *d = 0);
+    digits[i] += 1;
+    true
+}
+
 /// One non-durable write of one disk.
 struct Candidate {
     disk: usize,
@@ -262,7 +362,7 @@ struct Candidate {
 pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), CrashFailure>) {
     let mut world = World::new(config);
     world.start();
-    let mut coverage = Coverage { space: StateSpace::zero(), judged: StateSpace::zero(), missed: StateSpace::zero(), complete: true, ..Coverage::default() };
+    let mut coverage = Coverage { complete: true, ..Coverage::default() };
     let mut seen: BTreeSet<u64> = BTreeSet::new();
     let mut last_stamps: Vec<u64> = Vec::new();
     let mut outcome: Result<(), CrashFailure> = Ok(());
@@ -289,6 +389,8 @@ pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), Cra
     });
     coverage.steps = world.stats().steps;
     coverage.truncated = outcome.is_ok() && bounds.states_max != 0 && coverage.distinct >= bounds.states_max;
+    // A run stopped early left later points unvisited.
+    coverage.complete &= !coverage.truncated;
     let report = world.report();
     coverage.trace_hash = report.trace_hash;
     if outcome.is_ok() {
@@ -317,16 +419,13 @@ fn explore_point(
         disks.iter().enumerate().flat_map(|(disk, d)| d.pending_writes().into_iter().map(move |write| Candidate::new(disk, write))).collect();
     coverage.pending_max = coverage.pending_max.max(candidates.len());
     // This point's whole space, and the distinct states of it reached here.
-    let choices: Vec<(usize, u64, Vec<crate::disk::Sector>)> = disks
-        .iter()
-        .enumerate()
-        .flat_map(|(disk, d)| d.crash_candidates().into_iter().map(move |(sector, values)| (disk, sector, values)))
-        .collect();
-    let point_space = StateSpace::product(choices.iter().map(|(_, _, values)| values.len()));
+    let choices = PointChoices::new(disks);
+    let point_space = choices.space();
     let mut point_seen: BTreeSet<u64> = BTreeSet::new();
     let covered_before = coverage.covered;
-    let (metadata, data): (Vec<usize>, Vec<usize>) = (0..choices.len()).partition(|&i| point.is_metadata(choices[i].0, choices[i].1));
-    let values_max = data.iter().map(|&i| choices[i].2.len()).max().unwrap_or(1);
+    let (metadata, data): (Vec<usize>, Vec<usize>) =
+        (0..choices.sectors.len()).partition(|&i| point.is_metadata(choices.sectors[i].0, choices.sectors[i].1));
+    let values_max = data.iter().map(|&i| choices.values_of(i)).max().unwrap_or(1);
     if point_space.exact.is_some_and(|space| space <= u128::from(bounds.brute_force_max)) {
         let brute = brute_force(&durable, durable_hash, &choices, point, step, bounds.states_max, seen, &mut point_seen, coverage);
         if bounds.cross_check {
@@ -341,24 +440,15 @@ fn explore_point(
             }
         }
         brute?;
-        coverage.space = coverage.space.plus(point_space);
-        let point_covered = u128::from(coverage.covered - covered_before);
-        coverage.missed = coverage.missed.plus(point_space.less(point_covered));
         // Short of the whole space only when --states-max stopped it.
-        coverage.complete &= point_space.exact == Some(point_covered);
+        coverage.add_point(point_space, Reached::States(u128::from(coverage.covered - covered_before)));
         return Ok(());
     }
-    let metadata_space = StateSpace::product(metadata.iter().map(|&i| choices[i].2.len()));
+    let metadata_space = StateSpace::product(metadata.iter().map(|&i| choices.values_of(i)));
     let per_sector_states = metadata_space.exact.and_then(|m| m.checked_mul(values_max as u128));
     if per_sector_states.is_some_and(|states| states <= u128::from(bounds.per_sector_states_max)) {
         let finished = per_sector(&durable, durable_hash, &choices, &metadata, &data, values_max, point, step, bounds.states_max, seen, coverage)?;
-        coverage.space = coverage.space.plus(point_space);
-        if finished {
-            coverage.judged = coverage.judged.plus(point_space);
-        } else {
-            coverage.complete = false;
-            coverage.missed = coverage.missed.plus(point_space);
-        }
+        coverage.add_point(point_space, if finished { Reached::PerDataSector } else { Reached::States(0) });
         return Ok(());
     }
     let split = candidates.len().saturating_sub(bounds.writes_max);
@@ -408,42 +498,31 @@ fn explore_point(
                     apply(&mut images, check_hash.as_mut(), &newer[i], torn_of(i));
                 }
                 debug_assert!(check_hash.is_none_or(|h| h == hash), "hash-only and applied state hashes agree");
-                let judged = World::check_crash_state(point, images);
-                if judged == Ok(Judged::AllowedK3) {
-                    coverage.allowed_k3 += 1;
-                }
-                if let Err(violation) = judged {
+                if let Err(violation) = judge_images(images, point, coverage) {
                     let older = if older.is_empty() { String::new() } else { format!("{} older write(s) {}, ", older.len(), if older_applied { "applied" } else { "dropped" }) };
                     let torn = tear.map_or(String::new(), |(i, cut, prefix)| format!(", write {} torn to its {} {cut} sector(s)", split + i, if prefix { "first" } else { "last" }));
                     let applied = format!("{older}of the newest {} non-durable write(s) applied {:?}{torn}", newer.len(), chosen.iter().map(|i| split + i).collect::<Vec<_>>());
                     return Err(CrashFailure { step, applied, violation });
                 }
                 if bounds.states_max != 0 && coverage.distinct >= bounds.states_max {
-                    coverage.space = coverage.space.plus(point_space);
-                    coverage.complete = false;
-                    coverage.missed = coverage.missed.plus(point_space.less(u128::from(coverage.covered - covered_before)));
+                    coverage.add_point(point_space, Reached::States(u128::from(coverage.covered - covered_before)));
                     return Ok(());
                 }
             }
         }
     }
-    coverage.space = coverage.space.plus(point_space);
-    let point_covered = u128::from(coverage.covered - covered_before);
-    coverage.complete &= point_space.exact == Some(point_covered);
-    coverage.missed = coverage.missed.plus(point_space.less(point_covered));
-    debug_assert!(point_space.exact.is_none_or(|space| point_covered <= space), "more distinct states than the space holds");
+    coverage.add_point(point_space, Reached::States(u128::from(coverage.covered - covered_before)));
     Ok(())
 }
 
-/// Every state of a crash point: each sector in `choices` (disk, sector,
-/// its candidate values, the durable one first) takes each of its values,
-/// in every combination, counted like an odometer; a state is built and
-/// judged only when its hash is new.
+/// Every state of a crash point: each sector of `choices` takes each of
+/// its values, in every combination; a state is built and judged only when
+/// its hash is new.
 #[allow(clippy::too_many_arguments)]
 fn brute_force(
     durable: &[Image],
     durable_hash: u64,
-    choices: &[(usize, u64, Vec<crate::disk::Sector>)],
+    choices: &PointChoices,
     point: &CrashPoint,
     step: u64,
     states_max: u64,
@@ -451,59 +530,28 @@ fn brute_force(
     point_seen: &mut BTreeSet<u64>,
     coverage: &mut Coverage,
 ) -> Result<(), CrashFailure> {
-    let digests: Vec<Vec<u64>> = choices.iter().map(|(disk, sector, values)| values.iter().map(|v| digest(*disk, *sector, v.bytes())).collect()).collect();
-    let mut picked = vec![0usize; choices.len()];
-    let mut hash = durable_hash;
+    let mut picked = vec![0usize; choices.sectors.len()];
     loop {
+        let picks: Vec<(usize, usize)> = picked.iter().copied().enumerate().collect();
+        let hash = choices.hash(durable_hash, &picks);
         coverage.states += 1;
         if point_seen.insert(hash) {
             coverage.covered += 1;
         }
         if seen.insert(hash) {
             coverage.distinct += 1;
-            let picks = choices.iter().zip(&picked).filter(|(_, pick)| **pick != 0).map(|((disk, sector, values), &pick)| (*disk, *sector, &values[pick]));
-            if let Err(violation) = judge_state(durable, picks, point, coverage) {
-                let chosen: Vec<String> = choices
-                    .iter()
-                    .zip(&picked)
-                    .filter(|(_, pick)| **pick != 0)
-                    .map(|((disk, sector, values), pick)| format!("disk {disk} sector {sector}: value {pick} of {}", values.len() - 1))
-                    .collect();
-                let applied = format!("brute force, non-durable sectors holding a newer value: [{}]", chosen.join(", "));
+            if let Err(violation) = choices.judge(durable, &picks, point, coverage) {
+                let applied = format!("brute force, non-durable sectors holding a newer value: [{}]", choices.describe(&picks));
                 return Err(CrashFailure { step, applied, violation });
             }
             if states_max != 0 && coverage.distinct >= states_max {
                 return Ok(());
             }
         }
-        // The next combination: bump the first digit that is not at its last value.
-        let Some(i) = (0..picked.len()).find(|&i| picked[i] + 1 < choices[i].2.len()) else { return Ok(()) };
-        for j in 0..i {
-            hash = hash.wrapping_add(digests[j][0]).wrapping_sub(digests[j][picked[j]]);
-            picked[j] = 0;
+        if !next_combination(&mut picked, |i| choices.values_of(i)) {
+            return Ok(());
         }
-        hash = hash.wrapping_add(digests[i][picked[i] + 1]).wrapping_sub(digests[i][picked[i]]);
-        picked[i] += 1;
     }
-}
-
-/// Builds the state `durable` with `values` (disk, sector, value) put on
-/// it and judges it, counting kernel behaviour K3 where it shows.
-fn judge_state<'a>(
-    durable: &[Image],
-    values: impl Iterator<Item = (usize, u64, &'a crate::disk::Sector)>,
-    point: &CrashPoint,
-    coverage: &mut Coverage,
-) -> Result<(), Violation> {
-    let mut images = durable.to_vec();
-    for (disk, sector, value) in values {
-        images[disk].set(sector, value.clone());
-    }
-    let judged = World::check_crash_state(point, images)?;
-    if judged == Judged::AllowedK3 {
-        coverage.allowed_k3 += 1;
-    }
-    Ok(())
 }
 
 /// Judges a whole crash point per data sector: every combination of the
@@ -517,7 +565,7 @@ fn judge_state<'a>(
 fn per_sector(
     durable: &[Image],
     durable_hash: u64,
-    choices: &[(usize, u64, Vec<crate::disk::Sector>)],
+    choices: &PointChoices,
     metadata: &[usize],
     data: &[usize],
     values_max: usize,
@@ -527,36 +575,31 @@ fn per_sector(
     seen: &mut BTreeSet<u64>,
     coverage: &mut Coverage,
 ) -> Result<bool, CrashFailure> {
-    let digest_of = |i: usize, pick: usize| digest(choices[i].0, choices[i].1, choices[i].2[pick].bytes());
     let mut picked = vec![0usize; metadata.len()];
     loop {
         for v in 0..values_max {
-            let mut picks: Vec<(usize, usize)> = metadata.iter().zip(&picked).map(|(&i, &p)| (i, p)).collect();
-            picks.extend(data.iter().map(|&i| (i, v.min(choices[i].2.len() - 1))));
-            let hash = picks.iter().filter(|(_, p)| *p != 0).fold(durable_hash, |h, &(i, p)| h.wrapping_add(digest_of(i, p)).wrapping_sub(digest_of(i, 0)));
+            let mut picks: Vec<(usize, usize)> = metadata.iter().copied().zip(picked.iter().copied()).collect();
+            picks.extend(data.iter().map(|&i| (i, v.min(choices.values_of(i) - 1))));
+            let hash = choices.hash(durable_hash, &picks);
             coverage.states += 1;
             if !seen.insert(hash) {
                 continue;
             }
             coverage.distinct += 1;
-            let newer_values = picks.iter().filter(|(_, p)| *p != 0).map(|&(i, p)| (choices[i].0, choices[i].1, &choices[i].2[p]));
-            if let Err(violation) = judge_state(durable, newer_values, point, coverage) {
-                let newer: Vec<String> = metadata
-                    .iter()
-                    .zip(&picked)
-                    .filter(|(_, p)| **p != 0)
-                    .map(|(&i, p)| format!("disk {} sector {}: value {p}", choices[i].0, choices[i].1))
-                    .collect();
-                let applied = format!("judged per data sector: metadata sectors holding a newer value [{}], every data sector at its value {v}", newer.join(", "));
+            if let Err(violation) = choices.judge(durable, &picks, point, coverage) {
+                let applied = format!(
+                    "judged per data sector: metadata sectors holding a newer value [{}], every data sector at its value {v}",
+                    choices.describe(&picks[..metadata.len()])
+                );
                 return Err(CrashFailure { step, applied, violation });
             }
             if states_max != 0 && coverage.distinct >= states_max {
                 return Ok(false);
             }
         }
-        let Some(j) = (0..picked.len()).find(|&j| picked[j] + 1 < choices[metadata[j]].2.len()) else { return Ok(true) };
-        picked[..j].iter_mut().for_each(|p| *p = 0);
-        picked[j] += 1;
+        if !next_combination(&mut picked, |j| choices.values_of(metadata[j])) {
+            return Ok(true);
+        }
     }
 }
 
