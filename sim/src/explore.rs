@@ -289,8 +289,24 @@ struct PointChoices {
 
 impl PointChoices {
     fn new(disks: &[std::sync::Arc<SimDisk>]) -> Self {
-        let sectors: Vec<(usize, u64, Vec<Sector>)> =
-            disks.iter().enumerate().flat_map(|(disk, d)| d.crash_candidates().into_iter().map(move |(sector, values)| (disk, sector, values))).collect();
+        // The disk lists each write's copy of a sector; two writes of the
+        // same bytes are one value here, one state of the space.
+        let distinct = |mut values: Vec<Sector>| {
+            let mut kept: Vec<Sector> = Vec::with_capacity(values.len());
+            values.drain(..).for_each(|value| {
+                if !kept.iter().any(|k| k.bytes() == value.bytes()) {
+                    kept.push(value);
+                }
+            });
+            kept
+        };
+        let sectors: Vec<(usize, u64, Vec<Sector>)> = disks
+            .iter()
+            .enumerate()
+            .flat_map(|(disk, d)| d.crash_candidates().into_iter().map(move |(sector, values)| (disk, sector, distinct(values))))
+            .filter(|(_, _, values)| values.len() > 1)
+            .collect();
+        debug_assert!(sectors.iter().all(|(_, _, values)| values.len() >= 2), "a listed sector may change");
         let digests = sectors.iter().map(|(disk, sector, values)| values.iter().map(|v| digest(*disk, *sector, v.bytes())).collect()).collect();
         Self { sectors, digests }
     }
