@@ -7,4 +7,10 @@ fn main() {
     // `-- basic` runs only the rows whose name contains `basic`.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_default();
     sim::bench::simulation::print_crash_states(&filter);
+    if filter.is_empty() {
+        println!();
+        sim::bench::simulation::print_complete_vs_brute_force();
+        println!();
+        sim::bench::simulation::print_explore_all();
+    }
 }

@@ -1,38 +1,40 @@
-//! Crash-state exploration: one recorded run, every crash point, persisted
-//! subsets of the writes not yet durable and their torn variants, within a
-//! bound; and how much of the crash-state space that bound covers.
+//! Crash-state exploration: one recorded run, every crash point, and every
+//! crash state the disk contract allows at it, judged whole where the point
+//! allows and within a bound where it does not; and how much of the
+//! crash-state space was reached.
 //!
-//! # The bound
-//!
-//! At every crash point (between two events of the run; points where no
-//! disk changed are skipped) the explorer lists each disk's writes that are
-//! not durable, oldest first ([`SimDisk::pending_writes`]). If there are at
-//! most [`Bounds::writes_max`], every subset of them is applied over the
-//! durable images, in order; with more, every subset of the newest
-//! `writes_max` is applied, once over the older ones all applied and once
-//! over none of them. Each applied write with several sectors is also torn,
-//! one write per state, at the cuts [`Bounds::tear_cuts`] lists (its first
-//! or last 1, half, or all-but-one sectors reach the media). Two writes in
-//! flight together to the same sector are applied in submission order only.
-//! Identical states are checked once, by a hash of their contents kept
-//! incrementally: a sum over sectors of a digest of (disk, sector, bytes)
-//! minus that of the base, updated as each write is applied.
-//!
-//! Each distinct state is judged by [`World::check_crash_state`].
-//!
-//! # What the bound leaves out
+//! # The space
 //!
 //! The disk contract lets every non-durable sector hold its durable value or
-//! any value written to it since, independently: at a crash point the space
-//! of crash states is the product, over sectors, of their candidate values
-//! ([`SimDisk::crash_candidates`]). [`Coverage`] counts that space and the
-//! distinct states of it the bound reached, point by point; a run is
-//! `complete` only when it reached all of them at every point. A point
-//! whose space is small ([`Bounds::brute_force_max`]) is enumerated whole,
-//! every sector taking each of its candidate values in every combination. Tearing a
-//! write at three cuts, and choosing among only the newest `writes_max`
-//! writes, leaves most of a large point unvisited: the coverage says how
-//! much, never "exhaustive" for less.
+//! any value written to it since, independently: at a crash point (between
+//! two events of the run; points where no disk changed are skipped) the
+//! space of crash states is the product, over sectors, of their distinct
+//! candidate values ([`SimDisk::crash_candidates`]). [`Coverage`] counts
+//! that space and the part of it reached, point by point; a run is
+//! `complete` only when it reached all of it at every point.
+//!
+//! # Three ways to judge a point
+//!
+//! - **Brute force**, for a point of at most [`Bounds::brute_force_max`]
+//!   states: every sector takes each of its values in every combination.
+//! - **Per data sector**, when every combination of the metadata sectors'
+//!   values times the most values one data sector may hold is at most
+//!   [`Bounds::per_sector_states_max`]: by the argument in ARCHITECTURE.md
+//!   this finds every violation any state of the point has.
+//! - **The write bound**, for a point too large for both (no scenario of
+//!   `scenarios/` has one): each disk's writes that are not durable, oldest
+//!   first ([`SimDisk::pending_writes`]); if there are at most
+//!   [`Bounds::writes_max`], every subset of them is applied over the
+//!   durable images, in order; with more, every subset of the newest
+//!   `writes_max`, once over the older ones all applied and once over none.
+//!   Each applied write of several sectors is also torn, one write per
+//!   state, at the cuts [`Bounds::tear_cuts`] lists. The coverage says how
+//!   much of the point this reached, never "exhaustive" for less.
+//!
+//! Identical states are checked once, by a hash of their contents kept
+//! incrementally: a sum over sectors of a digest of (disk, sector, bytes)
+//! minus that of the base. Each distinct state is judged by
+//! [`World::check_crash_state`].
 
 use std::collections::BTreeSet;
 

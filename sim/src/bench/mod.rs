@@ -65,6 +65,10 @@ pub fn run_all(memory: MemoryProbe, dir: &std::path::Path) {
     println!();
     simulation::print_crash_states("");
     println!();
+    simulation::print_complete_vs_brute_force();
+    println!();
+    simulation::print_explore_all();
+    println!();
     simulation::print_crash_images();
     println!();
     targets::print_throughput(dir);

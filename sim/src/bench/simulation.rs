@@ -33,49 +33,108 @@ pub fn print_swarm(seeds: u64) {
     println!("{:<28} {:>14} {:>14.1}", "seeds", seeds, seeds as f64 / seconds);
 }
 
-/// A basic 4 KiB scenario whose workload copies `records` origin chunks,
-/// flushing the origin after every fourth write.
+/// A basic scenario of 1 KiB chunks (64 records per metadata area) whose
+/// workload copies `records` origin chunks, flushing the origin after every
+/// fourth write.
 fn records_scenario(records: u64) -> Scenario {
     let mut ops = String::new();
     for i in 0..records {
-        ops.push_str(&format!("write origin {} 2\n", i * 8));
+        ops.push_str(&format!("write origin {} 2\n", i * 2));
         if i % 4 == 3 {
             ops.push_str("flush origin\n");
         }
     }
     let text = format!(
-        "description = \"bench\"\nchunk_sectors = 8\norigin_chunks = {}\ncow_chunks = {}\nsnapshots = 1\nops = \"\"\"\n{ops}\"\"\"\n",
+        "description = \"bench\"\nchunk_sectors = 2\norigin_chunks = {}\ncow_chunks = {}\nsnapshots = 1\nops = \"\"\"\n{ops}\"\"\"\n",
         records.max(8),
-        records + 8
+        records + records / 64 + 8
     );
     Scenario::parse("bench", Path::new("bench"), &text).expect("bench scenario parses")
 }
 
 /// Crash-state exploration: distinct crash states checked per second on one
-/// core, for `basic-cow` and as the number of records grows. Rows whose name
-/// does not contain `filter` are skipped.
+/// core, for `basic-cow` and as the number of records grows, and the cost
+/// per state at 1,024 records against 16. Rows whose name does not contain
+/// `filter` are skipped. Rows past 128 records sample the first
+/// [`SAMPLE_STATES`] distinct states (the rate, not a whole exploration).
 pub fn print_crash_states(filter: &str) {
     println!("{:<28} {:>8} {:>10} {:>10} {:>9} {:>12}", "scenario", "points", "states", "distinct", "seconds", "distinct/s");
-    let measure = |name: &str, scenario: &Scenario| {
+    let measure = |name: &str, scenario: &Scenario, states_max: u64| -> Option<f64> {
         if !name.contains(filter) {
-            return;
+            return None;
         }
-        let (seconds, (coverage, outcome)) = timed(|| explore(&scenario.run_config(1), &scenario.bounds()));
+        let bounds = crate::explore::Bounds { states_max, ..scenario.bounds() };
+        let (seconds, (coverage, outcome)) = timed(|| explore(&scenario.run_config(1), &bounds));
         assert!(outcome.is_ok(), "{name}: {}", outcome.unwrap_err());
-        println!(
-            "{name:<28} {:>8} {:>10} {:>10} {:>9.3} {:>12.0}",
-            coverage.crash_points,
-            coverage.states,
-            coverage.distinct,
-            seconds,
-            coverage.distinct as f64 / seconds
-        );
+        let rate = coverage.distinct as f64 / seconds;
+        println!("{name:<28} {:>8} {:>10} {:>10} {:>9.3} {:>12.0}", coverage.crash_points, coverage.states, coverage.distinct, seconds, rate);
+        Some(rate)
     };
     let basic = Scenario::load("basic-cow").expect("scenarios/basic-cow.toml");
-    measure("basic-cow (seed 1)", &basic);
-    for records in [4, 16, 64, 128] {
-        measure(&format!("4 KiB, {records} records"), &records_scenario(records));
+    measure("basic-cow (seed 1)", &basic, 0);
+    let mut rates = Vec::new();
+    for records in [4, 16, 64, 128, 1024] {
+        let states_max = if records > 128 { SAMPLE_STATES } else { 0 };
+        let sampled = if states_max == 0 { String::new() } else { format!(", first {states_max}") };
+        rates.push((records, measure(&format!("1 KiB, {records} records{sampled}"), &records_scenario(records), states_max)));
     }
+    let rate_of = |n: u64| rates.iter().find(|(records, _)| *records == n).and_then(|(_, rate)| *rate);
+    if let (Some(small), Some(large)) = (rate_of(16), rate_of(1024)) {
+        println!("cost per distinct state, 1,024 records against 16: {:.1}x", small / large);
+    }
+}
+
+/// Distinct states sampled by the rows past 128 records.
+pub const SAMPLE_STATES: u64 = 4_000;
+
+/// The complete modes side by side on scenarios small enough for both:
+/// brute force (every state of every point built and judged) against
+/// judging per data sector, with their verdicts, the states each built,
+/// and the crash states each covered per second.
+pub fn print_complete_vs_brute_force() {
+    use crate::explore::Bounds;
+    println!("{:<22} {:<16} {:>8} {:>10} {:>9} {:>12} {:>16}", "scenario", "mode", "verdict", "distinct", "seconds", "distinct/s", "covered/s");
+    for name in ["basic-cow", "copy-error", "overflow-p", "merge-overflowed", "merge-invalidated", "po-fills-in-flight", "stale-area-zero"] {
+        let scenario = Scenario::load(name).expect("a scenario of scenarios/");
+        let brute = Bounds { brute_force_max: 1 << 18, per_sector_states_max: 0, ..scenario.bounds() };
+        let per_sector = Bounds { brute_force_max: 0, ..scenario.bounds() };
+        for (mode, bounds) in [("brute force", brute), ("per data sector", per_sector)] {
+            let (seconds, (coverage, outcome)) = timed(|| explore(&scenario.run_config(1), &bounds));
+            let verdict = match &outcome {
+                Ok(()) if coverage.complete => "pass".to_string(),
+                Ok(()) => "bounded".to_string(),
+                Err(failure) => failure.violation.invariant.id().to_string(),
+            };
+            let covered = coverage.space.exact.map_or(f64::INFINITY, |space| space as f64) / seconds;
+            println!(
+                "{name:<22} {mode:<16} {verdict:>8} {:>10} {:>9.3} {:>12.0} {:>16.3e}",
+                coverage.distinct,
+                seconds,
+                coverage.distinct as f64 / seconds,
+                covered
+            );
+        }
+    }
+}
+
+/// `explore` over every scenario of `scenarios/` and each of its seeds, on
+/// one core: whether each is complete, and the slowest and total time.
+pub fn print_explore_all() {
+    let scenarios = crate::scenario::all_in(&crate::scenario::scenarios_dir()).expect("scenarios/ loads");
+    let (mut total, mut slowest, mut complete, mut runs) = (0.0f64, (0.0f64, String::new()), 0, 0);
+    for scenario in &scenarios {
+        for &seed in &scenario.file.seeds {
+            let (seconds, (coverage, outcome)) = timed(|| explore(&scenario.run_config(seed), &scenario.bounds()));
+            assert!(outcome.is_ok(), "{} seed {seed}: {}", scenario.name, outcome.unwrap_err());
+            total += seconds;
+            runs += 1;
+            complete += usize::from(coverage.complete);
+            if seconds > slowest.0 {
+                slowest = (seconds, format!("{} seed {seed}", scenario.name));
+            }
+        }
+    }
+    println!("explore all: {} scenarios, {runs} runs, {complete} complete, {total:.1} s on one core; slowest {} in {:.1} s", scenarios.len(), slowest.1, slowest.0);
 }
 
 /// Crash images of a 64 MiB COW with 64 pending 4 KiB writes, built as
