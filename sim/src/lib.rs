@@ -19,6 +19,7 @@ pub mod crash_trace;
 pub mod disk;
 pub mod explore;
 pub mod hostile;
+pub mod logwrites;
 pub mod scenario;
 pub mod soak;
 #[cfg(shuttle)]

@@ -11,7 +11,7 @@ set -Eeuo pipefail
 CACHE=${1:?usage: setup.sh CACHE_DIR}
 HERE=$(cd "$(dirname "$0")" && pwd)
 PKGS=(qemu-system-x86 busybox-static dmsetup kmod cpio gzip)
-WANT_MODULES=(virtio_pci virtio_blk dm_mod dm_bufio dm_snapshot)
+WANT_MODULES=(virtio_pci virtio_blk dm_mod dm_bufio dm_snapshot dm_log_writes)
 log() { printf '[setup] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (apt-get, mknod)"
