@@ -33,7 +33,7 @@
 use std::fmt;
 
 /// The superblock's magic number.
-pub const MAGIC: u64 = 0x6a73_6677_7368_72;
+pub const MAGIC: u64 = 0x006a_7366_7773_6872;
 /// The only log version.
 pub const VERSION: u64 = 1;
 /// Bytes of an entry's header.

@@ -20,6 +20,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // real virtual machines run in wall time, on threads of their own
 
 mod interop;
+mod kernel_crash;
 mod vm;
 
 use std::process::ExitCode;
@@ -37,6 +38,8 @@ struct Cli {
 enum Task {
     /// Differential test against the Linux kernel under qemu (needs root and Debian's packages).
     Interop(interop::InteropArgs),
+    /// The kernel's own writes recorded with dm-log-writes under qemu, and every crash state of them judged.
+    KernelCrash(kernel_crash::KernelCrashArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +50,14 @@ fn main() -> ExitCode {
             Err(error) => {
                 eprintln!("xtask interop: error: {error}");
                 ExitCode::FAILURE
+            }
+        },
+        Task::KernelCrash(args) => match kernel_crash::run(&args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(error) => {
+                eprintln!("xtask kernel-crash: error: {error}");
+                ExitCode::from(2)
             }
         },
     }

@@ -1,0 +1,79 @@
+# Records the kernel's own writes: one data disk (the origin disk) carries
+# the origin at sectors 0..osect and the COW at osect..osect+csect, as two
+# dm-linear slices over a log-writes target whose log is the second disk
+# (the COW disk). The workload comes from the results disk, one operation
+# a line:
+#   w o|s SECTOR COUNT   write labelled sectors to the origin or snapshot
+#   f o|s                fsync the device (a PREFLUSH)
+#   r                    reload: remove and re-create snapshot and origin
+#   P K                  the next K lines are writes run at once
+# Every sector written carries a label naming workload, operation, target
+# and sector; a mark `opN` follows each operation's completion, so the log
+# says what was acknowledged before every point.
+. /jobs/lib.sh
+OS=${ARG_osect:?}
+CS=${ARG_csect:?}
+CH=${ARG_chunk:-8}
+W=${ARG_w:-0}
+dmsetup create lw --table "0 $((OS + CS)) log-writes $ORIG $COW" || fail "create log-writes"
+dmsetup create o --table "0 $OS linear /dev/mapper/lw 0" || fail "create origin slice"
+dmsetup create c --table "0 $CS linear /dev/mapper/lw $OS" || fail "create cow slice"
+mark() { dmsetup message lw 0 mark "$1" || fail "mark $1"; }
+create() {
+    dmsetup create snap --table "0 $OS snapshot /dev/mapper/o /dev/mapper/c P $CH" || fail "create snap"
+    dmsetup create origin --table "0 $OS snapshot-origin /dev/mapper/o" || fail "create origin"
+}
+remove() {
+    dmsetup remove origin || fail "remove origin"
+    dmsetup remove snap || fail "remove snap"
+}
+mark start
+create
+mark created
+dd if="$RES" bs=512 count="${ARG_wsect:-8}" 2>/dev/null | tr -d '\000' > /tmp/workload
+dev() { if [ "$1" = o ]; then echo /dev/mapper/origin; else echo /dev/mapper/snap; fi; }
+write() { # op target sector count
+    awk -v w="$W" -v op="$1" -v t="$2" -v s="$3" -v c="$4" \
+        'BEGIN { for (i = 0; i < c; i++) printf "%-511s\n", sprintf("snapsim-label w=%d op=%d t=%s s=%d", w, op, t, s + i) }' > "/tmp/l$1"
+    dd if="/tmp/l$1" of="$(dev "$2")" bs=512 seek="$3" count="$4" oflag=direct conv=notrunc 2>/dev/null || fail "write op $1"
+    rm -f "/tmp/l$1"
+}
+echo "@@WRITING"
+n=0
+batch=0
+batch_ops=""
+while read -r kind t a b; do
+    case $kind in
+        P)
+            batch=$t
+            batch_ops=""
+            continue
+            ;;
+    esac
+    n=$((n + 1))
+    if [ "$batch" -gt 0 ]; then
+        write "$n" "$t" "$a" "$b" &
+        batch_ops="$batch_ops $n"
+        batch=$((batch - 1))
+        if [ "$batch" = 0 ]; then
+            wait
+            for k in $batch_ops; do mark "op$k"; done
+        fi
+        continue
+    fi
+    case $kind in
+        w) write "$n" "$t" "$a" "$b" ;;
+        f) sync "$(dev "$t")" || fail "flush op $n" ;;
+        r) remove; create ;;
+        *) fail "unknown operation $kind" ;;
+    esac
+    mark "op$n"
+done < /tmp/workload
+echo "@@WRITER_DONE 1"
+echo "@@STATUS $(dmsetup status snap)"
+remove
+dmsetup remove c || fail "remove cow slice"
+dmsetup remove o || fail "remove origin slice"
+echo "@@LOGSTATUS $(dmsetup status lw)"
+dmsetup remove lw || fail "remove log-writes"
+sync
