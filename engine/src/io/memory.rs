@@ -58,6 +58,12 @@ impl MemDevice {
         self
     }
 
+    /// The contents, without a copy: a tool that loads many images of one
+    /// size reuses one buffer instead of zeroing a new one each time.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes.into_inner()
+    }
+
     /// A copy of the device's contents.
     pub fn contents(&self) -> Vec<u8> {
         self.bytes.lock().clone()

@@ -1,0 +1,324 @@
+//! The workloads the guest runs, in the words the judge needs: operations
+//! numbered as the guest numbers them, grouped into the batches that run
+//! at once, the labels every written sector carries, and what the
+//! operations promise (flush requirements, when the COW overflows).
+
+use engine::ChunkSize;
+use engine::format::Layout;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sim::scenario::{Scenario, all_in, scenarios_dir};
+use sim::world::ScriptOp;
+
+/// One operation of a guest workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestOp {
+    Write { snapshot: bool, sector: u64, sectors: u64 },
+    Flush { snapshot: bool },
+    Reload,
+    /// Writes run at once (each its own operation).
+    Parallel(Vec<(bool, u64, u64)>),
+}
+
+/// One numbered operation: the guest counts operations from 1, and the
+/// writes of a parallel batch share their batch number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumberedOp {
+    pub op: u64,
+    pub batch: usize,
+    /// Never `Parallel`: a batch is split into its writes.
+    pub kind: GuestOp,
+}
+
+/// A workload the guest runs.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub name: String,
+    /// Written into every label, so a sector of another workload is told apart.
+    pub id: u64,
+    pub chunk_sectors: u32,
+    pub origin_sectors: u64,
+    pub cow_sectors: u64,
+    pub ops: Vec<GuestOp>,
+}
+
+impl Workload {
+    /// The guest's text: one operation a line (see `record.sh`).
+    pub fn script(&self) -> String {
+        let t = |snapshot: bool| if snapshot { "s" } else { "o" };
+        let mut text = String::new();
+        for op in &self.ops {
+            match op {
+                GuestOp::Write { snapshot, sector, sectors } => text.push_str(&format!("w {} {sector} {sectors}\n", t(*snapshot))),
+                GuestOp::Flush { snapshot } => text.push_str(&format!("f {}\n", t(*snapshot))),
+                GuestOp::Reload => text.push_str("r\n"),
+                GuestOp::Parallel(writes) => {
+                    text.push_str(&format!("P {}\n", writes.len()));
+                    for (snapshot, sector, sectors) in writes {
+                        text.push_str(&format!("w {} {sector} {sectors}\n", t(*snapshot)));
+                    }
+                }
+            }
+        }
+        text
+    }
+
+    /// Every operation by its number, with its batch.
+    pub fn numbered(&self) -> Vec<NumberedOp> {
+        let mut out = Vec::new();
+        let mut op = 0;
+        for (batch, guest_op) in self.ops.iter().enumerate() {
+            match guest_op {
+                GuestOp::Parallel(writes) => {
+                    for &(snapshot, sector, sectors) in writes {
+                        op += 1;
+                        out.push(NumberedOp { op, batch, kind: GuestOp::Write { snapshot, sector, sectors } });
+                    }
+                }
+                other => {
+                    op += 1;
+                    out.push(NumberedOp { op, batch, kind: other.clone() });
+                }
+            }
+        }
+        debug_assert!(out.iter().all(|n| !matches!(n.kind, GuestOp::Parallel(_))), "a batch is split into its writes");
+        out
+    }
+
+    /// The last operation that may have been issued while the guest waited
+    /// for operation `acknowledged` to be marked: every operation of the
+    /// batch after it (the guest issues a batch whole, and one batch at a time).
+    pub fn issued_max(&self, acknowledged: u64) -> u64 {
+        let numbered = self.numbered();
+        let Some(next) = numbered.iter().find(|n| n.op > acknowledged) else { return acknowledged };
+        numbered.iter().filter(|n| n.batch == next.batch).map(|n| n.op).max().unwrap_or(acknowledged)
+    }
+
+    /// Data chunks the COW has room for: those after the header and first
+    /// area that are not metadata areas (the kernel's `prepare_exception`
+    /// refuses a chunk once `next_free` reaches the device's end).
+    pub fn data_chunks(&self) -> u64 {
+        let chunk = u64::from(self.chunk_sectors);
+        let layout = Layout::new(ChunkSize::from_sectors(self.chunk_sectors));
+        (2..self.cow_sectors / chunk).filter(|&c| !layout.is_metadata_chunk(c)).count() as u64
+    }
+
+    /// Whether the writes of operations `1..=issued` need more exceptions
+    /// than the COW holds: only then may a `P` snapshot be invalidated.
+    pub fn overflows_by(&self, issued: u64) -> bool {
+        let chunk = u64::from(self.chunk_sectors);
+        let mut chunks = std::collections::BTreeSet::new();
+        for n in self.numbered().iter().filter(|n| n.op <= issued) {
+            if let GuestOp::Write { sector, sectors, .. } = n.kind {
+                chunks.extend(sector / chunk..=(sector + sectors - 1) / chunk);
+            }
+        }
+        chunks.len() as u64 > self.data_chunks()
+    }
+
+    /// What a completed flush of a device (operation `flush`) requires of
+    /// each of its sectors: the smallest operation number whose label may
+    /// be found there. The writes of one batch run at once, so any of the
+    /// last batch that wrote a sector may be the one that stays.
+    pub fn flush_requirements(&self, flush: u64, snapshot: bool, required: &mut [u64]) {
+        let numbered = self.numbered();
+        let Some(flushed) = numbered.iter().find(|n| n.op == flush) else { return };
+        let mut last: Vec<Option<(usize, u64)>> = vec![None; required.len()];
+        for n in numbered.iter().filter(|n| n.batch < flushed.batch) {
+            if let GuestOp::Write { snapshot: target, sector, sectors } = n.kind {
+                if target != snapshot {
+                    continue;
+                }
+                for s in sector..sector + sectors {
+                    let slot = &mut last[s as usize];
+                    // Numbers grow with batches: a later batch replaces, one
+                    // of the same batch keeps the smaller number.
+                    *slot = match *slot {
+                        Some((batch, op)) if batch == n.batch => Some((batch, op.min(n.op))),
+                        _ => Some((n.batch, n.op)),
+                    };
+                }
+            }
+        }
+        for (s, slot) in last.iter().enumerate() {
+            if let Some((_, op)) = slot {
+                required[s] = required[s].max(*op);
+            }
+        }
+    }
+}
+
+/// A sector's label, as the guest writes it and the initial image holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Label {
+    pub workload: u64,
+    pub op: u64,
+    pub snapshot: bool,
+    pub sector: u64,
+}
+
+impl Label {
+    /// The 512 bytes the guest's awk prints: the text padded with spaces and a newline.
+    pub fn bytes(self) -> Vec<u8> {
+        let text =
+            format!("snapsim-label w={} op={} t={} s={}", self.workload, self.op, if self.snapshot { "s" } else { "o" }, self.sector);
+        let mut bytes = format!("{text:<511}\n").into_bytes();
+        bytes.truncate(512);
+        debug_assert_eq!(bytes.len(), 512, "a label is one sector");
+        bytes
+    }
+
+    /// The label a sector holds, if it holds one.
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(bytes.get(..80)?).ok()?;
+        let mut words = text.strip_prefix("snapsim-label ")?.split_whitespace();
+        let mut field = |key: &str| words.next()?.strip_prefix(key).map(str::to_string);
+        let workload = field("w=")?.parse().ok()?;
+        let op = field("op=")?.parse().ok()?;
+        let snapshot = match field("t=")?.as_str() {
+            "s" => true,
+            "o" => false,
+            _ => return None,
+        };
+        let sector = field("s=")?.parse().ok()?;
+        Some(Self { workload, op, snapshot, sector })
+    }
+}
+
+/// The scenarios the kernel can run as they are: one snapshot, `P`, no
+/// faults, no merge, no user flags, no mixed chunk sizes.
+pub fn scenario_workloads() -> Vec<Workload> {
+    let mut out = Vec::new();
+    for scenario in all_in(&scenarios_dir()).unwrap_or_default() {
+        if let Some(workload) = translate(&scenario, 100 + out.len() as u64) {
+            out.push(workload);
+        }
+    }
+    out
+}
+
+/// A scenario in the guest's words, or `None` if the kernel cannot run it
+/// under this recording (faults, merges, several snapshots, user flags).
+pub fn translate(scenario: &Scenario, id: u64) -> Option<Workload> {
+    let file = &scenario.file;
+    let plain = file.snapshots == 1
+        && file.store == "P"
+        && file.faults.is_empty()
+        && !file.stale_cow
+        && file.mixed_chunk_sectors.is_empty()
+        && scenario.injections.is_empty();
+    if !plain {
+        return None;
+    }
+    let mut ops = Vec::new();
+    for op in &scenario.ops {
+        match op {
+            ScriptOp::Write { target, sector, sectors, flags } => {
+                if flags.fua || flags.preflush {
+                    return None;
+                }
+                ops.push(GuestOp::Write { snapshot: !matches!(target, model::event::Target::Origin), sector: *sector, sectors: *sectors });
+            }
+            ScriptOp::Flush { target } => ops.push(GuestOp::Flush { snapshot: !matches!(target, model::event::Target::Origin) }),
+            ScriptOp::Reload => ops.push(GuestOp::Reload),
+            ScriptOp::Read { .. } | ScriptOp::Wait => {}
+            ScriptOp::Merge { .. } => return None,
+        }
+    }
+    let chunk = u64::from(file.chunk_sectors);
+    Some(Workload {
+        name: scenario.name.clone(),
+        id,
+        chunk_sectors: file.chunk_sectors,
+        origin_sectors: file.origin_chunks * chunk,
+        cow_sectors: file.cow_chunks * chunk,
+        ops,
+    })
+}
+
+/// A random workload: batches of four writes at once (three in four to the
+/// origin), a flush of one device every few batches; chunk sizes 512 B to
+/// 64 KiB, room for every chunk twice over, so several metadata areas fill.
+pub fn random_workload(seed: u64, id: u64) -> Workload {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let chunk_sectors = [1u32, 2, 8, 32, 128][rng.random_range(0..5usize)];
+    let chunk = u64::from(chunk_sectors);
+    let origin_chunks = (2048 / chunk).clamp(16, 256);
+    let origin_sectors = origin_chunks * chunk;
+    let batches = rng.random_range(8..20);
+    let mut ops = Vec::new();
+    for batch in 0..batches {
+        let writes = (0..4)
+            .map(|_| {
+                let sectors = rng.random_range(1..=chunk.min(16));
+                let sector = rng.random_range(0..origin_sectors - sectors + 1);
+                (rng.random_range(0..4) == 0, sector, sectors)
+            })
+            .collect();
+        ops.push(GuestOp::Parallel(writes));
+        if batch % 3 == 2 {
+            ops.push(GuestOp::Flush { snapshot: rng.random_range(0..4) == 0 });
+        }
+    }
+    let cow_chunks = 2 * origin_chunks + 8 + 2 * origin_chunks / 16;
+    Workload {
+        name: format!("random, 4 writers, {} B chunks (seed {seed})", chunk * 512),
+        id,
+        chunk_sectors,
+        origin_sectors,
+        cow_sectors: cow_chunks * chunk,
+        ops,
+    }
+}
+
+/// The data disk before the workload: the origin slice labelled op 0, the COW zeroed.
+pub fn initial_image(workload: &Workload) -> Vec<u8> {
+    let bytes = ((workload.origin_sectors + workload.cow_sectors) * 512) as usize;
+    let mut image = Vec::with_capacity(bytes);
+    for sector in 0..workload.origin_sectors {
+        image.extend(Label { workload: workload.id, op: 0, snapshot: false, sector }.bytes());
+    }
+    image.resize(bytes, 0);
+    image
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workload(ops: Vec<GuestOp>) -> Workload {
+        Workload { name: "t".into(), id: 1, chunk_sectors: 8, origin_sectors: 64, cow_sectors: 40, ops }
+    }
+
+    #[test]
+    fn labels_round_trip() {
+        let label = Label { workload: 7, op: 12, snapshot: true, sector: 4095 };
+        let bytes = label.bytes();
+        assert_eq!(bytes.len(), 512);
+        assert_eq!(Label::parse(&bytes), Some(label));
+        assert_eq!(Label::parse(&[0; 512]), None);
+    }
+
+    #[test]
+    fn a_flush_requires_any_write_of_the_last_batch_that_wrote_a_sector() {
+        let w = workload(vec![
+            GuestOp::Write { snapshot: false, sector: 0, sectors: 2 },
+            GuestOp::Parallel(vec![(false, 1, 1), (false, 1, 2), (true, 1, 1)]),
+            GuestOp::Flush { snapshot: false },
+        ]);
+        let mut required = vec![0; 64];
+        w.flush_requirements(5, false, &mut required);
+        // Sector 0: op 1 alone; sector 1: op 2 or op 3 (one batch); sector 2: op 3.
+        assert_eq!(&required[..4], &[1, 2, 3, 0]);
+    }
+
+    #[test]
+    fn a_cow_overflows_only_when_the_issued_writes_need_more_chunks_than_it_holds() {
+        // 5 chunks: header, area 0, three data chunks.
+        let w = workload((0..4).map(|c| GuestOp::Write { snapshot: false, sector: c * 8, sectors: 1 }).collect());
+        assert_eq!(w.data_chunks(), 3);
+        assert!(!w.overflows_by(3));
+        assert!(w.overflows_by(4));
+        assert_eq!(w.issued_max(3), 4);
+    }
+}
