@@ -37,6 +37,18 @@ pub struct JudgeConfig {
     pub per_sector_states_max: u64,
     /// Whether the kernel behaviour K1 is a finding (it is counted otherwise).
     pub strict: bool,
+    /// States kept for the kernel to load (besides every state with a
+    /// finding): the middle state of this many classes spread over the log.
+    pub samples: usize,
+}
+
+/// A crash state kept for the kernel to load and compare with ours.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Where it comes from: workload, mark, state index in its class.
+    pub name: String,
+    /// The whole data disk: origin slice, then COW slice.
+    pub image: Vec<u8>,
 }
 
 /// What one workload's judging found.
@@ -59,6 +71,9 @@ pub struct Judgement {
     pub replay_matches_disk: bool,
     pub kernel_status: String,
     pub seconds: f64,
+    /// The states kept for the kernel (not in the report).
+    #[serde(skip)]
+    pub samples: Vec<Sample>,
 }
 
 /// The sectors of one crash class: durable image, and the candidate
@@ -310,7 +325,13 @@ pub fn judge_log(workload: &Workload, log: &Log, initial: &[u8], final_disk: Opt
     };
     let metadata_chunks = metadata_chunks(workload);
     let mut buffer = Vec::new();
-    for class in classes(workload, log, initial) {
+    let classes = classes(workload, log, initial);
+    let sampled: Vec<usize> = match (config.samples, classes.len()) {
+        (0, _) | (_, 0) => Vec::new(),
+        (1, _) | (_, 1) => vec![classes.len() / 2],
+        (k, n) => (0..k.min(n)).map(|i| i * (n - 1) / (k.min(n) - 1)).collect(),
+    };
+    for (class_index, class) in classes.into_iter().enumerate() {
         judgement.classes += 1;
         let (metadata, data): (Vec<usize>, Vec<usize>) = (0..class.candidates.len()).partition(|&i| is_metadata(class.candidates[i].0));
         let class_log2: f64 = class.candidates.iter().map(|(_, v)| (v.len() as f64).log2()).sum();
@@ -323,6 +344,8 @@ pub fn judge_log(workload: &Workload, log: &Log, initial: &[u8], final_disk: Opt
         let whole = class_log2 <= 12.0;
         let states = if whole { class_log2.exp2() } else { metadata_states * values_max as f64 };
         let complete = states <= config.per_sector_states_max as f64;
+        // The middle of the enumeration mixes present, absent and torn writes.
+        let sample_at = sampled.contains(&class_index).then(|| (states.min(config.per_sector_states_max as f64) as u64).div_ceil(2).max(1));
         judgement.classes_complete += usize::from(complete);
         let digits: Vec<usize> = if whole { (0..class.candidates.len()).collect() } else { metadata.clone() };
         let mut picked = vec![0usize; digits.len()];
@@ -348,7 +371,12 @@ pub fn judge_log(workload: &Workload, log: &Log, initial: &[u8], final_disk: Opt
                     }
                 }
                 judged_in_class += 1;
-                match judge_state(workload, &State { image: &image, labels: &labels }, &metadata_chunks, &class, config.strict, &mut buffer) {
+                let verdict = judge_state(workload, &State { image: &image, labels: &labels }, &metadata_chunks, &class, config.strict, &mut buffer);
+                if sample_at == Some(judged_in_class) || verdict.is_err() {
+                    let name = format!("{} at mark {:?}, state {judged_in_class}", workload.name, class.mark);
+                    judgement.samples.push(Sample { name, image: image.clone() });
+                }
+                match verdict {
                     Ok(Passed::Clean) => {}
                     Ok(Passed::KernelBehaviourK1) => judgement.kernel_behaviour_k1 += 1,
                     Err(finding) => {
@@ -433,7 +461,7 @@ mod tests {
 
     fn judge(entries: Vec<Entry>) -> Judgement {
         let log = Log { sector_bytes: 512, entries };
-        judge_log(&workload(), &log, &initial_image(&workload()), None, JudgeConfig { per_sector_states_max: 1 << 16, strict: false })
+        judge_log(&workload(), &log, &initial_image(&workload()), None, JudgeConfig { per_sector_states_max: 1 << 16, strict: false, samples: 2 })
     }
 
     #[test]

@@ -47,6 +47,7 @@
 //! `scenarios/`, random workloads), [`record`] (one boot), [`judge`] (the
 //! classes and the judge).
 
+pub mod confirm;
 pub mod judge;
 pub mod record;
 pub mod workload;
@@ -80,6 +81,10 @@ pub struct KernelCrashArgs {
     /// A class whose metadata combinations times data values exceed this is bounded.
     #[arg(long, default_value_t = 65_536)]
     pub per_sector_states_max: u64,
+    /// Crash states per workload the kernel loads to confirm our status and
+    /// view (spread over the log; every state with a finding is added); 0: none.
+    #[arg(long, default_value_t = 4)]
+    pub confirm_per_workload: usize,
     /// Make the kernel behaviour K1 (an invalidated snapshot back valid after a crash) a finding.
     #[arg(long)]
     pub strict: bool,
@@ -110,21 +115,22 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
     if let Some(only) = &args.only {
         workloads.retain(|w| w.name.contains(only.as_str()));
     }
-    let machine = if args.judge_only { None } else { Some(vm::prepare(&out.join("cache"))?) };
+    let needs_machine = !args.judge_only || args.confirm_per_workload > 0;
+    let machine = if needs_machine { Some(vm::prepare(&out.join("cache"))?) } else { None };
     if let Some(machine) = &machine {
         println!("kernel: {} ({}), qemu TCG; {} workloads", machine.release, machine.package, workloads.len());
     }
     let mut judgements = Vec::new();
     for workload in &workloads {
         let dir = out.join("kernel-crash").join(format!("w{}", workload.id));
-        if let Some(machine) = &machine {
+        if let Some(machine) = machine.as_ref().filter(|_| !args.judge_only) {
             if let Err(error) = record::record(machine, &dir, workload) {
                 println!("ERROR {}: {error}", workload.name);
                 judgements.push(Judgement { workload: workload.name.clone(), findings: vec![format!("recording failed: {error}")], ..Judgement::default() });
                 continue;
             }
         }
-        let judgement = judge_recording(workload, &dir, JudgeConfig { per_sector_states_max: args.per_sector_states_max, strict: args.strict })?;
+        let judgement = judge_recording(workload, &dir, JudgeConfig { per_sector_states_max: args.per_sector_states_max, strict: args.strict, samples: args.confirm_per_workload })?;
         println!(
             "{} {:<48} {:>6} entries {:>4} flush epochs {:>5} classes ({} complete) {:>8} states judged, space about 2^{:.1}, K1 {}, {} finding(s), {:.1} s{}",
             if judgement.findings.is_empty() { "PASS" } else { "FAIL" },
@@ -153,11 +159,36 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
         judgements.len(),
         states as f64 / seconds.max(1e-9)
     );
+    let mut confirmations = Vec::new();
+    if let Some(machine) = machine.as_ref().filter(|_| args.confirm_per_workload > 0) {
+        let by_name = |name: &str| workloads.iter().find(|w| w.name == name);
+        let samples: Vec<_> = judgements.iter().flat_map(|j| j.samples.iter().filter_map(move |s| Some((by_name(&j.workload)?, s)))).collect();
+        confirmations = confirm::confirm(machine, &out.join("kernel-crash").join("confirm"), &samples)?;
+        for c in confirmations.iter().filter(|c| !c.agree) {
+            println!(
+                "DIFFER {}: kernel {:?} view {}, ours {:?} view {}",
+                c.state, c.kernel_status, c.kernel_view_md5, c.engine_status, c.engine_view_md5
+            );
+        }
+        let agree = confirmations.iter().filter(|c| c.agree).count();
+        println!(
+            "the kernel confirms: {agree} of {} crash states loaded in one boot give our status line and view ({} invalid, {} valid)",
+            confirmations.len(),
+            confirmations.iter().filter(|c| c.engine_status == "Invalid").count(),
+            confirmations.iter().filter(|c| c.engine_status != "Invalid").count()
+        );
+    }
+    let confirmed = confirmations.iter().all(|c| c.agree);
     let path = out.join("kernel-crash.json");
-    let report = serde_json::json!({ "kernel": machine.as_ref().map(|m| m.release.clone()), "workloads": judgements, "states_judged": states });
+    let report = serde_json::json!({
+        "kernel": machine.as_ref().map(|m| m.release.clone()),
+        "workloads": judgements,
+        "states_judged": states,
+        "confirmations": confirmations,
+    });
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     std::fs::write(&path, serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
     println!("report: {}", path.display());
-    Ok(clean == judgements.len())
+    Ok(clean == judgements.len() && confirmed)
 }
 
