@@ -48,6 +48,7 @@
 //! classes and the judge).
 
 pub mod confirm;
+pub mod differential;
 pub mod judge;
 pub mod record;
 pub mod workload;
@@ -85,22 +86,55 @@ pub struct KernelCrashArgs {
     /// view (spread over the log; every state with a finding is added); 0: none.
     #[arg(long, default_value_t = 4)]
     pub confirm_per_workload: usize,
+    /// Print every entry of each recorded log (where it lands, its flags, the label it carries).
+    #[arg(long)]
+    pub print_log: bool,
     /// Make the kernel behaviour K1 (an invalidated snapshot back valid after a crash) a finding.
     #[arg(long)]
     pub strict: bool,
 }
 
-/// Judges a recording kept in `dir` (`initial.img`, the log `cow.img`, the final disk `origin.img`).
-fn judge_recording(workload: &Workload, dir: &Path, config: JudgeConfig) -> Result<Judgement, String> {
+/// A recording kept in a directory: the log (`cow.img`), the disk before
+/// (`initial.img`) and the disk the kernel left (`origin.img`).
+struct Recording {
+    log: Log,
+    initial: Vec<u8>,
+    final_disk: Vec<u8>,
+    kernel_status: String,
+}
+
+fn load_recording(dir: &Path) -> Result<Recording, String> {
     let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()));
     let log = Log::parse(&read("cow.img")?).map_err(|e| format!("{}: {e}", dir.join("cow.img").display()))?;
-    let (initial, final_disk) = (read("initial.img")?, read("origin.img")?);
-    // The judging alone is timed: reading a 256 MiB sparse log is not judging.
+    let kernel_status = std::fs::read_to_string(dir.join("status.txt")).unwrap_or_default().lines().next().unwrap_or("").to_string();
+    Ok(Recording { log, initial: read("initial.img")?, final_disk: read("origin.img")?, kernel_status })
+}
+
+/// Prints a log entry by entry: where each write lands (origin sector, or
+/// COW sector and chunk) and the label of its first sector.
+fn print_log(workload: &Workload, log: &Log) {
+    println!("log of {}:", workload.name);
+    for (i, entry) in log.entries.iter().enumerate() {
+        let place = match entry.data() {
+            Some(_) if entry.sector < workload.origin_sectors => format!(" origin sector {}", entry.sector),
+            Some(_) => {
+                let cow = entry.sector - workload.origin_sectors;
+                format!(" COW sector {cow} (chunk {})", cow / u64::from(workload.chunk_sectors))
+            }
+            None => String::new(),
+        };
+        let label = entry.data().and_then(|d| workload::Label::parse(&d[..512.min(d.len())])).map(|l| format!(" {l:?}")).unwrap_or_default();
+        println!("{i:5} {entry}{place}{label}");
+    }
+}
+
+/// Judges a recording; only the judging is timed.
+fn judge_recording(workload: &Workload, recording: &Recording, config: JudgeConfig) -> Judgement {
     let started = std::time::Instant::now();
-    let mut judgement = judge_log(workload, &log, &initial, Some(&final_disk), config);
-    judgement.kernel_status = std::fs::read_to_string(dir.join("status.txt")).unwrap_or_default().lines().next().unwrap_or("").to_string();
+    let mut judgement = judge_log(workload, &recording.log, &recording.initial, Some(&recording.final_disk), config);
+    judgement.kernel_status = recording.kernel_status.clone();
     judgement.seconds = started.elapsed().as_secs_f64();
-    Ok(judgement)
+    judgement
 }
 
 /// Records (unless `judge_only`) and judges every workload; prints a line
@@ -121,6 +155,7 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
         println!("kernel: {} ({}), qemu TCG; {} workloads", machine.release, machine.package, workloads.len());
     }
     let mut judgements = Vec::new();
+    let mut differentials = Vec::new();
     for workload in &workloads {
         let dir = out.join("kernel-crash").join(format!("w{}", workload.id));
         if let Some(machine) = machine.as_ref().filter(|_| !args.judge_only) {
@@ -130,7 +165,11 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
                 continue;
             }
         }
-        let judgement = judge_recording(workload, &dir, JudgeConfig { per_sector_states_max: args.per_sector_states_max, strict: args.strict, samples: args.confirm_per_workload })?;
+        let recording = load_recording(&dir)?;
+        if args.print_log {
+            print_log(workload, &recording.log);
+        }
+        let judgement = judge_recording(workload, &recording, JudgeConfig { per_sector_states_max: args.per_sector_states_max, strict: args.strict, samples: args.confirm_per_workload });
         println!(
             "{} {:<48} {:>6} entries {:>4} flush epochs {:>5} classes ({} complete) {:>8} states judged, space about 2^{:.1}, K1 {}, {} finding(s), {:.1} s{}",
             if judgement.findings.is_empty() { "PASS" } else { "FAIL" },
@@ -150,6 +189,31 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
             println!("    {finding}");
         }
         judgements.push(judgement);
+        // The write-stream differential: single-writer workloads only (a
+        // parallel batch completes in an order neither side fixes).
+        if workload.ops.iter().all(|op| !matches!(op, workload::GuestOp::Parallel(_))) {
+            let differential = match differential::record_engine(workload, &recording.initial) {
+                Ok(ours) => differential::compare(workload, &recording.initial, &recording.log, &ours),
+                Err(error) => differential::Differential { workload: workload.name.clone(), divergences: vec![error], ..Default::default() },
+            };
+            println!(
+                "{} {:<48} {:>6} kernel entries {:>6} ours; {} metadata writes ({} commits, ours {}), {} COW data sectors, {} origin sectors compared; {} divergence(s)",
+                if differential.divergences.is_empty() { "SAME" } else { "DIFF" },
+                differential.workload,
+                differential.kernel_entries,
+                differential.engine_entries,
+                differential.metadata_writes,
+                differential.commits.0,
+                differential.commits.1,
+                differential.data_sectors,
+                differential.origin_sectors,
+                differential.divergences.len()
+            );
+            for divergence in &differential.divergences {
+                println!("    {divergence}");
+            }
+            differentials.push(differential);
+        }
     }
     let states: u64 = judgements.iter().map(|j| j.states_judged).sum();
     let seconds: f64 = judgements.iter().map(|j| j.seconds).sum();
@@ -179,12 +243,15 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
         );
     }
     let confirmed = confirmations.iter().all(|c| c.agree);
+    let same = differentials.iter().filter(|d| d.divergences.is_empty()).count();
+    println!("write-stream differential: {same} of {} single-writer workloads issue the kernel's writes", differentials.len());
     let path = out.join("kernel-crash.json");
     let report = serde_json::json!({
         "kernel": machine.as_ref().map(|m| m.release.clone()),
         "workloads": judgements,
         "states_judged": states,
         "confirmations": confirmations,
+        "differentials": differentials,
     });
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     std::fs::write(&path, serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
