@@ -128,4 +128,6 @@ fn the_nightly_runs_on_a_schedule_and_only_documented_commands() {
     }
     assert!(commands.iter().any(|(_, run)| run.contains("cargo xtask interop")), "the nightly does not run the kernel interop test");
     assert!(readme.contains("cargo xtask interop"));
+    assert!(commands.iter().any(|(_, run)| run.contains("cargo xtask kernel-crash")), "the nightly does not judge the kernel's crash states");
+    assert!(readme.contains("cargo xtask kernel-crash"));
 }

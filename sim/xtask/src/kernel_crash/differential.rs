@@ -30,7 +30,7 @@ use engine::format::Layout;
 use engine::io::{BlockDevice, CompletionQueue, DeviceIdentity, IoDone, MemDevice, WriteFlags, run_until_done};
 use engine::store::{StoreConfig, StoreKind};
 use engine::sync::Arc;
-use engine::target::{Origin, OriginConfig, OriginDevice, Snapshot, SnapshotDevice};
+use engine::target::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
 use engine::ChunkSize;
 use serde::Serialize;
 use sim::logwrites::{END_MARK, Entry, EntryFlags, Log};
@@ -201,6 +201,27 @@ pub fn record_engine(workload: &Workload, initial: &[u8]) -> Result<Log, String>
                 target.remove(&snapshot);
                 (target, snapshot) = create(&queue, &origin, &cow, workload.chunk_sectors)?;
                 Some(Ok(()))
+            }
+            GuestOp::Merge => {
+                // As the guest: both devices flushed, the targets removed,
+                // the mark, then the snapshot handed to a merging target.
+                for flushed in [
+                    run_until_done(&queue, |done| OriginDevice::new(Arc::clone(&target)).flush(done)),
+                    run_until_done(&queue, |done| SnapshotDevice::new(Arc::clone(&snapshot)).flush(done)),
+                ] {
+                    match flushed {
+                        Some(Ok(())) => {}
+                        Some(Err(error)) => return Err(format!("flushing before the merge failed in our engine: {error}")),
+                        None => return Err("a flush before the merge never completed in our engine".into()),
+                    }
+                }
+                mark(&recorder, "merging");
+                let merging = target.hand_over(&snapshot, Role::Merge);
+                match run_until_done(&queue, |done| merging.start_merge(done)) {
+                    Some(MergeOutcome::Complete) => Some(Ok(())),
+                    Some(outcome) => return Err(format!("our engine's merge ended {outcome:?}")),
+                    None => return Err("our engine's merge never completed".into()),
+                }
             }
             GuestOp::Parallel(_) => unreachable!("numbered() splits batches"),
         };
@@ -499,6 +520,28 @@ mod tests {
             judged += judgement.states_judged;
         }
         assert!(judged > 1000, "{judged} states");
+    }
+
+    #[test]
+    fn a_merge_that_clears_a_record_before_its_copy_is_durable_is_found() {
+        let workload = scenario_workloads().into_iter().find(|w| w.name == "merge-crash").expect("merge-crash translates");
+        let initial = initial_image(&workload);
+        let mut log = record_engine(&workload, &initial).expect("our engine merges");
+        let config = crate::kernel_crash::judge::JudgeConfig { per_sector_states_max: 1 << 12, strict: false, samples: 0 };
+        let clean = crate::kernel_crash::judge::judge_log(&workload, &log, &initial, None, config);
+        assert_eq!(clean.findings, Vec::<String>::new());
+        assert!(clean.classes > workload.numbered().len() + 3, "the merge adds crash points: {} classes", clean.classes);
+        // Log the first merge commit (its flush and FUA write) before the
+        // copies to the origin it covers: a record cleared first.
+        let merging = log.entries.iter().position(|e| e.mark_text() == Some("merging")).expect("the merging mark");
+        let commit = (merging..log.entries.len()).find(|&i| log.entries[i].flags.fua()).expect("a merge commit");
+        let first_copy = (merging..commit).find(|&i| log.entries[i].data().is_some_and(|_| log.entries[i].sector < workload.origin_sectors)).expect("a copy to the origin");
+        let moved: Vec<Entry> = log.entries.drain(commit - 1..=commit).collect();
+        for (k, entry) in moved.into_iter().enumerate() {
+            log.entries.insert(first_copy + k, entry);
+        }
+        let broken = crate::kernel_crash::judge::judge_log(&workload, &log, &initial, None, config);
+        assert!(broken.findings.iter().any(|f| f.contains("I10")), "{:?}", broken.findings);
     }
 
     #[test]

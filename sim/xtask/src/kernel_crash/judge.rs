@@ -38,7 +38,8 @@ pub struct JudgeConfig {
     /// Whether the kernel behaviour K1 is a finding (it is counted otherwise).
     pub strict: bool,
     /// States kept for the kernel to load (besides every state with a
-    /// finding): the middle state of this many classes spread over the log.
+    /// finding and the first K1 state): the middle state of this many
+    /// classes spread over the log.
     pub samples: usize,
 }
 
@@ -89,6 +90,8 @@ pub struct Class {
     /// (sector, values): the durable value first, then each distinct value written since.
     pub candidates: Vec<(u64, Vec<Vec<u8>>)>,
     pub requirements: Requirements,
+    /// Set once the guest started merging: what the merge must leave.
+    pub merge: Option<std::sync::Arc<MergeExpect>>,
 }
 
 /// What completed flushes require each view to show: per sector, the
@@ -103,15 +106,53 @@ fn sector(image: &[u8], s: u64) -> &[u8] {
     &image[s as usize * 512..(s as usize + 1) * 512]
 }
 
-/// The crash classes of a log: one at each mark (see the module doc).
-pub fn classes(workload: &Workload, log: &Log, initial: &[u8]) -> Vec<Class> {
+/// What a merge must leave, taken from the durable disk when the guest
+/// marked `merging` (both devices were flushed just before).
+pub struct MergeExpect {
+    /// Per origin sector: the label the snapshot's view showed.
+    pub view: Vec<Option<Label>>,
+    /// Per origin sector: the label the origin held.
+    pub origin: Vec<Option<Label>>,
+}
+
+impl MergeExpect {
+    fn at(workload: &Workload, durable: &[u8]) -> Result<Self, String> {
+        let origin_bytes = workload.origin_sectors as usize * 512;
+        let chunk = u64::from(workload.chunk_sectors);
+        let queue = CompletionQueue::new();
+        let device = Arc::new(MemDevice::from_bytes(durable[origin_bytes..].to_vec(), &queue));
+        let config = StoreConfig { kind: StoreKind::Persistent, chunk_sectors: Some(workload.chunk_sectors), mutations: Default::default() };
+        let loaded = load_blocking(&queue, device, 512, config).map_err(|e| format!("I4: the COW the merge starts from does not load: {e}"))?;
+        let origin: Vec<Option<Label>> = durable[..origin_bytes].chunks(512).map(Label::parse).collect();
+        let view = (0..workload.origin_sectors)
+            .map(|s| match loaded.exceptions.lookup(s / chunk) {
+                Some(new_chunk) => Label::parse(sector(&durable[origin_bytes..], new_chunk * chunk + s % chunk)),
+                None => origin[s as usize],
+            })
+            .collect();
+        Ok(Self { view, origin })
+    }
+}
+
+/// The crash classes of a log: one at each mark (see the module doc) and,
+/// once the guest marked `merging`, one after every flush and FUA write
+/// too: the guest issues nothing while the kernel merges, so every point is
+/// a crash point whose issued writes the log knows. A findings list takes
+/// what stops a class from being built.
+pub fn classes(workload: &Workload, log: &Log, initial: &[u8], findings: &mut Vec<String>) -> Vec<Class> {
     let numbered = workload.numbered();
     let sectors = workload.origin_sectors as usize;
     let mut requirements = Requirements { origin: vec![0; sectors], snapshot: vec![0; sectors] };
     let mut out = Vec::new();
     let mut durable = initial.to_vec();
     let mut acknowledged = 0u64;
+    let mut merge: Option<std::sync::Arc<MergeExpect>> = None;
     for (m, entry) in log.entries.iter().enumerate() {
+        let after_durable_write = m > 0 && (log.entries[m - 1].flags.flush() || log.entries[m - 1].flags.fua());
+        if merge.is_some() && after_durable_write && entry.mark_text().is_none() {
+            let issued = workload.issued_max(acknowledged);
+            out.push(class_at(workload, log, m, format!("merging, entry {m}"), acknowledged, issued, &durable, &requirements, merge.clone()));
+        }
         let Some(text) = entry.mark_text() else {
             if let Some(data) = entry.data() {
                 let at = entry.sector as usize * 512;
@@ -129,44 +170,78 @@ pub fn classes(workload: &Workload, log: &Log, initial: &[u8]) -> Vec<Class> {
             }
         } else if text == END_MARK {
             acknowledged = u64::MAX;
+        } else if text == "merging" {
+            match MergeExpect::at(workload, &durable) {
+                Ok(expect) => merge = Some(std::sync::Arc::new(expect)),
+                Err(finding) => {
+                    findings.push(format!("at mark \"merging\": {finding}"));
+                    return out;
+                }
+            }
         }
         let issued = if acknowledged == u64::MAX { u64::MAX } else { workload.issued_max(acknowledged) };
-        // The writes completed but not flushed at the mark: the plain
-        // entries of the splice before the next PREFLUSH entry (or the end mark).
-        let next_flush = (m + 1..log.entries.len()).find(|&i| log.entries[i].flags.flush() || log.entries[i].mark_text() == Some(END_MARK));
-        let plain = |i: usize| {
-            let e = &log.entries[i];
-            e.data().is_some() && !e.flags.fua() && !e.flags.flush()
-        };
-        let splice: Vec<usize> = match next_flush {
-            Some(f) => (m + 1..f).rev().take_while(|&i| plain(i)).collect(),
-            None => Vec::new(),
-        };
-        let mut candidates: std::collections::BTreeMap<u64, Vec<Vec<u8>>> = std::collections::BTreeMap::new();
-        for &i in splice.iter().rev() {
-            let entry = &log.entries[i];
-            let data = entry.data().unwrap_or_default();
-            // A workload write of a later operation was not issued yet.
-            let later = data.chunks(512).filter_map(Label::parse).any(|l| l.workload == workload.id && l.op > acknowledged);
-            if later {
-                continue;
-            }
-            for (j, bytes) in data.chunks(512).enumerate() {
-                let s = entry.sector + j as u64;
-                if (s as usize + 1) * 512 > durable.len() {
-                    continue;
-                }
-                let values = candidates.entry(s).or_insert_with(|| vec![sector(&durable, s).to_vec()]);
-                if !values.iter().any(|v| v == bytes) {
-                    values.push(bytes.to_vec());
-                }
-            }
-        }
-        let candidates: Vec<_> = candidates.into_iter().filter(|(_, values)| values.len() > 1).collect();
-        debug_assert!(candidates.windows(2).all(|w| w[0].0 < w[1].0), "one candidate list per sector, in order");
-        out.push(Class { mark: text.to_string(), issued, may_overflow: workload.overflows_by(issued), durable: durable.clone(), candidates, requirements: requirements.clone() });
+        out.push(class_at(workload, log, m, text.to_string(), acknowledged, issued, &durable, &requirements, merge.clone()));
     }
     out
+}
+
+/// The class of a crash just before entry `p`: what is logged before it is
+/// durable; the writes of the splice before the next flush (or the end
+/// mark) had completed without being flushed, except workload writes of
+/// operations not acknowledged yet.
+#[allow(clippy::too_many_arguments)]
+fn class_at(
+    workload: &Workload,
+    log: &Log,
+    p: usize,
+    name: String,
+    acknowledged: u64,
+    issued: u64,
+    durable: &[u8],
+    requirements: &Requirements,
+    merge: Option<std::sync::Arc<MergeExpect>>,
+) -> Class {
+    let next_flush = (p..log.entries.len()).find(|&i| log.entries[i].flags.flush() || log.entries[i].mark_text() == Some(END_MARK));
+    let plain = |i: usize| {
+        let e = &log.entries[i];
+        e.data().is_some() && !e.flags.fua() && !e.flags.flush()
+    };
+    let splice: Vec<usize> = match next_flush {
+        Some(f) => (p..f).rev().take_while(|&i| plain(i)).collect(),
+        None => Vec::new(),
+    };
+    let mut candidates: std::collections::BTreeMap<u64, Vec<Vec<u8>>> = std::collections::BTreeMap::new();
+    for &i in splice.iter().rev() {
+        let entry = &log.entries[i];
+        let data = entry.data().unwrap_or_default();
+        // A workload write of a later operation was not issued yet.
+        let later = data.chunks(512).filter_map(Label::parse).any(|l| l.workload == workload.id && l.op > acknowledged);
+        if later {
+            continue;
+        }
+        for (j, bytes) in data.chunks(512).enumerate() {
+            let s = entry.sector + j as u64;
+            if (s as usize + 1) * 512 > durable.len() {
+                continue;
+            }
+            let values = candidates.entry(s).or_insert_with(|| vec![sector(durable, s).to_vec()]);
+            if !values.iter().any(|v| v == bytes) {
+                values.push(bytes.to_vec());
+            }
+        }
+    }
+    let candidates: Vec<_> = candidates.into_iter().filter(|(_, values)| values.len() > 1).collect();
+    debug_assert!(candidates.windows(2).all(|w| w[0].0 < w[1].0), "one candidate list per sector, in order");
+    debug_assert!(candidates.iter().all(|(s, values)| values[0] == sector(durable, *s)), "the durable value comes first");
+    Class {
+        mark: name,
+        issued,
+        may_overflow: workload.overflows_by(issued),
+        durable: durable.to_vec(),
+        candidates,
+        requirements: requirements.clone(),
+        merge,
+    }
 }
 
 /// A state that passed, and whether it did so only by K1.
@@ -236,6 +311,12 @@ pub fn judge_state(
         *buffer = device.into_bytes();
     }
     let (outcome, exceptions) = loaded;
+    if let Some(expect) = &class.merge {
+        if outcome == LoadOutcome::Invalid {
+            return Err("I10: the snapshot being merged loads invalid".into());
+        }
+        return judge_merging(workload, state, &exceptions, expect);
+    }
     let may_overflow = class.may_overflow;
     let invalid = outcome == LoadOutcome::Invalid;
     if invalid && !may_overflow {
@@ -289,6 +370,35 @@ pub fn judge_state(
     Ok(passed)
 }
 
+/// Judges a crash state of a merge (I10): a chunk whose record is gone
+/// holds, on the origin, what the snapshot showed when the merge began; a
+/// chunk still recorded is served from the COW as the snapshot showed it,
+/// while its origin sectors hold the old or the merged label, each.
+fn judge_merging(workload: &Workload, state: &State<'_>, exceptions: &[Option<u64>], expect: &MergeExpect) -> Result<Passed, String> {
+    let origin = workload.origin_sectors;
+    let chunk = u64::from(workload.chunk_sectors);
+    debug_assert_eq!(expect.view.len() as u64, origin, "a merge expectation per origin sector");
+    for s in 0..origin {
+        let (here, merged) = (state.labels[s as usize], expect.view[s as usize]);
+        match exceptions[(s / chunk) as usize] {
+            None if here != merged => {
+                return Err(format!("I10: origin chunk {} is no longer recorded but sector {s} holds {here:?}, not the merged {merged:?}", s / chunk));
+            }
+            None => {}
+            Some(new_chunk) => {
+                let served = state.labels[(origin + new_chunk * chunk + s % chunk) as usize];
+                if served != merged {
+                    return Err(format!("I10: origin chunk {} is still recorded but its COW chunk serves {served:?} at sector {s}, not {merged:?}", s / chunk));
+                }
+                if here != merged && here != expect.origin[s as usize] {
+                    return Err(format!("I10: origin sector {s} holds {here:?}, neither its old {:?} nor the merged {merged:?}", expect.origin[s as usize]));
+                }
+            }
+        }
+    }
+    Ok(Passed::Clean)
+}
+
 /// Judges every class of a log. `final_disk`, when given, is the disk the
 /// kernel left: the log replayed over `initial` must equal it.
 pub fn judge_log(workload: &Workload, log: &Log, initial: &[u8], final_disk: Option<&[u8]>, config: JudgeConfig) -> Judgement {
@@ -325,7 +435,7 @@ pub fn judge_log(workload: &Workload, log: &Log, initial: &[u8], final_disk: Opt
     };
     let metadata_chunks = metadata_chunks(workload);
     let mut buffer = Vec::new();
-    let classes = classes(workload, log, initial);
+    let classes = classes(workload, log, initial, &mut judgement.findings);
     let sampled: Vec<usize> = match (config.samples, classes.len()) {
         (0, _) | (_, 0) => Vec::new(),
         (1, _) | (_, 1) => vec![classes.len() / 2],
@@ -372,8 +482,11 @@ pub fn judge_log(workload: &Workload, log: &Log, initial: &[u8], final_disk: Opt
                 }
                 judged_in_class += 1;
                 let verdict = judge_state(workload, &State { image: &image, labels: &labels }, &metadata_chunks, &class, config.strict, &mut buffer);
-                if sample_at == Some(judged_in_class) || verdict.is_err() {
-                    let name = format!("{} at mark {:?}, state {judged_in_class}", workload.name, class.mark);
+                // The first K1 state too: the kernel should load it valid, over the changed origin.
+                let first_k1 = matches!(verdict, Ok(Passed::KernelBehaviourK1)) && judgement.kernel_behaviour_k1 == 0;
+                if sample_at == Some(judged_in_class) || verdict.is_err() || (first_k1 && config.samples > 0) {
+                    let k1 = if first_k1 { " (K1)" } else { "" };
+                    let name = format!("{} at mark {:?}, state {judged_in_class}{k1}", workload.name, class.mark);
                     judgement.samples.push(Sample { name, image: image.clone() });
                 }
                 match verdict {

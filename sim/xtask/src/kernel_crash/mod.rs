@@ -144,7 +144,8 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
     let out = args.out.clone().unwrap_or_else(|| root.join("target/interop"));
     let mut workloads = scenario_workloads();
     for run in 0..args.runs {
-        workloads.push(random_workload(args.seed * 1000 + u64::from(run), 1000 + u64::from(run)));
+        // Every other random workload ends with a merge.
+        workloads.push(random_workload(args.seed * 1000 + u64::from(run), 1000 + u64::from(run), run % 2 == 1));
     }
     if let Some(only) = &args.only {
         workloads.retain(|w| w.name.contains(only.as_str()));
@@ -259,3 +260,53 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
     Ok(clean == judgements.len() && confirmed)
 }
 
+
+#[cfg(test)]
+mod kernel_logs {
+    //! Two logs the real kernel (Debian's 6.1) wrote, kept in
+    //! `crash-traces/kernel/`, judged and compared on every test run:
+    //! `basic-cow` passes the judge and our engine issues its writes;
+    //! `overflow-p` holds the crash states where the kernel's invalidation
+    //! is lost (K1, docs/KERNEL-FINDINGS.md), counted, and a finding when strict.
+    use super::*;
+    use crate::kernel_crash::judge::JudgeConfig;
+    use crate::kernel_crash::workload::{Label, initial_image};
+
+    /// The scenario's translation with the workload number the log's labels carry.
+    fn kept(name: &str) -> (Workload, Log) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crash-traces/kernel");
+        let bytes = std::fs::read(root.join(format!("{name}.log"))).expect("kept kernel log");
+        let log = Log::parse(&bytes).expect("a well-formed dm-log-writes log");
+        let id = log.entries.iter().filter_map(|e| e.data()).flat_map(|d| d.chunks(512)).find_map(Label::parse).expect("a labelled write").workload;
+        let mut workload = workload::scenario_workloads().into_iter().find(|w| w.name == name).expect("the scenario translates");
+        workload.id = id;
+        (workload, log)
+    }
+
+    fn config(strict: bool) -> JudgeConfig {
+        JudgeConfig { per_sector_states_max: 1 << 16, strict, samples: 0 }
+    }
+
+    #[test]
+    fn basic_cow_as_the_kernel_wrote_it_passes_and_our_engine_issues_its_writes() {
+        let (workload, log) = kept("basic-cow");
+        let initial = initial_image(&workload);
+        let judgement = judge_log(&workload, &log, &initial, None, config(true));
+        assert_eq!(judgement.findings, Vec::<String>::new());
+        assert_eq!(judgement.kernel_behaviour_k1, 0);
+        assert!(judgement.states_judged > 1000, "{} states", judgement.states_judged);
+        let ours = differential::record_engine(&workload, &initial).expect("our engine runs basic-cow");
+        assert_eq!(differential::compare(&workload, &initial, &log, &ours).divergences, Vec::<String>::new());
+    }
+
+    #[test]
+    fn overflow_p_as_the_kernel_wrote_it_loses_its_invalidation_in_some_crash_states() {
+        let (workload, log) = kept("overflow-p");
+        let initial = initial_image(&workload);
+        let judgement = judge_log(&workload, &log, &initial, None, config(false));
+        assert_eq!(judgement.findings, Vec::<String>::new());
+        assert!(judgement.kernel_behaviour_k1 > 0, "no crash state lost the invalid header");
+        let strict = judge_log(&workload, &log, &initial, None, config(true));
+        assert!(strict.findings.iter().any(|f| f.contains("K1 (I8)")), "{:?}", strict.findings);
+    }
+}

@@ -16,6 +16,9 @@ pub enum GuestOp {
     Write { snapshot: bool, sector: u64, sectors: u64 },
     Flush { snapshot: bool },
     Reload,
+    /// Both devices flushed, then the snapshot merged into the origin by a
+    /// `snapshot-merge` target until it is empty (always the last operation).
+    Merge,
     /// Writes run at once (each its own operation).
     Parallel(Vec<(bool, u64, u64)>),
 }
@@ -52,6 +55,7 @@ impl Workload {
                 GuestOp::Write { snapshot, sector, sectors } => text.push_str(&format!("w {} {sector} {sectors}\n", t(*snapshot))),
                 GuestOp::Flush { snapshot } => text.push_str(&format!("f {}\n", t(*snapshot))),
                 GuestOp::Reload => text.push_str("r\n"),
+                GuestOp::Merge => text.push_str("m\n"),
                 GuestOp::Parallel(writes) => {
                     text.push_str(&format!("P {}\n", writes.len()));
                     for (snapshot, sector, sectors) in writes {
@@ -186,7 +190,7 @@ impl Label {
 }
 
 /// The scenarios the kernel can run as they are: one snapshot, `P`, no
-/// faults, no merge, no user flags, no mixed chunk sizes.
+/// faults, no user flags, no mixed chunk sizes, a merge only as the last operation.
 pub fn scenario_workloads() -> Vec<Workload> {
     let mut out = Vec::new();
     for scenario in all_in(&scenarios_dir()).unwrap_or_default() {
@@ -198,7 +202,8 @@ pub fn scenario_workloads() -> Vec<Workload> {
 }
 
 /// A scenario in the guest's words, or `None` if the kernel cannot run it
-/// under this recording (faults, merges, several snapshots, user flags).
+/// under this recording (faults, several snapshots, user flags, operations
+/// after a merge).
 pub fn translate(scenario: &Scenario, id: u64) -> Option<Workload> {
     let file = &scenario.file;
     let plain = file.snapshots == 1
@@ -212,6 +217,9 @@ pub fn translate(scenario: &Scenario, id: u64) -> Option<Workload> {
     }
     let mut ops = Vec::new();
     for op in &scenario.ops {
+        if ops.last() == Some(&GuestOp::Merge) && !matches!(op, ScriptOp::Wait | ScriptOp::Read { .. }) {
+            return None;
+        }
         match op {
             ScriptOp::Write { target, sector, sectors, flags } => {
                 if flags.fua || flags.preflush {
@@ -222,7 +230,7 @@ pub fn translate(scenario: &Scenario, id: u64) -> Option<Workload> {
             ScriptOp::Flush { target } => ops.push(GuestOp::Flush { snapshot: !matches!(target, model::event::Target::Origin) }),
             ScriptOp::Reload => ops.push(GuestOp::Reload),
             ScriptOp::Read { .. } | ScriptOp::Wait => {}
-            ScriptOp::Merge { .. } => return None,
+            ScriptOp::Merge { .. } => ops.push(GuestOp::Merge),
         }
     }
     let chunk = u64::from(file.chunk_sectors);
@@ -238,8 +246,9 @@ pub fn translate(scenario: &Scenario, id: u64) -> Option<Workload> {
 
 /// A random workload: batches of four writes at once (three in four to the
 /// origin), a flush of one device every few batches; chunk sizes 512 B to
-/// 64 KiB, room for every chunk twice over, so several metadata areas fill.
-pub fn random_workload(seed: u64, id: u64) -> Workload {
+/// 64 KiB, room for every chunk twice over, so several metadata areas fill;
+/// with `merge`, the snapshot is merged at the end.
+pub fn random_workload(seed: u64, id: u64, merge: bool) -> Workload {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let chunk_sectors = [1u32, 2, 8, 32, 128][rng.random_range(0..5usize)];
     let chunk = u64::from(chunk_sectors);
@@ -260,9 +269,12 @@ pub fn random_workload(seed: u64, id: u64) -> Workload {
             ops.push(GuestOp::Flush { snapshot: rng.random_range(0..4) == 0 });
         }
     }
+    if merge {
+        ops.push(GuestOp::Merge);
+    }
     let cow_chunks = 2 * origin_chunks + 8 + 2 * origin_chunks / 16;
     Workload {
-        name: format!("random, 4 writers, {} B chunks (seed {seed})", chunk * 512),
+        name: format!("random, 4 writers, {} B chunks{} (seed {seed})", chunk * 512, if merge { ", merged" } else { "" }),
         id,
         chunk_sectors,
         origin_sectors,

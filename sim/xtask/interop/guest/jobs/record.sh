@@ -6,6 +6,9 @@
 #   w o|s SECTOR COUNT   write labelled sectors to the origin or snapshot
 #   f o|s                fsync the device (a PREFLUSH)
 #   r                    reload: remove and re-create snapshot and origin
+#   m                    merge: fsync both devices, remove them, mark
+#                        `merging`, merge with snapshot-merge until the COW
+#                        is empty (the last operation)
 #   P K                  the next K lines are writes run at once
 # Every sector written carries a label naming workload, operation, target
 # and sector; a mark `opN` follows each operation's completion, so the log
@@ -40,6 +43,7 @@ write() { # op target sector count
 }
 echo "@@WRITING"
 n=0
+merged=0
 batch=0
 batch_ops=""
 while read -r kind t a b; do
@@ -65,13 +69,35 @@ while read -r kind t a b; do
         w) write "$n" "$t" "$a" "$b" ;;
         f) sync "$(dev "$t")" || fail "flush op $n" ;;
         r) remove; create ;;
+        m)
+            sync /dev/mapper/origin || fail "flush origin before merge"
+            sync /dev/mapper/snap || fail "flush snapshot before merge"
+            remove
+            mark merging
+            dmsetup create merge --table "0 $OS snapshot-merge /dev/mapper/o /dev/mapper/c P $CH" || fail "create merge"
+            # Merged when the used sectors fall to the metadata's: `A/T M` with A = M.
+            i=0
+            while :; do
+                set -- $(dmsetup status merge)
+                [ "${4%%/*}" = "$5" ] && break
+                i=$((i + 1))
+                [ $i -lt 6000 ] || fail "merge never finished: $*"
+                sleep 0.05
+            done
+            merged=1
+            ;;
         *) fail "unknown operation $kind" ;;
     esac
     mark "op$n"
 done < /tmp/workload
 echo "@@WRITER_DONE 1"
-echo "@@STATUS $(dmsetup status snap)"
-remove
+if [ "$merged" = 1 ]; then
+    echo "@@STATUS $(dmsetup status merge)"
+    dmsetup remove merge || fail "remove merge"
+else
+    echo "@@STATUS $(dmsetup status snap)"
+    remove
+fi
 dmsetup remove c || fail "remove cow slice"
 dmsetup remove o || fail "remove origin slice"
 echo "@@LOGSTATUS $(dmsetup status lw)"
