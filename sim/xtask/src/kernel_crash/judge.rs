@@ -7,12 +7,14 @@
 //! that flush (the "splice"); a FUA write is logged when it completes, a
 //! mark when the message arrives. So everything logged before a mark was
 //! durable when the mark was logged, and the writes that had completed
-//! without being flushed are in the splice before the next flush — the log
-//! cannot tell which of them completed before the mark and which after. A
-//! workload write of a later operation was not issued yet and is left out
-//! by its label; the kernel's own writes of the next operation cannot be
-//! told apart, so they stay in (the judge then allows what the operations
-//! that may have been issued justify, see [`Workload::issued_max`]). A
+//! without being flushed are in the splice before the next flush, in the
+//! order they completed. The guest issues an operation only after marking
+//! the one before, so everything in the splice from the first workload
+//! write of a later operation on completed after the mark and is left out.
+//! The kernel's own writes for the next operation that completed before
+//! its first workload write cannot be told apart, so they stay in (the
+//! judge then allows what the operations that may have been issued
+//! justify, see [`Workload::issued_max`]). A
 //! point inside an operation would have to trust the kernel's ordering to
 //! say which writes were issued; at a mark the log says it. The ordering
 //! the snapshot depends on is still tested: a commit that completed after
@@ -21,7 +23,7 @@
 
 use engine::format::Layout;
 use engine::io::{CompletionQueue, MemDevice};
-use engine::store::{StoreConfig, StoreKind, load_blocking};
+use engine::store::{StoreConfig, load_blocking};
 use engine::sync::Arc;
 use engine::{ChunkSize, LoadOutcome};
 use serde::Serialize;
@@ -92,6 +94,11 @@ pub struct Class {
     pub requirements: Requirements,
     /// Set once the guest started merging: what the merge must leave.
     pub merge: Option<std::sync::Arc<MergeExpect>>,
+    /// Operations that failed (writes to a full `PO` snapshot): a flush
+    /// requires nothing of them, and their labels may appear (a write that
+    /// spans chunks fails when one of them finds no room, after the others
+    /// were written).
+    pub failed: Vec<u64>,
 }
 
 /// What completed flushes require each view to show: per sector, the
@@ -121,7 +128,7 @@ impl MergeExpect {
         let chunk = u64::from(workload.chunk_sectors);
         let queue = CompletionQueue::new();
         let device = Arc::new(MemDevice::from_bytes(durable[origin_bytes..].to_vec(), &queue));
-        let config = StoreConfig { kind: StoreKind::Persistent, chunk_sectors: Some(workload.chunk_sectors), mutations: Default::default() };
+        let config = StoreConfig { kind: workload.store, chunk_sectors: Some(workload.chunk_sectors), mutations: Default::default() };
         let loaded = load_blocking(&queue, device, 512, config).map_err(|e| format!("I4: the COW the merge starts from does not load: {e}"))?;
         let origin: Vec<Option<Label>> = durable[..origin_bytes].chunks(512).map(Label::parse).collect();
         let view = (0..workload.origin_sectors)
@@ -147,11 +154,12 @@ pub fn classes(workload: &Workload, log: &Log, initial: &[u8], findings: &mut Ve
     let mut durable = initial.to_vec();
     let mut acknowledged = 0u64;
     let mut merge: Option<std::sync::Arc<MergeExpect>> = None;
+    let mut failed: Vec<u64> = Vec::new();
     for (m, entry) in log.entries.iter().enumerate() {
         let after_durable_write = m > 0 && (log.entries[m - 1].flags.flush() || log.entries[m - 1].flags.fua());
         if merge.is_some() && after_durable_write && entry.mark_text().is_none() {
             let issued = workload.issued_max(acknowledged);
-            out.push(class_at(workload, log, m, format!("merging, entry {m}"), acknowledged, issued, &durable, &requirements, merge.clone()));
+            out.push(class_at(workload, log, m, format!("merging, entry {m}"), acknowledged, issued, &durable, &requirements, merge.clone(), &failed));
         }
         let Some(text) = entry.mark_text() else {
             if let Some(data) = entry.data() {
@@ -166,8 +174,11 @@ pub fn classes(workload: &Workload, log: &Log, initial: &[u8], findings: &mut Ve
             acknowledged = acknowledged.max(n);
             if let Some(GuestOp::Flush { snapshot }) = numbered.iter().find(|k| k.op == n).map(|k| &k.kind) {
                 let required = if *snapshot { &mut requirements.snapshot } else { &mut requirements.origin };
-                workload.flush_requirements(n, *snapshot, required);
+                workload.flush_requirements(n, *snapshot, &failed, required);
             }
+        } else if let Some(n) = text.strip_prefix("fail").and_then(|n| n.parse::<u64>().ok()) {
+            acknowledged = acknowledged.max(n);
+            failed.push(n);
         } else if text == END_MARK {
             acknowledged = u64::MAX;
         } else if text == "merging" {
@@ -180,15 +191,15 @@ pub fn classes(workload: &Workload, log: &Log, initial: &[u8], findings: &mut Ve
             }
         }
         let issued = if acknowledged == u64::MAX { u64::MAX } else { workload.issued_max(acknowledged) };
-        out.push(class_at(workload, log, m, text.to_string(), acknowledged, issued, &durable, &requirements, merge.clone()));
+        out.push(class_at(workload, log, m, text.to_string(), acknowledged, issued, &durable, &requirements, merge.clone(), &failed));
     }
     out
 }
 
 /// The class of a crash just before entry `p`: what is logged before it is
 /// durable; the writes of the splice before the next flush (or the end
-/// mark) had completed without being flushed, except workload writes of
-/// operations not acknowledged yet.
+/// mark) had completed without being flushed, up to the first workload
+/// write of an operation not acknowledged yet.
 #[allow(clippy::too_many_arguments)]
 fn class_at(
     workload: &Workload,
@@ -200,6 +211,7 @@ fn class_at(
     durable: &[u8],
     requirements: &Requirements,
     merge: Option<std::sync::Arc<MergeExpect>>,
+    failed: &[u64],
 ) -> Class {
     let next_flush = (p..log.entries.len()).find(|&i| log.entries[i].flags.flush() || log.entries[i].mark_text() == Some(END_MARK));
     let plain = |i: usize| {
@@ -214,10 +226,12 @@ fn class_at(
     for &i in splice.iter().rev() {
         let entry = &log.entries[i];
         let data = entry.data().unwrap_or_default();
-        // A workload write of a later operation was not issued yet.
+        // A workload write of a later operation was not issued at the
+        // mark; the splice lists writes in the order they completed, so
+        // neither was anything that completed after it.
         let later = data.chunks(512).filter_map(Label::parse).any(|l| l.workload == workload.id && l.op > acknowledged);
         if later {
-            continue;
+            break;
         }
         for (j, bytes) in data.chunks(512).enumerate() {
             let s = entry.sector + j as u64;
@@ -241,6 +255,7 @@ fn class_at(
         candidates,
         requirements: requirements.clone(),
         merge,
+        failed: failed.to_vec(),
     }
 }
 
@@ -296,7 +311,7 @@ pub fn judge_state(
     }
     let queue = CompletionQueue::new();
     let device = Arc::new(MemDevice::from_bytes(device_bytes, &queue));
-    let config = StoreConfig { kind: StoreKind::Persistent, chunk_sectors: Some(workload.chunk_sectors), mutations: Default::default() };
+    let config = StoreConfig { kind: workload.store, chunk_sectors: Some(workload.chunk_sectors), mutations: Default::default() };
     let loaded = load_blocking(&queue, Arc::clone(&device), 512, config);
     let loaded = match loaded {
         Ok(loaded) => {
@@ -537,6 +552,7 @@ mod tests {
             name: "one origin write".into(),
             id: 9,
             chunk_sectors: CHUNK,
+            store: engine::store::StoreKind::Persistent,
             origin_sectors: ORIGIN,
             cow_sectors: 8 * 8,
             ops: vec![GuestOp::Write { snapshot: false, sector: 0, sectors: 2 }, GuestOp::Flush { snapshot: false }],

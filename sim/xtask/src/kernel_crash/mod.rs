@@ -144,8 +144,8 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
     let out = args.out.clone().unwrap_or_else(|| root.join("target/interop"));
     let mut workloads = scenario_workloads();
     for run in 0..args.runs {
-        // Every other random workload ends with a merge.
-        workloads.push(random_workload(args.seed * 1000 + u64::from(run), 1000 + u64::from(run), run % 2 == 1));
+        // One in three ends with a merge, one in three fills a PO snapshot.
+        workloads.push(random_workload(args.seed * 1000 + u64::from(run), 1000 + u64::from(run), run % 3 == 1, run % 3 == 2));
     }
     if let Some(only) = &args.only {
         workloads.retain(|w| w.name.contains(only.as_str()));

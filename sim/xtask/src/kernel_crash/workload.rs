@@ -5,10 +5,15 @@
 
 use engine::ChunkSize;
 use engine::format::Layout;
+use engine::store::StoreKind;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sim::scenario::{Scenario, all_in, scenarios_dir};
 use sim::world::ScriptOp;
+
+/// Sectors in a page of the guest's page cache: its writes reach the
+/// device as the whole pages they touch (see `record.sh`).
+pub const PAGE_SECTORS: u64 = 8;
 
 /// One operation of a guest workload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +45,8 @@ pub struct Workload {
     /// Written into every label, so a sector of another workload is told apart.
     pub id: u64,
     pub chunk_sectors: u32,
+    /// The store type of the snapshot's table.
+    pub store: StoreKind,
     pub origin_sectors: u64,
     pub cow_sectors: u64,
     pub ops: Vec<GuestOp>,
@@ -108,13 +115,16 @@ impl Workload {
     }
 
     /// Whether the writes of operations `1..=issued` need more exceptions
-    /// than the COW holds: only then may a `P` snapshot be invalidated.
+    /// than the COW holds: only then may a snapshot be invalidated. Each
+    /// write counts the chunks of the whole pages it reaches the device as.
     pub fn overflows_by(&self, issued: u64) -> bool {
         let chunk = u64::from(self.chunk_sectors);
         let mut chunks = std::collections::BTreeSet::new();
         for n in self.numbered().iter().filter(|n| n.op <= issued) {
             if let GuestOp::Write { sector, sectors, .. } = n.kind {
-                chunks.extend(sector / chunk..=(sector + sectors - 1) / chunk);
+                let first = sector / PAGE_SECTORS * PAGE_SECTORS;
+                let end = ((sector + sectors).div_ceil(PAGE_SECTORS) * PAGE_SECTORS).min(self.origin_sectors);
+                chunks.extend(first / chunk..=(end - 1) / chunk);
             }
         }
         chunks.len() as u64 > self.data_chunks()
@@ -124,11 +134,12 @@ impl Workload {
     /// each of its sectors: the smallest operation number whose label may
     /// be found there. The writes of one batch run at once, so any of the
     /// last batch that wrote a sector may be the one that stays.
-    pub fn flush_requirements(&self, flush: u64, snapshot: bool, required: &mut [u64]) {
+    /// Writes in `failed` never happened and require nothing.
+    pub fn flush_requirements(&self, flush: u64, snapshot: bool, failed: &[u64], required: &mut [u64]) {
         let numbered = self.numbered();
         let Some(flushed) = numbered.iter().find(|n| n.op == flush) else { return };
         let mut last: Vec<Option<(usize, u64)>> = vec![None; required.len()];
-        for n in numbered.iter().filter(|n| n.batch < flushed.batch) {
+        for n in numbered.iter().filter(|n| n.batch < flushed.batch && !failed.contains(&n.op)) {
             if let GuestOp::Write { snapshot: target, sector, sectors } = n.kind {
                 if target != snapshot {
                     continue;
@@ -206,8 +217,8 @@ pub fn scenario_workloads() -> Vec<Workload> {
 /// after a merge).
 pub fn translate(scenario: &Scenario, id: u64) -> Option<Workload> {
     let file = &scenario.file;
+    let store = StoreKind::parse(&file.store)?;
     let plain = file.snapshots == 1
-        && file.store == "P"
         && file.faults.is_empty()
         && !file.stale_cow
         && file.mixed_chunk_sectors.is_empty()
@@ -238,6 +249,7 @@ pub fn translate(scenario: &Scenario, id: u64) -> Option<Workload> {
         name: scenario.name.clone(),
         id,
         chunk_sectors: file.chunk_sectors,
+        store,
         origin_sectors: file.origin_chunks * chunk,
         cow_sectors: file.cow_chunks * chunk,
         ops,
@@ -247,8 +259,10 @@ pub fn translate(scenario: &Scenario, id: u64) -> Option<Workload> {
 /// A random workload: batches of four writes at once (three in four to the
 /// origin), a flush of one device every few batches; chunk sizes 512 B to
 /// 64 KiB, room for every chunk twice over, so several metadata areas fill;
-/// with `merge`, the snapshot is merged at the end.
-pub fn random_workload(seed: u64, id: u64, merge: bool) -> Workload {
+/// with `merge`, the snapshot is merged at the end; with `overflow`, the
+/// store is `PO` and the COW holds a quarter of the chunks, so that it
+/// fills: snapshot writes then fail, origin writes invalidate it.
+pub fn random_workload(seed: u64, id: u64, merge: bool, overflow: bool) -> Workload {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let chunk_sectors = [1u32, 2, 8, 32, 128][rng.random_range(0..5usize)];
     let chunk = u64::from(chunk_sectors);
@@ -272,11 +286,17 @@ pub fn random_workload(seed: u64, id: u64, merge: bool) -> Workload {
     if merge {
         ops.push(GuestOp::Merge);
     }
-    let cow_chunks = 2 * origin_chunks + 8 + 2 * origin_chunks / 16;
+    let cow_chunks = if overflow { 2 + origin_chunks / 4 + 1 } else { 2 * origin_chunks + 8 + 2 * origin_chunks / 16 };
+    let what = match (merge, overflow) {
+        (true, _) => ", merged",
+        (false, true) => ", PO filled",
+        (false, false) => "",
+    };
     Workload {
-        name: format!("random, 4 writers, {} B chunks{} (seed {seed})", chunk * 512, if merge { ", merged" } else { "" }),
+        name: format!("random, 4 writers, {} B chunks{what} (seed {seed})", chunk * 512),
         id,
         chunk_sectors,
+        store: if overflow { StoreKind::PersistentOverflow } else { StoreKind::Persistent },
         origin_sectors,
         cow_sectors: cow_chunks * chunk,
         ops,
@@ -299,7 +319,7 @@ mod tests {
     use super::*;
 
     fn workload(ops: Vec<GuestOp>) -> Workload {
-        Workload { name: "t".into(), id: 1, chunk_sectors: 8, origin_sectors: 64, cow_sectors: 40, ops }
+        Workload { name: "t".into(), id: 1, chunk_sectors: 8, store: StoreKind::Persistent, origin_sectors: 64, cow_sectors: 40, ops }
     }
 
     #[test]
@@ -319,7 +339,7 @@ mod tests {
             GuestOp::Flush { snapshot: false },
         ]);
         let mut required = vec![0; 64];
-        w.flush_requirements(5, false, &mut required);
+        w.flush_requirements(5, false, &[], &mut required);
         // Sector 0: op 1 alone; sector 1: op 2 or op 3 (one batch); sector 2: op 3.
         assert_eq!(&required[..4], &[1, 2, 3, 0]);
     }

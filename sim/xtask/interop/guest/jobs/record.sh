@@ -11,19 +11,24 @@
 #                        is empty (the last operation)
 #   P K                  the next K lines are writes run at once
 # Every sector written carries a label naming workload, operation, target
-# and sector; a mark `opN` follows each operation's completion, so the log
-# says what was acknowledged before every point.
+# and sector; a mark `opN` follows each operation's completion (`failN` if
+# it failed: a write to a full `PO` snapshot), so the log says what was
+# acknowledged before every point. The logs show the writes reaching the
+# device as whole 4 KiB pages, written back when dd closes it: busybox dd's
+# oflag=direct does not take effect here, and its writes go through the
+# guest's page cache.
 . /jobs/lib.sh
 OS=${ARG_osect:?}
 CS=${ARG_csect:?}
 CH=${ARG_chunk:-8}
 W=${ARG_w:-0}
+ST=${ARG_store:-P}
 dmsetup create lw --table "0 $((OS + CS)) log-writes $ORIG $COW" || fail "create log-writes"
 dmsetup create o --table "0 $OS linear /dev/mapper/lw 0" || fail "create origin slice"
 dmsetup create c --table "0 $CS linear /dev/mapper/lw $OS" || fail "create cow slice"
 mark() { dmsetup message lw 0 mark "$1" || fail "mark $1"; }
 create() {
-    dmsetup create snap --table "0 $OS snapshot /dev/mapper/o /dev/mapper/c P $CH" || fail "create snap"
+    dmsetup create snap --table "0 $OS snapshot /dev/mapper/o /dev/mapper/c $ST $CH" || fail "create snap"
     dmsetup create origin --table "0 $OS snapshot-origin /dev/mapper/o" || fail "create origin"
 }
 remove() {
@@ -38,8 +43,10 @@ dev() { if [ "$1" = o ]; then echo /dev/mapper/origin; else echo /dev/mapper/sna
 write() { # op target sector count
     awk -v w="$W" -v op="$1" -v t="$2" -v s="$3" -v c="$4" \
         'BEGIN { for (i = 0; i < c; i++) printf "%-511s\n", sprintf("snapsim-label w=%d op=%d t=%s s=%d", w, op, t, s + i) }' > "/tmp/l$1"
-    dd if="/tmp/l$1" of="$(dev "$2")" bs=512 seek="$3" count="$4" oflag=direct conv=notrunc 2>/dev/null || fail "write op $1"
+    dd if="/tmp/l$1" of="$(dev "$2")" bs=512 seek="$3" count="$4" oflag=direct conv=notrunc 2>/dev/null
+    rc=$?
     rm -f "/tmp/l$1"
+    return $rc
 }
 echo "@@WRITING"
 n=0
@@ -56,17 +63,19 @@ while read -r kind t a b; do
     esac
     n=$((n + 1))
     if [ "$batch" -gt 0 ]; then
-        write "$n" "$t" "$a" "$b" &
+        (write "$n" "$t" "$a" "$b" || touch "/tmp/failed$n") &
         batch_ops="$batch_ops $n"
         batch=$((batch - 1))
         if [ "$batch" = 0 ]; then
             wait
-            for k in $batch_ops; do mark "op$k"; done
+            for k in $batch_ops; do
+                if [ -e "/tmp/failed$k" ]; then mark "fail$k"; else mark "op$k"; fi
+            done
         fi
         continue
     fi
     case $kind in
-        w) write "$n" "$t" "$a" "$b" ;;
+        w) write "$n" "$t" "$a" "$b" || { mark "fail$n"; continue; } ;;
         f) sync "$(dev "$t")" || fail "flush op $n" ;;
         r) remove; create ;;
         m)
@@ -74,7 +83,7 @@ while read -r kind t a b; do
             sync /dev/mapper/snap || fail "flush snapshot before merge"
             remove
             mark merging
-            dmsetup create merge --table "0 $OS snapshot-merge /dev/mapper/o /dev/mapper/c P $CH" || fail "create merge"
+            dmsetup create merge --table "0 $OS snapshot-merge /dev/mapper/o /dev/mapper/c $ST $CH" || fail "create merge"
             # Merged when the used sectors fall to the metadata's: `A/T M` with A = M.
             i=0
             while :; do
