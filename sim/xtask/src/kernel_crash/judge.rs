@@ -94,11 +94,6 @@ pub struct Class {
     pub requirements: Requirements,
     /// Set once the guest started merging: what the merge must leave.
     pub merge: Option<std::sync::Arc<MergeExpect>>,
-    /// Operations that failed (writes to a full `PO` snapshot): a flush
-    /// requires nothing of them, and their labels may appear (a write that
-    /// spans chunks fails when one of them finds no room, after the others
-    /// were written).
-    pub failed: Vec<u64>,
 }
 
 /// What completed flushes require each view to show: per sector, the
@@ -154,12 +149,15 @@ pub fn classes(workload: &Workload, log: &Log, initial: &[u8], findings: &mut Ve
     let mut durable = initial.to_vec();
     let mut acknowledged = 0u64;
     let mut merge: Option<std::sync::Arc<MergeExpect>> = None;
+    // Operations that failed (writes to a full `PO` snapshot): a flush
+    // requires nothing of them, and their labels may appear (a write across
+    // chunks fails when one of them finds no room, after the others were written).
     let mut failed: Vec<u64> = Vec::new();
     for (m, entry) in log.entries.iter().enumerate() {
         let after_durable_write = m > 0 && (log.entries[m - 1].flags.flush() || log.entries[m - 1].flags.fua());
         if merge.is_some() && after_durable_write && entry.mark_text().is_none() {
             let issued = workload.issued_max(acknowledged);
-            out.push(class_at(workload, log, m, format!("merging, entry {m}"), acknowledged, issued, &durable, &requirements, merge.clone(), &failed));
+            out.push(class_at(workload, log, m, format!("merging, entry {m}"), acknowledged, issued, &durable, &requirements, merge.clone()));
         }
         let Some(text) = entry.mark_text() else {
             if let Some(data) = entry.data() {
@@ -191,7 +189,7 @@ pub fn classes(workload: &Workload, log: &Log, initial: &[u8], findings: &mut Ve
             }
         }
         let issued = if acknowledged == u64::MAX { u64::MAX } else { workload.issued_max(acknowledged) };
-        out.push(class_at(workload, log, m, text.to_string(), acknowledged, issued, &durable, &requirements, merge.clone(), &failed));
+        out.push(class_at(workload, log, m, text.to_string(), acknowledged, issued, &durable, &requirements, merge.clone()));
     }
     out
 }
@@ -211,7 +209,6 @@ fn class_at(
     durable: &[u8],
     requirements: &Requirements,
     merge: Option<std::sync::Arc<MergeExpect>>,
-    failed: &[u64],
 ) -> Class {
     let next_flush = (p..log.entries.len()).find(|&i| log.entries[i].flags.flush() || log.entries[i].mark_text() == Some(END_MARK));
     let plain = |i: usize| {
@@ -255,7 +252,6 @@ fn class_at(
         candidates,
         requirements: requirements.clone(),
         merge,
-        failed: failed.to_vec(),
     }
 }
 
