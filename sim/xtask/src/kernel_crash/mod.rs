@@ -12,13 +12,17 @@
 //! the other: the kernel's cross-device ordering would need a log per disk
 //! and a model of two caches, which is not recorded here.) The guest job
 //! (`interop/guest/jobs/record.sh`) writes labelled sectors (workload,
-//! operation, target, sector), runs the writes of a batch at once, and
-//! logs a mark `opN` after each acknowledged operation.
+//! operation, target, sector), runs the writes of a batch at once, logs a
+//! mark `opN` after each acknowledged operation (`failN` after a write a
+//! full `PO` snapshot refused), and merges with a `snapshot-merge` target
+//! after flushing both devices and marking `merging`. Its writes reach the
+//! device as whole 4 KiB pages, through the guest's page cache.
 //!
 //! # Crash states
 //!
 //! One class at each mark ([`judge`] says why there and not inside an
-//! operation): what was logged before the mark is durable; each sector of
+//! operation), and during a merge one after every flush and FUA write
+//! (the guest issues nothing then): what was logged before the point is durable; each sector of
 //! the writes completed but not flushed holds its durable value or any
 //! value written since, torn at sector granularity. A class is judged
 //! whole (every combination) when its space is at most 2^12 states, else
@@ -39,13 +43,17 @@
 //!   overflowed, where the kernel's plain `valid = 0` header write may be
 //!   lost (K1, counted; a finding with `--strict`);
 //! - every snapshot sector reads its initial label or a label written to
-//!   the snapshot (I2), at least as new as the last snapshot flush requires (I3).
+//!   the snapshot (I2), at least as new as the last snapshot flush requires (I3);
+//! - during a merge, a chunk no longer recorded holds on the origin what the
+//!   snapshot showed when the merge began, and a chunk still recorded is
+//!   served from the COW as it was (I10).
 //!
 //! # Layout
 //!
 //! [`workload`] (the guest's operations, labels, translations of
 //! `scenarios/`, random workloads), [`record`] (one boot), [`judge`] (the
-//! classes and the judge).
+//! classes and the judge), [`differential`] (our engine's write stream
+//! against the kernel's), [`confirm`] (sampled states loaded in the kernel).
 
 pub mod confirm;
 pub mod differential;
