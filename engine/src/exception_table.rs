@@ -108,10 +108,7 @@ impl ExceptionTable {
         let mut start = old_chunk;
         let mut tail = RunTail { new_start: new_chunk, extra: 0 };
         if let Some((&before_start, &before)) = self.runs.range(..old_chunk).next_back() {
-            if before_start + before.len() == old_chunk
-                && before.new_start.checked_add(before.len()) == Some(new_chunk)
-                && before.extra < u32::MAX
-            {
+            if before_start + before.len() == old_chunk && before.new_start.checked_add(before.len()) == Some(new_chunk) && before.extra < u32::MAX {
                 start = before_start;
                 tail = RunTail { new_start: before.new_start, extra: before.extra + 1 };
             }

@@ -20,7 +20,6 @@
 //! - [`zoo`]: historical kernel bugs, re-creatable only with the `bug-zoo` feature.
 
 #![forbid(unsafe_code)]
-
 // Disk I/O errors are returned, never unwrapped.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 

@@ -31,19 +31,19 @@ pub use std::sync::Arc;
 pub use std::sync::Weak;
 
 #[cfg(not(any(loom, shuttle)))]
-pub use std::sync::atomic;
-#[cfg(not(any(loom, shuttle)))]
 use std::sync as backend;
+#[cfg(not(any(loom, shuttle)))]
+pub use std::sync::atomic;
 
-#[cfg(loom)]
-pub use loom::sync::atomic;
 #[cfg(loom)]
 use loom::sync as backend;
+#[cfg(loom)]
+pub use loom::sync::atomic;
 
 #[cfg(all(shuttle, not(loom)))]
-pub use shuttle::sync::atomic;
-#[cfg(all(shuttle, not(loom)))]
 use shuttle::sync as backend;
+#[cfg(all(shuttle, not(loom)))]
+pub use shuttle::sync::atomic;
 
 /// A mutual-exclusion lock whose `lock` never returns an error.
 #[derive(Debug, Default)]

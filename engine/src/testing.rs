@@ -9,9 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::io::{
-    BlockDevice, DeviceIdentity, IoDone, IoError, IoErrorKind, IoOp, SECTOR_BYTES, WriteFlags, check_request,
-};
+use crate::io::{BlockDevice, DeviceIdentity, IoDone, IoError, IoErrorKind, IoOp, SECTOR_BYTES, WriteFlags, check_request};
 use crate::sync::Mutex;
 
 /// One submitted request, as logged.

@@ -7,7 +7,7 @@
 
 use crate::exception_table::ExceptionTable;
 use crate::io::{BlockDevice, CompletionQueue, IoError, SECTOR_BYTES, run_until_done};
-use crate::store::{Loaded, LoadOutcome, StoreError};
+use crate::store::{LoadOutcome, Loaded, StoreError};
 
 /// Why the view could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -36,13 +36,7 @@ pub fn check_distinct<O: BlockDevice, C: BlockDevice>(origin: &O, cow: &C) -> Re
     if origin.identity() == cow.identity() { Err(StoreError::CowIsOrigin) } else { Ok(()) }
 }
 
-fn read_blocking<D: BlockDevice>(
-    queue: &CompletionQueue,
-    device: &D,
-    name: &'static str,
-    sector: u64,
-    sectors: u32,
-) -> Result<Vec<u8>, ViewError> {
+fn read_blocking<D: BlockDevice>(queue: &CompletionQueue, device: &D, name: &'static str, sector: u64, sectors: u32) -> Result<Vec<u8>, ViewError> {
     run_until_done(queue, |done| device.read(sector, sectors, done))
         .ok_or(ViewError::Stalled)?
         .map_err(|source| ViewError::Io { device: name, source })

@@ -132,7 +132,8 @@ impl Mutation {
 
     /// The zoo id, `Z1` … `Z21`.
     pub fn id(self) -> &'static str {
-        ["Z1", "Z2", "Z3", "Z4", "Z5", "Z6", "Z7", "Z8", "Z9", "Z10", "Z11", "Z12", "Z13", "Z14", "Z15", "Z16", "Z17", "Z18", "Z19", "Z20", "Z21"][self as usize]
+        ["Z1", "Z2", "Z3", "Z4", "Z5", "Z6", "Z7", "Z8", "Z9", "Z10", "Z11", "Z12", "Z13", "Z14", "Z15", "Z16", "Z17", "Z18", "Z19", "Z20", "Z21"]
+            [self as usize]
     }
 
     /// The kernel change this mutation undoes.

@@ -78,11 +78,9 @@ fn header_chunk_size_not_a_multiple_of_the_logical_block() {
 
 #[test]
 fn table_chunk_size_is_checked_before_any_io() {
-    for (sectors, source) in [
-        (0, ChunkSizeError::Zero),
-        (12, ChunkSizeError::NotPowerOfTwo { sectors: 12 }),
-        (1 << 22, ChunkSizeError::TooLarge { sectors: 1 << 22 }),
-    ] {
+    for (sectors, source) in
+        [(0, ChunkSizeError::Zero), (12, ChunkSizeError::NotPowerOfTwo { sectors: 12 }), (1 << 22, ChunkSizeError::TooLarge { sectors: 1 << 22 })]
+    {
         check(Image::new(8, 64).bytes, config(sectors), StoreError::TableChunkSize(source), &["table"]);
     }
     // The origin's block size counts too.

@@ -59,10 +59,14 @@ fn the_store_creates_commits_and_reloads_on_a_file() {
     for old_chunk in [40, 41, 42, 7] {
         let new_chunk = store.prepare_exception().unwrap();
         let acked = Arc::clone(&acked);
-        store.commit_exception(Record { old_chunk, new_chunk }, true, Box::new(move |valid| {
-            assert!(valid);
-            *acked.lock() += 1;
-        }));
+        store.commit_exception(
+            Record { old_chunk, new_chunk },
+            true,
+            Box::new(move |valid| {
+                assert!(valid);
+                *acked.lock() += 1;
+            }),
+        );
     }
     queue.run_until_idle();
     assert_eq!(*acked.lock(), 4);

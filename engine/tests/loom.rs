@@ -167,7 +167,15 @@ fn throttle_wakes_every_parked_write(mutations: Mutations) {
     let acks: Outcomes<()> = Arc::default();
     rig.race(rig.origin_write(0, 0xa1, &acks), rig.origin_write(1, 0xb2, &acks));
     let acked = acks.lock().unwrap().len();
-    assert_eq!(acked, 2, "a throttled write was never woken: parked {}, copies {:?}, pending {}, queue {}", rig.origin.throttled_writes(), rig.snapshot.copies_in_flight(), rig.snapshot.pending_count(), rig.queue.len());
+    assert_eq!(
+        acked,
+        2,
+        "a throttled write was never woken: parked {}, copies {:?}, pending {}, queue {}",
+        rig.origin.throttled_writes(),
+        rig.snapshot.copies_in_flight(),
+        rig.snapshot.pending_count(),
+        rig.queue.len()
+    );
     rig.assert_quiet();
     let (_, most) = rig.snapshot.copies_in_flight();
     assert!(most <= 1, "{most} exceptions in progress at once over a threshold of 1");

@@ -20,12 +20,15 @@ use support::*;
 type Store = Arc<PersistentStore<ScriptedDevice>>;
 
 /// Loads `image` on a scripted device, completing requests with `drive`.
-fn load_with(image: Vec<u8>, chunk_sectors: u32, drive: impl Fn(&ScriptedDevice)) -> (Arc<ScriptedDevice>, Result<Loaded<ScriptedDevice>, StoreError>) {
+fn load_with(
+    image: Vec<u8>,
+    chunk_sectors: u32,
+    drive: impl Fn(&ScriptedDevice),
+) -> (Arc<ScriptedDevice>, Result<Loaded<ScriptedDevice>, StoreError>) {
     let device = Arc::new(ScriptedDevice::new(image));
     let slot = Arc::new(Mutex::new(None));
     let filler = Arc::clone(&slot);
-    PersistentStore::load(Arc::clone(&device), 512, config(chunk_sectors), Box::new(move |r| *filler.lock() = Some(r)))
-        .unwrap();
+    PersistentStore::load(Arc::clone(&device), 512, config(chunk_sectors), Box::new(move |r| *filler.lock() = Some(r))).unwrap();
     drive(&device);
     assert!(device.in_flight().is_empty(), "load left I/O in flight");
     let result = slot.lock().take().expect("load reported");
@@ -366,7 +369,21 @@ fn merge_walks_runs_newest_first_and_clears_them_durably() {
         }
     }
     // Area 1 holds chunks 132..=139 (COW 35..=42); area 0 holds 100..=131 (COW 2..=33).
-    assert_eq!(runs, vec![(139, 42, 8), (135, 38, 4), (133, 36, 2), (132, 35, 1), (131, 33, 32), (115, 17, 16), (107, 9, 8), (103, 5, 4), (101, 3, 2), (100, 2, 1)]);
+    assert_eq!(
+        runs,
+        vec![
+            (139, 42, 8),
+            (135, 38, 4),
+            (133, 36, 2),
+            (132, 35, 1),
+            (131, 33, 32),
+            (115, 17, 16),
+            (107, 9, 8),
+            (103, 5, 4),
+            (101, 3, 2),
+            (100, 2, 1)
+        ]
+    );
     assert_eq!(store.usage().to_string(), "2/100 2");
 }
 

@@ -9,13 +9,13 @@ mod support;
 
 use std::collections::BTreeMap;
 
+use engine::SECTOR_BYTES;
 use engine::format::Record;
 use engine::io::{BlockDevice, CompletionQueue, IoDone, IoOp, WriteFlags};
 use engine::store::{LoadOutcome, StoreConfig, StoreKind};
 use engine::sync::{Arc, Mutex};
 use engine::target::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
 use engine::testing::{ScriptedDevice, Submitted};
-use engine::SECTOR_BYTES;
 use support::disk_records;
 
 /// How `settle` picks the next completion.
@@ -58,7 +58,17 @@ impl Rig {
         let queue = CompletionQueue::new();
         let origin_dev = Arc::new(ScriptedDevice::new(origin_image(origin_sectors)));
         let origin = Origin::new(Arc::clone(&origin_dev), queue.clone(), OriginConfig { cow_threshold: threshold, ..OriginConfig::default() });
-        Rig { queue, origin_dev, origin, cows: Vec::new(), snapshots: Vec::new(), order: Order::Oldest, fail: Vec::new(), fail_when: None, outcomes: Default::default() }
+        Rig {
+            queue,
+            origin_dev,
+            origin,
+            cows: Vec::new(),
+            snapshots: Vec::new(),
+            order: Order::Oldest,
+            fail: Vec::new(),
+            fail_when: None,
+            outcomes: Default::default(),
+        }
     }
 
     fn devices(&self) -> Vec<Arc<ScriptedDevice>> {
@@ -264,7 +274,10 @@ fn a_cow_filling_up_under_po_overflows_but_keeps_serving() {
     assert_eq!(rig.read_snapshot(0, 0, 8).unwrap(), pattern("s0.", 8));
     assert_eq!(rig.read_snapshot(0, 6 * 8, 8).unwrap(), rig.read_origin(48, 8));
     // The header stays valid.
-    let (_q, reloaded) = support::load_image(rig.cows[0].contents(), StoreConfig { kind: StoreKind::PersistentOverflow, chunk_sectors: Some(8), ..StoreConfig::default() });
+    let (_q, reloaded) = support::load_image(
+        rig.cows[0].contents(),
+        StoreConfig { kind: StoreKind::PersistentOverflow, chunk_sectors: Some(8), ..StoreConfig::default() },
+    );
     let reloaded = reloaded.unwrap();
     assert_eq!(reloaded.outcome, LoadOutcome::Valid);
     assert_eq!(reloaded.exceptions.len(), 6);
@@ -325,9 +338,12 @@ fn merge_with_concurrent_writes_ends_with_origin_equal_to_the_snapshot_view() {
     assert!(rig.read_origin(0, 512) == expected, "origin after the merge differs from the snapshot view plus the writes");
     let other_after = rig.read_snapshot(1, 0, 512).unwrap();
     let differing: Vec<usize> = (0..512).filter(|&s| other_after[s * 512..(s + 1) * 512] != other_before[s * 512..(s + 1) * 512]).collect();
-    assert!(differing.is_empty(), "the other snapshot lost its view at sectors {differing:?}: now {:?}, was {:?}",
+    assert!(
+        differing.is_empty(),
+        "the other snapshot lost its view at sectors {differing:?}: now {:?}, was {:?}",
         differing.first().map(|&s| String::from_utf8_lossy(&other_after[s * 512..s * 512 + 12]).to_string()),
-        differing.first().map(|&s| String::from_utf8_lossy(&other_before[s * 512..s * 512 + 12]).to_string()));
+        differing.first().map(|&s| String::from_utf8_lossy(&other_before[s * 512..s * 512 + 12]).to_string())
+    );
     assert!(disk_records(&rig.cows[0].contents(), 4).is_empty());
 }
 

@@ -8,10 +8,10 @@ mod support;
 
 use std::collections::BTreeSet;
 
+use engine::SECTOR_BYTES;
 use engine::io::{BlockDevice, CompletionQueue, MemDevice, WriteFlags, run_until_done};
 use engine::sync::{Arc, Mutex};
 use engine::target::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
-use engine::SECTOR_BYTES;
 use support::*;
 
 struct World {
@@ -104,7 +104,11 @@ fn check_replay(name: &str) {
 
     let view = read_all(&world.queue, &snapshot_device).unwrap();
     if let Some(sector) = first_difference(&view, &v.snapshot) {
-        panic!("{name}: snapshot view differs at sector {sector}: {:?} vs {:?}", String::from_utf8_lossy(&view[sector * 512..sector * 512 + 24]), String::from_utf8_lossy(&v.snapshot[sector * 512..sector * 512 + 24]));
+        panic!(
+            "{name}: snapshot view differs at sector {sector}: {:?} vs {:?}",
+            String::from_utf8_lossy(&view[sector * 512..sector * 512 + 24]),
+            String::from_utf8_lossy(&v.snapshot[sector * 512..sector * 512 + 24])
+        );
     }
     if let Some(sector) = first_difference(&origin_after, &v.origin_after) {
         panic!("{name}: origin differs at sector {sector}");
@@ -112,7 +116,10 @@ fn check_replay(name: &str) {
     let kernel: BTreeSet<_> = disk_records(&v.cow, v.chunk_sectors).into_iter().map(|r| r.old_chunk).collect();
     assert_eq!(ours, kernel, "{name}: the set of exceptions differs from the kernel's");
     // Applied one write at a time, the engine allocates exactly as the kernel did.
-    assert!(disk_records(&world.cow.contents(), v.chunk_sectors) == disk_records(&v.cow, v.chunk_sectors), "{name}: records differ from the kernel's in order or COW chunk");
+    assert!(
+        disk_records(&world.cow.contents(), v.chunk_sectors) == disk_records(&v.cow, v.chunk_sectors),
+        "{name}: records differ from the kernel's in order or COW chunk"
+    );
     assert_eq!(world.snapshot.status(), v.status_after, "{name}: status line");
 }
 

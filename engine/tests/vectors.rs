@@ -19,8 +19,8 @@ fn check_kernel_cow(name: &str) {
     let queue = CompletionQueue::new();
     let cow = Arc::new(MemDevice::from_bytes(v.cow.clone(), &queue));
     let origin = MemDevice::from_bytes(v.origin_after.clone(), &queue);
-    let loaded = load_blocking(&queue, cow, SECTOR_BYTES as u32, config(v.chunk_sectors))
-        .unwrap_or_else(|e| panic!("{name}: kernel COW refused: {e}"));
+    let loaded =
+        load_blocking(&queue, cow, SECTOR_BYTES as u32, config(v.chunk_sectors)).unwrap_or_else(|e| panic!("{name}: kernel COW refused: {e}"));
     assert_eq!(loaded.store.chunk_size().sectors(), v.chunk_sectors, "{name}: chunk size");
 
     if v.status_after == "Invalid" {
@@ -46,9 +46,9 @@ fn check_kernel_cow(name: &str) {
     let stats = engine::view::export(&queue, &origin, &loaded, &mut view).unwrap();
     assert_eq!(stats.chunks_from_cow, expected_records.len() as u64, "{name}");
     assert_eq!(view.len(), v.snapshot.len(), "{name}: view size");
-    if let Some(sector) = (0..view.len() / SECTOR_BYTES).find(|&s| {
-        view[s * SECTOR_BYTES..(s + 1) * SECTOR_BYTES] != v.snapshot[s * SECTOR_BYTES..(s + 1) * SECTOR_BYTES]
-    }) {
+    if let Some(sector) = (0..view.len() / SECTOR_BYTES)
+        .find(|&s| view[s * SECTOR_BYTES..(s + 1) * SECTOR_BYTES] != v.snapshot[s * SECTOR_BYTES..(s + 1) * SECTOR_BYTES])
+    {
         panic!(
             "{name}: view differs from the kernel's snapshot at sector {sector}: {:?} vs {:?}",
             String::from_utf8_lossy(&view[sector * SECTOR_BYTES..sector * SECTOR_BYTES + 20]),
@@ -101,18 +101,20 @@ fn check_writer_fidelity(name: &str, batch: usize) {
             assert_eq!(new_chunk, record.new_chunk, "{name}: allocation order differs from the kernel's");
             let start = new_chunk as usize * chunk.bytes();
             let data = v.cow[start..start + chunk.bytes()].to_vec();
-            let written = run_until_done(&queue, |done| {
-                cow.write(chunk.chunk_to_sector(new_chunk), data, engine::io::WriteFlags::PLAIN, done)
-            });
+            let written = run_until_done(&queue, |done| cow.write(chunk.chunk_to_sector(new_chunk), data, engine::io::WriteFlags::PLAIN, done));
             written.unwrap().unwrap();
             prepared.push(*record);
         }
         for record in prepared {
             let acknowledged = Arc::clone(&acknowledged);
-            store.commit_exception(record, true, Box::new(move |valid| {
-                assert!(valid);
-                *acknowledged.lock() += 1;
-            }));
+            store.commit_exception(
+                record,
+                true,
+                Box::new(move |valid| {
+                    assert!(valid);
+                    *acknowledged.lock() += 1;
+                }),
+            );
         }
         queue.run_until_idle();
         committed += group.len();

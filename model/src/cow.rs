@@ -236,7 +236,10 @@ mod tests {
         let error = check(&[(412, 3), (409, 2)]).unwrap_err();
         assert!(error.starts_with("I4"), "origin chunks beyond the origin: {error}");
         let error = check(&[(41, 3), (40, 2)]).unwrap_err();
-        assert_eq!(error, "I5 in-order commit: record for chunk 41 precedes chunk 40: record 0 names COW chunk 3 where allocation order puts chunk 2");
+        assert_eq!(
+            error,
+            "I5 in-order commit: record for chunk 41 precedes chunk 40: record 0 names COW chunk 3 where allocation order puts chunk 2"
+        );
     }
 
     #[test]

@@ -124,7 +124,9 @@ impl Event {
             }
             Self::Deferred => out(7),
             Self::Status { snapshot, valid, overflowed, quiescent, copies_max } => {
-                [8, *snapshot as u64, u64::from(*valid), u64::from(*overflowed), u64::from(*quiescent), u64::from(*copies_max)].into_iter().for_each(out)
+                [8, *snapshot as u64, u64::from(*valid), u64::from(*overflowed), u64::from(*quiescent), u64::from(*copies_max)]
+                    .into_iter()
+                    .for_each(out)
             }
             Self::Crash => out(9),
             Self::CleanReload => out(13),
@@ -162,7 +164,13 @@ impl std::fmt::Display for Event {
             }
             Self::Deferred => write!(f, "engine work"),
             Self::Status { snapshot, valid, overflowed, .. } => {
-                let state = if !valid { "Invalid" } else if *overflowed { "Overflow" } else { "valid" };
+                let state = if !valid {
+                    "Invalid"
+                } else if *overflowed {
+                    "Overflow"
+                } else {
+                    "valid"
+                };
                 write!(f, "snapshot {snapshot} is {state}")
             }
             Self::Crash => write!(f, "CRASH"),

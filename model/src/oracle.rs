@@ -89,11 +89,24 @@ impl std::fmt::Display for Allowances {
 #[derive(Debug, Clone)]
 enum Pending {
     /// A user write, with its flags and the sequence number it was submitted at.
-    Write { target: Target, sector: u64, values: Arc<[u64]>, flags: UserFlags, submitted: u64 },
+    Write {
+        target: Target,
+        sector: u64,
+        values: Arc<[u64]>,
+        flags: UserFlags,
+        submitted: u64,
+    },
     /// A snapshot read, with every value each of its sectors could hold at
     /// some moment while it was in flight (a read may be served at any of them).
-    Read { snapshot: usize, sector: u64, legal: Vec<Vec<u64>> },
-    Flush { target: Target, covers: u64 },
+    Read {
+        snapshot: usize,
+        sector: u64,
+        legal: Vec<Vec<u64>>,
+    },
+    Flush {
+        target: Target,
+        covers: u64,
+    },
 }
 
 /// A volume's legal contents: snapshot-time values plus what was written since.
@@ -497,7 +510,9 @@ impl Oracle {
             _ => 0,
         };
         if threshold > 0 && copies_max > threshold + merge_copies {
-            let message = format!("snapshot {snapshot} had {copies_max} exceptions in progress at once; the COW threshold is {threshold} (plus {merge_copies} a merge may start)");
+            let message = format!(
+                "snapshot {snapshot} had {copies_max} exceptions in progress at once; the COW threshold is {threshold} (plus {merge_copies} a merge may start)"
+            );
             return Err(Violation::new(Invariant::I12Bounds, message));
         }
         Ok(())
@@ -513,7 +528,14 @@ impl Oracle {
     /// kernel's `persistent_prepare_merge` steps back to the previous area
     /// as soon as the current one is emptied, so with `n` a non-zero
     /// multiple of the records per area its metadata is one chunk less.
-    pub fn check_status_line(&self, k: usize, valid: bool, overflowed: bool, line: &str, cow: &(impl SectorSource + ?Sized)) -> Result<(), Violation> {
+    pub fn check_status_line(
+        &self,
+        k: usize,
+        valid: bool,
+        overflowed: bool,
+        line: &str,
+        cow: &(impl SectorSource + ?Sized),
+    ) -> Result<(), Violation> {
         let merging = self.merging.is_some_and(|(m, complete)| m == k && !complete);
         self.judge_status_line(k, valid, overflowed, line, cow, if merging { Boundary::SteppedBack } else { Boundary::Current })
     }
@@ -521,11 +543,26 @@ impl Oracle {
     /// I14 for the merging snapshot right after a merge step: as
     /// [`Oracle::check_status_line`], but at an area boundary the step back
     /// to the previous area may not have happened yet (it reads that area).
-    pub fn check_merge_step_status_line(&self, k: usize, valid: bool, overflowed: bool, line: &str, cow: &(impl SectorSource + ?Sized)) -> Result<(), Violation> {
+    pub fn check_merge_step_status_line(
+        &self,
+        k: usize,
+        valid: bool,
+        overflowed: bool,
+        line: &str,
+        cow: &(impl SectorSource + ?Sized),
+    ) -> Result<(), Violation> {
         self.judge_status_line(k, valid, overflowed, line, cow, Boundary::Either)
     }
 
-    fn judge_status_line(&self, k: usize, valid: bool, overflowed: bool, line: &str, cow: &(impl SectorSource + ?Sized), boundary: Boundary) -> Result<(), Violation> {
+    fn judge_status_line(
+        &self,
+        k: usize,
+        valid: bool,
+        overflowed: bool,
+        line: &str,
+        cow: &(impl SectorSource + ?Sized),
+        boundary: Boundary,
+    ) -> Result<(), Violation> {
         let expected = if !valid {
             "Invalid".to_string()
         } else if self.snapshots[k].merge_failed {
@@ -637,7 +674,8 @@ impl Oracle {
             return Ok(());
         }
         let allowed: Vec<String> = self.origin.live_values(&self.config.initial, sector).into_iter().map(|v| self.name(v)).collect();
-        let message = format!("origin sector {sector} holds {}; legal after the writes and flushes acknowledged: {}", self.name(value), allowed.join(" "));
+        let message =
+            format!("origin sector {sector} holds {}; legal after the writes and flushes acknowledged: {}", self.name(value), allowed.join(" "));
         Err(Violation::new(Invariant::I3FlushedWrites, message))
     }
 
@@ -675,9 +713,16 @@ mod tests {
     #[test]
     fn a_read_returning_origin_data_is_a_conflicting_read_live_and_i1_after_a_crash() {
         let mut o = oracle(false);
-        run(&mut o, &[Event::Write { op: 0, target: Target::Origin, sector: 3, values: Arc::from([7]), flags: UserFlags::PLAIN }, Event::Ack { op: 0, ok: true }])
-            .unwrap();
-        let read = [Event::Read { op: 1, target: S0, sector: 3, sectors: 1 }, Event::ReadDone { op: 1, values: Some(Arc::from([7])), snapshot_valid: true }];
+        run(
+            &mut o,
+            &[
+                Event::Write { op: 0, target: Target::Origin, sector: 3, values: Arc::from([7]), flags: UserFlags::PLAIN },
+                Event::Ack { op: 0, ok: true },
+            ],
+        )
+        .unwrap();
+        let read =
+            [Event::Read { op: 1, target: S0, sector: 3, sectors: 1 }, Event::ReadDone { op: 1, values: Some(Arc::from([7])), snapshot_valid: true }];
         let error = run(&mut o.clone(), &read).unwrap_err();
         assert_eq!(error.invariant, Invariant::I13ConflictingReads);
         assert_eq!(error.events.len(), 4);
@@ -689,7 +734,11 @@ mod tests {
     fn snapshot_writes_are_legal_values_and_flushed_ones_are_the_only_ones() {
         let mut o = oracle(false);
         let crash = [Event::Crash, Event::Reloaded { valid: vec![true] }];
-        run(&mut o, &[Event::Write { op: 0, target: S0, sector: 5, values: Arc::from([9]), flags: UserFlags::PLAIN }, Event::Ack { op: 0, ok: true }]).unwrap();
+        run(
+            &mut o,
+            &[Event::Write { op: 0, target: S0, sector: 5, values: Arc::from([9]), flags: UserFlags::PLAIN }, Event::Ack { op: 0, ok: true }],
+        )
+        .unwrap();
         // Live, an acknowledged write hides the old value; a crash may bring it back.
         assert_eq!(o.check_view_sector(0, 5, 1005, false, false).unwrap_err().invariant, Invariant::I2SnapshotView);
         assert!(o.check_view_sector(0, 5, 9, false, false).is_ok());
@@ -725,7 +774,11 @@ mod tests {
 
     #[test]
     fn kernel_behaviours_are_counted_unless_strict() {
-        let revive = [Event::Status { snapshot: 0, valid: false, overflowed: false, quiescent: true, copies_max: 0 }, Event::Crash, Event::Reloaded { valid: vec![true] }];
+        let revive = [
+            Event::Status { snapshot: 0, valid: false, overflowed: false, quiescent: true, copies_max: 0 },
+            Event::Crash,
+            Event::Reloaded { valid: vec![true] },
+        ];
         let mut o = oracle(false);
         run(&mut o, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: Arc::from([5]), flags: UserFlags::PLAIN }]).unwrap();
         run(&mut o, &revive).unwrap();
@@ -757,20 +810,23 @@ mod tests {
     fn a_clean_reload_never_revives_an_invalid_snapshot() {
         let invalid = Event::Status { snapshot: 0, valid: false, overflowed: false, quiescent: true, copies_max: 0 };
         let mut o = oracle(false);
-        run(&mut o, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: Arc::from([5]), flags: UserFlags::PLAIN }, invalid.clone()]).unwrap();
+        run(&mut o, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: Arc::from([5]), flags: UserFlags::PLAIN }, invalid.clone()])
+            .unwrap();
         let error = o.clone().apply(&Event::Reloaded { valid: vec![true] }).unwrap_err();
         assert_eq!(error.invariant, Invariant::I8Invalidation);
         assert!(error.message.contains("clean reload"), "{}", error.message);
         o.apply(&Event::Reloaded { valid: vec![false] }).unwrap();
         // A failed COW write after the invalidation may have been its header.
-        let header_write_failed = Event::Disk { disk: 1, request: 9, op: DiskOp::Write { preflush: false, fua: false }, sector: 0, sectors: 1, ok: false };
+        let header_write_failed =
+            Event::Disk { disk: 1, request: 9, op: DiskOp::Write { preflush: false, fua: false }, sector: 0, sectors: 1, ok: false };
         run(&mut o, &[header_write_failed, Event::Reloaded { valid: vec![true] }]).unwrap();
         assert_eq!(o.allowances().revived_invalid, 1);
     }
 
     #[test]
     fn invalidation_and_overflow_follow_the_errors_seen() {
-        let cow_write_failed = Event::Disk { disk: 1, request: 3, op: DiskOp::Write { preflush: false, fua: false }, sector: 8, sectors: 2, ok: false };
+        let cow_write_failed =
+            Event::Disk { disk: 1, request: 3, op: DiskOp::Write { preflush: false, fua: false }, sector: 8, sectors: 2, ok: false };
         let mut o = oracle(false);
         o.apply(&cow_write_failed).unwrap();
         let error = o.apply(&Event::Status { snapshot: 0, valid: true, overflowed: false, quiescent: true, copies_max: 0 }).unwrap_err();

@@ -429,9 +429,9 @@ fn explore_point(
 ) -> Result<(), CrashFailure> {
     let durable: Vec<Image> = disks.iter().map(|d| d.durable()).collect();
     let durable_hash = durable.iter().enumerate().fold(0u64, |h, (disk, image)| {
-        image.overlay().fold(h, |h, (sector, bytes)| {
-            h.wrapping_add(digest(disk, sector, bytes)).wrapping_sub(digest(disk, sector, image.base_sector(sector)))
-        })
+        image
+            .overlay()
+            .fold(h, |h, (sector, bytes)| h.wrapping_add(digest(disk, sector, bytes)).wrapping_sub(digest(disk, sector, image.base_sector(sector))))
     });
     let candidates: Vec<Candidate> =
         disks.iter().enumerate().flat_map(|(disk, d)| d.pending_writes().into_iter().map(move |write| Candidate::new(disk, write))).collect();
@@ -517,9 +517,19 @@ fn explore_point(
                 }
                 debug_assert!(check_hash.is_none_or(|h| h == hash), "hash-only and applied state hashes agree");
                 if let Err(violation) = judge_images(images, point, coverage) {
-                    let older = if older.is_empty() { String::new() } else { format!("{} older write(s) {}, ", older.len(), if older_applied { "applied" } else { "dropped" }) };
-                    let torn = tear.map_or(String::new(), |(i, cut, prefix)| format!(", write {} torn to its {} {cut} sector(s)", split + i, if prefix { "first" } else { "last" }));
-                    let applied = format!("{older}of the newest {} non-durable write(s) applied {:?}{torn}", newer.len(), chosen.iter().map(|i| split + i).collect::<Vec<_>>());
+                    let older = if older.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{} older write(s) {}, ", older.len(), if older_applied { "applied" } else { "dropped" })
+                    };
+                    let torn = tear.map_or(String::new(), |(i, cut, prefix)| {
+                        format!(", write {} torn to its {} {cut} sector(s)", split + i, if prefix { "first" } else { "last" })
+                    });
+                    let applied = format!(
+                        "{older}of the newest {} non-durable write(s) applied {:?}{torn}",
+                        newer.len(),
+                        chosen.iter().map(|i| split + i).collect::<Vec<_>>()
+                    );
                     return Err(CrashFailure { step, applied, violation });
                 }
                 if bounds.states_max != 0 && coverage.distinct >= bounds.states_max {

@@ -11,8 +11,8 @@
 
 use arbitrary::{Arbitrary, Result, Unstructured};
 use engine::ChunkSize;
-use engine::format::{DISK_VERSION, DiskHeader, Layout, Record, SNAP_MAGIC};
 use engine::SECTOR_BYTES;
+use engine::format::{DISK_VERSION, DiskHeader, Layout, Record, SNAP_MAGIC};
 use model::{Target, UserFlags};
 
 use engine::store::StoreKind;
@@ -151,8 +151,12 @@ impl CowDescription {
                 let earlier = |of: u8| placed.get(usize::from(of) % placed.len().max(1)).copied();
                 let record = match *description {
                     RecordDescription::Data { old, slot } => Record { old_chunk: u64::from(old), new_chunk: nth_data(slot) },
-                    RecordDescription::PastEnd { old, beyond } => Record { old_chunk: u64::from(old), new_chunk: self.device_chunks + u64::from(beyond) },
-                    RecordDescription::OnMetadata { old, area } => Record { old_chunk: u64::from(old), new_chunk: layout.area_location(u64::from(area % 4)) },
+                    RecordDescription::PastEnd { old, beyond } => {
+                        Record { old_chunk: u64::from(old), new_chunk: self.device_chunks + u64::from(beyond) }
+                    }
+                    RecordDescription::OnMetadata { old, area } => {
+                        Record { old_chunk: u64::from(old), new_chunk: layout.area_location(u64::from(area % 4)) }
+                    }
                     RecordDescription::DuplicateOld { of, slot } => {
                         let old_chunk = earlier(of).map_or(0, |r| r.old_chunk);
                         Record { old_chunk, new_chunk: nth_data(slot) }
@@ -211,14 +215,30 @@ impl<'a> Arbitrary<'a> for Extent {
 /// (a reload of what survives), merges and faults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
 pub enum OpDescription {
-    WriteOrigin { chunk: OriginChunk, extent: Extent },
-    WriteSnapshot { snapshot: bool, chunk: OriginChunk, extent: Extent },
-    ReadSnapshot { snapshot: bool, chunk: OriginChunk, extent: Extent },
-    Flush { origin: bool, snapshot: bool },
+    WriteOrigin {
+        chunk: OriginChunk,
+        extent: Extent,
+    },
+    WriteSnapshot {
+        snapshot: bool,
+        chunk: OriginChunk,
+        extent: Extent,
+    },
+    ReadSnapshot {
+        snapshot: bool,
+        chunk: OriginChunk,
+        extent: Extent,
+    },
+    Flush {
+        origin: bool,
+        snapshot: bool,
+    },
     Wait,
     /// A clean reload (every disk kept as its cache shows it).
     Reload,
-    Merge { snapshot: bool },
+    Merge {
+        snapshot: bool,
+    },
 }
 
 impl OpDescription {
@@ -228,9 +248,18 @@ impl OpDescription {
         let sector = |chunk: OriginChunk, extent: Extent| (chunk.0 * OP_CHUNK_SECTORS + extent.offset).min(OP_ORIGIN_CHUNKS * OP_CHUNK_SECTORS - 1);
         let length = |chunk: OriginChunk, extent: Extent| extent.sectors.min(OP_ORIGIN_CHUNKS * OP_CHUNK_SECTORS - sector(chunk, extent)).max(1);
         match self {
-            Self::WriteOrigin { chunk, extent } => ScriptOp::Write { target: Target::Origin, sector: sector(chunk, extent), sectors: length(chunk, extent), flags: UserFlags::PLAIN },
-            Self::WriteSnapshot { snapshot, chunk, extent } => ScriptOp::Write { target: Target::Snapshot(k(snapshot)), sector: sector(chunk, extent), sectors: length(chunk, extent), flags: UserFlags::PLAIN },
-            Self::ReadSnapshot { snapshot, chunk, extent } => ScriptOp::Read { snapshot: k(snapshot), sector: sector(chunk, extent), sectors: length(chunk, extent) },
+            Self::WriteOrigin { chunk, extent } => {
+                ScriptOp::Write { target: Target::Origin, sector: sector(chunk, extent), sectors: length(chunk, extent), flags: UserFlags::PLAIN }
+            }
+            Self::WriteSnapshot { snapshot, chunk, extent } => ScriptOp::Write {
+                target: Target::Snapshot(k(snapshot)),
+                sector: sector(chunk, extent),
+                sectors: length(chunk, extent),
+                flags: UserFlags::PLAIN,
+            },
+            Self::ReadSnapshot { snapshot, chunk, extent } => {
+                ScriptOp::Read { snapshot: k(snapshot), sector: sector(chunk, extent), sectors: length(chunk, extent) }
+            }
             Self::Flush { origin: true, .. } => ScriptOp::Flush { target: Target::Origin },
             Self::Flush { snapshot, .. } => ScriptOp::Flush { target: Target::Snapshot(k(snapshot)) },
             Self::Wait => ScriptOp::Wait,

@@ -348,7 +348,14 @@ mod tests {
             edit(&mut bytes);
             Log::parse(&bytes).unwrap_err()
         };
-        let header = |entry: usize| 512 * (1 + entry) + match entry { 0..=1 => 0, 2..=3 => 1024, _ => 1024 + 4096 };
+        let header = |entry: usize| {
+            512 * (1 + entry)
+                + match entry {
+                    0..=1 => 0,
+                    2..=3 => 1024,
+                    _ => 1024 + 4096,
+                }
+        };
         assert!(matches!(Log::parse(&good[..10]), Err(LogError::TooShort { bytes: 10 })));
         assert!(matches!(with(&|b| b[0] ^= 1), LogError::BadMagic { .. }));
         assert!(matches!(with(&|b| b[8] = 2), LogError::BadVersion { found: 2 }));
@@ -356,7 +363,10 @@ mod tests {
         assert!(matches!(with(&|b| b[16..24].copy_from_slice(&u64::MAX.to_le_bytes())), LogError::TooManyEntries { .. }));
         assert!(matches!(with(&|b| b.truncate(512 * 8)), LogError::Truncated { index: 3, what: "its data", .. }));
         assert!(matches!(with(&|b| b[header(1) + 16] = 0x80), LogError::UnknownFlags { index: 1, flags: 0x80 }));
-        assert!(matches!(with(&|b| b[header(0) + 24..header(0) + 32].copy_from_slice(&600u64.to_le_bytes())), LogError::MarkTooLong { index: 0, .. }));
+        assert!(matches!(
+            with(&|b| b[header(0) + 24..header(0) + 32].copy_from_slice(&600u64.to_le_bytes())),
+            LogError::MarkTooLong { index: 0, .. }
+        ));
         assert!(matches!(with(&|b| b[header(0) + 32] = 0xff), LogError::MarkNotText { index: 0 }));
         assert!(matches!(with(&|b| b[header(1) + 24] = 5), LogError::UnexpectedData { index: 1, length: 5 }));
         assert!(matches!(with(&|b| b[header(0) + 8] = 1), LogError::SectorsOnEmptyEntry { index: 0, sectors: 1 }));

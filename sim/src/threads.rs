@@ -28,11 +28,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
+use engine::SECTOR_BYTES;
 use engine::io::{BlockDevice, Defer, DeviceIdentity, IoDone, WriteFlags};
 use engine::store::{StoreConfig, StoreKind};
 use engine::target::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
 use engine::zoo::Mutations;
-use engine::SECTOR_BYTES;
 use model::{Event, Invariant, Oracle, OracleConfig, SnapshotSpec, Target, Violation};
 use shuttle::rand::{Rng, thread_rng};
 use shuttle::sync::Mutex;
@@ -302,7 +302,8 @@ impl Rig {
         let origin_sectors = shape.origin_chunks * BASE_CHUNK_SECTORS;
         let (origin_image, initial) = initial_origin(origin_sectors);
         let specs = shape.chunk_sectors.iter().map(|&chunk_sectors| SnapshotSpec { chunk_sectors, overflow_store: false }).collect();
-        let mut oracle = Oracle::new(OracleConfig { initial: Arc::clone(&initial), snapshots: specs, strict: false, cow_threshold: shape.cow_threshold as u32 });
+        let mut oracle =
+            Oracle::new(OracleConfig { initial: Arc::clone(&initial), snapshots: specs, strict: false, cow_threshold: shape.cow_threshold as u32 });
         label_sectors(&mut oracle, &origin_image, &initial);
         let (sender, receiver) = channel();
         let outstanding = Arc::new(AtomicUsize::new(0));
@@ -311,8 +312,10 @@ impl Rig {
         let mut images = vec![Image::from_bytes(origin_image)];
         images.extend(shape.chunk_sectors.iter().map(|&c| Image::zeroed(cow_sectors(c))));
         images.extend((0..shape.spare_cows).map(|_| Image::zeroed(cow_sectors(BASE_CHUNK_SECTORS as u32))));
-        let disks: Vec<Arc<SimDisk>> = images.into_iter().enumerate().map(|(i, image)| Arc::new(SimDisk::new(i as u64 + 1, image, FaultRates::default(), i as u64))).collect();
-        let threaded: Vec<Arc<ThreadedDisk>> = disks.iter().enumerate().map(|(index, disk)| Arc::new(ThreadedDisk { disk: Arc::clone(disk), index, jobs: jobs.clone() })).collect();
+        let disks: Vec<Arc<SimDisk>> =
+            images.into_iter().enumerate().map(|(i, image)| Arc::new(SimDisk::new(i as u64 + 1, image, FaultRates::default(), i as u64))).collect();
+        let threaded: Vec<Arc<ThreadedDisk>> =
+            disks.iter().enumerate().map(|(index, disk)| Arc::new(ThreadedDisk { disk: Arc::clone(disk), index, jobs: jobs.clone() })).collect();
         let receiver = Arc::new(Mutex::new(receiver));
         let completion_threads = (0..2)
             .map(|_| {
@@ -346,7 +349,9 @@ impl Rig {
     fn create_snapshot(&self, cow: Arc<ThreadedDisk>, chunk_sectors: u32) -> Arc<Snapshot<ThreadedDisk>> {
         let (sender, receiver) = channel();
         let config = StoreConfig { kind: StoreKind::Persistent, chunk_sectors: Some(chunk_sectors), ..StoreConfig::default() };
-        self.origin.create_snapshot(cow, config, Box::new(move |created| sender.send(created).expect("creator waiting"))).expect("snapshot table accepted");
+        self.origin
+            .create_snapshot(cow, config, Box::new(move |created| sender.send(created).expect("creator waiting")))
+            .expect("snapshot table accepted");
         receiver.recv().expect("snapshot load completed").expect("snapshot created")
     }
 
@@ -361,7 +366,12 @@ impl Rig {
     }
 
     fn user_handle(&self) -> User {
-        User { shared: Arc::clone(&self.shared), next_op: Arc::clone(&self.next_op), origin: self.origin_device.clone(), snapshots: self.devices.clone() }
+        User {
+            shared: Arc::clone(&self.shared),
+            next_op: Arc::clone(&self.next_op),
+            origin: self.origin_device.clone(),
+            snapshots: self.devices.clone(),
+        }
     }
 
     /// Waits until no request is in flight and no work is queued.
@@ -376,7 +386,13 @@ impl Rig {
         self.quiesce();
         for (k, snapshot) in self.snapshots.iter().enumerate() {
             let (_, copies_max) = snapshot.copies_in_flight();
-            let status = Event::Status { snapshot: k, valid: snapshot.is_valid(), overflowed: snapshot.is_overflowed(), quiescent: true, copies_max: copies_max as u32 };
+            let status = Event::Status {
+                snapshot: k,
+                valid: snapshot.is_valid(),
+                overflowed: snapshot.is_overflowed(),
+                quiescent: true,
+                copies_max: copies_max as u32,
+            };
             self.emit(status);
             let judged = snapshot.is_valid() && lock(&self.shared).oracle.judges(k);
             if judged && snapshot.role() == Role::Snapshot {
@@ -531,7 +547,11 @@ fn join_all(threads: Vec<shuttle::thread::JoinHandle<()>>) {
 fn parallel_io_to_many_snapshots(mutations: Mutations) {
     let rig = Rig::new(&Shape { origin_chunks: 8, chunk_sectors: vec![8, 16, 8], cow_threshold: 2, spare_cows: 0 }, mutations);
     let users = vec![
-        rig.user(vec![Op::WriteOrigin { sector: chunk(0), sectors: 8 }, Op::WriteOrigin { sector: chunk(2) + 3, sectors: 2 }, Op::WriteOrigin { sector: chunk(5), sectors: 8 }]),
+        rig.user(vec![
+            Op::WriteOrigin { sector: chunk(0), sectors: 8 },
+            Op::WriteOrigin { sector: chunk(2) + 3, sectors: 2 },
+            Op::WriteOrigin { sector: chunk(5), sectors: 8 },
+        ]),
         rig.user(vec![Op::WriteOrigin { sector: chunk(0) + 4, sectors: 4 }, Op::WriteOrigin { sector: chunk(3), sectors: 8 }]),
         rig.user(vec![Op::WriteSnapshot { k: 0, sector: chunk(2), sectors: 8 }, Op::ReadSnapshot { k: 0, sector: chunk(2), sectors: 8 }]),
         rig.user(vec![Op::ReadSnapshot { k: 1, sector: chunk(0), sectors: 16 }, Op::ReadSnapshot { k: 2, sector: chunk(3), sectors: 8 }]),
@@ -619,7 +639,10 @@ fn creation_races_writes_at_throttle(mutations: Mutations) {
             }
         }
         if !legal.contains(&seen) {
-            let violation = Violation::new(Invariant::I2SnapshotView, format!("snapshot created during writes shows sector {sector} as the origin never held it while the snapshot was being created"));
+            let violation = Violation::new(
+                Invariant::I2SnapshotView,
+                format!("snapshot created during writes shows sector {sector} as the origin never held it while the snapshot was being created"),
+            );
             rig.judge(Err(violation));
         }
     }
@@ -631,7 +654,9 @@ fn creation_races_writes_at_throttle(mutations: Mutations) {
 fn merge_racing_writes(mutations: Mutations) {
     let rig = Rig::new(&Shape { origin_chunks: 4, chunk_sectors: vec![8, 8], cow_threshold: 0, spare_cows: 0 }, mutations);
     // Before the race: snapshot 0 gets exceptions of its own to merge back.
-    rig.user(vec![Op::WriteSnapshot { k: 0, sector: chunk(1), sectors: 8 }, Op::WriteSnapshot { k: 0, sector: chunk(2), sectors: 4 }]).join().expect("setup");
+    rig.user(vec![Op::WriteSnapshot { k: 0, sector: chunk(1), sectors: 8 }, Op::WriteSnapshot { k: 0, sector: chunk(2), sectors: 4 }])
+        .join()
+        .expect("setup");
     rig.quiesce();
     let merging = rig.origin.hand_over(&rig.snapshots[0], Role::Merge);
     let mut rig = rig;

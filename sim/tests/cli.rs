@@ -30,8 +30,7 @@ fn snapsim(args: &[&str]) -> (bool, String, String) {
 
 /// The vector's expected status after the target name, from its console log.
 fn expected_status(name: &str) -> String {
-    let meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(vectors_dir().join(name).join("vector.json")).unwrap()).unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(vectors_dir().join(name).join("vector.json")).unwrap()).unwrap();
     let tag = if meta["merge"].as_bool().unwrap() { "@@MERGE1 " } else { "@@STATUS1 " };
     let line = meta["console"].as_array().unwrap().iter().find_map(|l| l.as_str()?.strip_prefix(tag)).unwrap();
     line.splitn(4, ' ').nth(3).unwrap().to_string()
@@ -79,9 +78,7 @@ fn view_writes_the_kernels_snapshot() {
         let (ok, _, stderr) = view(name, &out);
         assert!(ok, "{name}: {stderr}");
         let mut expected = Vec::new();
-        flate2::read::GzDecoder::new(std::fs::File::open(dir.join("snapshot.img.gz")).unwrap())
-            .read_to_end(&mut expected)
-            .unwrap();
+        flate2::read::GzDecoder::new(std::fs::File::open(dir.join("snapshot.img.gz")).unwrap()).read_to_end(&mut expected).unwrap();
         assert!(std::fs::read(&out).unwrap() == expected, "{name}: view differs from the kernel's snapshot");
     }
 }

@@ -21,7 +21,12 @@ fn every_crash_trace_replays_to_its_recorded_verdict() {
         assert!(valid_verdict(&trace.verdict), "{name}: verdict {:?} names no invariant", trace.verdict);
         match trace.replay() {
             Ok(replayed) if replayed.verdict() == trace.verdict => println!("{name}: {} as recorded ({} steps)", trace.verdict, replayed.steps),
-            Ok(replayed) => failures.push(format!("{name}: recorded {}, replay gave {} ({:?})", trace.verdict, replayed.verdict(), replayed.violation.map(|v| v.to_string()))),
+            Ok(replayed) => failures.push(format!(
+                "{name}: recorded {}, replay gave {} ({:?})",
+                trace.verdict,
+                replayed.verdict(),
+                replayed.violation.map(|v| v.to_string())
+            )),
             Err(error) => failures.push(format!("{name}: {error}")),
         }
     }

@@ -94,7 +94,9 @@ scenarios! {
 fn complete_is_said_only_of_the_whole_space() {
     use sim::explore::Bounds;
     let text = |chunk: u32, ops: &str| {
-        format!("description = \"d\"\nchunk_sectors = {chunk}\norigin_chunks = 8\ncow_chunks = 16\nsnapshots = 1\nqueue_depth = 1\nwrites_max = 8\nops = \"\"\"\n{ops}\n\"\"\"\n")
+        format!(
+            "description = \"d\"\nchunk_sectors = {chunk}\norigin_chunks = 8\ncow_chunks = 16\nsnapshots = 1\nqueue_depth = 1\nwrites_max = 8\nops = \"\"\"\n{ops}\n\"\"\"\n"
+        )
     };
     let explore_text = |chunk: u32, ops: &str, bounds: Bounds| {
         let scenario = Scenario::parse("t", std::path::Path::new("t.toml"), &text(chunk, ops)).unwrap();

@@ -154,7 +154,13 @@ fn view_refuses_to_write_over_its_inputs() {
     // A refused view leaves an existing --out as it was.
     case(&["view", "--origin", "origin.img", "--cow", "zero.img", "--out", "out.img"], &files, 2, "zero magic", &[]);
     case(&["view", "--origin", "origin.img", "--cow", "origin.img.gz", "--out", "out.img"], &files, 2, "magic", &[]);
-    case(&["view", "--origin", "subdir", "--cow", "cow.img", "--out", "out.img"], &with(files.clone(), &[("subdir", File::Dir)]), 2, "is a directory", &[]);
+    case(
+        &["view", "--origin", "subdir", "--cow", "cow.img", "--out", "out.img"],
+        &with(files.clone(), &[("subdir", File::Dir)]),
+        2,
+        "is a directory",
+        &[],
+    );
     case(&["view", "--origin", "origin.img", "--cow", "nothing.img", "--out", "out.img"], &files, 2, "cannot open nothing.img", &[]);
     case(&["view", "--origin", "origin.img", "--cow", "cow.img", "--out", "out.img", "--chunk-size", "3"], &files, 2, "not a power of two", &[]);
     // The control: a good view replaces out.img, and leaves no temporary file.
@@ -214,7 +220,9 @@ fn apply_refuses_bad_workloads_before_writing() {
 #[test]
 fn apply_refuses_bad_devices_before_writing() {
     let files = with(basic_files(), &[("zero-link.img", File::Link("zero.img")), ("tiny.img", File::Bytes(vec![0; 8192]))]);
-    let apply = |origin: &'static str, cow: &'static str, chunk: &'static str| ["apply", "--origin", origin, "--cow", cow, "--chunk-size", chunk, "vector.json"];
+    let apply = |origin: &'static str, cow: &'static str, chunk: &'static str| {
+        ["apply", "--origin", origin, "--cow", cow, "--chunk-size", chunk, "vector.json"]
+    };
     case(&apply("before.img", "before.img", "8"), &files, 2, "the COW device is the origin device", &[]);
     case(&apply("zero.img", "zero-link.img", "8"), &files, 2, "the COW device is the origin device", &[]);
     case(&apply("before.img", "vector.json", "8"), &files, 2, "--cow vector.json is the same file as the workload", &[]);
@@ -237,7 +245,13 @@ fn apply_fails_when_the_snapshot_goes_invalid() {
         ("c.img", File::Bytes(vec![0; cow_sectors * 512])),
         ("vector.json", File::Bytes(std::fs::read(v.join("vector.json")).unwrap())),
     ];
-    let done = case(&["apply", "--origin", "o.img", "--cow", "c.img", "--chunk-size", "8", "vector.json", "--json"], &files, 1, "the snapshot is Invalid", &["o.img", "c.img"]);
+    let done = case(
+        &["apply", "--origin", "o.img", "--cow", "c.img", "--chunk-size", "8", "vector.json", "--json"],
+        &files,
+        1,
+        "the snapshot is Invalid",
+        &["o.img", "c.img"],
+    );
     let report: serde_json::Value = serde_json::from_str(done.stdout.trim()).expect("one JSON object on stdout");
     assert_eq!(report["verdict"], "FAIL");
     assert_eq!(report["status"], "Invalid");
@@ -414,8 +428,8 @@ fn a_state_limit_makes_explore_partial_not_pass() {
 fn json_is_one_object_even_when_refused() {
     for args in [&["run", "--seed", "42", "--json"][..], &["replay", "no.toml", "--json"], &["apply", "--origin", "a", "--cow", "b", "w", "--json"]] {
         let (outcome, _) = check(args, &[]);
-        let value: serde_json::Value =
-            serde_json::from_str(outcome.stdout.trim()).unwrap_or_else(|e| panic!("{args:?}: stdout is not one JSON object ({e}):\n{}", outcome.stdout));
+        let value: serde_json::Value = serde_json::from_str(outcome.stdout.trim())
+            .unwrap_or_else(|e| panic!("{args:?}: stdout is not one JSON object ({e}):\n{}", outcome.stdout));
         assert!(value["verdict"].is_string(), "{args:?}: {value}");
     }
 }
@@ -432,7 +446,8 @@ fn verdict_and_hash(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn printed_replay_commands_reproduce_verdict_and_trace_hash() {
-    for args in [&["run", "--seed", "4", "--strict"][..], &["run", "--seed", "1", "--mutation", "Z3"], &["run", "--seed", "42", "--max-steps", "500"]] {
+    for args in [&["run", "--seed", "4", "--strict"][..], &["run", "--seed", "1", "--mutation", "Z3"], &["run", "--seed", "42", "--max-steps", "500"]]
+    {
         let (outcome, _) = check(args, &[]);
         assert_eq!(outcome.exit, 1, "{args:?} was chosen because it fails:\n{}", outcome.stdout);
         let replay = outcome.stdout.lines().find_map(|l| l.strip_prefix("replay: snapsim ")).expect("a failing run prints its replay command");

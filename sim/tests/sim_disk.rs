@@ -228,7 +228,10 @@ fn a_crash_never_invents_data() {
     }
     for sector in 0..16 {
         for candidate in s.candidates(sector) {
-            assert!(candidate == "-" || written.get(&sector).is_some_and(|w| w.contains(&candidate)), "sector {sector}: {candidate} was never written there");
+            assert!(
+                candidate == "-" || written.get(&sector).is_some_and(|w| w.contains(&candidate)),
+                "sector {sector}: {candidate} was never written there"
+            );
         }
     }
 }

@@ -149,7 +149,8 @@ fn a_panicking_seed_is_reported_with_its_replay_and_the_soak_goes_on() {
     assert_eq!(listed["invariant"], "panic");
     assert_eq!(listed["replay"], "snapsim run --seed 5");
     // Every other seed ran as in a soak without the planted panic.
-    let others = |report: &SoakReport| -> BTreeMap<u64, String> { failures(report).into_iter().filter(|&(seed, _)| seed != PANICKING_SEED).collect() };
+    let others =
+        |report: &SoakReport| -> BTreeMap<u64, String> { failures(report).into_iter().filter(|&(seed, _)| seed != PANICKING_SEED).collect() };
     assert_eq!(others(&report), others(&run(&plain)));
 }
 

@@ -19,12 +19,12 @@
 //! story a person can read. The zoo tests below show it catching historical
 //! bugs that need a reload or a merge, with their minimal sequences.
 
+use engine::SECTOR_BYTES;
 use engine::io::{BlockDevice, CompletionQueue, MemDevice, WriteFlags, run_until_done};
 use engine::store::StoreConfig;
 use engine::sync::Arc;
 use engine::target::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, SnapshotDevice};
 use engine::zoo::{Mutation, Mutations};
-use engine::SECTOR_BYTES;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestError, TestRunner};
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest};
@@ -42,17 +42,38 @@ const REGRESSIONS_DIR: &str = "tests/proptest-regressions";
 /// One step a user takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
-    WriteOrigin { sector: u64, sectors: u64, label: u64, flags: Flags },
-    WriteSnapshot { snapshot: usize, sector: u64, sectors: u64, label: u64, flags: Flags },
+    WriteOrigin {
+        sector: u64,
+        sectors: u64,
+        label: u64,
+        flags: Flags,
+    },
+    WriteSnapshot {
+        snapshot: usize,
+        sector: u64,
+        sectors: u64,
+        label: u64,
+        flags: Flags,
+    },
     /// An empty flush of the origin (`None`) or of a snapshot.
-    Flush { snapshot: Option<usize> },
-    Read { snapshot: Option<usize>, sector: u64, sectors: u64 },
+    Flush {
+        snapshot: Option<usize>,
+    },
+    Read {
+        snapshot: Option<usize>,
+        sector: u64,
+        sectors: u64,
+    },
     /// A new snapshot of the origin as it is now, with chunks of `1 << chunk_shift` sectors.
-    CreateSnapshot { chunk_shift: u32 },
+    CreateSnapshot {
+        chunk_shift: u32,
+    },
     /// Every device closed cleanly and loaded again.
     Reload,
     /// Snapshot-merge of this snapshot, run to completion; then it is removed.
-    Merge { snapshot: usize },
+    Merge {
+        snapshot: usize,
+    },
 }
 
 /// A write's REQ_PREFLUSH and REQ_FUA: they change what survives a crash,
@@ -237,7 +258,8 @@ impl Engine {
     fn reload(&mut self) {
         self.queue.run_until_idle();
         let fresh = Self::on_origin(self.mutations, self.origin_dev.contents());
-        let cows: Vec<(Vec<u8>, u32)> = self.snapshots.iter().map(|(cow, device)| (cow.contents(), device.snapshot().chunk_size().sectors())).collect();
+        let cows: Vec<(Vec<u8>, u32)> =
+            self.snapshots.iter().map(|(cow, device)| (cow.contents(), device.snapshot().chunk_size().sectors())).collect();
         *self = fresh;
         for (bytes, chunk_sectors) in cows {
             let cow = Arc::new(MemDevice::from_bytes(bytes, &self.queue));
@@ -279,7 +301,9 @@ impl<const Z: usize> StateMachineTest for EngineTest<Z> {
     fn apply(mut engine: Engine, model: &Volumes, step: Step) -> Engine {
         match step {
             Step::WriteOrigin { sector, sectors, label, flags } => engine.write(&engine.origin_device(), sector, sectors, label, flags),
-            Step::WriteSnapshot { snapshot, sector, sectors, label, flags } => engine.write(&engine.snapshots[snapshot].1, sector, sectors, label, flags),
+            Step::WriteSnapshot { snapshot, sector, sectors, label, flags } => {
+                engine.write(&engine.snapshots[snapshot].1, sector, sectors, label, flags)
+            }
             Step::Flush { snapshot: None } => engine.flush(&engine.origin_device()),
             Step::Flush { snapshot: Some(k) } => engine.flush(&engine.snapshots[k].1),
             Step::Read { snapshot, sector, sectors } => {

@@ -80,14 +80,21 @@ fn nothing_ci_runs_can_hang_it() {
             assert_ne!(name, "default", "the default nextest profile has no slow-timeout");
             continue;
         };
-        let period = slow.get("period").and_then(toml::Value::as_str).unwrap_or_else(|| panic!("profile {name}: slow-timeout = {{ period, terminate-after }}"));
+        let period = slow
+            .get("period")
+            .and_then(toml::Value::as_str)
+            .unwrap_or_else(|| panic!("profile {name}: slow-timeout = {{ period, terminate-after }}"));
         let seconds: u64 = period.strip_suffix('s').and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("period {period:?} is not in seconds"));
-        let periods = slow.get("terminate-after").and_then(toml::Value::as_integer).unwrap_or_else(|| panic!("profile {name}: a slow test is never killed"));
+        let periods =
+            slow.get("terminate-after").and_then(toml::Value::as_integer).unwrap_or_else(|| panic!("profile {name}: a slow test is never killed"));
         assert!(periods > 0 && seconds * periods as u64 <= 20 * 60, "profile {name}: a hung test runs {periods} × {period}");
     }
     // Whatever .ci/run runs outside nextest runs under coreutils' timeout.
     let ci_run = ci_run_commands();
-    assert!(ci_run.iter().any(|line| line.starts_with("timeout ") && line.ends_with(" \"$suite_timeout\" \"$@\"")), "bounded() no longer calls timeout: {ci_run:#?}");
+    assert!(
+        ci_run.iter().any(|line| line.starts_with("timeout ") && line.ends_with(" \"$suite_timeout\" \"$@\"")),
+        "bounded() no longer calls timeout: {ci_run:#?}"
+    );
     for line in ci_run.iter().filter(|line| line.contains("cargo test")) {
         assert!(line.contains("bounded cargo test"), ".ci/run runs `{line}` without a time limit");
     }

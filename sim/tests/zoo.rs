@@ -25,13 +25,30 @@ fn scenarios() -> Vec<Scenario> {
 fn check(mutation: Mutation) {
     let hunt = hunt(mutation, &scenarios(), BUDGET);
     match &hunt.verdict {
-        Verdict::Caught { invariant, message, replay } => println!("{} caught by {} after {} run(s): {message}\nreplay: {replay}", mutation.id(), invariant.id(), hunt.attempts),
-        Verdict::ByConstruction { invariant, message, reason } => println!("{} by construction ({reason}); the model says {}: {message}", mutation.id(), invariant.id()),
-        Verdict::ThreadsOnly { threads } => println!("{} survives {} single-threaded run(s), as a race must; caught by loom model {} and shuttle case {}", mutation.id(), hunt.attempts, threads.loom_model, threads.shuttle_case),
+        Verdict::Caught { invariant, message, replay } => {
+            println!("{} caught by {} after {} run(s): {message}\nreplay: {replay}", mutation.id(), invariant.id(), hunt.attempts)
+        }
+        Verdict::ByConstruction { invariant, message, reason } => {
+            println!("{} by construction ({reason}); the model says {}: {message}", mutation.id(), invariant.id())
+        }
+        Verdict::ThreadsOnly { threads } => println!(
+            "{} survives {} single-threaded run(s), as a race must; caught by loom model {} and shuttle case {}",
+            mutation.id(),
+            hunt.attempts,
+            threads.loom_model,
+            threads.shuttle_case
+        ),
         Verdict::Survived => {}
     }
     let expected: Vec<&str> = entry_of(mutation).expected.iter().map(|i| i.id()).collect();
-    assert!(hunt.caught_rightly(), "{} ({}): {:?} after {} run(s); its row lists {expected:?}", mutation.id(), mutation.summary(), hunt.verdict, hunt.attempts);
+    assert!(
+        hunt.caught_rightly(),
+        "{} ({}): {:?} after {} run(s); its row lists {expected:?}",
+        mutation.id(),
+        mutation.summary(),
+        hunt.verdict,
+        hunt.attempts
+    );
 }
 
 macro_rules! zoo_tests {

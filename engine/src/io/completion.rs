@@ -73,10 +73,7 @@ impl CompletionQueue {
 /// Starts an operation that reports through a callback and runs `queue` until
 /// it has; returns its result, or `None` if the queue ran dry first (a lost
 /// completion: the operation's callback was never called).
-pub fn run_until_done<T: Send + 'static>(
-    queue: &CompletionQueue,
-    start: impl FnOnce(Box<dyn FnOnce(T) + Send + 'static>),
-) -> Option<T> {
+pub fn run_until_done<T: Send + 'static>(queue: &CompletionQueue, start: impl FnOnce(Box<dyn FnOnce(T) + Send + 'static>)) -> Option<T> {
     let slot: Arc<Mutex<Option<T>>> = Arc::new(Mutex::new(None));
     let filler = Arc::clone(&slot);
     start(Box::new(move |value| {

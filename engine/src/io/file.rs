@@ -9,10 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::{
-    BlockDevice, CompletionQueue, DeviceIdentity, IoDone, IoError, IoErrorKind, IoOp, SECTOR_BYTES, WriteFlags,
-    byte_offset, check_request,
-};
+use super::{BlockDevice, CompletionQueue, DeviceIdentity, IoDone, IoError, IoErrorKind, IoOp, SECTOR_BYTES, WriteFlags, byte_offset, check_request};
 use crate::sync::Arc;
 
 /// Whether a [`FileDevice`] may be written.
@@ -75,9 +72,7 @@ impl FileDevice {
         check_request(IoOp::Read, sector, bytes, self.size_sectors)?;
         let mut buffer = vec![0u8; bytes];
         let offset = byte_offset(sector).unwrap_or(u64::MAX);
-        self.file
-            .read_exact_at(&mut buffer, offset)
-            .map_err(|error| IoError::os(IoOp::Read, sector, u64::from(sectors), &error))?;
+        self.file.read_exact_at(&mut buffer, offset).map_err(|error| IoError::os(IoOp::Read, sector, u64::from(sectors), &error))?;
         Ok(buffer)
     }
 

@@ -6,10 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{
-    BlockDevice, CompletionQueue, DeviceIdentity, IoDone, IoError, IoErrorKind, IoOp, SECTOR_BYTES, WriteFlags,
-    check_request,
-};
+use super::{BlockDevice, CompletionQueue, DeviceIdentity, IoDone, IoError, IoErrorKind, IoOp, SECTOR_BYTES, WriteFlags, check_request};
 use crate::sync::{Arc, Mutex};
 
 static NEXT_MEMORY_ID: AtomicU64 = AtomicU64::new(1);

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use super::persistent::State;
-use super::{Loaded, LoadOutcome, PersistentStore, StoreConfig, StoreError};
+use super::{LoadOutcome, Loaded, PersistentStore, StoreConfig, StoreError};
 use crate::chunk::{ChunkSize, DEFAULT_CHUNK_SECTORS};
 use crate::exception_table::ExceptionTable;
 use crate::format::{DISK_VERSION, DiskHeader, HEADER_CHUNKS, Layout, Record, SNAP_MAGIC};
@@ -113,11 +113,7 @@ fn on_header<D: BlockDevice>(
     let mut chunk_size_override = None;
     if header.chunk_size != table_chunk.sectors() {
         if config.chunk_sectors.is_some() {
-            log::warn!(
-                "chunk size {} in device metadata overrides table chunk size of {}",
-                header.chunk_size,
-                table_chunk.sectors()
-            );
+            log::warn!("chunk size {} in device metadata overrides table chunk size of {}", header.chunk_size, table_chunk.sectors());
             chunk_size_override = Some((table_chunk.sectors(), header.chunk_size));
         }
         chunk = match ChunkSize::new(header.chunk_size, cow.logical_block_bytes(), origin_block_bytes) {
@@ -242,11 +238,7 @@ impl<D: BlockDevice> AreaReader<D> {
             if reader.result.is_none() {
                 reader.plan_reads(&mut reads);
             }
-            let report = if reader.result.is_some() && reader.in_flight == 0 {
-                reader.done.take().zip(reader.result.take())
-            } else {
-                None
-            };
+            let report = if reader.result.is_some() && reader.in_flight == 0 { reader.done.take().zip(reader.result.take()) } else { None };
             (report, Arc::clone(&reader.cow), reader.layout)
         };
         for area in reads {

@@ -12,9 +12,9 @@ use std::collections::VecDeque;
 use super::{StoreError, StoreKind, Usage};
 use crate::chunk::ChunkSize;
 use crate::format::{DiskHeader, Layout, Record, clear_record};
-use crate::zoo::{Mutation, Mutations};
 use crate::io::{BlockDevice, IoError, WriteFlags};
 use crate::sync::{Arc, Mutex};
+use crate::zoo::{Mutation, Mutations};
 
 /// Called once a committed exception's record is durable (`true`), or with
 /// `false` if the snapshot became invalid (the record may not be on disk).
@@ -371,8 +371,7 @@ impl<D: BlockDevice> PersistentStore<D> {
         while count < state.current_committed {
             let before = Record::decode(&state.area, (state.current_committed - 1 - count) as usize);
             let step = u64::from(count);
-            if before.old_chunk != last.old_chunk.wrapping_sub(step) || before.new_chunk != last.new_chunk.wrapping_sub(step)
-            {
+            if before.old_chunk != last.old_chunk.wrapping_sub(step) || before.new_chunk != last.new_chunk.wrapping_sub(step) {
                 break;
             }
             count += 1;
@@ -444,8 +443,7 @@ impl<D: BlockDevice> PersistentStore<D> {
                             state.current_committed -= count;
                             // Only usage reads next_free now; give it the value it
                             // would have had had every exception committed in order.
-                            state.next_free =
-                                this.layout.area_location(state.current_area) + u64::from(state.current_committed) + 1;
+                            state.next_free = this.layout.area_location(state.current_area) + u64::from(state.current_committed) + 1;
                             Ok(())
                         }
                         Err(error) => Err(StoreError::io(format!("writing metadata area {} after merging", state.current_area), error)),

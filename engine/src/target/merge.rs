@@ -177,10 +177,17 @@ impl<D: BlockDevice> Snapshot<D> {
         let to = self.chunk.chunk_to_sector(run.old_start);
         let sectors = (u64::from(run.count) * u64::from(self.chunk.sectors())).min(self.origin_dev.size_sectors().saturating_sub(to));
         let this = Arc::clone(self);
-        copy(&self.cow, from, &self.origin_dev, to, sectors as u32, Box::new(move |result| match result {
-            Err(error) => this.merge_stop(MergeOutcome::Failed(format!("copying run at origin chunk {}: {error:?}", run.old_start))),
-            Ok(()) => this.merge_flush_origin(run),
-        }));
+        copy(
+            &self.cow,
+            from,
+            &self.origin_dev,
+            to,
+            sectors as u32,
+            Box::new(move |result| match result {
+                Err(error) => this.merge_stop(MergeOutcome::Failed(format!("copying run at origin chunk {}: {error:?}", run.old_start))),
+                Ok(()) => this.merge_flush_origin(run),
+            }),
+        );
     }
 
     /// Step 4: the merged data must be durable before its records go.
@@ -200,31 +207,34 @@ impl<D: BlockDevice> Snapshot<D> {
     fn merge_commit(self: &Arc<Self>, run: Run) {
         let store = self.store();
         let this = Arc::clone(self);
-        store.commit_merge(run.count, Box::new(move |result| {
-            if let Err(error) = result {
-                return this.merge_stop(MergeOutcome::Failed(error.to_string()));
-            }
-            let released = {
-                let mut state = this.state.lock();
-                for chunk in (run.old_start..run.old_start + u64::from(run.count)).rev() {
-                    if state.complete.remove(chunk).is_none() {
-                        drop(state);
-                        return this.merge_stop(MergeOutcome::Failed(format!(
-                            "corruption detected: exception for origin chunk {chunk} is on disk but not in memory"
-                        )));
-                    }
+        store.commit_merge(
+            run.count,
+            Box::new(move |result| {
+                if let Err(error) = result {
+                    return this.merge_stop(MergeOutcome::Failed(error.to_string()));
                 }
-                state.merge.first_chunk = 0;
-                state.merge.chunks = 0;
-                state.merge.run = None;
-                state.merge.runs_merged += 1;
-                std::mem::take(&mut state.merge.queued)
-            };
-            for bio in released {
-                this.merge_map_write(bio);
-            }
-            this.merge_next();
-        }));
+                let released = {
+                    let mut state = this.state.lock();
+                    for chunk in (run.old_start..run.old_start + u64::from(run.count)).rev() {
+                        if state.complete.remove(chunk).is_none() {
+                            drop(state);
+                            return this.merge_stop(MergeOutcome::Failed(format!(
+                                "corruption detected: exception for origin chunk {chunk} is on disk but not in memory"
+                            )));
+                        }
+                    }
+                    state.merge.first_chunk = 0;
+                    state.merge.chunks = 0;
+                    state.merge.run = None;
+                    state.merge.runs_merged += 1;
+                    std::mem::take(&mut state.merge.queued)
+                };
+                for bio in released {
+                    this.merge_map_write(bio);
+                }
+                this.merge_next();
+            }),
+        );
     }
 
     /// A write to the snapshot-merge target (the kernel's `snapshot_merge_map`).
@@ -243,10 +253,15 @@ impl<D: BlockDevice> Snapshot<D> {
             let sector = self.chunk.chunk_to_sector(new_chunk) + (bio.sector & u64::from(self.chunk.sectors() - 1));
             let this = Arc::clone(self);
             let done = bio.done;
-            return self.cow.write(sector, bio.data, bio.flags, Box::new(move |result| {
-                this.untrack(chunk);
-                done(result);
-            }));
+            return self.cow.write(
+                sector,
+                bio.data,
+                bio.flags,
+                Box::new(move |result| {
+                    this.untrack(chunk);
+                    done(result);
+                }),
+            );
         }
         drop(state);
         // No exception (or an invalid merging snapshot): write the origin,

@@ -146,18 +146,18 @@ impl<D: BlockDevice> Origin<D> {
     /// Creates a snapshot (the `snapshot` table line, then resume): loads or
     /// initialises the store on `cow` and registers the snapshot, active.
     /// Refused at once if `cow` is the origin or the chunk size is invalid.
-    pub fn create_snapshot(
-        self: &Arc<Self>,
-        cow: Arc<D>,
-        config: StoreConfig,
-        done: SnapshotCreated<D>,
-    ) -> Result<(), StoreError> {
+    pub fn create_snapshot(self: &Arc<Self>, cow: Arc<D>, config: StoreConfig, done: SnapshotCreated<D>) -> Result<(), StoreError> {
         crate::view::check_distinct(self.dev.as_ref(), cow.as_ref())?;
         let origin = Arc::clone(self);
         let config = StoreConfig { mutations: self.config.mutations, ..config };
-        PersistentStore::load(cow, self.dev.logical_block_bytes(), config, Box::new(move |loaded| {
-            done(loaded.map(|loaded| origin.register(loaded, Role::Snapshot)));
-        }))
+        PersistentStore::load(
+            cow,
+            self.dev.logical_block_bytes(),
+            config,
+            Box::new(move |loaded| {
+                done(loaded.map(|loaded| origin.register(loaded, Role::Snapshot)));
+            }),
+        )
     }
 
     /// Builds and registers a snapshot from a loaded store.

@@ -18,7 +18,6 @@ use super::bio::{Join, WriteBio, next_target_identity, split, split_write};
 use super::copy::copy;
 use super::origin::Origin;
 use super::sequencer::Sequencer;
-use crate::zoo::Mutation;
 use super::tracked::Tracked;
 use crate::chunk::ChunkSize;
 use crate::exception_table::ExceptionTable;
@@ -27,6 +26,7 @@ use crate::io::{BlockDevice, Defer, DeviceIdentity, IoDone, IoError, IoErrorKind
 use crate::store::{PersistentStore, StoreKind};
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex, Weak};
+use crate::zoo::Mutation;
 
 /// Whether a snapshot is an ordinary snapshot or the snapshot-merge target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,11 +128,7 @@ pub struct Snapshot<D: BlockDevice> {
 
 impl<D: BlockDevice> std::fmt::Debug for Snapshot<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Snapshot")
-            .field("chunk", &self.chunk)
-            .field("role", &self.role)
-            .field("status", &self.status())
-            .finish()
+        f.debug_struct("Snapshot").field("chunk", &self.chunk).field("role", &self.role).field("status", &self.status()).finish()
     }
 }
 
@@ -293,9 +289,16 @@ impl<D: BlockDevice> Snapshot<D> {
         let origin_sectors = self.origin_dev.size_sectors();
         let sectors = u64::from(self.chunk.sectors()).min(origin_sectors.saturating_sub(from)) as u32;
         let this = Arc::clone(self);
-        copy(&self.origin_dev, from, &self.cow, self.chunk.chunk_to_sector(new_chunk), sectors, Box::new(move |result| {
-            this.copy_done(chunk, result.is_err());
-        }));
+        copy(
+            &self.origin_dev,
+            from,
+            &self.cow,
+            self.chunk.chunk_to_sector(new_chunk),
+            sectors,
+            Box::new(move |result| {
+                this.copy_done(chunk, result.is_err());
+            }),
+        );
     }
 
     fn account_copy_start(&self) {
@@ -467,10 +470,14 @@ impl<D: BlockDevice> Snapshot<D> {
         state.tracked.start(chunk);
         drop(state);
         let this = Arc::clone(self);
-        self.origin_dev.read(sector, sectors, Box::new(move |result| {
-            this.untrack(chunk);
-            done(result);
-        }));
+        self.origin_dev.read(
+            sector,
+            sectors,
+            Box::new(move |result| {
+                this.untrack(chunk);
+                done(result);
+            }),
+        );
     }
 
     fn map_write(self: &Arc<Self>, bio: WriteBio) {
@@ -512,13 +519,18 @@ impl<D: BlockDevice> Snapshot<D> {
             drop(state);
             self.account_copy_start();
             let this = Arc::clone(self);
-            return self.cow.write(remapped, bio.data, bio.flags, Box::new(move |result| {
-                let failed = result.is_err();
-                if let Some(done) = early_ack {
-                    done(result);
-                }
-                this.copy_done(chunk, failed);
-            }));
+            return self.cow.write(
+                remapped,
+                bio.data,
+                bio.flags,
+                Box::new(move |result| {
+                    let failed = result.is_err();
+                    if let Some(done) = early_ack {
+                        done(result);
+                    }
+                    this.copy_done(chunk, failed);
+                }),
+            );
         }
         pending.snapshot_bios.push(WriteBio { sector: remapped, ..bio });
         let start = !pending.started;

@@ -15,12 +15,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arbitrary::{Arbitrary, Unstructured};
 use engine::io::{CompletionQueue, MemDevice, WriteFlags, run_until_done};
 use engine::store::{LoadOutcome, StoreConfig, load_blocking};
 use engine::sync::Arc;
 use engine::target::{Origin, OriginConfig, OriginDevice};
 use engine::{BlockDevice, SECTOR_BYTES};
-use arbitrary::{Arbitrary, Unstructured};
 use sim::hostile::{CowDescription, OpSequence};
 
 /// Random inputs per target in a plain `cargo test` (on top of the corpus);
@@ -169,14 +169,18 @@ fn guarded(name: &'static str, body: impl Fn(&[u8])) -> impl Fn(&[u8]) {
             std::fs::write(path, bytes).unwrap_or_else(|error| panic!("cannot keep the last input in {}: {error}", Path::new(path).display()));
         }
         let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(bytes))) else { return };
-        let message = payload.downcast_ref::<String>().cloned().or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned())).unwrap_or_default();
+        let message =
+            payload.downcast_ref::<String>().cloned().or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned())).unwrap_or_default();
         let mut hash = sim::trace::Fnv::new();
         hash.bytes(bytes);
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-failures").join(name);
         let path = dir.join(format!("{:016x}", hash.finish()));
         let saved = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, bytes));
         let saved = match saved {
-            Ok(()) => format!("replay: SNAPSIM_FUZZ_REPLAY={} cargo test -p sim-fuzz --test fuzz -- --exact {name} --nocapture\n(once fixed, copy the input into sim/fuzz/tests/__fuzz__/{name}/corpus/)", path.display()),
+            Ok(()) => format!(
+                "replay: SNAPSIM_FUZZ_REPLAY={} cargo test -p sim-fuzz --test fuzz -- --exact {name} --nocapture\n(once fixed, copy the input into sim/fuzz/tests/__fuzz__/{name}/corpus/)",
+                path.display()
+            ),
             Err(error) => format!("the failing input could not be saved to {}: {error}", path.display()),
         };
         panic!("{message}\n{saved}");
@@ -266,7 +270,9 @@ fn load_write_reload() {
         let origin_dev = Arc::new(MemDevice::zeroed(origin_sectors, &queue));
         let cow = Arc::new(MemDevice::from_bytes(bytes, &queue));
         let origin = Origin::new(origin_dev, queue.clone(), OriginConfig::default());
-        let created = run_until_done(&queue, |done| origin.create_snapshot(Arc::clone(&cow), StoreConfig::default(), done).expect("loaded once, accepted again"));
+        let created = run_until_done(&queue, |done| {
+            origin.create_snapshot(Arc::clone(&cow), StoreConfig::default(), done).expect("loaded once, accepted again")
+        });
         let snapshot = created.expect("load completed").expect("loaded once, loads again");
         let before: BTreeMap<u64, u64> = (0..origin_sectors / chunk_sectors).filter_map(|c| snapshot.lookup(c).map(|n| (c, n))).collect();
         let device = OriginDevice::new(Arc::clone(&origin));
@@ -279,7 +285,8 @@ fn load_write_reload() {
         if snapshot.is_valid() {
             let Some(reloaded) = reloaded else {
                 let queue = CompletionQueue::new();
-                let again = load_blocking(&queue, Arc::new(MemDevice::from_bytes(cow.contents(), &queue)), SECTOR_BYTES as u32, StoreConfig::default());
+                let again =
+                    load_blocking(&queue, Arc::new(MemDevice::from_bytes(cow.contents(), &queue)), SECTOR_BYTES as u32, StoreConfig::default());
                 panic!("a snapshot still valid does not reload as valid: {:?}\n{description:?}", again.map(|l| l.outcome));
             };
             for (old, new) in &before {

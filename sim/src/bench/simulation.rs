@@ -134,7 +134,12 @@ pub fn print_explore_all() {
             }
         }
     }
-    println!("explore all: {} scenarios, {runs} runs, {complete} complete, {total:.1} s on one core; slowest {} in {:.1} s", scenarios.len(), slowest.1, slowest.0);
+    println!(
+        "explore all: {} scenarios, {runs} runs, {complete} complete, {total:.1} s on one core; slowest {} in {:.1} s",
+        scenarios.len(),
+        slowest.1,
+        slowest.0
+    );
 }
 
 /// Crash images of a 64 MiB COW with 64 pending 4 KiB writes, built as

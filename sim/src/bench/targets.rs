@@ -15,9 +15,7 @@
 
 use std::path::Path;
 
-use engine::io::{
-    BlockDevice, CompletionQueue, DeviceIdentity, FileDevice, IoDone, OpenMode, SECTOR_BYTES, WriteFlags, run_until_done,
-};
+use engine::io::{BlockDevice, CompletionQueue, DeviceIdentity, FileDevice, IoDone, OpenMode, SECTOR_BYTES, WriteFlags, run_until_done};
 use engine::store::StoreConfig;
 use engine::sync::Arc;
 use engine::target::{Origin, OriginConfig, OriginDevice};
@@ -162,7 +160,8 @@ pub fn print_throughput(dir: &Path) {
 pub fn print_burst(memory: MemoryProbe) {
     println!("burst memory: 16 snapshots, 4 KiB chunks, discard devices");
     println!("{:<12} {:>10} {:>14} {:>16}", "threshold", "writes", "peak MiB", "copies in flight");
-    for (threshold, bursts) in [(engine::target::DEFAULT_COW_THRESHOLD, &[25_000u64, 50_000, 100_000, 200_000][..]), (0, &[2_500, 5_000, 10_000][..])] {
+    for (threshold, bursts) in [(engine::target::DEFAULT_COW_THRESHOLD, &[25_000u64, 50_000, 100_000, 200_000][..]), (0, &[2_500, 5_000, 10_000][..])]
+    {
         for &writes in bursts {
             let (peak, copies) = burst_peak(memory, writes, threshold);
             let name = if threshold == 0 { "unlimited".to_string() } else { threshold.to_string() };

@@ -162,7 +162,8 @@ fn check_soak_outputs(args: &SoakArgs) -> Result<(), CliError> {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    tempfile::tempfile_in(&dir).map_err(|e| CliError::bad_input(format!("--report {}: cannot write in {}: {e}", args.report.display(), dir.display())))?;
+    tempfile::tempfile_in(&dir)
+        .map_err(|e| CliError::bad_input(format!("--report {}: cannot write in {}: {e}", args.report.display(), dir.display())))?;
     if args.traces_dir.exists() && !args.traces_dir.is_dir() {
         return Err(CliError::bad_input(format!("--traces-dir {}: is not a directory", args.traces_dir.display())));
     }
@@ -303,12 +304,17 @@ fn zoo(args: &ZooArgs) -> Result<(), CliError> {
     use sim::zoo::Verdict;
     let out = Out { json: args.json };
     if !engine::zoo::Mutations::available() {
-        return Err(CliError::bad_input("this build has no mutations: run it with `cargo run --release -p sim --features bug-zoo --bin snapsim -- zoo`"));
+        return Err(CliError::bad_input(
+            "this build has no mutations: run it with `cargo run --release -p sim --features bug-zoo --bin snapsim -- zoo`",
+        ));
     }
     let mutations: Vec<Mutation> = if args.only.is_empty() {
         Mutation::ALL.to_vec()
     } else {
-        args.only.iter().map(|id| Mutation::parse(id).ok_or_else(|| CliError::bad_input(format!("--only: unknown mutation {id:?} (Z1..Z21)")))).collect::<Result<_, _>>()?
+        args.only
+            .iter()
+            .map(|id| Mutation::parse(id).ok_or_else(|| CliError::bad_input(format!("--only: unknown mutation {id:?} (Z1..Z21)"))))
+            .collect::<Result<_, _>>()?
     };
     if args.swarm_only && args.swarm_seeds == 0 {
         return Err(CliError::bad_input("--swarm-only with --swarm-seeds 0 hunts nothing"));
@@ -330,11 +336,22 @@ fn zoo(args: &ZooArgs) -> Result<(), CliError> {
             Verdict::ByConstruction { invariant, reason, .. } => (format!("{} (model)", invariant.id()), format!("by construction: {reason}")),
             Verdict::ThreadsOnly { threads } => (
                 "threads".to_string(),
-                format!("single-threaded runs cannot race; caught by loom model {} and shuttle case {} (see ARCHITECTURE.md)", threads.loom_model, threads.shuttle_case),
+                format!(
+                    "single-threaded runs cannot race; caught by loom model {} and shuttle case {} (see ARCHITECTURE.md)",
+                    threads.loom_model, threads.shuttle_case
+                ),
             ),
             Verdict::Survived => ("SURVIVED".to_string(), String::new()),
         };
-        out.line(format!("{:<4} {:<40} {:<38} {:<14} {:>5} {:>8.2}  {replay}", mutation.id(), mutation.summary(), mutation.kernel_fix(), caught_by, hunt.attempts, seconds));
+        out.line(format!(
+            "{:<4} {:<40} {:<38} {:<14} {:>5} {:>8.2}  {replay}",
+            mutation.id(),
+            mutation.summary(),
+            mutation.kernel_fix(),
+            caught_by,
+            hunt.attempts,
+            seconds
+        ));
         let message = match &hunt.verdict {
             Verdict::Caught { message, .. } | Verdict::ByConstruction { message, .. } => Some(message.clone()),
             _ => None,
@@ -462,7 +479,13 @@ enum Explored {
 }
 
 /// Explores one scenario over each of its seeds and prints the figures.
-fn explore(out: Out, scenario: &sim::scenario::Scenario, args: &ExploreArgs, mutations: engine::zoo::Mutations, runs: &mut Vec<serde_json::Value>) -> Result<Explored, CliError> {
+fn explore(
+    out: Out,
+    scenario: &sim::scenario::Scenario,
+    args: &ExploreArgs,
+    mutations: engine::zoo::Mutations,
+    runs: &mut Vec<serde_json::Value>,
+) -> Result<Explored, CliError> {
     let mut bounds = scenario.bounds();
     bounds.writes_max = args.writes_max.map_or(bounds.writes_max, |w| w as usize);
     bounds.states_max = args.states_max;
@@ -775,7 +798,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Simulated runs fail disks on purpose; the engine's warnings about them
     // would drown the report (RUST_LOG still shows them).
-    let simulated = matches!(cli.command, Command::Run(_) | Command::Explore(_) | Command::Replay(_) | Command::Zoo(_) | Command::Soak(_) | Command::Bench(_));
+    let simulated =
+        matches!(cli.command, Command::Run(_) | Command::Explore(_) | Command::Replay(_) | Command::Zoo(_) | Command::Soak(_) | Command::Bench(_));
     let default_filter = if simulated { "off" } else { "warn" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter)).format_timestamp(None).init();
     let json = cli.command.json();

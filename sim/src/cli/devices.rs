@@ -8,9 +8,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use engine::format::DiskHeader;
-use engine::io::{
-    BlockDevice, CompletionQueue, DeviceIdentity, FileDevice, IoDone, MemDevice, OpenMode, WriteFlags, run_until_done,
-};
+use engine::io::{BlockDevice, CompletionQueue, DeviceIdentity, FileDevice, IoDone, MemDevice, OpenMode, WriteFlags, run_until_done};
 use engine::sync::Arc;
 
 use super::CliError;

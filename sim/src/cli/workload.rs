@@ -167,11 +167,14 @@ mod tests {
     #[test]
     fn parses_the_text_form() {
         let requests = parse_text("# a workload\nwrite origin 8 2\n\nwrite snapshot 0 1 tag. # comment\nflush origin\n").unwrap();
-        assert_eq!(requests, vec![
-            Request::Write { target: Target::Origin, sector: 8, sectors: 2, tag: None },
-            Request::Write { target: Target::Snapshot, sector: 0, sectors: 1, tag: Some("tag.".into()) },
-            Request::Flush { target: Target::Origin },
-        ]);
+        assert_eq!(
+            requests,
+            vec![
+                Request::Write { target: Target::Origin, sector: 8, sectors: 2, tag: None },
+                Request::Write { target: Target::Snapshot, sector: 0, sectors: 1, tag: Some("tag.".into()) },
+                Request::Flush { target: Target::Origin },
+            ]
+        );
         assert!(parse_text("write origin x 2").unwrap_err().to_string().contains("line 1: sector \"x\" is not a number"));
         assert!(parse_text("erase origin 1 1").unwrap_err().to_string().contains("unknown request"));
     }

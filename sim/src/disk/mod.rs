@@ -279,8 +279,7 @@ impl SimDisk {
         match request.callback {
             Callback::Refused(run) => Completion { info, ok: false, run },
             Callback::Read(done) => {
-                let failed = state.latent.range(info.sector..info.sector + info.sectors).next().is_some()
-                    || draw(&mut state, |f| f.read_error);
+                let failed = state.latent.range(info.sector..info.sector + info.sectors).next().is_some() || draw(&mut state, |f| f.read_error);
                 let result = if failed { Err(error(IoErrorKind::Media)) } else { Ok(read_cached(&state, info.sector, info.sectors)) };
                 let ok = result.is_ok();
                 Completion { info, ok, run: Box::new(move || done(result)) }

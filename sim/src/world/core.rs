@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use engine::SECTOR_BYTES;
 use engine::io::{BlockDevice, Defer, IoDone, WriteFlags};
 use engine::store::{StoreConfig, StoreKind};
-use engine::zoo::Mutations;
 use engine::target::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
+use engine::zoo::Mutations;
 use model::{CowState, DiskOp, Event, Invariant, Oracle, OracleConfig, SnapshotSpec, Target, UserFlags, Violation};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -242,7 +242,12 @@ impl World {
         let specs = (0..knobs.snapshots)
             .map(|k| SnapshotSpec { chunk_sectors: knobs.snapshot_chunk_sectors(k), overflow_store: knobs.store == StoreKind::PersistentOverflow })
             .collect();
-        let mut oracle = Oracle::new(OracleConfig { initial: Arc::clone(&initial), snapshots: specs, strict: config.strict, cow_threshold: knobs.cow_threshold as u32 });
+        let mut oracle = Oracle::new(OracleConfig {
+            initial: Arc::clone(&initial),
+            snapshots: specs,
+            strict: config.strict,
+            cow_threshold: knobs.cow_threshold as u32,
+        });
         label_sectors(&mut oracle, &origin_image, &initial);
         let cow_sectors = knobs.cow_chunks * u64::from(knobs.chunk_sectors);
         let mut images = vec![Image::from_bytes(origin_image)];
@@ -364,10 +369,12 @@ impl World {
             })
             .collect();
         let deferred = Arc::new(DeferQueue::default());
-        let origin = Origin::new(Arc::clone(&disks[0]), deferred.clone(), OriginConfig { cow_threshold: self.knobs.cow_threshold, mutations: self.mutations });
+        let origin =
+            Origin::new(Arc::clone(&disks[0]), deferred.clone(), OriginConfig { cow_threshold: self.knobs.cow_threshold, mutations: self.mutations });
         self.engine = Engine { disks, deferred, origin: Arc::new(OriginDevice::new(Arc::clone(&origin))), snapshots: Vec::new() };
         for index in 0..self.knobs.snapshots {
-            let config = StoreConfig { kind: self.knobs.store, chunk_sectors: Some(self.knobs.snapshot_chunk_sectors(index)), ..StoreConfig::default() };
+            let config =
+                StoreConfig { kind: self.knobs.store, chunk_sectors: Some(self.knobs.snapshot_chunk_sectors(index)), ..StoreConfig::default() };
             let slot: Slot<Result<Arc<Snapshot<SimDisk>>, engine::StoreError>> = Arc::default();
             let filler = Arc::clone(&slot);
             let cow = Arc::clone(&self.engine.disks[index + 1]);
@@ -560,7 +567,8 @@ impl World {
             self.emit(event);
             if quiescent && !self.failed() {
                 let line = self.engine.snapshots[k].snapshot().status();
-                let checked = self.engine.disks[k + 1].with_cached(|cow| lock(&self.shared).oracle.check_status_line(k, valid, overflowed, &line, cow));
+                let checked =
+                    self.engine.disks[k + 1].with_cached(|cow| lock(&self.shared).oracle.check_status_line(k, valid, overflowed, &line, cow));
                 if let Err(violation) = checked {
                     return lock(&self.shared).fail(violation);
                 }
@@ -678,7 +686,8 @@ impl World {
         }
         self.merge_runs_judged = runs;
         let (valid, overflowed, line) = (snapshot.is_valid(), snapshot.is_overflowed(), snapshot.status());
-        let checked = self.engine.disks[k + 1].with_cached(|cow| lock(&self.shared).oracle.check_merge_step_status_line(k, valid, overflowed, &line, cow));
+        let checked =
+            self.engine.disks[k + 1].with_cached(|cow| lock(&self.shared).oracle.check_merge_step_status_line(k, valid, overflowed, &line, cow));
         if let Err(violation) = checked {
             lock(&self.shared).fail(violation);
         }
@@ -710,7 +719,9 @@ impl World {
         // (the kernel swaps the origin's table for it): writes meant for the
         // origin arrive through the merge target.
         let script_op = match (script_op, &self.merging) {
-            (ScriptOp::Write { target: Target::Origin, sector, sectors, flags }, Some((k, _))) => ScriptOp::Write { target: Target::Snapshot(*k), sector, sectors, flags },
+            (ScriptOp::Write { target: Target::Origin, sector, sectors, flags }, Some((k, _))) => {
+                ScriptOp::Write { target: Target::Snapshot(*k), sector, sectors, flags }
+            }
             (op, _) => op,
         };
         match script_op {
@@ -726,7 +737,9 @@ impl World {
                 device.write(sector, data, engine_flags(flags), self.acknowledger(op));
             }
             ScriptOp::Read { snapshot, sector, sectors } => {
-                let Some(device) = device(self, snapshot) else { return self.fail(Invariant::I6Reload, format!("snapshot {snapshot} is not loaded")) };
+                let Some(device) = device(self, snapshot) else {
+                    return self.fail(Invariant::I6Reload, format!("snapshot {snapshot} is not loaded"));
+                };
                 self.emit(Event::Read { op, target: Target::Snapshot(snapshot), sector, sectors });
                 let checker = self.read_checker(op, Arc::clone(&device));
                 device.read(sector, sectors as u32, checker);
@@ -812,12 +825,7 @@ impl World {
 
     /// Reads all of `device` in 64-sector pieces and has `check` judge each
     /// sector; `false` once a read stalled or a sector failed its check.
-    fn read_back(
-        &mut self,
-        device: &dyn BlockDevice,
-        count_checked: bool,
-        check: impl Fn(&mut Oracle, u64, u64) -> Result<(), Violation>,
-    ) -> bool {
+    fn read_back(&mut self, device: &dyn BlockDevice, count_checked: bool, check: impl Fn(&mut Oracle, u64, u64) -> Result<(), Violation>) -> bool {
         let origin_sectors = self.knobs.origin_sectors();
         for sector in (0..origin_sectors).step_by(64) {
             let count = (origin_sectors - sector).min(64);

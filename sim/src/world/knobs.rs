@@ -66,8 +66,11 @@ impl Knobs {
         let rate = |rng: &mut ChaCha8Rng| if faulty { rng.random_range(0..=20u32) as f64 / 1000.0 } else { 0.0 };
         let snapshots = rng.random_range(1..=3usize);
         let bits = chunk_sectors.trailing_zeros();
-        let mixed_chunk_sectors =
-            if snapshots > 1 && bits > 0 && rng.random_bool(0.3) { (0..snapshots).map(|_| 1 << rng.random_range(0..=bits)).collect() } else { Vec::new() };
+        let mixed_chunk_sectors = if snapshots > 1 && bits > 0 && rng.random_bool(0.3) {
+            (0..snapshots).map(|_| 1 << rng.random_range(0..=bits)).collect()
+        } else {
+            Vec::new()
+        };
         Knobs {
             chunk_sectors,
             mixed_chunk_sectors,

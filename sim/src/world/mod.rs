@@ -20,9 +20,9 @@ pub mod knobs;
 pub mod observer;
 pub mod script;
 
+use model::{Allowances, Event};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use model::{Allowances, Event};
 
 use crate::trace::Fnv;
 pub use core::{CrashPoint, Judged, World, initial_sector, sector_hash, tagged};
@@ -78,7 +78,16 @@ impl RunConfig {
 
     pub fn new(seed: u64) -> Self {
         let strict = std::env::var_os("SNAPSIM_STRICT").is_some_and(|v| v != "0");
-        Self { seed, max_steps: Self::MAX_STEPS_DEFAULT, strict, keep_events: false, knobs: None, script: None, injections: Vec::new(), mutations: engine::zoo::Mutations::NONE }
+        Self {
+            seed,
+            max_steps: Self::MAX_STEPS_DEFAULT,
+            strict,
+            keep_events: false,
+            knobs: None,
+            script: None,
+            injections: Vec::new(),
+            mutations: engine::zoo::Mutations::NONE,
+        }
     }
 
     /// The knobs this run uses.
@@ -93,7 +102,11 @@ impl RunConfig {
         if self.knobs.is_some() || self.script.is_some() {
             return "a scripted run: replay it from its scenario or crash-trace file".to_string();
         }
-        let flags: String = self.replay_options().iter().map(|(flag, _, value)| format!(" {flag}{}", value.as_ref().map_or(String::new(), |v| format!(" {v}")))).collect();
+        let flags: String = self
+            .replay_options()
+            .iter()
+            .map(|(flag, _, value)| format!(" {flag}{}", value.as_ref().map_or(String::new(), |v| format!(" {v}"))))
+            .collect();
         format!("snapsim run --seed {}{flags}", self.seed)
     }
 
@@ -165,7 +178,6 @@ impl Report {
         self.replay_test.clone()
     }
 }
-
 
 /// Runs the world for `config.seed`.
 pub fn run(config: &RunConfig) -> Report {

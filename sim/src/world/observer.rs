@@ -59,7 +59,16 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Observer {
     pub fn new(oracle: Oracle, keep_log: bool) -> Self {
-        Self { step: 0, counters: Counters::default(), oracle, failure: None, trace: Fnv::new(), log: keep_log.then(Vec::new), show: std::env::var_os("SNAPSIM_EVENTS").is_some(), tracing: true }
+        Self {
+            step: 0,
+            counters: Counters::default(),
+            oracle,
+            failure: None,
+            trace: Fnv::new(),
+            log: keep_log.then(Vec::new),
+            show: std::env::var_os("SNAPSIM_EVENTS").is_some(),
+            tracing: true,
+        }
     }
 
     /// An observer that keeps no log and prints nothing (judging crash states).

@@ -121,7 +121,10 @@ mod tests {
 
     #[test]
     fn operations_parse_and_bad_ones_say_why() {
-        assert_eq!(ScriptOp::parse("write origin 8 4"), Ok(ScriptOp::Write { target: Target::Origin, sector: 8, sectors: 4, flags: UserFlags::PLAIN }));
+        assert_eq!(
+            ScriptOp::parse("write origin 8 4"),
+            Ok(ScriptOp::Write { target: Target::Origin, sector: 8, sectors: 4, flags: UserFlags::PLAIN })
+        );
         assert_eq!(
             ScriptOp::parse("write origin 6 12 fua preflush"),
             Ok(ScriptOp::Write { target: Target::Origin, sector: 6, sectors: 12, flags: UserFlags { preflush: true, fua: true } })
@@ -134,7 +137,18 @@ mod tests {
         assert_eq!(ScriptOp::parse("write snap 0 1"), Err("unknown target \"snap\" (origin, snapshot0, snapshot1, …)".into()));
         assert_eq!(ScriptOp::parse("write origin 0 0"), Err("sector count 0 is not 1..=256".into()));
         assert_eq!(ScriptOp::parse("wait now"), Err("unexpected \"now\"".into()));
-        for line in ["write origin 8 4", "write origin 6 12 fua", "write snapshot0 0 8 preflush", "write origin 0 1 preflush fua", "write snapshot2 0 1", "read snapshot0 3 7", "flush snapshot1", "wait", "reload", "merge 1"] {
+        for line in [
+            "write origin 8 4",
+            "write origin 6 12 fua",
+            "write snapshot0 0 8 preflush",
+            "write origin 0 1 preflush fua",
+            "write snapshot2 0 1",
+            "read snapshot0 3 7",
+            "flush snapshot1",
+            "wait",
+            "reload",
+            "merge 1",
+        ] {
             assert_eq!(ScriptOp::parse(line).unwrap().to_string(), line);
         }
     }

@@ -165,7 +165,13 @@ fn run_engine_case(machine: &Machine, out: &Path, case: &EngineCase, seed: u64) 
     let disks = write_disks(&dir, seed, case.cow_sectors)?;
     let workload_path = dir.join("workload.txt");
     workload(case, seed, &workload_path)?;
-    let live = LiveArgs { origin: disks.origin(), cow: disks.cow(), chunk_size: Some(case.chunk_sectors), store: case.store, cow_threshold: engine::target::DEFAULT_COW_THRESHOLD };
+    let live = LiveArgs {
+        origin: disks.origin(),
+        cow: disks.cow(),
+        chunk_size: Some(case.chunk_sectors),
+        store: case.store,
+        cow_threshold: engine::target::DEFAULT_COW_THRESHOLD,
+    };
     apply(&ApplyArgs { live: live.clone(), workload: workload_path }).map_err(|e| e.message)?;
     if case.engine_merge {
         let merged = merge(&live).map_err(|e| e.message)?;
@@ -208,7 +214,14 @@ fn run_engine_case(machine: &Machine, out: &Path, case: &EngineCase, seed: u64) 
 
 /// Runs a kernel workload (killed `kill_after` into its writes, if set)
 /// and compares; also returns how long its writes ran.
-fn run_kernel_case(machine: &Machine, out: &Path, name: &str, seed: u64, chunk_sectors: u32, kill_after: Option<Duration>) -> Result<(Row, f64), String> {
+fn run_kernel_case(
+    machine: &Machine,
+    out: &Path,
+    name: &str,
+    seed: u64,
+    chunk_sectors: u32,
+    kill_after: Option<Duration>,
+) -> Result<(Row, f64), String> {
     let dir = out.join(format!("kernel-{seed}"));
     // Room for every chunk: the snapshot never overflows.
     let disks = write_disks(&dir, seed, 2 * ORIGIN_SECTORS + 64 * u64::from(chunk_sectors))?;
@@ -285,7 +298,8 @@ pub fn run(args: &InteropArgs) -> Result<bool, String> {
     println!("{passed} of {} comparisons passed", rows.len());
     let report = serde_json::json!({ "kernel": machine.release, "package": machine.package, "rows": rows });
     let path = out.join("report.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::write(&path, serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n")
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     println!("report: {}", path.display());
     Ok(passed == rows.len())
 }

@@ -22,12 +22,8 @@ pub struct Machine {
 /// Installs the host packages and builds kernel and initramfs (cached).
 pub fn prepare(cache: &Path) -> Result<Machine, String> {
     let setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/setup.sh");
-    let output = Command::new("bash")
-        .arg(&setup)
-        .arg(cache)
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", setup.display()))?;
+    let output =
+        Command::new("bash").arg(&setup).arg(cache).stderr(Stdio::inherit()).output().map_err(|e| format!("cannot run {}: {e}", setup.display()))?;
     if !output.status.success() {
         return Err(format!("{} failed ({})", setup.display(), output.status));
     }

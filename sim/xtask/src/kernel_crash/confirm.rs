@@ -14,10 +14,10 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use engine::LoadOutcome;
 use engine::io::{CompletionQueue, MemDevice};
 use engine::store::{StoreConfig, load_blocking};
 use engine::sync::Arc;
-use engine::LoadOutcome;
 use serde::Serialize;
 
 use super::judge::Sample;
@@ -63,11 +63,7 @@ fn engine_side(workload: &Workload, image: &[u8]) -> Result<(String, String), St
 
 /// The md5 of `bytes` as `md5sum` prints it (the guest's busybox computes the kernel's).
 fn md5(bytes: &[u8]) -> Result<String, String> {
-    let mut child = Command::new("md5sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run md5sum: {e}"))?;
+    let mut child = Command::new("md5sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().map_err(|e| format!("cannot run md5sum: {e}"))?;
     child.stdin.take().ok_or("md5sum has no stdin")?.write_all(bytes).map_err(|e| e.to_string())?;
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout);

@@ -26,12 +26,12 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use engine::ChunkSize;
 use engine::format::Layout;
 use engine::io::{BlockDevice, CompletionQueue, DeviceIdentity, IoDone, MemDevice, WriteFlags, run_until_done};
 use engine::store::StoreConfig;
 use engine::sync::Arc;
 use engine::target::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
-use engine::ChunkSize;
 use serde::Serialize;
 use sim::logwrites::{END_MARK, Entry, EntryFlags, Log};
 
@@ -303,7 +303,12 @@ pub fn compare(workload: &Workload, initial: &[u8], kernel: &Log, engine: &Log) 
         }
     };
     let streams = [Stream { name: "kernel", log: kernel }, Stream { name: "ours", log: engine }];
-    let mut out = Differential { workload: workload.name.clone(), kernel_entries: kernel.entries.len(), engine_entries: engine.entries.len(), ..Differential::default() };
+    let mut out = Differential {
+        workload: workload.name.clone(),
+        kernel_entries: kernel.entries.len(),
+        engine_entries: engine.entries.len(),
+        ..Differential::default()
+    };
     // Metadata writes: the header's and the zeroing of areas in order,
     // byte for byte, with their flags; commits as the records they add, in
     // order (how many exceptions one commit carries follows the order
@@ -352,7 +357,8 @@ pub fn compare(workload: &Workload, initial: &[u8], kernel: &Log, engine: &Log) 
     }
     for (name, side) in [("kernel", &theirs), ("ours", &ours)] {
         for commit in side.commits.iter().filter(|c| c.flags != "PREFLUSH|FUA") {
-            out.divergences.push(format!("{name}: entry {} writes {:?} with records as {}, not PREFLUSH|FUA", commit.entry, commit.region, commit.flags));
+            out.divergences
+                .push(format!("{name}: entry {} writes {:?} with records as {}, not PREFLUSH|FUA", commit.entry, commit.region, commit.flags));
         }
     }
     for k in 0..theirs.records.len().max(ours.records.len()) {
@@ -441,9 +447,9 @@ fn rules(workload: &Workload, stream: &Stream<'_>, region: &dyn Fn(u64) -> Regio
         }
         if records.records.len() == per_area {
             let next = layout.area_location(area + 1);
-            let zeroed = entries[..i].iter().any(|z| {
-                z.data().is_some_and(|d| d.iter().all(|&b| b == 0)) && z.sector == workload.origin_sectors + next * chunk
-            });
+            let zeroed = entries[..i]
+                .iter()
+                .any(|z| z.data().is_some_and(|d| d.iter().all(|&b| b == 0)) && z.sector == workload.origin_sectors + next * chunk);
             let inside = (next + 1) * chunk <= workload.cow_sectors;
             if inside && !zeroed {
                 out.push(format!("entry {i} writes area {area} full before area {} is zeroed", area + 1));
@@ -533,7 +539,9 @@ mod tests {
         // copies to the origin it covers: a record cleared first.
         let merging = log.entries.iter().position(|e| e.mark_text() == Some("merging")).expect("the merging mark");
         let commit = (merging..log.entries.len()).find(|&i| log.entries[i].flags.fua()).expect("a merge commit");
-        let first_copy = (merging..commit).find(|&i| log.entries[i].data().is_some_and(|_| log.entries[i].sector < workload.origin_sectors)).expect("a copy to the origin");
+        let first_copy = (merging..commit)
+            .find(|&i| log.entries[i].data().is_some_and(|_| log.entries[i].sector < workload.origin_sectors))
+            .expect("a copy to the origin");
         let moved: Vec<Entry> = log.entries.drain(commit - 1..=commit).collect();
         for (k, entry) in moved.into_iter().enumerate() {
             log.entries.insert(first_copy + k, entry);

@@ -337,7 +337,9 @@ pub fn judge_state(
             workload.data_chunks()
         ));
     }
-    let show = |bytes: &[u8]| Label::parse(bytes).map_or_else(|| format!("unlabelled bytes {:?}", String::from_utf8_lossy(&bytes[..24])), |l| format!("{l:?}"));
+    let show = |bytes: &[u8]| {
+        Label::parse(bytes).map_or_else(|| format!("unlabelled bytes {:?}", String::from_utf8_lossy(&bytes[..24])), |l| format!("{l:?}"))
+    };
     // The origin: its own labels only, and what flushes promised.
     let mut changed_without_exception = vec![false; origin.div_ceil(chunk) as usize];
     for s in 0..origin {
@@ -393,16 +395,25 @@ fn judge_merging(workload: &Workload, state: &State<'_>, exceptions: &[Option<u6
         let (here, merged) = (state.labels[s as usize], expect.view[s as usize]);
         match exceptions[(s / chunk) as usize] {
             None if here != merged => {
-                return Err(format!("I10: origin chunk {} is no longer recorded but sector {s} holds {here:?}, not the merged {merged:?}", s / chunk));
+                return Err(format!(
+                    "I10: origin chunk {} is no longer recorded but sector {s} holds {here:?}, not the merged {merged:?}",
+                    s / chunk
+                ));
             }
             None => {}
             Some(new_chunk) => {
                 let served = state.labels[(origin + new_chunk * chunk + s % chunk) as usize];
                 if served != merged {
-                    return Err(format!("I10: origin chunk {} is still recorded but its COW chunk serves {served:?} at sector {s}, not {merged:?}", s / chunk));
+                    return Err(format!(
+                        "I10: origin chunk {} is still recorded but its COW chunk serves {served:?} at sector {s}, not {merged:?}",
+                        s / chunk
+                    ));
                 }
                 if here != merged && here != expect.origin[s as usize] {
-                    return Err(format!("I10: origin sector {s} holds {here:?}, neither its old {:?} nor the merged {merged:?}", expect.origin[s as usize]));
+                    return Err(format!(
+                        "I10: origin sector {s} holds {here:?}, neither its old {:?} nor the merged {merged:?}",
+                        expect.origin[s as usize]
+                    ));
                 }
             }
         }
@@ -630,11 +641,7 @@ mod tests {
             Entry::mark("op2"),
             Entry::mark(END_MARK),
         ]);
-        assert!(
-            judgement.findings.iter().any(|f| f.contains("op1") && f.contains("I1: origin chunk 0 was overwritten")),
-            "{:?}",
-            judgement.findings
-        );
+        assert!(judgement.findings.iter().any(|f| f.contains("op1") && f.contains("I1: origin chunk 0 was overwritten")), "{:?}", judgement.findings);
     }
 
     #[test]
@@ -654,6 +661,10 @@ mod tests {
             Entry::mark("op2"),
             Entry::mark(END_MARK),
         ]);
-        assert!(judgement.findings.iter().any(|f| f.contains("op2") && f.contains("I3: origin sector 0 holds op 0 although op 1 was flushed")), "{:?}", judgement.findings);
+        assert!(
+            judgement.findings.iter().any(|f| f.contains("op2") && f.contains("I3: origin sector 0 holds op 0 although op 1 was flushed")),
+            "{:?}",
+            judgement.findings
+        );
     }
 }

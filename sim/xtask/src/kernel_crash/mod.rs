@@ -170,7 +170,11 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
         if let Some(machine) = machine.as_ref().filter(|_| !args.judge_only) {
             if let Err(error) = record::record(machine, &dir, workload) {
                 println!("ERROR {}: {error}", workload.name);
-                judgements.push(Judgement { workload: workload.name.clone(), findings: vec![format!("recording failed: {error}")], ..Judgement::default() });
+                judgements.push(Judgement {
+                    workload: workload.name.clone(),
+                    findings: vec![format!("recording failed: {error}")],
+                    ..Judgement::default()
+                });
                 continue;
             }
         }
@@ -178,7 +182,11 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
         if args.print_log {
             print_log(workload, &recording.log);
         }
-        let judgement = judge_recording(workload, &recording, JudgeConfig { per_sector_states_max: args.per_sector_states_max, strict: args.strict, samples: args.confirm_per_workload });
+        let judgement = judge_recording(
+            workload,
+            &recording,
+            JudgeConfig { per_sector_states_max: args.per_sector_states_max, strict: args.strict, samples: args.confirm_per_workload },
+        );
         println!(
             "{} {:<48} {:>6} entries {:>4} flush epochs {:>5} classes ({} complete) {:>8} states judged, space about 2^{:.1}, K1 {}, {} finding(s), {:.1} s{}",
             if judgement.findings.is_empty() { "PASS" } else { "FAIL" },
@@ -263,11 +271,11 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
         "differentials": differentials,
     });
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    std::fs::write(&path, serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::write(&path, serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n")
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     println!("report: {}", path.display());
     Ok(clean == judgements.len() && confirmed)
 }
-
 
 #[cfg(test)]
 mod kernel_logs {

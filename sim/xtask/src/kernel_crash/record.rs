@@ -36,4 +36,3 @@ pub fn record(machine: &Machine, dir: &Path, workload: &Workload) -> Result<(), 
         .map_err(|e| e.to_string())?;
     Ok(())
 }
-

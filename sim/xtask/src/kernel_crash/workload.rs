@@ -18,8 +18,14 @@ pub const PAGE_SECTORS: u64 = 8;
 /// One operation of a guest workload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GuestOp {
-    Write { snapshot: bool, sector: u64, sectors: u64 },
-    Flush { snapshot: bool },
+    Write {
+        snapshot: bool,
+        sector: u64,
+        sectors: u64,
+    },
+    Flush {
+        snapshot: bool,
+    },
     Reload,
     /// Both devices flushed, then the snapshot merged into the origin by a
     /// `snapshot-merge` target until it is empty (always the last operation).
@@ -175,8 +181,7 @@ pub struct Label {
 impl Label {
     /// The 512 bytes the guest's awk prints: the text padded with spaces and a newline.
     pub fn bytes(self) -> Vec<u8> {
-        let text =
-            format!("snapsim-label w={} op={} t={} s={}", self.workload, self.op, if self.snapshot { "s" } else { "o" }, self.sector);
+        let text = format!("snapsim-label w={} op={} t={} s={}", self.workload, self.op, if self.snapshot { "s" } else { "o" }, self.sector);
         let mut bytes = format!("{text:<511}\n").into_bytes();
         bytes.truncate(512);
         debug_assert_eq!(bytes.len(), 512, "a label is one sector");
@@ -218,11 +223,8 @@ pub fn scenario_workloads() -> Vec<Workload> {
 pub fn translate(scenario: &Scenario, id: u64) -> Option<Workload> {
     let file = &scenario.file;
     let store = StoreKind::parse(&file.store)?;
-    let plain = file.snapshots == 1
-        && file.faults.is_empty()
-        && !file.stale_cow
-        && file.mixed_chunk_sectors.is_empty()
-        && scenario.injections.is_empty();
+    let plain =
+        file.snapshots == 1 && file.faults.is_empty() && !file.stale_cow && file.mixed_chunk_sectors.is_empty() && scenario.injections.is_empty();
     if !plain {
         return None;
     }
