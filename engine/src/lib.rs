@@ -13,7 +13,7 @@
 //! - [`io`]: the block-device trait, its request semantics, and the real devices.
 //! - [`exception_table`]: completed exceptions, grouped into consecutive runs.
 //! - [`store`]: the persistent exception store (load, allocate, commit, merge, drop).
-//! - [`target`]: the snapshot, snapshot-origin and snapshot-merge targets.
+//! - [`targets`]: the snapshot, snapshot-origin and snapshot-merge targets.
 //! - [`view`]: the read-only snapshot view (what a snapshot device serves).
 //! - [`sync`]: the one facade through which the engine takes locks.
 //! - [`testing`]: test infrastructure (a device whose completions tests control).
@@ -29,7 +29,7 @@ pub mod format;
 pub mod io;
 pub mod store;
 pub mod sync;
-pub mod target;
+pub mod targets;
 pub mod testing;
 pub mod view;
 pub mod zoo;

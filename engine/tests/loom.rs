@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use engine::io::{BlockDevice, CompletionQueue, IoDone, MemDevice, WriteFlags, run_until_done};
 use engine::store::{PersistentStore, StoreConfig};
 use engine::sync::Arc;
-use engine::target::{Origin, OriginConfig, OriginDevice, Snapshot, SnapshotDevice};
+use engine::targets::{Origin, OriginConfig, OriginDevice, Snapshot, SnapshotDevice};
 use engine::zoo::{Mutation, Mutations};
 
 const CHUNK_SECTORS: u32 = 8;

@@ -14,7 +14,7 @@ use engine::format::Record;
 use engine::io::{BlockDevice, CompletionQueue, IoDone, IoOp, WriteFlags};
 use engine::store::{LoadOutcome, StoreConfig, StoreKind};
 use engine::sync::{Arc, Mutex};
-use engine::target::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
+use engine::targets::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
 use engine::testing::{ScriptedDevice, Submitted};
 use support::disk_records;
 

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use engine::SECTOR_BYTES;
 use engine::io::{BlockDevice, CompletionQueue, MemDevice, WriteFlags, run_until_done};
 use engine::sync::{Arc, Mutex};
-use engine::target::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
+use engine::targets::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
 use support::*;
 
 struct World {

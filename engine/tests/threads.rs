@@ -8,7 +8,7 @@
 use engine::io::{BlockDevice, CompletionQueue, FileDevice, IoDone, OpenMode, WriteFlags};
 use engine::store::StoreConfig;
 use engine::sync::{Arc, Mutex};
-use engine::target::{Origin, OriginConfig, OriginDevice, SnapshotDevice};
+use engine::targets::{Origin, OriginConfig, OriginDevice, SnapshotDevice};
 
 const CHUNK_SECTORS: u64 = 8;
 const CHUNKS: u64 = 256;

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use engine::SECTOR_BYTES;
 use engine::io::{BlockDevice, Defer, DeviceIdentity, IoDone, WriteFlags};
 use engine::store::{StoreConfig, StoreKind};
-use engine::target::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
+use engine::targets::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
 use engine::zoo::Mutations;
 use model::{Event, Invariant, Oracle, OracleConfig, SnapshotSpec, Target, Violation};
 use shuttle::rand::{Rng, thread_rng};

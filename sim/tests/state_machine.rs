@@ -23,7 +23,7 @@ use engine::SECTOR_BYTES;
 use engine::io::{BlockDevice, CompletionQueue, MemDevice, WriteFlags, run_until_done};
 use engine::store::StoreConfig;
 use engine::sync::Arc;
-use engine::target::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, SnapshotDevice};
+use engine::targets::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, SnapshotDevice};
 use engine::zoo::{Mutation, Mutations};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestError, TestRunner};

@@ -19,7 +19,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use engine::io::{CompletionQueue, MemDevice, WriteFlags, run_until_done};
 use engine::store::{LoadOutcome, StoreConfig, load_blocking};
 use engine::sync::Arc;
-use engine::target::{Origin, OriginConfig, OriginDevice};
+use engine::targets::{Origin, OriginConfig, OriginDevice};
 use engine::{BlockDevice, SECTOR_BYTES};
 use sim::hostile::{CowDescription, OpSequence};
 

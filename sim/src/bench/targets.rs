@@ -18,7 +18,7 @@ use std::path::Path;
 use engine::io::{BlockDevice, CompletionQueue, DeviceIdentity, FileDevice, IoDone, OpenMode, SECTOR_BYTES, WriteFlags, run_until_done};
 use engine::store::StoreConfig;
 use engine::sync::Arc;
-use engine::target::{Origin, OriginConfig, OriginDevice};
+use engine::targets::{Origin, OriginConfig, OriginDevice};
 
 use super::{MIB, MemoryProbe};
 
@@ -160,7 +160,8 @@ pub fn print_throughput(dir: &Path) {
 pub fn print_burst(memory: MemoryProbe) {
     println!("burst memory: 16 snapshots, 4 KiB chunks, discard devices");
     println!("{:<12} {:>10} {:>14} {:>16}", "threshold", "writes", "peak MiB", "copies in flight");
-    for (threshold, bursts) in [(engine::target::DEFAULT_COW_THRESHOLD, &[25_000u64, 50_000, 100_000, 200_000][..]), (0, &[2_500, 5_000, 10_000][..])]
+    for (threshold, bursts) in
+        [(engine::targets::DEFAULT_COW_THRESHOLD, &[25_000u64, 50_000, 100_000, 200_000][..]), (0, &[2_500, 5_000, 10_000][..])]
     {
         for &writes in bursts {
             let (peak, copies) = burst_peak(memory, writes, threshold);

@@ -743,7 +743,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let merged = live::merge(&args)?;
             out.line(format!("merged {} runs: {:?}", merged.runs, merged.outcome));
             out.line(format!("status: {}", merged.status));
-            let complete = merged.outcome == engine::target::MergeOutcome::Complete;
+            let complete = merged.outcome == engine::targets::MergeOutcome::Complete;
             out.object(&json!({
                 "command": "merge", "verdict": if complete { "PASS" } else { "FAIL" }, "runs": merged.runs,
                 "outcome": format!("{:?}", merged.outcome), "status": merged.status,

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use engine::io::{BlockDevice, CompletionQueue, FileDevice, OpenMode, WriteFlags, run_until_done};
 use engine::store::{StoreConfig, StoreKind};
 use engine::sync::Arc;
-use engine::target::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
+use engine::targets::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
 
 use super::CliError;
 use super::devices::{check_device_path, check_not_same, open_read_only, read_header};
@@ -42,7 +42,7 @@ pub struct LiveArgs {
     #[arg(long, default_value = "P", value_parser = parse_store)]
     pub store: StoreKind,
     /// Most copies in flight before writes wait (0 = unlimited).
-    #[arg(long, default_value_t = engine::target::DEFAULT_COW_THRESHOLD)]
+    #[arg(long, default_value_t = engine::targets::DEFAULT_COW_THRESHOLD)]
     pub cow_threshold: usize,
 }
 

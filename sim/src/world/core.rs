@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use engine::SECTOR_BYTES;
 use engine::io::{BlockDevice, Defer, IoDone, WriteFlags};
 use engine::store::{StoreConfig, StoreKind};
-use engine::target::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
+use engine::targets::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
 use engine::zoo::Mutations;
 use model::{CowState, DiskOp, Event, Invariant, Oracle, OracleConfig, SnapshotSpec, Target, UserFlags, Violation};
 use rand::RngExt;

@@ -170,12 +170,12 @@ fn run_engine_case(machine: &Machine, out: &Path, case: &EngineCase, seed: u64) 
         cow: disks.cow(),
         chunk_size: Some(case.chunk_sectors),
         store: case.store,
-        cow_threshold: engine::target::DEFAULT_COW_THRESHOLD,
+        cow_threshold: engine::targets::DEFAULT_COW_THRESHOLD,
     };
     apply(&ApplyArgs { live: live.clone(), workload: workload_path }).map_err(|e| e.message)?;
     if case.engine_merge {
         let merged = merge(&live).map_err(|e| e.message)?;
-        if merged.outcome != engine::target::MergeOutcome::Complete {
+        if merged.outcome != engine::targets::MergeOutcome::Complete {
             return Err(format!("{}: our merge did not complete: {:?}", case.name, merged.outcome));
         }
     }

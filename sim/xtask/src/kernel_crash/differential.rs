@@ -31,7 +31,7 @@ use engine::format::Layout;
 use engine::io::{BlockDevice, CompletionQueue, DeviceIdentity, IoDone, MemDevice, WriteFlags, run_until_done};
 use engine::store::StoreConfig;
 use engine::sync::Arc;
-use engine::target::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
+use engine::targets::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
 use serde::Serialize;
 use sim::logwrites::{END_MARK, Entry, EntryFlags, Log};
 
