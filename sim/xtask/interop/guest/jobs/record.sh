@@ -76,11 +76,15 @@ while read -r kind t a b; do
     fi
     case $kind in
         w) write "$n" "$t" "$a" "$b" || { mark "fail$n"; continue; } ;;
-        f) sync "$(dev "$t")" || fail "flush op $n" ;;
+        # fsync reports an earlier failed writeback (a write a full PO
+        # snapshot refused) and then issues no flush: a failed operation.
+        f) sync "$(dev "$t")" || { mark "fail$n"; continue; } ;;
         r) remove; create ;;
         m)
+            # One disk under both: the origin's flush covers the COW too. The
+            # snapshot's fsync fails after a write a full PO snapshot refused.
             sync /dev/mapper/origin || fail "flush origin before merge"
-            sync /dev/mapper/snap || fail "flush snapshot before merge"
+            sync /dev/mapper/snap || echo "@@NOTE the snapshot's fsync reported an earlier failed write"
             remove
             mark merging
             dmsetup create merge --table "0 $OS snapshot-merge /dev/mapper/o /dev/mapper/c $ST $CH" || fail "create merge"
