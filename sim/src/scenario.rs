@@ -181,7 +181,7 @@ fn validate(file: &ScenarioFile, ops: &[ScriptOp], injections: &[Injection]) -> 
                 snapshot(&what, k)?;
                 fits(&what, sector, sectors, origin_sectors, "snapshot")?;
             }
-            ScriptOp::Flush { .. } | ScriptOp::Wait | ScriptOp::Reload => {}
+            ScriptOp::Flush { .. } | ScriptOp::Wait | ScriptOp::Reload | ScriptOp::Crash => {}
         }
     }
     let cow_sectors = file.cow_chunks * chunk;

@@ -12,6 +12,8 @@ use model::{CowState, DiskOp, Event, Invariant, Oracle, OracleConfig, SnapshotSp
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
+mod verbs;
+
 use super::observer::{Observer, Shared, lock};
 use super::{Injection, Knobs, Report, RunConfig, ScriptOp, Stats, stream};
 use crate::disk::{FaultRates, Image, RequestKind, SimDisk};
@@ -291,7 +293,7 @@ impl World {
     /// Boots on the initial images and arms the scripted faults.
     pub fn start(&mut self) {
         let images = std::mem::take(&mut self.images);
-        self.boot(images);
+        self.boot_on(images);
         for injection in &self.injections {
             match *injection {
                 Injection::Latent { disk, sector, sectors } => self.engine.disks[disk].inject_latent(sector..sector + sectors),
@@ -352,7 +354,7 @@ impl World {
 
     /// Builds the engine on disks holding `images`, loading every snapshot,
     /// and checks what it loaded against what the images say.
-    fn boot(&mut self, images: Vec<Image>) {
+    fn boot_on(&mut self, images: Vec<Image>) {
         // What the COW images say, read before the disks take them over.
         let decoded: Vec<Decoded> = (0..self.knobs.snapshots).map(|k| self.decode_cows(k, &images[k + 1])).collect();
         // The model's verdict on the disks comes first: an engine refusing
@@ -519,7 +521,7 @@ impl World {
             }
             if crashes_left > 0 && self.scheduler.random_bool(crash_chance) {
                 crashes_left -= 1;
-                self.crash();
+                self.crash_seeded();
                 continue;
             }
             let room = lock(&self.shared).counters.in_flight < self.knobs.queue_depth;
@@ -585,7 +587,7 @@ impl World {
     }
 
     /// A crash: every disk becomes a crash image; the engine is rebuilt from them.
-    fn crash(&mut self) {
+    fn crash_seeded(&mut self) {
         let crash = &mut self.crash;
         let images: Vec<Image> = self.engine.disks.iter().map(|disk| disk.crash_image(|_, n| crash.random_range(0..n))).collect();
         self.reboot(images, false);
@@ -617,7 +619,7 @@ impl World {
         }
         lock(&self.engine.deferred.0).clear();
         self.epoch += 1;
-        self.boot(images);
+        self.boot_on(images);
     }
 
     /// The next operation of the random workload.
@@ -660,6 +662,7 @@ impl World {
                 let images = self.engine.disks.iter().map(|d| d.cached()).collect();
                 self.reboot(images, true);
             }
+            ScriptOp::Crash => self.crash_seeded(),
             ScriptOp::Merge { snapshot } => {
                 if snapshot < self.engine.snapshots.len() && self.merging.is_none() {
                     self.merging = Some((snapshot, Arc::default()));
@@ -754,7 +757,7 @@ impl World {
                     },
                 }
             }
-            ScriptOp::Wait | ScriptOp::Reload | ScriptOp::Merge { .. } => unreachable!("not a submission"),
+            ScriptOp::Wait | ScriptOp::Reload | ScriptOp::Merge { .. } | ScriptOp::Crash => unreachable!("not a submission"),
         }
     }
 
@@ -896,7 +899,7 @@ impl World {
         world.merging = point.merging.map(|k| (k, Arc::default()));
         world.read_back_at_end = false;
         let loaded_from: Vec<Option<Image>> = images[1..].iter().cloned().map(Some).collect();
-        world.boot(images);
+        world.boot_on(images);
         if !world.failed() && world.merging.is_none() {
             world.script = Some(world.probe().into_iter().collect());
             world.main_loop(1_000_000, &mut |_| true);

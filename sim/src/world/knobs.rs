@@ -46,6 +46,32 @@ pub struct Knobs {
 }
 
 impl Knobs {
+    /// A quiet machine for tests written with the world's verbs: `snapshots`
+    /// `P` snapshots of `chunk_sectors`-sector chunks on a COW of
+    /// `cow_chunks` chunks each, over an origin of `origin_chunks` chunks;
+    /// no faults, no random operations, no crashes but the ones asked for,
+    /// 64 requests in flight at most, the kernel's copy throttle.
+    pub fn plain(chunk_sectors: u32, origin_chunks: u64, cow_chunks: u64, snapshots: usize) -> Self {
+        Knobs {
+            chunk_sectors,
+            origin_chunks,
+            cow_chunks,
+            snapshots,
+            store: StoreKind::Persistent,
+            mix: Mix { origin_write: 1, snapshot_write: 0, snapshot_read: 0, flush: 0 },
+            faults: FaultRates::default(),
+            queue_depth: 64,
+            cow_threshold: engine::targets::DEFAULT_COW_THRESHOLD,
+            crashes: 0,
+            operations: 0,
+            mixed_chunk_sectors: Vec::new(),
+            stale_cow: false,
+            stale_area_zero: false,
+            fua_per_mille: 0,
+            preflush_per_mille: 0,
+        }
+    }
+
     /// Snapshot `k`'s chunk size in sectors.
     pub fn snapshot_chunk_sectors(&self, k: usize) -> u32 {
         self.mixed_chunk_sectors.get(k).copied().unwrap_or(self.chunk_sectors)

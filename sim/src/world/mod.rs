@@ -41,9 +41,12 @@ pub fn stream(seed: u64, component: &str) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(hash.finish())
 }
 
-/// How a run goes.
+/// How a run goes: [`RunConfig::new`] gives the defaults, the `with_`
+/// methods change one field each.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunConfig {
+    /// The root of every random stream of the run (knobs, scheduler,
+    /// workload, crashes, faults). No default; `SEED` for `replay_seed`.
     pub seed: u64,
     /// Steps after which a run that has not finished is a liveness failure.
     /// Default 2,000,000.
@@ -53,13 +56,16 @@ pub struct RunConfig {
     pub strict: bool,
     /// Keep every event in the report (for trace files). Default off.
     pub keep_events: bool,
-    /// Knobs to use instead of the ones the seed draws (a minimized run).
+    /// Knobs to use instead of the ones the seed draws (a scenario, a
+    /// minimized run, a test). Default: drawn from the seed.
     pub knobs: Option<Knobs>,
-    /// Operations to run instead of the random workload (a scenario).
+    /// Operations [`run`] runs instead of the random workload (a scenario).
+    /// Default: none, the random workload.
     pub script: Option<Vec<ScriptOp>>,
-    /// Scripted faults, armed once the first boot is done.
+    /// Scripted faults, armed once the first boot is done. Default: none.
     pub injections: Vec<Injection>,
-    /// Historical kernel bugs to re-create in the engine (bug-zoo builds only).
+    /// Historical kernel bugs to re-create in the engine (bug-zoo builds
+    /// only). Default: none; `SNAPSIM_MUTATION` for `replay_seed`.
     pub mutations: engine::zoo::Mutations,
 }
 
@@ -76,6 +82,7 @@ impl RunConfig {
     /// [`RunConfig::max_steps`] unless changed.
     pub const MAX_STEPS_DEFAULT: u64 = 2_000_000;
 
+    /// The defaults, with `strict` from `SNAPSIM_STRICT`.
     pub fn new(seed: u64) -> Self {
         let strict = std::env::var_os("SNAPSIM_STRICT").is_some_and(|v| v != "0");
         Self {
@@ -88,6 +95,24 @@ impl RunConfig {
             injections: Vec::new(),
             mutations: engine::zoo::Mutations::NONE,
         }
+    }
+
+    /// The same run on `knobs` instead of the seed's.
+    pub fn with_knobs(mut self, knobs: Knobs) -> Self {
+        self.knobs = Some(knobs);
+        self
+    }
+
+    /// The same run with [`RunConfig::strict`] set to `strict`.
+    pub fn with_strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
+    /// The same run with the engine's historical-bug `mutations` (bug-zoo builds only).
+    pub fn with_mutations(mut self, mutations: engine::zoo::Mutations) -> Self {
+        self.mutations = mutations;
+        self
     }
 
     /// The knobs this run uses.

@@ -10,6 +10,7 @@
 //! wait                    # until nothing is in flight
 //! reload                  # clean shutdown and reload (waits first)
 //! merge 0                 # hand snapshot 0 to snapshot-merge and start merging (waits first)
+//! crash                   # a power cut now: unflushed writes kept or lost as the seed picks
 //! ```
 
 use model::{Target, UserFlags};
@@ -17,12 +18,28 @@ use model::{Target, UserFlags};
 /// One scripted step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScriptOp {
-    Write { target: Target, sector: u64, sectors: u64, flags: UserFlags },
-    Read { snapshot: usize, sector: u64, sectors: u64 },
-    Flush { target: Target },
+    Write {
+        target: Target,
+        sector: u64,
+        sectors: u64,
+        flags: UserFlags,
+    },
+    Read {
+        snapshot: usize,
+        sector: u64,
+        sectors: u64,
+    },
+    Flush {
+        target: Target,
+    },
     Wait,
     Reload,
-    Merge { snapshot: usize },
+    Merge {
+        snapshot: usize,
+    },
+    /// A power cut at once (in-flight writes die, persisted or not as the
+    /// seed's crash stream picks), then a reboot on the crash images.
+    Crash,
 }
 
 fn target(word: &str) -> Result<Target, String> {
@@ -71,6 +88,7 @@ impl ScriptOp {
             "flush" => Self::Flush { target: target(words.next().ok_or("missing target")?)? },
             "wait" => Self::Wait,
             "reload" => Self::Reload,
+            "crash" => Self::Crash,
             "merge" => Self::Merge { snapshot: number(words.next(), "snapshot")? as usize },
             other => return Err(format!("unknown operation {other:?}")),
         };
@@ -111,6 +129,7 @@ impl std::fmt::Display for ScriptOp {
             Self::Wait => write!(f, "wait"),
             Self::Reload => write!(f, "reload"),
             Self::Merge { snapshot } => write!(f, "merge {snapshot}"),
+            Self::Crash => write!(f, "crash"),
         }
     }
 }
@@ -148,6 +167,7 @@ mod tests {
             "wait",
             "reload",
             "merge 1",
+            "crash",
         ] {
             assert_eq!(ScriptOp::parse(line).unwrap().to_string(), line);
         }

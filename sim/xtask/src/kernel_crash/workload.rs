@@ -244,6 +244,8 @@ pub fn translate(scenario: &Scenario, id: u64) -> Option<Workload> {
             ScriptOp::Reload => ops.push(GuestOp::Reload),
             ScriptOp::Read { .. } | ScriptOp::Wait => {}
             ScriptOp::Merge { .. } => ops.push(GuestOp::Merge),
+            // A power cut is what the recording's crash states stand for, not an operation.
+            ScriptOp::Crash => return None,
         }
     }
     let chunk = u64::from(file.chunk_sectors);
