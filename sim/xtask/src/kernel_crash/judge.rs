@@ -64,6 +64,8 @@ pub struct Judgement {
     pub classes_complete: usize,
     /// States built and judged (distinct within their class).
     pub states_judged: u64,
+    /// Distinct disk states among them (by digest): a state two marks share counts once.
+    pub distinct_states: u64,
     /// log2 of the crash states the classes stand for (data sectors judged
     /// one value index at a time stand for all their combinations).
     pub space_log2: f64,
@@ -89,6 +91,8 @@ pub struct Class {
     /// Whether the writes of the operations issued by then overflow the COW.
     pub may_overflow: bool,
     pub durable: Vec<u8>,
+    /// The digest of `durable` (see [`sector_digest`]).
+    pub durable_digest: u64,
     /// (sector, values): the durable value first, then each distinct value written since.
     pub candidates: Vec<(u64, Vec<Vec<u8>>)>,
     pub requirements: Requirements,
@@ -102,6 +106,16 @@ pub struct Class {
 pub struct Requirements {
     pub origin: Vec<u64>,
     pub snapshot: Vec<u64>,
+}
+
+/// A sector's contribution to a state's digest: the digest of a disk is
+/// the XOR of its sectors' (index, bytes) hashes, so a state's digest is
+/// its durable image's with each chosen value swapped in.
+fn sector_digest(s: u64, bytes: &[u8]) -> u64 {
+    let mut hash = sim::trace::Fnv::new();
+    hash.u64(s);
+    hash.bytes(bytes);
+    hash.finish()
 }
 
 fn sector(image: &[u8], s: u64) -> &[u8] {
@@ -147,6 +161,7 @@ pub fn classes(workload: &Workload, log: &Log, initial: &[u8], findings: &mut Ve
     let mut requirements = Requirements { origin: vec![0; sectors], snapshot: vec![0; sectors] };
     let mut out = Vec::new();
     let mut durable = initial.to_vec();
+    let mut durable_digest = initial.chunks(512).enumerate().fold(0u64, |d, (s, bytes)| d ^ sector_digest(s as u64, bytes));
     let mut acknowledged = 0u64;
     let mut merge: Option<std::sync::Arc<MergeExpect>> = None;
     // Operations that failed (writes to a full `PO` snapshot): a flush
@@ -157,12 +172,27 @@ pub fn classes(workload: &Workload, log: &Log, initial: &[u8], findings: &mut Ve
         let after_durable_write = m > 0 && (log.entries[m - 1].flags.flush() || log.entries[m - 1].flags.fua());
         if merge.is_some() && after_durable_write && entry.mark_text().is_none() {
             let issued = workload.issued_max(acknowledged);
-            out.push(class_at(workload, log, m, format!("merging, entry {m}"), acknowledged, issued, &durable, &requirements, merge.clone()));
+            out.push(class_at(
+                workload,
+                log,
+                m,
+                format!("merging, entry {m}"),
+                acknowledged,
+                issued,
+                &durable,
+                durable_digest,
+                &requirements,
+                merge.clone(),
+            ));
         }
         let Some(text) = entry.mark_text() else {
             if let Some(data) = entry.data() {
                 let at = entry.sector as usize * 512;
                 if at + data.len() <= durable.len() {
+                    for (j, bytes) in data.chunks(512).enumerate() {
+                        let s = entry.sector + j as u64;
+                        durable_digest ^= sector_digest(s, sector(&durable, s)) ^ sector_digest(s, bytes);
+                    }
                     durable[at..at + data.len()].copy_from_slice(data);
                 }
             }
@@ -189,7 +219,7 @@ pub fn classes(workload: &Workload, log: &Log, initial: &[u8], findings: &mut Ve
             }
         }
         let issued = if acknowledged == u64::MAX { u64::MAX } else { workload.issued_max(acknowledged) };
-        out.push(class_at(workload, log, m, text.to_string(), acknowledged, issued, &durable, &requirements, merge.clone()));
+        out.push(class_at(workload, log, m, text.to_string(), acknowledged, issued, &durable, durable_digest, &requirements, merge.clone()));
     }
     out
 }
@@ -207,6 +237,7 @@ fn class_at(
     acknowledged: u64,
     issued: u64,
     durable: &[u8],
+    durable_digest: u64,
     requirements: &Requirements,
     merge: Option<std::sync::Arc<MergeExpect>>,
 ) -> Class {
@@ -249,6 +280,7 @@ fn class_at(
         issued,
         may_overflow: workload.overflows_by(issued),
         durable: durable.to_vec(),
+        durable_digest,
         candidates,
         requirements: requirements.clone(),
         merge,
@@ -458,6 +490,8 @@ pub fn judge_log(workload: &Workload, log: &Log, initial: &[u8], final_disk: Opt
     let metadata_chunks = metadata_chunks(workload);
     let mut buffer = Vec::new();
     let classes = classes(workload, log, initial, &mut judgement.findings);
+    // Digests of every state judged: states met again at a later mark count once.
+    let mut distinct = std::collections::BTreeSet::new();
     let sampled: Vec<usize> = match (config.samples, classes.len()) {
         (0, _) | (_, 0) => Vec::new(),
         (1, _) | (_, 1) => vec![classes.len() / 2],
@@ -483,6 +517,13 @@ pub fn judge_log(workload: &Workload, log: &Log, initial: &[u8], final_disk: Opt
         let mut picked = vec![0usize; digits.len()];
         let mut image = class.durable.clone();
         let mut labels: Vec<Option<Label>> = image.chunks(512).map(Label::parse).collect();
+        // What choosing value v of candidate i does to the state's digest.
+        let deltas: Vec<Vec<u64>> = class
+            .candidates
+            .iter()
+            .map(|(s, values)| values.iter().map(|v| sector_digest(*s, &values[0]) ^ sector_digest(*s, v)).collect())
+            .collect();
+        let mut chosen = vec![0usize; class.candidates.len()];
         let candidate_labels: Vec<Vec<Option<Label>>> =
             class.candidates.iter().map(|(_, values)| values.iter().map(|v| Label::parse(v)).collect()).collect();
         let mut judged_in_class = 0u64;
@@ -490,6 +531,7 @@ pub fn judge_log(workload: &Workload, log: &Log, initial: &[u8], final_disk: Opt
             let data_values = if whole { 1 } else { values_max };
             for v in 0..data_values {
                 let mut set = |i: usize, value: usize| {
+                    chosen[i] = value;
                     let (s, values) = &class.candidates[i];
                     image[*s as usize * 512..(*s as usize + 1) * 512].copy_from_slice(&values[value]);
                     labels[*s as usize] = candidate_labels[i][value];
@@ -503,6 +545,8 @@ pub fn judge_log(workload: &Workload, log: &Log, initial: &[u8], final_disk: Opt
                     }
                 }
                 judged_in_class += 1;
+                let digest = chosen.iter().enumerate().fold(class.durable_digest, |d, (i, &v)| d ^ deltas[i][v]);
+                distinct.insert(digest);
                 let verdict = judge_state(workload, &State { image: &image, labels: &labels }, &metadata_chunks, &class, config.strict, &mut buffer);
                 // The first K1 state too: the kernel should load it valid, over the changed origin.
                 let first_k1 = matches!(verdict, Ok(Passed::KernelBehaviourK1)) && judgement.kernel_behaviour_k1 == 0;
@@ -529,6 +573,8 @@ pub fn judge_log(workload: &Workload, log: &Log, initial: &[u8], final_disk: Opt
         }
         judgement.states_judged += judged_in_class;
     }
+    judgement.distinct_states = distinct.len() as u64;
+    debug_assert!(judgement.distinct_states <= judgement.states_judged, "distinct states are states judged");
     judgement
 }
 

@@ -76,7 +76,7 @@ pub struct KernelCrashArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Random workloads with four parallel writers, besides the scenario translations.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 16)]
     pub runs: u32,
     /// Seed of the random workloads.
     #[arg(long, default_value_t = 1)]
@@ -188,7 +188,7 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
             JudgeConfig { per_sector_states_max: args.per_sector_states_max, strict: args.strict, samples: args.confirm_per_workload },
         );
         println!(
-            "{} {:<48} {:>6} entries {:>4} flush epochs {:>5} classes ({} complete) {:>8} states judged, space about 2^{:.1}, K1 {}, {} finding(s), {:.1} s{}",
+            "{} {:<48} {:>6} entries {:>4} flush epochs {:>5} classes ({} complete) {:>8} states judged ({} distinct), space about 2^{:.1}, K1 {}, {} finding(s), {:.1} s{}",
             if judgement.findings.is_empty() { "PASS" } else { "FAIL" },
             judgement.workload,
             judgement.entries,
@@ -196,6 +196,7 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
             judgement.classes,
             judgement.classes_complete,
             judgement.states_judged,
+            judgement.distinct_states,
             judgement.space_log2,
             judgement.kernel_behaviour_k1,
             judgement.findings.len(),
@@ -233,12 +234,14 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
         }
     }
     let states: u64 = judgements.iter().map(|j| j.states_judged).sum();
+    let distinct: u64 = judgements.iter().map(|j| j.distinct_states).sum();
     let seconds: f64 = judgements.iter().map(|j| j.seconds).sum();
     let clean = judgements.iter().filter(|j| j.findings.is_empty()).count();
     println!(
-        "{} workloads, {clean} without a finding; {states} kernel crash states judged in {seconds:.1} s ({:.0} states/s on one core)",
+        "{} workloads, {clean} without a finding; {states} kernel crash states judged ({distinct} distinct) in {seconds:.1} s ({:.0} states/s, {:.0} distinct/s on one core)",
         judgements.len(),
-        states as f64 / seconds.max(1e-9)
+        states as f64 / seconds.max(1e-9),
+        distinct as f64 / seconds.max(1e-9)
     );
     let mut confirmations = Vec::new();
     if let Some(machine) = machine.as_ref().filter(|_| args.confirm_per_workload > 0) {
@@ -267,6 +270,7 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
         "kernel": machine.as_ref().map(|m| m.release.clone()),
         "workloads": judgements,
         "states_judged": states,
+        "distinct_states": distinct,
         "confirmations": confirmations,
         "differentials": differentials,
     });

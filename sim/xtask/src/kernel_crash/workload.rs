@@ -272,7 +272,7 @@ pub fn random_workload(seed: u64, id: u64, merge: bool, overflow: bool) -> Workl
     let chunk = u64::from(chunk_sectors);
     let origin_chunks = (2048 / chunk).clamp(16, 256);
     let origin_sectors = origin_chunks * chunk;
-    let batches = rng.random_range(8..20);
+    let batches = rng.random_range(16..32);
     let mut ops = Vec::new();
     for batch in 0..batches {
         let writes = (0..4)
