@@ -138,7 +138,7 @@ impl CrashTrace {
     /// Reads and checks a trace file: every field in its range (the
     /// scenario's fields against [`crate::scenario::Limits`]).
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = crate::cli::limits::read_text_bounded(path, crate::cli::limits::SCRIPT_FILE_BYTES_MAX)?;
+        let text = crate::limits::read_text_bounded(path, crate::limits::SCRIPT_FILE_BYTES_MAX)?;
         let trace: Self = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         trace.check().map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(trace)
@@ -318,7 +318,7 @@ pub fn mutation_id(mutations: Mutations) -> Option<String> {
 pub fn mutations_of(id: Option<&str>) -> Result<Mutations, String> {
     let Some(id) = id else { return Ok(Mutations::NONE) };
     if !Mutations::available() {
-        return Err(format!("mutation {id} needs a build with the bug-zoo feature (cargo … -p sim --features bug-zoo)"));
+        return Err(format!("mutation {id} needs a build with the bug-zoo feature (cargo … -p snapsim --features bug-zoo)"));
     }
     Mutation::parse(id).map(Mutations::only).ok_or_else(|| format!("unknown mutation {id:?}"))
 }

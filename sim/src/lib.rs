@@ -1,10 +1,12 @@
-//! The simulation harness and the tools behind the `snapsim` command.
+//! The simulation harness: the world, its simulated disk, exploration, the
+//! soak and the zoo, as a library (the `snapsim` command line is its own
+//! crate, `sim/cli`).
 //!
 //! - [`disk`]: `SimDisk`, the simulated block device and its fault model.
 //! - [`world`]: the deterministic world: engine, disks, workload, crashes.
 //! - [`trace`]: run traces and their hashes.
 //! - [`bench`]: the performance figures (`snapsim bench`, `cargo bench -p sim`).
-//! - [`cli`]: the verbs of `snapsim` that work on real devices.
+//! - [`limits`]: the bounds every input file is read within.
 //! - [`hostile`]: `arbitrary` descriptions of COW devices and operation sequences (fuzzing).
 //! - [`zoo`]: the hunt for the kernel's historical bugs (`snapsim zoo`).
 //! - [`soak`]: swarm seeds on parallel workers for hours (`snapsim soak`), sharded.
@@ -14,11 +16,11 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
-pub mod cli;
 pub mod crash_trace;
 pub mod disk;
 pub mod explore;
 pub mod hostile;
+pub mod limits;
 pub mod logwrites;
 pub mod scenario;
 pub mod soak;

@@ -250,7 +250,7 @@ impl Scenario {
     /// Loads `path`, or `scenarios/<name>.toml` when given a bare name.
     pub fn load(path_or_name: &str) -> Result<Self, String> {
         let path = resolve(path_or_name);
-        let text = crate::cli::limits::read_text_bounded(&path, crate::cli::limits::SCRIPT_FILE_BYTES_MAX)?;
+        let text = crate::limits::read_text_bounded(&path, crate::limits::SCRIPT_FILE_BYTES_MAX)?;
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         Self::parse(&name, &path, &text).map_err(|e| format!("{}: {e}", path.display()))
     }

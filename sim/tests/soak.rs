@@ -90,20 +90,6 @@ fn shards_parse_and_partition_the_range() {
     assert_eq!(seeds, (100..110).collect::<Vec<_>>());
 }
 
-#[test]
-fn snapsim_soak_writes_its_report_and_fails_on_a_failure() {
-    let dir = tempfile::tempdir().unwrap();
-    let report_path = dir.path().join("report.json");
-    let snapsim = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_snapsim")).args(args).output().unwrap();
-    let output = snapsim(&["soak", "--seeds", "8", "--jobs", "2", "--report", report_path.to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("verdict: PASS"), "{stdout}");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
-    assert_eq!(report["seeds_run"], 8);
-    assert_eq!(report["stopped_by"], "seeds");
-}
-
 /// The seed [`panics_in_seed_5`] plants a panic in.
 const PANICKING_SEED: u64 = 5;
 

@@ -7,9 +7,9 @@ use engine::store::StoreKind;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use sim::cli::inspect::{InspectArgs, report};
-use sim::cli::live::{ApplyArgs, LiveArgs, apply, merge};
-use sim::cli::view::{ViewArgs, run as view};
+use snapsim::inspect::{InspectArgs, report};
+use snapsim::live::{ApplyArgs, LiveArgs, apply, merge};
+use snapsim::view::{ViewArgs, run as view};
 
 use crate::vm::{self, Boot, Disks, Machine};
 

@@ -273,6 +273,22 @@ fn class_at(
         }
     }
     let candidates: Vec<_> = candidates.into_iter().filter(|(_, values)| values.len() > 1).collect();
+    // The splice is logged at the flush that ends it, after every mark
+    // logged since `p`; its writes completed at any time before that flush.
+    // The kernel's own writes in it (copies, commits, an invalidation)
+    // carry no label saying which operation caused them, so any operation
+    // issued by the last of those marks may have caused them: a state that
+    // holds them is a crash state of that later point, and may overflow
+    // as far as the operations issued by then allow. (Flushes end splices,
+    // so no flush was acknowledged in between: the requirements are the same.)
+    let issued = if candidates.is_empty() {
+        issued
+    } else {
+        let last_marked = next_flush
+            .map(|f| log.entries[p..f].iter().filter_map(|e| e.mark_text()).filter_map(marked_op).max().unwrap_or(acknowledged))
+            .unwrap_or(acknowledged);
+        issued.max(workload.issued_max(last_marked.max(acknowledged)))
+    };
     debug_assert!(candidates.windows(2).all(|w| w[0].0 < w[1].0), "one candidate list per sector, in order");
     debug_assert!(candidates.iter().all(|(s, values)| values[0] == sector(durable, *s)), "the durable value comes first");
     Class {
@@ -285,6 +301,11 @@ fn class_at(
         requirements: requirements.clone(),
         merge,
     }
+}
+
+/// The operation an `opN` or `failN` mark names.
+fn marked_op(text: &str) -> Option<u64> {
+    text.strip_prefix("op").or_else(|| text.strip_prefix("fail")).and_then(|n| n.parse::<u64>().ok())
 }
 
 /// A state that passed, and whether it did so only by K1.

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use sim::cli::{CliError, ErrorKind, inspect, live, view};
+use snapsim::{CliError, ErrorKind, inspect, live, view};
 
 // Counts allocations for `snapsim bench`'s memory figures (a wrapper over
 // the system allocator; the count is two atomic adds per call).
@@ -305,7 +305,7 @@ fn zoo(args: &ZooArgs) -> Result<(), CliError> {
     let out = Out { json: args.json };
     if !engine::zoo::Mutations::available() {
         return Err(CliError::bad_input(
-            "this build has no mutations: run it with `cargo run --release -p sim --features bug-zoo --bin snapsim -- zoo`",
+            "this build has no mutations: run it with `cargo run --release -p snapsim --features bug-zoo --bin snapsim -- zoo`",
         ));
     }
     let mutations: Vec<Mutation> = if args.only.is_empty() {

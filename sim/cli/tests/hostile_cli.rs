@@ -24,7 +24,7 @@ fn vectors_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("SNAPSIM_VECTORS") {
         return PathBuf::from(dir);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/linux-6.1")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/linux-6.1")
 }
 
 fn gunzip(path: &Path) -> Vec<u8> {

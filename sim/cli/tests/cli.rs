@@ -10,7 +10,7 @@ fn vectors_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("SNAPSIM_VECTORS") {
         return PathBuf::from(dir);
     }
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/linux-6.1");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/linux-6.1");
     assert!(dir.is_dir(), "golden vectors not found at {} (set SNAPSIM_VECTORS)", dir.display());
     dir
 }

@@ -1,4 +1,4 @@
-//! The `snapsim` verbs that work on real devices (`inspect`, `view`, `apply`,
+//! The `snapsim` command line: the verbs that work on real devices (`inspect`, `view`, `apply`,
 //! `merge`) and the rule every verb's exit status keeps.
 //!
 //! # Exit status
@@ -14,7 +14,7 @@
 
 pub mod devices;
 pub mod inspect;
-pub mod limits;
+pub use sim::limits;
 pub mod live;
 pub mod paths;
 pub mod view;
