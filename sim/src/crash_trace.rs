@@ -16,34 +16,98 @@ use serde::{Deserialize, Serialize};
 use crate::disk::FaultRates;
 use crate::explore::{Bounds, explore};
 use crate::scenario::{Scenario, ScenarioFile};
+use crate::shape::{FieldError, FileError, RunShape};
 use crate::world::script::parse_ops;
 use crate::world::{Knobs, Report, RunConfig, ScriptOp, run};
 
-/// A crash trace file.
+/// What a run concluded: it passed, or it broke an invariant. Written
+/// `"pass"` or the invariant's id (`"I5"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Verdict {
+    Pass,
+    Broke(Invariant),
+}
+
+impl Verdict {
+    /// The verdict of a run that found `violation`, or none.
+    pub fn of(violation: Option<&Violation>) -> Self {
+        violation.map_or(Self::Pass, |v| Self::Broke(v.invariant))
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pass => write!(f, "pass"),
+            Self::Broke(invariant) => write!(f, "{}", invariant.id()),
+        }
+    }
+}
+
+impl std::str::FromStr for Verdict {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text == "pass" {
+            return Ok(Self::Pass);
+        }
+        // Only a bare id: `Invariant::parse` would also take "I5 allocation …".
+        match Invariant::parse(text) {
+            Some(invariant) if invariant.id().eq_ignore_ascii_case(text) => Ok(Self::Broke(invariant)),
+            _ => Err(format!("verdict = {text:?}: must be \"pass\" or an invariant id (I1..I14)")),
+        }
+    }
+}
+
+impl TryFrom<String> for Verdict {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl From<Verdict> for String {
+    fn from(verdict: Verdict) -> String {
+        verdict.to_string()
+    }
+}
+
+/// How a trace is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One run, its crashes as drawn.
+    Run,
+    /// Every crash state of the scripted run (`snapsim explore`).
+    Explore,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Run => "run",
+            Self::Explore => "explore",
+        })
+    }
+}
+
+/// A crash trace file: how to run it, what it gave, and the run's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CrashTrace {
     /// One line: what broke, as the oracle said it.
     pub post_mortem: String,
-    /// The invariant id the run must trip (`I5`), or `pass`.
-    pub verdict: String,
-    /// `run` (one run, crashes as drawn) or `explore` (every crash state).
-    pub mode: String,
+    /// What the run must give.
+    pub verdict: Verdict,
+    pub mode: Mode,
     pub seed: u64,
     #[serde(default)]
     pub strict: bool,
     /// A bug-zoo mutation (`Z3`) the engine re-creates for this trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mutation: Option<String>,
-    pub chunk_sectors: u32,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mixed_chunk_sectors: Vec<u32>,
-    pub origin_chunks: u64,
-    pub cow_chunks: u64,
-    pub snapshots: usize,
-    pub store: String,
-    pub cow_threshold: usize,
-    pub queue_depth: usize,
+    /// Crashes a `run` draws (an `explore` trace crashes everywhere).
     #[serde(default)]
     pub crashes: u32,
     #[serde(default)]
@@ -52,19 +116,19 @@ pub struct CrashTrace {
     pub write_error: f64,
     #[serde(default)]
     pub flush_error: f64,
-    #[serde(default = "default_writes_max")]
-    pub writes_max: usize,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub faults: Vec<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub stale_cow: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub stale_area_zero: bool,
-    pub ops: String,
+    #[serde(flatten)]
+    pub shape: RunShape,
 }
 
-fn default_writes_max() -> usize {
-    Bounds::default().writes_max
+/// Why a trace could not be replayed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    /// A field of the trace is wrong.
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    /// It names a mutation this build cannot make.
+    #[error("{0}")]
+    Mutation(String),
 }
 
 /// What replaying a trace gave.
@@ -77,9 +141,9 @@ pub struct Replayed {
 }
 
 impl Replayed {
-    /// `I5`-style id of the verdict, or `pass`.
-    pub fn verdict(&self) -> String {
-        self.violation.as_ref().map_or("pass".into(), |v| v.invariant.id().to_string())
+    /// What the replay concluded.
+    pub fn verdict(&self) -> Verdict {
+        Verdict::of(self.violation.as_ref())
     }
 }
 
@@ -91,7 +155,7 @@ impl CrashTrace {
     /// A trace of a failed `snapsim run`.
     pub fn from_run(config: &RunConfig, report: &Report) -> Self {
         let violation = report.failure.as_ref().map(|f| &f.violation);
-        let mut trace = Self::of(&report.knobs, &report.ops, "run", report.seed, config.mutations, config.strict, violation);
+        let mut trace = Self::of(&report.knobs, &report.ops, Mode::Run, report.seed, config.mutations, config.strict, violation);
         trace.crashes = report.knobs.crashes;
         let faults = report.knobs.faults;
         (trace.read_error, trace.write_error, trace.flush_error) = (faults.read_error, faults.write_error, faults.flush_error);
@@ -100,47 +164,49 @@ impl CrashTrace {
 
     /// A trace of a failed exploration of `scenario`.
     pub fn from_explore(scenario: &Scenario, seed: u64, mutations: Mutations, strict: bool, violation: &Violation) -> Self {
-        let mut trace = Self::of(&scenario.knobs, &scenario.ops, "explore", seed, mutations, strict, Some(violation));
-        trace.writes_max = scenario.file.writes_max;
-        trace.faults = scenario.file.faults.clone();
+        let mut trace = Self::of(&scenario.knobs, &scenario.ops, Mode::Explore, seed, mutations, strict, Some(violation));
+        trace.shape.writes_max = scenario.file.shape.writes_max;
+        trace.shape.faults = scenario.file.shape.faults.clone();
         trace
     }
 
     /// A trace of `ops` on `knobs`, with no crashes, random faults or scripted ones.
-    fn of(knobs: &Knobs, ops: &[ScriptOp], mode: &str, seed: u64, mutations: Mutations, strict: bool, violation: Option<&Violation>) -> Self {
+    fn of(knobs: &Knobs, ops: &[ScriptOp], mode: Mode, seed: u64, mutations: Mutations, strict: bool, violation: Option<&Violation>) -> Self {
         Self {
             post_mortem: violation.map_or("passes".into(), ToString::to_string),
-            verdict: violation.map_or("pass".into(), |v| v.invariant.id().to_string()),
-            mode: mode.into(),
+            verdict: Verdict::of(violation),
+            mode,
             seed,
             strict,
             mutation: mutation_id(mutations),
-            chunk_sectors: knobs.chunk_sectors,
-            mixed_chunk_sectors: knobs.mixed_chunk_sectors.clone(),
-            origin_chunks: knobs.origin_chunks,
-            cow_chunks: knobs.cow_chunks,
-            snapshots: knobs.snapshots,
-            store: knobs.store.table_name().to_string(),
-            cow_threshold: knobs.cow_threshold,
-            queue_depth: knobs.queue_depth,
-            stale_cow: knobs.stale_cow,
-            stale_area_zero: knobs.stale_area_zero,
             crashes: 0,
             read_error: 0.0,
             write_error: 0.0,
             flush_error: 0.0,
-            writes_max: default_writes_max(),
-            faults: Vec::new(),
-            ops: ops_text(ops),
+            shape: RunShape {
+                chunk_sectors: knobs.chunk_sectors,
+                mixed_chunk_sectors: knobs.mixed_chunk_sectors.clone(),
+                origin_chunks: knobs.origin_chunks,
+                cow_chunks: knobs.cow_chunks,
+                snapshots: knobs.snapshots,
+                store: knobs.store,
+                cow_threshold: knobs.cow_threshold,
+                queue_depth: knobs.queue_depth,
+                writes_max: Bounds::default().writes_max,
+                faults: Vec::new(),
+                stale_cow: knobs.stale_cow,
+                stale_area_zero: knobs.stale_area_zero,
+                ops: ops_text(ops),
+            },
         }
     }
 
     /// Reads and checks a trace file: every field in its range (the
     /// scenario's fields against [`crate::scenario::Limits`]).
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = crate::limits::read_text_bounded(path, crate::limits::SCRIPT_FILE_BYTES_MAX)?;
-        let trace: Self = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        trace.check().map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, FileError> {
+        let text = crate::limits::read_text_bounded(path, crate::limits::SCRIPT_FILE_BYTES_MAX).map_err(|e| FileError::unreadable(path, e))?;
+        let trace: Self = toml::from_str(&text).map_err(|e| FileError::syntax(path, &text, &e))?;
+        trace.check().map_err(|e| FileError::field(path, &text, e))?;
         Ok(trace)
     }
 
@@ -151,24 +217,18 @@ impl CrashTrace {
     pub const ERROR_RATE_MAX: f64 = 0.5;
 
     /// Checks the trace's own fields, then the scenario it describes.
-    pub fn check(&self) -> Result<(), String> {
-        if !matches!(self.mode.as_str(), "run" | "explore") {
-            return Err(format!("mode = {:?}: must be \"run\" or \"explore\"", self.mode));
-        }
-        if !valid_verdict(&self.verdict) {
-            return Err(format!("verdict = {:?}: must be \"pass\" or an invariant id (I1..I14)", self.verdict));
-        }
+    pub fn check(&self) -> Result<(), FieldError> {
         if self.crashes > Self::CRASHES_MAX {
-            return Err(format!("crashes = {}: must be 0..={}", self.crashes, Self::CRASHES_MAX));
+            return Err(FieldError::new("crashes", format!("crashes = {}: must be 0..={}", self.crashes, Self::CRASHES_MAX)));
         }
         for (field, rate) in [("read_error", self.read_error), ("write_error", self.write_error), ("flush_error", self.flush_error)] {
             if !(0.0..=Self::ERROR_RATE_MAX).contains(&rate) {
-                return Err(format!("{field} = {rate}: must be a rate from 0 to {}", Self::ERROR_RATE_MAX));
+                return Err(FieldError::new(field, format!("{field} = {rate}: must be a rate from 0 to {}", Self::ERROR_RATE_MAX)));
             }
         }
         if let Some(id) = &self.mutation {
             if Mutation::parse(id).is_none() {
-                return Err(format!("mutation = {id:?}: no such mutation (Z1..Z21)"));
+                return Err(FieldError::new("mutation", format!("mutation = {id:?}: no such mutation (Z1..Z21)")));
             }
         }
         self.scenario().map(|_| ())
@@ -177,6 +237,7 @@ impl CrashTrace {
     /// The file's text: a comment header, then the fields.
     pub fn to_text(&self, file_name: &str) -> String {
         let body = toml::to_string(self).unwrap_or_else(|e| panic!("a crash trace always serializes: {e}"));
+        debug_assert!(toml::from_str::<Self>(&body).is_ok_and(|back| back == *self), "a trace reads back as written");
         format!("# post-mortem: {}\n# replay: snapsim replay crash-traces/{file_name}\n\n{body}", self.post_mortem)
     }
 
@@ -184,37 +245,24 @@ impl CrashTrace {
     pub fn file_name(&self) -> String {
         let mutation = self.mutation.as_ref().map_or(String::new(), |m| format!("-{}", m.to_lowercase()));
         let strict = if self.strict { "-strict" } else { "" };
-        format!("{}-{}-seed{}{mutation}{strict}.toml", self.verdict.to_lowercase(), self.mode, self.seed)
+        format!("{}-{}-seed{}{mutation}{strict}.toml", self.verdict.to_string().to_lowercase(), self.mode, self.seed)
     }
 
     /// Writes the trace into `dir`; returns its path.
-    pub fn write(&self, dir: &Path) -> Result<PathBuf, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    pub fn write(&self, dir: &Path) -> Result<PathBuf, std::io::Error> {
+        fn context(path: &Path) -> impl FnOnce(std::io::Error) -> std::io::Error + '_ {
+            move |e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+        }
+        std::fs::create_dir_all(dir).map_err(context(dir))?;
         let name = self.file_name();
         let path = dir.join(&name);
-        std::fs::write(&path, self.to_text(&name)).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, self.to_text(&name)).map_err(context(&path))?;
         Ok(path)
     }
 
     /// The scenario this trace describes (knobs, ops, scripted faults).
-    pub fn scenario(&self) -> Result<Scenario, String> {
-        let file = ScenarioFile {
-            description: self.post_mortem.clone(),
-            chunk_sectors: self.chunk_sectors,
-            origin_chunks: self.origin_chunks,
-            cow_chunks: self.cow_chunks,
-            snapshots: self.snapshots,
-            store: self.store.clone(),
-            mixed_chunk_sectors: self.mixed_chunk_sectors.clone(),
-            cow_threshold: self.cow_threshold,
-            queue_depth: self.queue_depth,
-            seeds: vec![self.seed],
-            writes_max: self.writes_max,
-            faults: self.faults.clone(),
-            stale_cow: self.stale_cow,
-            stale_area_zero: self.stale_area_zero,
-            ops: self.ops.clone(),
-        };
+    pub fn scenario(&self) -> Result<Scenario, FieldError> {
+        let file = ScenarioFile { description: self.post_mortem.clone(), seeds: vec![self.seed], shape: self.shape.clone() };
         let mut scenario = Scenario::from_file("trace", Path::new("trace"), file)?;
         scenario.knobs.crashes = self.crashes;
         scenario.knobs.faults = FaultRates { read_error: self.read_error, write_error: self.write_error, flush_error: self.flush_error };
@@ -222,22 +270,21 @@ impl CrashTrace {
     }
 
     /// Runs the trace as recorded.
-    pub fn replay(&self) -> Result<Replayed, String> {
+    pub fn replay(&self) -> Result<Replayed, ReplayError> {
         self.check()?;
         let scenario = self.scenario()?;
         let mut config = scenario.run_config(self.seed);
         config.strict = self.strict;
-        config.mutations = mutations_of(self.mutation.as_deref())?;
-        match self.mode.as_str() {
-            "run" => {
+        config.mutations = mutations_of(self.mutation.as_deref()).map_err(ReplayError::Mutation)?;
+        match self.mode {
+            Mode::Run => {
                 let report = run(&config);
                 Ok(Replayed { violation: report.failure.map(|f| f.violation), steps: report.stats.steps, trace_hash: report.trace_hash })
             }
-            "explore" => {
+            Mode::Explore => {
                 let (coverage, outcome) = explore(&config, &scenario.bounds());
                 Ok(Replayed { violation: outcome.err().map(|f| f.violation), steps: coverage.steps, trace_hash: coverage.trace_hash })
             }
-            other => Err(format!("mode {other:?} is neither run nor explore")),
         }
     }
 
@@ -269,14 +316,15 @@ impl CrashTrace {
             attempt(CrashTrace { read_error: 0.0, write_error: 0.0, flush_error: 0.0, ..best.clone() }, &mut best);
         }
         // Operations: remove runs of them, from halves down to single ones.
-        let mut ops: Vec<String> = best.ops.lines().map(str::to_string).collect();
+        let mut ops: Vec<String> = best.shape.ops.lines().map(str::to_string).collect();
         let mut size = ops.len() / 2;
         while size >= 1 {
             let mut start = 0;
             while start < ops.len() {
                 let mut fewer = ops.clone();
                 fewer.drain(start..(start + size).min(ops.len()));
-                let candidate = CrashTrace { ops: fewer.iter().map(|l| format!("{l}\n")).collect(), ..best.clone() };
+                let candidate =
+                    CrashTrace { shape: RunShape { ops: fewer.iter().map(|l| format!("{l}\n")).collect(), ..best.shape.clone() }, ..best.clone() };
                 if attempt(candidate, &mut best) {
                     ops = fewer;
                 } else {
@@ -287,21 +335,24 @@ impl CrashTrace {
         }
         // Smaller devices, when every remaining operation still fits.
         let fits = |trace: &CrashTrace, origin_chunks: u64| {
-            let origin_sectors = origin_chunks * u64::from(trace.chunk_sectors);
-            parse_ops(&trace.ops).is_ok_and(|ops| {
+            let origin_sectors = origin_chunks * u64::from(trace.shape.chunk_sectors);
+            parse_ops(&trace.shape.ops).is_ok_and(|ops| {
                 ops.iter().all(|op| match *op {
                     ScriptOp::Write { sector, sectors, .. } | ScriptOp::Read { sector, sectors, .. } => sector + sectors <= origin_sectors,
                     _ => true,
                 })
             })
         };
-        while best.origin_chunks > 1 && fits(&best, best.origin_chunks / 2) {
-            if !attempt(CrashTrace { origin_chunks: best.origin_chunks / 2, ..best.clone() }, &mut best) {
+        while best.shape.origin_chunks > 1 && fits(&best, best.shape.origin_chunks / 2) {
+            if !attempt(
+                CrashTrace { shape: RunShape { origin_chunks: best.shape.origin_chunks / 2, ..best.shape.clone() }, ..best.clone() },
+                &mut best,
+            ) {
                 break;
             }
         }
-        while best.cow_chunks > 4 {
-            if !attempt(CrashTrace { cow_chunks: best.cow_chunks / 2, ..best.clone() }, &mut best) {
+        while best.shape.cow_chunks > 4 {
+            if !attempt(CrashTrace { shape: RunShape { cow_chunks: best.shape.cow_chunks / 2, ..best.shape.clone() }, ..best.clone() }, &mut best) {
                 break;
             }
         }
@@ -321,11 +372,6 @@ pub fn mutations_of(id: Option<&str>) -> Result<Mutations, String> {
         return Err(format!("mutation {id} needs a build with the bug-zoo feature (cargo … -p snapsim --features bug-zoo)"));
     }
     Mutation::parse(id).map(Mutations::only).ok_or_else(|| format!("unknown mutation {id:?}"))
-}
-
-/// Whether `verdict` names an invariant (or `pass`).
-pub fn valid_verdict(verdict: &str) -> bool {
-    verdict == "pass" || Invariant::parse(verdict).is_some()
 }
 
 /// The crash-traces directory of this workspace.

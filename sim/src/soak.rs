@@ -130,8 +130,8 @@ pub struct SoakFailure {
     pub seed: u64,
     /// The knobs the seed drew.
     pub knobs: String,
-    /// The invariant broken (`I5`), or [`SoakFailure::PANIC`].
-    pub invariant: String,
+    /// The invariant broken, or a panic (written `I5` or `panic`).
+    pub invariant: Cause,
     /// The violation; for a panic, where it happened and its message.
     pub message: String,
     pub replay: String,
@@ -140,9 +140,36 @@ pub struct SoakFailure {
     pub trace: Option<String>,
 }
 
-impl SoakFailure {
-    /// The `invariant` of a seed whose run panicked.
-    pub const PANIC: &str = "panic";
+/// Why a seed failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(into = "String")]
+pub enum Cause {
+    /// The oracle found this invariant broken.
+    Broke(model::Invariant),
+    /// The run panicked: a bug in the engine or the harness.
+    Panic,
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Broke(invariant) => f.write_str(invariant.id()),
+            Self::Panic => f.write_str("panic"),
+        }
+    }
+}
+
+impl From<Cause> for String {
+    fn from(cause: Cause) -> String {
+        cause.to_string()
+    }
+}
+
+impl PartialEq<crate::crash_trace::Verdict> for Cause {
+    /// A trace's verdict names the invariant the seed broke.
+    fn eq(&self, verdict: &crate::crash_trace::Verdict) -> bool {
+        matches!((self, verdict), (Self::Broke(a), crate::crash_trace::Verdict::Broke(b)) if a == b)
+    }
 }
 
 /// What a soak did: the machine-readable report (`--report`, JSON).
@@ -335,7 +362,7 @@ fn soak_seed(config: &SoakConfig, seed: u64) -> SeedDone {
             let failure = SoakFailure {
                 seed,
                 knobs: run_config.knobs().to_string(),
-                invariant: SoakFailure::PANIC.to_string(),
+                invariant: Cause::Panic,
                 message,
                 replay: run_config.replay_command(),
                 trace: None,
@@ -346,7 +373,7 @@ fn soak_seed(config: &SoakConfig, seed: u64) -> SeedDone {
     let failure = report.failure.as_ref().map(|failure| SoakFailure {
         seed,
         knobs: report.knobs.to_string(),
-        invariant: failure.violation.invariant.id().to_string(),
+        invariant: Cause::Broke(failure.violation.invariant),
         message: failure.violation.message.clone(),
         replay: report.replay_command(),
         trace: None,
@@ -412,7 +439,7 @@ fn minimize_failures(config: &SoakConfig, failures: &mut [(SoakFailure, Option<C
     let mut chosen: Vec<usize> = Vec::new();
     let mut invariants = std::collections::BTreeSet::new();
     for &index in &traced {
-        if invariants.insert(failures[index].0.invariant.clone()) {
+        if invariants.insert(failures[index].0.invariant) {
             chosen.push(index);
         }
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use engine::zoo::{Mutation, Mutations};
 use sim::crash_trace::CrashTrace;
-use sim::soak::{Shard, SoakConfig, SoakFailure, SoakReport, soak};
+use sim::soak::{Cause, Shard, SoakConfig, SoakFailure, SoakReport, soak};
 use sim::world::{Report, RunConfig, World};
 
 fn config(seeds: u64, mutation: Mutation, shard: Shard, jobs: usize) -> SoakConfig {
@@ -25,8 +25,8 @@ fn run(config: &SoakConfig) -> SoakReport {
 }
 
 /// Failing seed → invariant.
-fn failures(report: &SoakReport) -> BTreeMap<u64, String> {
-    report.failures.iter().map(|f| (f.seed, f.invariant.clone())).collect()
+fn failures(report: &SoakReport) -> BTreeMap<u64, Cause> {
+    report.failures.iter().map(|f| (f.seed, f.invariant)).collect()
 }
 
 #[test]
@@ -61,8 +61,8 @@ fn a_failure_is_reported_with_its_replay_and_minimized_into_a_trace_that_replays
     assert_eq!(failure.replay, format!("snapsim run --seed {} --mutation Z1", failure.seed));
     let trace_path = failure.trace.as_ref().expect("the first failure is minimized");
     let trace = CrashTrace::load(std::path::Path::new(trace_path)).unwrap();
-    assert_eq!(trace.verdict, failure.invariant);
-    assert_eq!(trace.replay().unwrap().verdict(), failure.invariant, "the minimized trace gives the soak's verdict");
+    assert_eq!(failure.invariant, trace.verdict);
+    assert_eq!(failure.invariant, trace.replay().unwrap().verdict(), "the minimized trace gives the soak's verdict");
     let json: serde_json::Value = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
     assert_eq!(json["failures"][0]["seed"], failure.seed);
     assert_eq!(json["mutation"], "Z1");
@@ -119,7 +119,7 @@ fn a_panicking_seed_is_reported_with_its_replay_and_the_soak_goes_on() {
     let report = run(&planted);
     assert_eq!(report.seeds_run, 12, "the soak stopped at the panic");
     assert_eq!(report.stopped_by, "seeds");
-    let panics: Vec<&SoakFailure> = report.failures.iter().filter(|f| f.invariant == SoakFailure::PANIC).collect();
+    let panics: Vec<&SoakFailure> = report.failures.iter().filter(|f| f.invariant == Cause::Panic).collect();
     assert_eq!(panics.len(), 1, "{}", report.summary());
     let failure = panics[0];
     assert_eq!(failure.seed, PANICKING_SEED);
@@ -135,8 +135,7 @@ fn a_panicking_seed_is_reported_with_its_replay_and_the_soak_goes_on() {
     assert_eq!(listed["invariant"], "panic");
     assert_eq!(listed["replay"], "snapsim run --seed 5");
     // Every other seed ran as in a soak without the planted panic.
-    let others =
-        |report: &SoakReport| -> BTreeMap<u64, String> { failures(report).into_iter().filter(|&(seed, _)| seed != PANICKING_SEED).collect() };
+    let others = |report: &SoakReport| -> BTreeMap<u64, Cause> { failures(report).into_iter().filter(|&(seed, _)| seed != PANICKING_SEED).collect() };
     assert_eq!(others(&report), others(&run(&plain)));
 }
 

@@ -64,18 +64,18 @@ pub struct CliError {
 
 impl CliError {
     /// A violation, or a real-file operation that failed (exit 1).
-    pub fn failed(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Failed, message: message.into(), reported: false }
+    pub fn failed(message: impl std::fmt::Display) -> Self {
+        Self { kind: ErrorKind::Failed, message: message.to_string(), reported: false }
     }
 
     /// A bad invocation or input file (exit 2).
-    pub fn bad_input(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::BadInput, message: message.into(), reported: false }
+    pub fn bad_input(message: impl std::fmt::Display) -> Self {
+        Self { kind: ErrorKind::BadInput, message: message.to_string(), reported: false }
     }
 
     /// A run that stopped before checking everything (exit 3).
-    pub fn partial(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Partial, message: message.into(), reported: false }
+    pub fn partial(message: impl std::fmt::Display) -> Self {
+        Self { kind: ErrorKind::Partial, message: message.to_string(), reported: false }
     }
 
     /// Marks the verdict as already printed.

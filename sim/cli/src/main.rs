@@ -405,7 +405,7 @@ fn save_trace(out: Out, trace: &sim::crash_trace::CrashTrace) -> Result<(), CliE
     let minimized = trace.minimize(400);
     let dir = std::path::PathBuf::from("crash-traces");
     let path = minimized.write(&dir).map_err(CliError::failed)?;
-    let ops = minimized.ops.lines().count();
+    let ops = minimized.shape.ops.lines().count();
     out.line(format!("wrote {} ({ops} operations, {} crashes): {}", path.display(), minimized.crashes, minimized.post_mortem));
     Ok(())
 }

@@ -375,7 +375,7 @@ fn trace_with(field: &str, line: &str) -> &'static str {
 fn replay_refuses_bad_traces_and_conflicting_flags() {
     case(&["replay", "t.toml"], &[("t.toml", File::Text(TRACE))], 0, "verdict: PASS", &[]);
     for (text, says) in [
-        (trace_with("mode", "mode = \"fly\""), "mode = \"fly\""),
+        (trace_with("mode", "mode = \"fly\""), "unknown variant `fly`, expected `run` or `explore`"),
         (trace_with("verdict", "verdict = \"I99\""), "verdict = \"I99\""),
         (trace_with("crashes", "crashes = 1000000"), "crashes = 1000000"),
         (trace_with("write_error", "write_error = 2.0"), "write_error = 2"),

@@ -221,8 +221,8 @@ pub fn scenario_workloads() -> Vec<Workload> {
 /// under this recording (faults, several snapshots, user flags, operations
 /// after a merge).
 pub fn translate(scenario: &Scenario, id: u64) -> Option<Workload> {
-    let file = &scenario.file;
-    let store = StoreKind::parse(&file.store)?;
+    let file = &scenario.file.shape;
+    let store = file.store;
     let plain =
         file.snapshots == 1 && file.faults.is_empty() && !file.stale_cow && file.mixed_chunk_sectors.is_empty() && scenario.injections.is_empty();
     if !plain {

@@ -1,0 +1,79 @@
+//! Crashes and reloads: what a restart may lose, and which snapshots may
+//! load valid again after it (I8, K1).
+
+use super::Oracle;
+use crate::invariant::{Invariant, Violation};
+
+impl Oracle {
+    /// The machine crashed: every unflushed write may or may not have
+    /// reached the media, nothing in flight completes, and an invalidated
+    /// snapshot's `valid = 0` header may be lost (K1). Checks nothing; what
+    /// is read back afterwards is judged by I1–I3.
+    pub(super) fn on_crash(&mut self) {
+        self.restart(true);
+    }
+
+    /// A clean shutdown and rebuild: judged as a crash that lost nothing,
+    /// except that it cannot have lost an invalidated snapshot's header (I8
+    /// on the reload that follows). Checks nothing itself.
+    pub(super) fn on_clean_reload(&mut self) {
+        self.restart(false);
+    }
+
+    /// A new epoch after a crash (`crashed`) or a clean reload: pending
+    /// operations are dropped and every sector settles on what it may hold.
+    fn restart(&mut self, crashed: bool) {
+        self.epoch += 1;
+        self.seq += 1;
+        let at = self.seq;
+        self.pending.clear();
+        self.origin.touched.values_mut().for_each(|v| v.crashed(at));
+        for state in &mut self.snapshots {
+            state.view.touched.values_mut().for_each(|v| v.crashed(at));
+            // A failed exception that never completed left no record:
+            // the snapshot may load valid, and consistent.
+            state.must_invalidate = false;
+            state.invalid_header_may_be_lost |= crashed;
+        }
+        debug_assert!(
+            self.origin_values.values().all(|&epoch| epoch < self.epoch),
+            "origin values written before a restart date from earlier epochs"
+        );
+    }
+
+    /// The engine was rebuilt and snapshot `k` loaded valid iff `valid[k]`:
+    /// an invalidated snapshot may come back valid only if a crash or a
+    /// failed COW write could have lost its header (I8), and then only as
+    /// kernel behaviour K1 (counted, or an I8 violation when strict). Starts
+    /// a new load epoch for the sticky states I8 and I9 judge.
+    pub(super) fn on_reloaded(&mut self, valid: &[bool]) -> Result<(), Violation> {
+        for (k, &valid) in valid.iter().enumerate() {
+            let state = &mut self.snapshots[k];
+            if valid && state.ever_invalid && !state.revived {
+                if !state.invalid_header_may_be_lost && !state.header_write_failed {
+                    let message = format!(
+                        "snapshot {k} was invalidated, then loaded valid after a clean reload: no crash and no failed COW write could have lost its valid=0 header"
+                    );
+                    return Err(Violation::new(Invariant::I8Invalidation, message));
+                }
+                if self.config.strict {
+                    let message = format!(
+                        "snapshot {k} was invalidated before a crash but loaded valid after it (kernel behaviour K1: the valid=0 header is a plain write and origin writes went ahead)"
+                    );
+                    return Err(Violation::new(Invariant::I8Invalidation, message));
+                }
+                state.revived = true;
+                self.allowances.revived_invalid += 1;
+            }
+            debug_assert!(!state.revived || state.ever_invalid, "only an invalidated snapshot can be revived");
+            state.origin_written = false;
+            state.io_error_seen = false;
+            state.valid_at_load = valid;
+            state.invalid_since_load = false;
+            state.overflowed_since_load = false;
+            state.header_write_failed = false;
+            state.merge_failed = false;
+        }
+        Ok(())
+    }
+}

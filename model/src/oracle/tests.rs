@@ -1,0 +1,166 @@
+//! Unit tests of the oracle: events fed by hand, checks and counts expected.
+
+use super::*;
+use crate::event::DiskOp;
+use crate::invariant::Invariant;
+
+fn oracle(strict: bool) -> Oracle {
+    let initial: Arc<[u64]> = (0..16).map(|s| 1000 + s).collect();
+    let snapshots = vec![SnapshotSpec { chunk_sectors: 2, overflow_store: true }];
+    Oracle::new(OracleConfig { initial, snapshots, strict, cow_threshold: 2 })
+}
+
+fn run(oracle: &mut Oracle, events: &[Event]) -> Result<(), Violation> {
+    events.iter().try_for_each(|e| oracle.apply(e))
+}
+
+const S0: Target = Target::Snapshot(0);
+
+#[test]
+fn a_read_returning_origin_data_is_a_conflicting_read_live_and_i1_after_a_crash() {
+    let mut o = oracle(false);
+    run(
+        &mut o,
+        &[Event::Write { op: 0, target: Target::Origin, sector: 3, values: Arc::from([7]), flags: UserFlags::PLAIN }, Event::Ack { op: 0, ok: true }],
+    )
+    .unwrap();
+    let read =
+        [Event::Read { op: 1, target: S0, sector: 3, sectors: 1 }, Event::ReadDone { op: 1, values: Some(Arc::from([7])), snapshot_valid: true }];
+    let error = run(&mut o.clone(), &read).unwrap_err();
+    assert_eq!(error.invariant, Invariant::I13ConflictingReads);
+    assert_eq!(error.events.len(), 4);
+    run(&mut o, &[Event::Crash, Event::Reloaded { valid: vec![true] }]).unwrap();
+    assert_eq!(run(&mut o, &read).unwrap_err().invariant, Invariant::I1AckedOriginWrite);
+}
+
+#[test]
+fn snapshot_writes_are_legal_values_and_flushed_ones_are_the_only_ones() {
+    let mut o = oracle(false);
+    let crash = [Event::Crash, Event::Reloaded { valid: vec![true] }];
+    run(&mut o, &[Event::Write { op: 0, target: S0, sector: 5, values: Arc::from([9]), flags: UserFlags::PLAIN }, Event::Ack { op: 0, ok: true }])
+        .unwrap();
+    // Live, an acknowledged write hides the old value; a crash may bring it back.
+    assert_eq!(o.check_view_sector(0, 5, 1005, false, false).unwrap_err().invariant, Invariant::I2SnapshotView);
+    assert!(o.check_view_sector(0, 5, 9, false, false).is_ok());
+    let mut crashed = o.clone();
+    run(&mut crashed, &crash).unwrap();
+    assert!(crashed.check_view_sector(0, 5, 1005, false, true).is_ok() && crashed.check_view_sector(0, 5, 9, false, true).is_ok());
+    // Flushed, it survives the crash alone.
+    run(&mut o, &[Event::Flush { op: 1, target: S0 }, Event::Ack { op: 1, ok: true }]).unwrap();
+    run(&mut o, &crash).unwrap();
+    assert_eq!(o.check_view_sector(0, 5, 1005, false, true).unwrap_err().invariant, Invariant::I2SnapshotView);
+    assert!(o.check_view_sector(0, 5, 9, false, true).is_ok());
+}
+
+#[test]
+fn a_read_may_return_any_value_legal_while_it_was_in_flight() {
+    let mut o = oracle(false);
+    let events = [
+        Event::Read { op: 0, target: S0, sector: 4, sectors: 1 },
+        Event::Write { op: 1, target: S0, sector: 4, values: Arc::from([11]), flags: UserFlags::PLAIN },
+        Event::Ack { op: 1, ok: true },
+        Event::Write { op: 2, target: S0, sector: 4, values: Arc::from([12]), flags: UserFlags::PLAIN },
+        Event::Ack { op: 2, ok: true },
+        Event::Flush { op: 3, target: S0 },
+        Event::Ack { op: 3, ok: true },
+    ];
+    run(&mut o, &events).unwrap();
+    for value in [1004, 11, 12] {
+        o.clone().apply(&Event::ReadDone { op: 0, values: Some(Arc::from([value])), snapshot_valid: true }).unwrap();
+    }
+    let error = o.apply(&Event::ReadDone { op: 0, values: Some(Arc::from([13])), snapshot_valid: true }).unwrap_err();
+    assert_eq!(error.invariant, Invariant::I2SnapshotView);
+}
+
+#[test]
+fn kernel_behaviours_are_counted_unless_strict() {
+    let revive = [
+        Event::Status { snapshot: 0, valid: false, overflowed: false, quiescent: true, copies_max: 0 },
+        Event::Crash,
+        Event::Reloaded { valid: vec![true] },
+    ];
+    let mut o = oracle(false);
+    run(&mut o, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: Arc::from([5]), flags: UserFlags::PLAIN }]).unwrap();
+    run(&mut o, &revive).unwrap();
+    assert_eq!(o.allowances().revived_invalid, 1);
+    let mut strict = oracle(true);
+    run(&mut strict, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: Arc::from([5]), flags: UserFlags::PLAIN }]).unwrap();
+    assert_eq!(run(&mut strict, &revive).unwrap_err().invariant, Invariant::I8Invalidation);
+}
+
+#[test]
+fn invalid_and_overflow_stay_until_a_reload() {
+    let status = |valid, overflowed| Event::Status { snapshot: 0, valid, overflowed, quiescent: true, copies_max: 0 };
+    let mut o = oracle(false);
+    o.apply(&status(false, false)).unwrap();
+    assert_eq!(o.clone().apply(&status(true, false)).unwrap_err().invariant, Invariant::I8Invalidation);
+    let mut o = oracle(false);
+    o.snapshots[0].io_error_seen = true;
+    o.config.snapshots[0].overflow_store = true;
+    o.apply(&status(true, true)).unwrap();
+    assert_eq!(o.clone().apply(&status(true, false)).unwrap_err().invariant, Invariant::I9Overflow);
+    o.apply(&Event::MergeStart { snapshot: 0 }).unwrap();
+    o.apply(&status(true, true)).unwrap();
+    o.apply(&Event::Crash).unwrap();
+    o.apply(&Event::Reloaded { valid: vec![true] }).unwrap();
+    o.apply(&status(true, false)).unwrap();
+}
+
+#[test]
+fn a_clean_reload_never_revives_an_invalid_snapshot() {
+    let invalid = Event::Status { snapshot: 0, valid: false, overflowed: false, quiescent: true, copies_max: 0 };
+    let mut o = oracle(false);
+    run(&mut o, &[Event::Write { op: 0, target: Target::Origin, sector: 0, values: Arc::from([5]), flags: UserFlags::PLAIN }, invalid.clone()])
+        .unwrap();
+    let error = o.clone().apply(&Event::Reloaded { valid: vec![true] }).unwrap_err();
+    assert_eq!(error.invariant, Invariant::I8Invalidation);
+    assert!(error.message.contains("clean reload"), "{}", error.message);
+    o.apply(&Event::Reloaded { valid: vec![false] }).unwrap();
+    // A failed COW write after the invalidation may have been its header.
+    let header_write_failed =
+        Event::Disk { disk: 1, request: 9, op: DiskOp::Write { preflush: false, fua: false }, sector: 0, sectors: 1, ok: false };
+    run(&mut o, &[header_write_failed, Event::Reloaded { valid: vec![true] }]).unwrap();
+    assert_eq!(o.allowances().revived_invalid, 1);
+}
+
+#[test]
+fn invalidation_and_overflow_follow_the_errors_seen() {
+    let cow_write_failed = Event::Disk { disk: 1, request: 3, op: DiskOp::Write { preflush: false, fua: false }, sector: 8, sectors: 2, ok: false };
+    let mut o = oracle(false);
+    o.apply(&cow_write_failed).unwrap();
+    let error = o.apply(&Event::Status { snapshot: 0, valid: true, overflowed: false, quiescent: true, copies_max: 0 }).unwrap_err();
+    assert_eq!(error.invariant, Invariant::I8Invalidation);
+    let mut o = oracle(false);
+    o.apply(&Event::Reloaded { valid: vec![true] }).unwrap();
+    let error = o.apply(&Event::Status { snapshot: 0, valid: false, overflowed: false, quiescent: true, copies_max: 0 }).unwrap_err();
+    assert_eq!(error.invariant, Invariant::I9Overflow);
+    let mut o = oracle(false);
+    o.apply(&Event::Reloaded { valid: vec![false] }).unwrap();
+    o.apply(&Event::Status { snapshot: 0, valid: false, overflowed: false, quiescent: true, copies_max: 0 }).unwrap();
+}
+
+#[test]
+fn more_copies_in_flight_than_the_threshold_break_i12() {
+    let mut o = oracle(false);
+    o.apply(&Event::Status { snapshot: 0, valid: true, overflowed: false, quiescent: false, copies_max: 2 }).unwrap();
+    let error = o.apply(&Event::Status { snapshot: 0, valid: true, overflowed: false, quiescent: false, copies_max: 3 }).unwrap_err();
+    assert_eq!(error.invariant, Invariant::I12Bounds, "{error}");
+}
+
+#[test]
+fn status_lines_follow_the_kernel_formula() {
+    // 2-sector chunks: 64 records per area; a 64-chunk COW of 128 sectors.
+    let o = oracle(false);
+    let mut cow = vec![0u8; 128 * 512];
+    cow[..16].copy_from_slice(&[0x53, 0x6e, 0x41, 0x70, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0]);
+    for n in 0..3u64 {
+        let at = 2 * 512 + n as usize * 16;
+        cow[at..at + 8].copy_from_slice(&n.to_le_bytes());
+        cow[at + 8..at + 16].copy_from_slice(&(2 + n).to_le_bytes());
+    }
+    assert_eq!(o.check_status_line(0, true, false, "10/128 4", cow.as_slice()), Ok(()));
+    assert_eq!(o.check_status_line(0, false, false, "Invalid", cow.as_slice()), Ok(()));
+    assert_eq!(o.check_status_line(0, true, true, "Overflow", cow.as_slice()), Ok(()));
+    let error = o.check_status_line(0, true, false, "8/128 4", cow.as_slice()).unwrap_err();
+    assert_eq!(error.to_string(), "I14 status: snapshot 0's status line is `8/128 4`; the kernel's formula gives `10/128 4`");
+}
