@@ -1,4 +1,4 @@
-//! Shuttle runs of the whole engine on simulated disks, under real thread
+//! The shuttle rig: the whole engine on simulated disks, under real thread
 //! interleavings: the concurrency the single-threaded world cannot show.
 //!
 //! The world runs the engine on one thread, so every engine call is atomic
@@ -20,10 +20,12 @@
 //! shuttle deadlock (I11). The simulated disks inject no faults: faults are
 //! the world's business; this module is about interleavings.
 //!
+//! The cases themselves are in `sim/tests/shuttle.rs`; this module is
+//! the rig they are built with.
+//!
 //! A failing schedule is written under `target/shuttle-failures/` and the
 //! failure prints the command that replays it ([`replay_command`]).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
@@ -31,7 +33,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use engine::SECTOR_BYTES;
 use engine::io::{BlockDevice, Defer, DeviceIdentity, IoDone, WriteFlags};
 use engine::store::{StoreConfig, StoreKind};
-use engine::targets::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
+use engine::targets::{Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
 use engine::zoo::Mutations;
 use model::{Event, Invariant, Oracle, OracleConfig, SnapshotSpec, Target, Violation};
 use shuttle::rand::{Rng, thread_rng};
@@ -79,49 +81,22 @@ impl Default for Config {
     }
 }
 
-/// The dmtest-style cases, each a small world with its threads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Case {
-    /// Writers and readers on three snapshots with different chunk sizes at once.
-    ParallelIoToManySnapshots,
-    /// Six snapshots of one origin while two writers hit the same chunks.
-    ManySnapshotsOfOneOrigin,
-    /// Snapshot reads of chunks that origin writes are copying.
-    ReadsRacingCopies,
-    /// A snapshot created while origin writes wait at a COW threshold of one.
-    CreationRacesWritesAtThrottle,
-    /// A merge while writes arrive through the merge target and another snapshot is read.
-    MergeRacingWrites,
-}
-
-impl Case {
-    pub const ALL: [Case; 5] = [
-        Case::ParallelIoToManySnapshots,
-        Case::ManySnapshotsOfOneOrigin,
-        Case::ReadsRacingCopies,
-        Case::CreationRacesWritesAtThrottle,
-        Case::MergeRacingWrites,
-    ];
-
-    /// The case's name, as its test is named.
-    pub fn name(self) -> &'static str {
-        match self {
-            Case::ParallelIoToManySnapshots => "parallel_io_to_many_snapshots",
-            Case::ManySnapshotsOfOneOrigin => "many_snapshots_of_one_origin",
-            Case::ReadsRacingCopies => "reads_racing_copies",
-            Case::CreationRacesWritesAtThrottle => "creation_races_writes_at_throttle",
-            Case::MergeRacingWrites => "merge_racing_writes",
-        }
-    }
+/// A case: a small world with its threads, run once per schedule. Its
+/// name (the test's name) goes into the replay command.
+#[derive(Debug, Clone, Copy)]
+pub struct Case {
+    pub name: &'static str,
+    pub body: fn(Mutations),
 }
 
 /// The command that replays a failing schedule saved at `schedule`.
 pub fn replay_command(case: Case, schedule: &std::path::Path, mutations: Mutations) -> String {
+    debug_assert!(!case.name.is_empty(), "a case has a name");
     let mutation = engine::zoo::Mutation::ALL.into_iter().find(|&m| mutations.has(m));
     let mutation = mutation.map(|m| format!("SNAPSIM_SHUTTLE_MUTATION={} ", m.id())).unwrap_or_default();
     format!(
         "{mutation}SNAPSIM_SHUTTLE_CASE={} SNAPSIM_SHUTTLE_REPLAY={} RUSTFLAGS='--cfg shuttle' cargo test -p sim --release --target-dir target/shuttle --test shuttle -- replay_saved_schedule --exact --nocapture",
-        case.name(),
+        case.name,
         schedule.display(),
     )
 }
@@ -143,7 +118,7 @@ pub fn check(case: Case, config: &Config) {
     EXECUTIONS.store(0, Ordering::SeqCst);
     let body = move || {
         EXECUTIONS.fetch_add(1, Ordering::SeqCst);
-        run_case(case, mutations);
+        (case.body)(mutations);
     };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match config.scheduler {
         Scheduler::Random => {
@@ -163,7 +138,7 @@ pub fn check(case: Case, config: &Config) {
         }
         std::panic::resume_unwind(panic);
     }
-    println!("{}: {} schedules under {:?}, all passed", case.name(), EXECUTIONS.load(Ordering::SeqCst), config.scheduler);
+    println!("{}: {} schedules under {:?}, all passed", case.name, EXECUTIONS.load(Ordering::SeqCst), config.scheduler);
 }
 
 /// Schedules run by the current [`check`] (for its report line).
@@ -171,7 +146,7 @@ static EXECUTIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Replays the schedule saved in `schedule` for `case`.
 pub fn replay(case: Case, schedule: &std::path::Path, mutations: Mutations) {
-    shuttle::replay_from_file(move || run_case(case, mutations), schedule);
+    shuttle::replay_from_file(move || (case.body)(mutations), schedule);
 }
 
 fn saved_schedules(dir: &std::path::Path) -> Vec<PathBuf> {
@@ -211,7 +186,7 @@ impl Defer for Jobs {
 }
 
 /// A simulated disk whose every request posts a completion job.
-struct ThreadedDisk {
+pub struct ThreadedDisk {
     disk: Arc<SimDisk>,
     index: usize,
     jobs: Jobs,
@@ -272,33 +247,37 @@ type Shared = Arc<StdMutex<Observer>>;
 type Device = Arc<dyn BlockDevice>;
 
 /// One execution's engine, disks and observer.
-struct Rig {
+pub struct Rig {
     jobs: Jobs,
-    disks: Vec<Arc<SimDisk>>,
-    origin: Arc<Origin<ThreadedDisk>>,
+    pub disks: Vec<Arc<SimDisk>>,
+    pub origin: Arc<Origin<ThreadedDisk>>,
     origin_device: Arc<OriginDevice<ThreadedDisk>>,
-    snapshots: Vec<Arc<Snapshot<ThreadedDisk>>>,
-    devices: Vec<Arc<SnapshotDevice<ThreadedDisk>>>,
+    pub snapshots: Vec<Arc<Snapshot<ThreadedDisk>>>,
+    pub devices: Vec<Arc<SnapshotDevice<ThreadedDisk>>>,
     shared: Shared,
     next_op: Arc<AtomicU64>,
     completion_threads: Vec<shuttle::thread::JoinHandle<()>>,
     /// COWs for snapshots created during the run, which the oracle does not know.
-    spare_cows: Vec<Arc<ThreadedDisk>>,
+    pub spare_cows: Vec<Arc<ThreadedDisk>>,
 }
 
 /// The shape of a case's world.
-struct Shape {
-    origin_chunks: u64,
-    chunk_sectors: Vec<u32>,
-    cow_threshold: usize,
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// The origin's size, in chunks of [`BASE_CHUNK_SECTORS`].
+    pub origin_chunks: u64,
+    /// One snapshot per entry, of this chunk size.
+    pub chunk_sectors: Vec<u32>,
+    pub cow_threshold: usize,
     /// COWs made ready for snapshots created during the run.
-    spare_cows: usize,
+    pub spare_cows: usize,
 }
 
-const BASE_CHUNK_SECTORS: u64 = 8;
+/// The chunk size [`chunk`] counts in.
+pub const BASE_CHUNK_SECTORS: u64 = 8;
 
 impl Rig {
-    fn new(shape: &Shape, mutations: Mutations) -> Self {
+    pub fn new(shape: &Shape, mutations: Mutations) -> Self {
         let origin_sectors = shape.origin_chunks * BASE_CHUNK_SECTORS;
         let (origin_image, initial) = initial_origin(origin_sectors);
         let specs = shape.chunk_sectors.iter().map(|&chunk_sectors| SnapshotSpec { chunk_sectors, overflow_store: false }).collect();
@@ -346,7 +325,7 @@ impl Rig {
     }
 
     /// Creates a snapshot on `cow` and waits for it.
-    fn create_snapshot(&self, cow: Arc<ThreadedDisk>, chunk_sectors: u32) -> Arc<Snapshot<ThreadedDisk>> {
+    pub fn create_snapshot(&self, cow: Arc<ThreadedDisk>, chunk_sectors: u32) -> Arc<Snapshot<ThreadedDisk>> {
         let (sender, receiver) = channel();
         let config = StoreConfig { kind: StoreKind::Persistent, chunk_sectors: Some(chunk_sectors), ..StoreConfig::default() };
         self.origin
@@ -356,7 +335,7 @@ impl Rig {
     }
 
     /// A user: runs `ops` one at a time, each waiting for its completion.
-    fn user(&self, ops: Vec<Op>) -> shuttle::thread::JoinHandle<()> {
+    pub fn user(&self, ops: Vec<Op>) -> shuttle::thread::JoinHandle<()> {
         let user = self.user_handle();
         shuttle::thread::spawn(move || {
             for op in ops {
@@ -365,7 +344,7 @@ impl Rig {
         })
     }
 
-    fn user_handle(&self) -> User {
+    pub fn user_handle(&self) -> User {
         User {
             shared: Arc::clone(&self.shared),
             next_op: Arc::clone(&self.next_op),
@@ -375,14 +354,14 @@ impl Rig {
     }
 
     /// Waits until no request is in flight and no work is queued.
-    fn quiesce(&self) {
+    pub fn quiesce(&self) {
         while self.jobs.outstanding.load(Ordering::SeqCst) != 0 {
             shuttle::thread::yield_now();
         }
     }
 
     /// Reads everything back and judges it; stops the completion threads.
-    fn finish(self) {
+    pub fn finish(self) {
         self.quiesce();
         for (k, snapshot) in self.snapshots.iter().enumerate() {
             let (_, copies_max) = snapshot.copies_in_flight();
@@ -428,11 +407,13 @@ impl Rig {
         }
     }
 
-    fn emit(&self, event: Event) {
+    /// Hands `event` to the oracle.
+    pub fn emit(&self, event: Event) {
         emit(&self.shared, event);
     }
 
-    fn judge(&self, verdict: Result<(), Violation>) {
+    /// Records a verdict of the case's own; panics if anything has failed.
+    pub fn judge(&self, verdict: Result<(), Violation>) {
         judge(&self.shared, verdict);
     }
 }
@@ -455,7 +436,7 @@ fn judge(shared: &Shared, verdict: Result<(), Violation>) {
 }
 
 /// Waits on a shuttle channel for a completion.
-fn wait<T: Send + 'static>(start: impl FnOnce(IoDone<T>)) -> Result<T, engine::IoError> {
+pub fn wait<T: Send + 'static>(start: impl FnOnce(IoDone<T>)) -> Result<T, engine::IoError> {
     let (sender, receiver) = channel();
     start(Box::new(move |result| sender.send(result).expect("waiter alive")));
     match receiver.recv() {
@@ -466,22 +447,35 @@ fn wait<T: Send + 'static>(start: impl FnOnce(IoDone<T>)) -> Result<T, engine::I
 
 /// A user operation.
 #[derive(Debug, Clone, Copy)]
-enum Op {
+pub enum Op {
     WriteOrigin { sector: u64, sectors: u64 },
     WriteSnapshot { k: usize, sector: u64, sectors: u64 },
     ReadSnapshot { k: usize, sector: u64, sectors: u64 },
 }
 
-struct User {
+impl std::fmt::Debug for Rig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rig").field("disks", &self.disks.len()).field("snapshots", &self.snapshots.len()).finish_non_exhaustive()
+    }
+}
+
+/// A user thread's handle: runs operations and tells the oracle.
+pub struct User {
     shared: Shared,
     next_op: Arc<AtomicU64>,
     origin: Arc<OriginDevice<ThreadedDisk>>,
     snapshots: Vec<Arc<SnapshotDevice<ThreadedDisk>>>,
 }
 
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User").field("snapshots", &self.snapshots.len()).finish_non_exhaustive()
+    }
+}
+
 impl User {
     /// Runs `op` to completion; returns the sector values a write wrote.
-    fn run(&self, op: Op) -> Option<Arc<[u64]>> {
+    pub fn run(&self, op: Op) -> Option<Arc<[u64]>> {
         let id = self.next_op.fetch_add(1, Ordering::SeqCst);
         match op {
             Op::WriteOrigin { sector, sectors } => {
@@ -522,158 +516,24 @@ impl User {
     }
 }
 
-fn chunk(c: u64) -> u64 {
+/// The first sector of chunk `c` (of [`BASE_CHUNK_SECTORS`]).
+pub fn chunk(c: u64) -> u64 {
     c * BASE_CHUNK_SECTORS
 }
 
-// ---- the cases ----
-
-fn run_case(case: Case, mutations: Mutations) {
-    match case {
-        Case::ParallelIoToManySnapshots => parallel_io_to_many_snapshots(mutations),
-        Case::ManySnapshotsOfOneOrigin => many_snapshots_of_one_origin(mutations),
-        Case::ReadsRacingCopies => reads_racing_copies(mutations),
-        Case::CreationRacesWritesAtThrottle => creation_races_writes_at_throttle(mutations),
-        Case::MergeRacingWrites => merge_racing_writes(mutations),
-    }
-}
-
-fn join_all(threads: Vec<shuttle::thread::JoinHandle<()>>) {
+/// Joins the user threads.
+pub fn join_all(threads: Vec<shuttle::thread::JoinHandle<()>>) {
     for thread in threads {
         thread.join().expect("user thread");
     }
 }
 
-fn parallel_io_to_many_snapshots(mutations: Mutations) {
-    let rig = Rig::new(&Shape { origin_chunks: 8, chunk_sectors: vec![8, 16, 8], cow_threshold: 2, spare_cows: 0 }, mutations);
-    let users = vec![
-        rig.user(vec![
-            Op::WriteOrigin { sector: chunk(0), sectors: 8 },
-            Op::WriteOrigin { sector: chunk(2) + 3, sectors: 2 },
-            Op::WriteOrigin { sector: chunk(5), sectors: 8 },
-        ]),
-        rig.user(vec![Op::WriteOrigin { sector: chunk(0) + 4, sectors: 4 }, Op::WriteOrigin { sector: chunk(3), sectors: 8 }]),
-        rig.user(vec![Op::WriteSnapshot { k: 0, sector: chunk(2), sectors: 8 }, Op::ReadSnapshot { k: 0, sector: chunk(2), sectors: 8 }]),
-        rig.user(vec![Op::ReadSnapshot { k: 1, sector: chunk(0), sectors: 16 }, Op::ReadSnapshot { k: 2, sector: chunk(3), sectors: 8 }]),
-    ];
-    join_all(users);
-    rig.finish();
+/// The value (hash) a sector holds before any write.
+pub fn initial_value(sector: u64) -> u64 {
+    sector_hash(&initial_sector(sector))
 }
 
-fn many_snapshots_of_one_origin(mutations: Mutations) {
-    let rig = Rig::new(&Shape { origin_chunks: 4, chunk_sectors: vec![8; 6], cow_threshold: 4, spare_cows: 0 }, mutations);
-    let users = vec![
-        rig.user(vec![Op::WriteOrigin { sector: chunk(1), sectors: 8 }, Op::WriteOrigin { sector: chunk(2), sectors: 2 }]),
-        rig.user(vec![Op::WriteOrigin { sector: chunk(1) + 2, sectors: 2 }, Op::WriteOrigin { sector: chunk(3), sectors: 8 }]),
-        rig.user(vec![Op::ReadSnapshot { k: 5, sector: chunk(1), sectors: 8 }, Op::WriteSnapshot { k: 3, sector: chunk(2), sectors: 4 }]),
-    ];
-    join_all(users);
-    rig.finish();
-}
-
-fn reads_racing_copies(mutations: Mutations) {
-    let rig = Rig::new(&Shape { origin_chunks: 2, chunk_sectors: vec![8], cow_threshold: 0, spare_cows: 0 }, mutations);
-    let users = vec![
-        rig.user(vec![Op::WriteOrigin { sector: chunk(0), sectors: 8 }, Op::WriteOrigin { sector: chunk(1), sectors: 8 }]),
-        rig.user(vec![Op::WriteOrigin { sector: chunk(0) + 1, sectors: 1 }]),
-        rig.user(vec![Op::ReadSnapshot { k: 0, sector: chunk(0), sectors: 8 }, Op::ReadSnapshot { k: 0, sector: chunk(1), sectors: 8 }]),
-        rig.user(vec![Op::ReadSnapshot { k: 0, sector: chunk(0) + 4, sectors: 4 }]),
-    ];
-    join_all(users);
-    rig.finish();
-}
-
-/// One write's history on an origin sector, by the run's logical clock.
-#[derive(Debug, Clone, Copy)]
-struct Written {
-    value: u64,
-    submitted: u64,
-    acked: u64,
-}
-
-/// Snapshot creation racing origin writes at the COW threshold (the 2019
-/// throttle deadlock's shape): writers are parked at a threshold of one while
-/// a second snapshot is created. The new snapshot, which the oracle does not
-/// know, must show each sector as the origin held it at some moment while
-/// it was being created: not a write acknowledged before creation began
-/// overwritten, nor a write submitted after it ended.
-fn creation_races_writes_at_throttle(mutations: Mutations) {
-    let rig = Rig::new(&Shape { origin_chunks: 4, chunk_sectors: vec![8], cow_threshold: 1, spare_cows: 1 }, mutations);
-    let clock = Arc::new(AtomicU64::new(0));
-    let history: Arc<StdMutex<BTreeMap<u64, Vec<Written>>>> = Arc::default();
-    let writer = |chunks: Vec<u64>| {
-        let (clock, history) = (Arc::clone(&clock), Arc::clone(&history));
-        let user = rig.user_handle();
-        shuttle::thread::spawn(move || {
-            for c in chunks {
-                let submitted = clock.fetch_add(1, Ordering::SeqCst);
-                let values = user.run(Op::WriteOrigin { sector: chunk(c), sectors: 1 }).expect("a write has values");
-                let acked = clock.fetch_add(1, Ordering::SeqCst);
-                history.lock().expect("history").entry(chunk(c)).or_default().push(Written { value: values[0], submitted, acked });
-            }
-        })
-    };
-    let writers = vec![writer(vec![0, 1]), writer(vec![2, 3])];
-    let cow = Arc::clone(&rig.spare_cows[0]);
-    let created_at = clock.fetch_add(1, Ordering::SeqCst);
-    let snapshot = rig.create_snapshot(cow, BASE_CHUNK_SECTORS as u32);
-    let created_by = clock.fetch_add(1, Ordering::SeqCst);
-    join_all(writers);
-    rig.quiesce();
-    let device = SnapshotDevice::new(Arc::clone(&snapshot));
-    let view = wait(|done| device.read(0, (4 * BASE_CHUNK_SECTORS) as u32, done)).expect("new snapshot readable");
-    let history = history.lock().expect("history").clone();
-    for c in 0..4u64 {
-        let sector = chunk(c);
-        let seen = sector_hash(&view[sector as usize * SECTOR_BYTES..][..SECTOR_BYTES]);
-        let mut legal = Vec::new();
-        let writes = history.get(&sector).cloned().unwrap_or_default();
-        // The initial value, unless a write was acknowledged before creation began.
-        if writes.first().is_none_or(|w| w.acked > created_at) {
-            legal.push(sector_hash(&initial_sector(sector)));
-        }
-        for (i, write) in writes.iter().enumerate() {
-            let overwritten_before = writes.get(i + 1).is_some_and(|next| next.acked < created_at);
-            if write.submitted < created_by && !overwritten_before {
-                legal.push(write.value);
-            }
-        }
-        if !legal.contains(&seen) {
-            let violation = Violation::new(
-                Invariant::I2SnapshotView,
-                format!("snapshot created during writes shows sector {sector} as the origin never held it while the snapshot was being created"),
-            );
-            rig.judge(Err(violation));
-        }
-    }
-    rig.finish();
-}
-
-/// A merge of snapshot 0 while writers through the merge target and
-/// snapshot 1's reader run.
-fn merge_racing_writes(mutations: Mutations) {
-    let rig = Rig::new(&Shape { origin_chunks: 4, chunk_sectors: vec![8, 8], cow_threshold: 0, spare_cows: 0 }, mutations);
-    // Before the race: snapshot 0 gets exceptions of its own to merge back.
-    rig.user(vec![Op::WriteSnapshot { k: 0, sector: chunk(1), sectors: 8 }, Op::WriteSnapshot { k: 0, sector: chunk(2), sectors: 4 }])
-        .join()
-        .expect("setup");
-    rig.quiesce();
-    let merging = rig.origin.hand_over(&rig.snapshots[0], Role::Merge);
-    let mut rig = rig;
-    rig.snapshots[0] = Arc::clone(&merging);
-    rig.devices[0] = Arc::new(SnapshotDevice::new(Arc::clone(&merging)));
-    rig.emit(Event::MergeStart { snapshot: 0 });
-    let (sender, receiver) = channel::<MergeOutcome>();
-    merging.start_merge(Box::new(move |outcome| sender.send(outcome).expect("merge waited for")));
-    // During a merge the merge target stands in for the origin: new writes
-    // arrive through it, and race the merge of the chunks they hit.
-    let users = vec![
-        rig.user(vec![Op::WriteSnapshot { k: 0, sector: chunk(1) + 2, sectors: 2 }, Op::WriteSnapshot { k: 0, sector: chunk(3), sectors: 8 }]),
-        rig.user(vec![Op::WriteSnapshot { k: 0, sector: chunk(2), sectors: 8 }, Op::ReadSnapshot { k: 0, sector: chunk(1), sectors: 8 }]),
-        rig.user(vec![Op::ReadSnapshot { k: 1, sector: chunk(1), sectors: 16 }]),
-    ];
-    let outcome = receiver.recv().expect("merge finished");
-    rig.emit(Event::MergeDone { snapshot: 0, ok: outcome == MergeOutcome::Complete });
-    join_all(users);
-    rig.finish();
+/// The value (hash) of a sector's bytes.
+pub fn value_of(bytes: &[u8]) -> u64 {
+    sector_hash(bytes)
 }
