@@ -11,8 +11,8 @@
 //! - [`hostile`]: `arbitrary` descriptions of COW devices and operation sequences (fuzzing).
 //! - [`zoo`]: the hunt for the kernel's historical bugs (`snapsim zoo`).
 //! - [`soak`]: swarm seeds on parallel workers for hours (`snapsim soak`), sharded.
-//! - `threads` (only with `--cfg shuttle`): the whole engine under shuttle's
-//!   schedulers, several threads at once.
+//! - `threads` (only with `--cfg shuttle`): the shuttle rig, the whole engine
+//!   under several threads (the cases are in `tests/shuttle.rs`).
 
 #![forbid(unsafe_code)]
 
