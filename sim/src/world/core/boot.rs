@@ -1,0 +1,122 @@
+//! Booting the engine on a set of disk images, and checking what it loaded against the images (I4–I6).
+
+use std::sync::Arc;
+
+use engine::store::StoreConfig;
+use engine::targets::{Origin, OriginConfig, OriginDevice, Snapshot, SnapshotDevice};
+use model::{CowState, Event, Invariant, Violation};
+use rand::RngExt;
+
+use super::{DeferQueue, Engine, Slot, World};
+use crate::disk::{FaultRates, Image, SimDisk};
+use crate::world::observer::lock;
+use crate::world::stream;
+
+/// A COW image's decoded state, and that of the durable image before the
+/// crash (when its records must survive), or the violation decoding found.
+type Decoded = Result<(CowState, Option<Result<CowState, Violation>>), Violation>;
+
+impl World {
+    /// Builds the engine on disks holding `images`, loading every snapshot,
+    /// and checks what it loaded against what the images say.
+    pub(super) fn boot_on(&mut self, images: Vec<Image>) {
+        // What the COW images say, read before the disks take them over.
+        let decoded: Vec<Decoded> = (0..self.knobs.snapshots).map(|k| self.decode_cows(k, &images[k + 1])).collect();
+        // The model's verdict on the disks comes first: an engine refusing
+        // to load ill-formed metadata is a symptom, not the cause.
+        if let Some(Err(violation)) = decoded.iter().find(|d| d.is_err()) {
+            return lock(&self.shared).fail(violation.clone());
+        }
+        let disks: Vec<Arc<SimDisk>> = images
+            .into_iter()
+            .enumerate()
+            .map(|(index, image)| {
+                let seed = stream(self.seed, &format!("disk{index}-epoch{}", self.epoch)).random::<u64>();
+                Arc::new(SimDisk::new(index as u64, image, FaultRates::default(), seed))
+            })
+            .collect();
+        let deferred = Arc::new(DeferQueue::default());
+        let origin =
+            Origin::new(Arc::clone(&disks[0]), deferred.clone(), OriginConfig { cow_threshold: self.knobs.cow_threshold, mutations: self.mutations });
+        self.engine = Engine { disks, deferred, origin: Arc::new(OriginDevice::new(Arc::clone(&origin))), snapshots: Vec::new() };
+        for index in 0..self.knobs.snapshots {
+            let config =
+                StoreConfig { kind: self.knobs.store, chunk_sectors: Some(self.knobs.snapshot_chunk_sectors(index)), ..StoreConfig::default() };
+            let slot: Slot<Result<Arc<Snapshot<SimDisk>>, engine::StoreError>> = Arc::default();
+            let filler = Arc::clone(&slot);
+            let cow = Arc::clone(&self.engine.disks[index + 1]);
+            if let Err(error) = origin.create_snapshot(cow, config, Box::new(move |r| *lock(&filler) = Some(r))) {
+                return self.fail(Invariant::I6Reload, format!("snapshot {index} refused: {error}"));
+            }
+            while lock(&slot).is_none() {
+                if !self.step_event() {
+                    return self.fail(Invariant::I11Liveness, format!("loading snapshot {index} stalled"));
+                }
+            }
+            match lock(&slot).take() {
+                Some(Ok(snapshot)) => self.engine.snapshots.push(Arc::new(SnapshotDevice::new(snapshot))),
+                Some(Err(error)) => {
+                    let message = format!("snapshot {index} failed to load after {} crash(es): {error}", self.epoch);
+                    return self.fail(Invariant::I6Reload, message);
+                }
+                None => unreachable!(),
+            }
+        }
+        let valid = self.engine.snapshots.iter().map(|d| d.snapshot().is_valid()).collect();
+        self.emit(Event::Reloaded { valid });
+        for (index, decoded) in decoded.into_iter().enumerate() {
+            if let Err(violation) = self.check_loaded(index, decoded) {
+                return lock(&self.shared).fail(violation);
+            }
+        }
+        if let Some((k, _)) = self.merging {
+            self.start_merge(k);
+        }
+        for disk in &self.engine.disks {
+            disk.set_faults(self.knobs.faults);
+        }
+    }
+
+    /// I4/I5 on the COW image snapshot `k` is about to load from, and on
+    /// the durable image before the crash (whose records must survive).
+    fn decode_cows(&self, k: usize, image: &Image) -> Decoded {
+        let merging = self.merging.as_ref().is_some_and(|(m, _)| *m == k);
+        // Both images are read under one lock, not a copy of the oracle.
+        let observer = lock(&self.shared);
+        let state = observer.oracle.check_cow(k, image)?;
+        let before = self.durable_cows[k].as_ref().filter(|_| !merging).map(|durable| observer.oracle.check_cow(k, durable));
+        Ok((state, before))
+    }
+
+    /// I6: the engine loaded exactly the records of the image it loaded
+    /// from, and every record durable before the crash is among them.
+    fn check_loaded(&self, k: usize, decoded: Decoded) -> Result<(), Violation> {
+        let (state, before) = decoded?;
+        let snapshot = self.engine.snapshots[k].snapshot();
+        let table = state.table();
+        if matches!(state, CowState::Valid(_)) != snapshot.is_valid() && !matches!(state, CowState::Fresh) {
+            let message = format!("snapshot {k}'s COW says {state:?} but the engine loaded it as valid={}", snapshot.is_valid());
+            return Err(Violation::new(Invariant::I6Reload, message));
+        }
+        if snapshot.is_valid() {
+            let origin_chunks = self.knobs.origin_sectors() / u64::from(self.knobs.snapshot_chunk_sectors(k));
+            for chunk in 0..origin_chunks {
+                let (engine, disk) = (snapshot.lookup(chunk), table.get(&chunk).copied());
+                if engine != disk {
+                    let message = format!("snapshot {k} origin chunk {chunk}: the COW records {disk:?}, the engine loaded {engine:?}");
+                    return Err(Violation::new(Invariant::I6Reload, message));
+                }
+            }
+        }
+        if let Some(before) = before {
+            let before = before?;
+            if let (CowState::Valid(before), CowState::Valid(_)) = (&before, &state) {
+                if let Some(&(old, new)) = before.iter().find(|&&(old, new)| table.get(&old) != Some(&new)) {
+                    let message = format!("snapshot {k}: the durable record origin chunk {old} → COW chunk {new} disappeared in the crash");
+                    return Err(Violation::new(Invariant::I6Reload, message));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,189 @@
+//! Crashes: crash images and the reboot on them, crash points, and judging a crash state on a fresh machine.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use engine::zoo::Mutations;
+use model::{Event, Invariant, Oracle, Target, UserFlags, Violation};
+use rand::RngExt;
+
+use super::World;
+use super::data::stale_sector;
+use crate::disk::{FaultRates, Image};
+use crate::world::observer::{Observer, lock};
+use crate::world::{Knobs, ScriptOp};
+
+/// How a crash state was judged, when no invariant broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judged {
+    /// Reloaded and checked.
+    Checked,
+    /// Kernel behaviour K3 (a stale area 0 under a fresh header): allowed
+    /// and counted, not judged further; `--strict` makes it an I4 failure.
+    AllowedK3,
+}
+
+/// Everything needed to judge one crash state later, taken at a crash point.
+#[derive(Debug, Clone)]
+pub struct CrashPoint {
+    seed: u64,
+    knobs: Knobs,
+    oracle: Oracle,
+    durable_cows: Vec<Option<Image>>,
+    merging: Option<usize>,
+    epoch: u64,
+    mutations: Mutations,
+    /// Each snapshot's completed (committed) exceptions at the crash point.
+    committed: Vec<u64>,
+}
+
+impl CrashPoint {
+    /// Whether `sector` of disk `disk` (0 the origin, `k + 1` COW `k`) is
+    /// metadata a reload reads: a COW's header sector (the first of its
+    /// header chunk, the only one the loader and the model read) or a
+    /// sector of one of its metadata areas. Every other sector is data, seen
+    /// only through the values a read returns, or never read at all (the
+    /// rest of the header chunk).
+    pub fn is_metadata(&self, disk: usize, sector: u64) -> bool {
+        disk > 0 && {
+            let geometry = self.oracle.geometry(disk - 1);
+            let chunk = sector / u64::from(geometry.chunk_sectors);
+            sector == 0 || (chunk != 0 && geometry.is_metadata(chunk))
+        }
+    }
+}
+
+impl World {
+    /// A crash: every disk becomes a crash image; the engine is rebuilt from them.
+    pub(super) fn crash_seeded(&mut self) {
+        let crash = &mut self.crash;
+        let images: Vec<Image> = self.engine.disks.iter().map(|disk| disk.crash_image(|_, n| crash.random_range(0..n))).collect();
+        self.reboot(images, false);
+    }
+
+    /// Stops the machine and boots it on `images`.
+    pub(super) fn reboot(&mut self, images: Vec<Image>, clean: bool) {
+        let durable = self.engine.disks[1..].iter().map(|disk| Some(disk.durable())).collect();
+        self.reboot_keeping(images, durable, clean);
+    }
+
+    /// Stops the machine and boots it on `images`; every record of
+    /// `must_keep` (one COW image per snapshot) must load again. A `clean`
+    /// reboot (a scripted reload) loses nothing: the oracle is told so.
+    fn reboot_keeping(&mut self, images: Vec<Image>, must_keep: Vec<Option<Image>>, clean: bool) {
+        self.stats.crashes += 1;
+        self.report_status();
+        self.emit(if clean { Event::CleanReload } else { Event::Crash });
+        self.durable_cows = must_keep;
+        {
+            let mut observer = lock(&self.shared);
+            if observer.traces() {
+                for image in &images {
+                    observer.mix(image.delta_hash());
+                }
+            }
+            // The operations in flight died with the machine.
+            observer.counters.in_flight = 0;
+        }
+        lock(&self.engine.deferred.0).clear();
+        self.epoch += 1;
+        self.boot_on(images);
+    }
+
+    /// What a crash right now would need judging: the oracle as the crash
+    /// leaves it, and the durable COW images.
+    pub fn crash_point(&self) -> Result<CrashPoint, Violation> {
+        let mut oracle = lock(&self.shared).oracle.clone();
+        for status in self.statuses(false) {
+            oracle.apply(&status)?;
+        }
+        oracle.apply(&Event::Crash)?;
+        Ok(CrashPoint {
+            seed: self.seed,
+            knobs: self.knobs.clone(),
+            oracle,
+            durable_cows: self.engine.disks[1..].iter().map(|d| Some(d.durable())).collect(),
+            merging: self.merging.as_ref().map(|(k, _)| *k),
+            epoch: self.epoch + 1,
+            mutations: self.mutations,
+            committed: self.engine.snapshots.iter().map(|d| d.snapshot().exception_count()).collect(),
+        })
+    }
+
+    /// Judges one crash state: boots on `images` as a reboot would, checks
+    /// the load (I4–I6), makes one more exception and reloads cleanly (I6,
+    /// I7), lets a merge in progress finish (I10), and reads everything back
+    /// (I1–I3).
+    pub fn check_crash_state(point: &CrashPoint, images: Vec<Image>) -> Result<Judged, Violation> {
+        if let Some(k) = Self::stale_area_zero_revived(point, &images) {
+            // Only before the first commit: its PREFLUSH makes the zeroing durable.
+            if point.committed.get(k).is_some_and(|&n| n > 0) {
+                let message = format!(
+                    "snapshot {k}'s COW shows a stale area 0 although {} exception(s) were committed: the first commit's PREFLUSH did not make the zeroing of area 0 durable",
+                    point.committed[k]
+                );
+                return Err(Violation::new(Invariant::I4MetadataWellFormed, message));
+            }
+            let message = format!(
+                "snapshot {k}'s COW holds a valid header over a stale area 0 (kernel behaviour K3: a new snapshot's header and the zeroing of its first area are plain writes, and a crash before the first commit kept the one and lost the other)"
+            );
+            return if point.oracle.strict() { Err(Violation::new(Invariant::I4MetadataWellFormed, message)) } else { Ok(Judged::AllowedK3) };
+        }
+        let mut knobs = point.knobs.clone();
+        knobs.faults = FaultRates::default();
+        knobs.crashes = 0;
+        let mut world = Self::unbooted(point.seed, "-after-crash", knobs, Observer::quiet(point.oracle.clone()), point.mutations);
+        world.durable_cows = point.durable_cows.clone();
+        world.epoch = point.epoch;
+        world.merging = point.merging.map(|k| (k, Arc::default()));
+        world.read_back_at_end = false;
+        let loaded_from: Vec<Option<Image>> = images[1..].iter().cloned().map(Some).collect();
+        world.boot_on(images);
+        if !world.failed() && world.merging.is_none() {
+            world.script = Some(world.probe().into_iter().collect());
+            world.main_loop(1_000_000, &mut |_| true);
+            if !world.failed() {
+                let images = world.engine.disks.iter().map(|d| d.cached()).collect();
+                world.reboot_keeping(images, loaded_from, false);
+            }
+        }
+        if !world.failed() {
+            world.script = Some(VecDeque::new());
+            world.read_back_at_end = true;
+            world.main_loop(1_000_000, &mut |_| true);
+        }
+        let failure = lock(&world.shared).failure.clone();
+        failure.map_or(Ok(Judged::Checked), |f| Err(f.violation))
+    }
+
+    /// K3: the snapshot whose COW image, over a reused device whose area 0
+    /// was never wiped, has a valid header while some sector of area 0
+    /// still holds the old snapshot's records (the zeroing was lost).
+    fn stale_area_zero_revived(point: &CrashPoint, images: &[Image]) -> Option<usize> {
+        if !(point.knobs.stale_cow && point.knobs.stale_area_zero) {
+            return None;
+        }
+        let stale = stale_sector();
+        (0..point.knobs.snapshots).find(|&k| {
+            let image = &images[k + 1];
+            let chunk = u64::from(point.knobs.snapshot_chunk_sectors(k));
+            let header = image.sector(0);
+            let header_written = header[..4] == engine::format::SNAP_MAGIC.to_le_bytes() && header[4..8] == 1u32.to_le_bytes();
+            header_written && (chunk..2 * chunk).any(|sector| image.sector(sector) == &stale[..])
+        })
+    }
+
+    /// After a reload: one origin write to a chunk no valid snapshot has
+    /// copied yet, so that the store allocates and commits once more.
+    fn probe(&self) -> Option<ScriptOp> {
+        let chunk_sectors = u64::from(self.knobs.chunk_sectors);
+        let copied = |chunk: u64| {
+            self.engine.snapshots.iter().filter(|d| d.snapshot().is_valid()).any(|d| {
+                let small = u64::from(d.snapshot().chunk_size().sectors());
+                (chunk * chunk_sectors / small..(chunk + 1) * chunk_sectors / small).any(|c| d.snapshot().lookup(c).is_some())
+            })
+        };
+        let chunk = (0..self.knobs.origin_chunks).find(|&c| !copied(c))?;
+        Some(ScriptOp::Write { target: Target::Origin, sector: chunk * chunk_sectors, sectors: 1, flags: UserFlags::PLAIN })
+    }
+}

@@ -1,0 +1,56 @@
+//! The snapshots' reported state, and their status lines judged against their COWs (I14), at quiescence and after each merge step.
+
+use model::Event;
+
+use super::World;
+use crate::world::observer::lock;
+
+impl World {
+    /// Reports every snapshot's state; at quiescence also checks its
+    /// status line against its COW (I14).
+    pub(super) fn report_status(&self) {
+        let quiescent = !self.busy() && lock(&self.shared).counters.in_flight == 0;
+        for event in self.statuses(quiescent) {
+            let Event::Status { snapshot: k, valid, overflowed, .. } = event else { unreachable!("statuses yields status events") };
+            self.emit(event);
+            if quiescent && !self.failed() {
+                let line = self.engine.snapshots[k].snapshot().status();
+                let checked =
+                    self.engine.disks[k + 1].with_cached(|cow| lock(&self.shared).oracle.check_status_line(k, valid, overflowed, &line, cow));
+                if let Err(violation) = checked {
+                    return lock(&self.shared).fail(violation);
+                }
+            }
+        }
+    }
+
+    /// Each snapshot's reported state, as events.
+    pub(super) fn statuses(&self, quiescent: bool) -> impl Iterator<Item = Event> + '_ {
+        self.engine.snapshots.iter().enumerate().map(move |(snapshot, device)| {
+            let s = device.snapshot();
+            Event::Status { snapshot, valid: s.is_valid(), overflowed: s.is_overflowed(), quiescent, copies_max: s.copies_in_flight().1 as u32 }
+        })
+    }
+
+    /// After every merge step (a run merged and its records cleared), the
+    /// merging snapshot's status line must be the kernel's for what its COW
+    /// holds, as at quiescence, but with the previous area's read possibly
+    /// still in flight (either metadata size at an area boundary).
+    pub(super) fn judge_merge_step(&mut self) {
+        let Some((k, _)) = &self.merging else { return };
+        let k = *k;
+        let Some(device) = self.engine.snapshots.get(k) else { return };
+        let snapshot = device.snapshot();
+        let runs = snapshot.runs_merged();
+        if runs == self.merge_runs_judged || self.failed() {
+            return;
+        }
+        self.merge_runs_judged = runs;
+        let (valid, overflowed, line) = (snapshot.is_valid(), snapshot.is_overflowed(), snapshot.status());
+        let checked =
+            self.engine.disks[k + 1].with_cached(|cow| lock(&self.shared).oracle.check_merge_step_status_line(k, valid, overflowed, &line, cow));
+        if let Err(violation) = checked {
+            lock(&self.shared).fail(violation);
+        }
+    }
+}
