@@ -1,4 +1,5 @@
-//! Test infrastructure: a block device whose completions the test controls.
+//! Test infrastructure: a block device whose completions the test controls,
+//! and [`rig`], the origin-and-snapshots rig every suite builds with.
 //!
 //! [`ScriptedDevice`] holds every request until the test completes it, in
 //! whatever order the test chooses, and logs what was submitted. It is how the
@@ -8,6 +9,9 @@
 //! crashes, are the simulated disk's business.
 
 use std::collections::BTreeMap;
+
+pub mod rig;
+pub use rig::{Rig, Slot};
 
 use crate::io::{BlockDevice, DeviceIdentity, IoDone, IoError, IoErrorKind, IoOp, SECTOR_BYTES, WriteFlags, check_request};
 use crate::sync::Mutex;

@@ -20,10 +20,11 @@
 //! bugs that need a reload or a merge, with their minimal sequences.
 
 use engine::SECTOR_BYTES;
-use engine::io::{BlockDevice, CompletionQueue, MemDevice, WriteFlags, run_until_done};
+use engine::io::{BlockDevice, CompletionQueue, MemDevice, WriteFlags};
 use engine::store::StoreConfig;
 use engine::sync::Arc;
-use engine::targets::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, SnapshotDevice};
+use engine::targets::{MergeOutcome, OriginConfig, OriginDevice, Role, SnapshotDevice};
+use engine::testing::Rig;
 use engine::zoo::{Mutation, Mutations};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestError, TestRunner};
@@ -194,14 +195,15 @@ impl ReferenceStateMachine for Volumes {
     }
 }
 
-/// The engine on memory devices: an origin and its live snapshots.
+/// The engine on memory devices: an origin and its live snapshots, built
+/// with the engine's test rig.
 struct Engine {
     mutations: Mutations,
-    queue: Arc<CompletionQueue>,
     origin_dev: Arc<MemDevice>,
-    origin: Arc<Origin<MemDevice>>,
-    /// Each live snapshot's COW and device, in creation order (the model's order).
-    snapshots: Vec<(Arc<MemDevice>, SnapshotDevice<MemDevice>)>,
+    /// The live snapshots, in creation order (the model's order).
+    rig: Rig<MemDevice>,
+    /// Each live snapshot's device face, in the rig's order.
+    devices: Vec<SnapshotDevice<MemDevice>>,
 }
 
 impl Engine {
@@ -212,68 +214,63 @@ impl Engine {
     fn on_origin(mutations: Mutations, bytes: Vec<u8>) -> Self {
         let queue = CompletionQueue::new();
         let origin_dev = Arc::new(MemDevice::from_bytes(bytes, &queue));
-        let origin = Origin::new(Arc::clone(&origin_dev), queue.clone(), OriginConfig { mutations, ..OriginConfig::default() });
-        Self { mutations, queue, origin_dev, origin, snapshots: Vec::new() }
+        let rig = Rig::new(&queue, Arc::clone(&origin_dev), OriginConfig { mutations, ..OriginConfig::default() });
+        Self { mutations, origin_dev, rig, devices: Vec::new() }
     }
 
     /// Loads (or creates) the snapshot on `cow` with `chunk_sectors`.
     fn attach(&mut self, cow: Arc<MemDevice>, chunk_sectors: u32) {
         let config = StoreConfig { chunk_sectors: Some(chunk_sectors), ..StoreConfig::default() };
-        let origin = Arc::clone(&self.origin);
-        let cow_for_load = Arc::clone(&cow);
-        let created = run_until_done(&self.queue, |done| {
-            if let Err(error) = origin.create_snapshot(cow_for_load, config, done) {
-                panic!("snapshot refused: {error}");
-            }
-        });
-        let snapshot = created.expect("the snapshot load never completed").unwrap_or_else(|error| panic!("the snapshot failed to load: {error}"));
-        assert!(snapshot.is_valid(), "a snapshot loaded invalid: {}", snapshot.status());
-        self.snapshots.push((cow, SnapshotDevice::new(snapshot)));
+        let k = self.rig.add_snapshot(cow, config).unwrap_or_else(|error| panic!("the snapshot failed to load: {error}"));
+        assert!(self.rig.snapshots[k].is_valid(), "a snapshot loaded invalid: {}", self.rig.snapshots[k].status());
+        self.devices.push(self.rig.snapshot_device(k));
     }
 
     fn write(&self, device: &dyn BlockDevice, sector: u64, sectors: u64, label: u64, flags: Flags) {
         let data: Vec<u8> = (sector..sector + sectors).flat_map(|at| sector_bytes(label + at)).collect();
         let flags = WriteFlags { preflush: flags.preflush, fua: flags.fua };
-        let result = run_until_done(&self.queue, |done| device.write(sector, data, flags, done));
-        result.expect("a write never completed").unwrap_or_else(|error| panic!("a write failed on perfect disks: {error}"));
+        let result = self.rig.wait(|done| device.write(sector, data, flags, done));
+        result.unwrap_or_else(|error| panic!("a write failed on perfect disks: {error}"));
     }
 
     fn flush(&self, device: &dyn BlockDevice) {
-        let result = run_until_done(&self.queue, |done| device.flush(done));
-        result.expect("a flush never completed").unwrap_or_else(|error| panic!("a flush failed on perfect disks: {error}"));
+        let result = self.rig.wait(|done| device.flush(done));
+        result.unwrap_or_else(|error| panic!("a flush failed on perfect disks: {error}"));
     }
 
     /// The labels `device` holds over an extent.
     fn read(&self, device: &dyn BlockDevice, sector: u64, sectors: u64) -> Vec<u64> {
-        let result = run_until_done(&self.queue, |done| device.read(sector, sectors as u32, done));
-        let bytes = result.expect("a read never completed").unwrap_or_else(|error| panic!("a read failed on perfect disks: {error}"));
+        let result = self.rig.wait(|done| device.read(sector, sectors as u32, done));
+        let bytes = result.unwrap_or_else(|error| panic!("a read failed on perfect disks: {error}"));
         bytes.chunks(SECTOR_BYTES).map(|s| u64::from_le_bytes(s[..8].try_into().expect("a sector holds 8 bytes"))).collect()
     }
 
     fn origin_device(&self) -> OriginDevice<MemDevice> {
-        OriginDevice::new(Arc::clone(&self.origin))
+        self.rig.origin_device()
     }
 
     /// Closes everything cleanly and loads it again from the devices' bytes.
     fn reload(&mut self) {
-        self.queue.run_until_idle();
+        self.rig.queue.run_until_idle();
         let fresh = Self::on_origin(self.mutations, self.origin_dev.contents());
         let cows: Vec<(Vec<u8>, u32)> =
-            self.snapshots.iter().map(|(cow, device)| (cow.contents(), device.snapshot().chunk_size().sectors())).collect();
+            self.rig.cows.iter().zip(&self.rig.snapshots).map(|(cow, snapshot)| (cow.contents(), snapshot.chunk_size().sectors())).collect();
         *self = fresh;
         for (bytes, chunk_sectors) in cows {
-            let cow = Arc::new(MemDevice::from_bytes(bytes, &self.queue));
+            let cow = Arc::new(MemDevice::from_bytes(bytes, &self.rig.queue));
             self.attach(cow, chunk_sectors);
         }
     }
 
     fn merge(&mut self, k: usize) {
-        let (_, device) = self.snapshots.remove(k);
-        let merging = self.origin.hand_over(device.snapshot(), Role::Merge);
-        let outcome = run_until_done(&self.queue, |done| merging.start_merge(done));
-        assert_eq!(outcome, Some(MergeOutcome::Complete), "the merge of snapshot {k} did not complete on perfect disks");
-        self.queue.run_until_idle();
-        self.origin.remove(&merging);
+        self.rig.cows.remove(k);
+        self.devices.remove(k);
+        let snapshot = self.rig.snapshots.remove(k);
+        let merging = self.rig.origin.hand_over(&snapshot, Role::Merge);
+        let outcome = self.rig.wait(|done| merging.start_merge(done));
+        assert_eq!(outcome, MergeOutcome::Complete, "the merge of snapshot {k} did not complete on perfect disks");
+        self.rig.queue.run_until_idle();
+        self.rig.origin.remove(&merging);
     }
 }
 
@@ -301,15 +298,13 @@ impl<const Z: usize> StateMachineTest for EngineTest<Z> {
     fn apply(mut engine: Engine, model: &Volumes, step: Step) -> Engine {
         match step {
             Step::WriteOrigin { sector, sectors, label, flags } => engine.write(&engine.origin_device(), sector, sectors, label, flags),
-            Step::WriteSnapshot { snapshot, sector, sectors, label, flags } => {
-                engine.write(&engine.snapshots[snapshot].1, sector, sectors, label, flags)
-            }
+            Step::WriteSnapshot { snapshot, sector, sectors, label, flags } => engine.write(&engine.devices[snapshot], sector, sectors, label, flags),
             Step::Flush { snapshot: None } => engine.flush(&engine.origin_device()),
-            Step::Flush { snapshot: Some(k) } => engine.flush(&engine.snapshots[k].1),
+            Step::Flush { snapshot: Some(k) } => engine.flush(&engine.devices[k]),
             Step::Read { snapshot, sector, sectors } => {
                 let (seen, expected) = match snapshot {
                     None => (engine.read(&engine.origin_device(), sector, sectors), &model.origin),
-                    Some(k) => (engine.read(&engine.snapshots[k].1, sector, sectors), &model.snapshots[k].1),
+                    Some(k) => (engine.read(&engine.devices[k], sector, sectors), &model.snapshots[k].1),
                 };
                 let expected = &expected[sector as usize..(sector + sectors) as usize];
                 assert_eq!(seen, expected, "read of {snapshot:?} at {sector}+{sectors}");
@@ -318,7 +313,7 @@ impl<const Z: usize> StateMachineTest for EngineTest<Z> {
                 let chunk_sectors = 1u32 << chunk_shift;
                 // Room for every origin chunk, the header and the metadata areas.
                 let cow_sectors = 2 * ORIGIN_SECTORS + 8 * u64::from(chunk_sectors);
-                let cow = Arc::new(MemDevice::zeroed(cow_sectors, &engine.queue));
+                let cow = Arc::new(MemDevice::zeroed(cow_sectors, &engine.rig.queue));
                 engine.attach(cow, chunk_sectors);
             }
             Step::Reload => engine.reload(),
@@ -329,10 +324,10 @@ impl<const Z: usize> StateMachineTest for EngineTest<Z> {
 
     /// Every volume reads back exactly as the model says.
     fn check_invariants(engine: &Engine, model: &Volumes) {
-        assert_eq!(engine.snapshots.len(), model.snapshots.len());
+        assert_eq!(engine.devices.len(), model.snapshots.len());
         let origin = engine.read(&engine.origin_device(), 0, ORIGIN_SECTORS);
         assert!(origin == model.origin, "the origin differs from the model at sectors {:?}", differing(&origin, &model.origin));
-        for (k, ((_, device), (_, view))) in engine.snapshots.iter().zip(&model.snapshots).enumerate() {
+        for (k, (device, (_, view))) in engine.devices.iter().zip(&model.snapshots).enumerate() {
             assert!(device.snapshot().is_valid(), "snapshot {k} went invalid on perfect disks: {}", device.snapshot().status());
             let seen = engine.read(device, 0, ORIGIN_SECTORS);
             assert!(seen == *view, "snapshot {k} differs from the model at sectors {:?}", differing(&seen, view));

@@ -18,7 +18,8 @@ use std::path::Path;
 use engine::io::{BlockDevice, CompletionQueue, DeviceIdentity, FileDevice, IoDone, OpenMode, SECTOR_BYTES, WriteFlags, run_until_done};
 use engine::store::StoreConfig;
 use engine::sync::Arc;
-use engine::targets::{Origin, OriginConfig, OriginDevice};
+use engine::targets::OriginConfig;
+use engine::testing::Rig;
 
 use super::{MIB, MemoryProbe};
 
@@ -46,11 +47,12 @@ fn snapshot_first_writes(dir: &Path, origin_bytes: u64, chunk_bytes: u64) -> (f6
     std::fs::write(dir.join("cow"), vec![0u8; (origin_bytes + 64 * chunk_bytes) as usize]).unwrap();
     let origin_dev = Arc::new(FileDevice::open(&dir.join("origin"), OpenMode::ReadWrite, &queue).unwrap());
     let cow = Arc::new(FileDevice::open(&dir.join("cow"), OpenMode::ReadWrite, &queue).unwrap());
-    let origin = Origin::new(origin_dev, queue.clone(), OriginConfig::default());
+    let mut rig = Rig::new(&queue, origin_dev, OriginConfig::default());
     let sectors = (chunk_bytes / SECTOR_BYTES as u64) as u32;
     let config = StoreConfig { chunk_sectors: Some(sectors), ..StoreConfig::default() };
-    let snapshot = run_until_done(&queue, |done| origin.create_snapshot(cow, config, done).unwrap()).unwrap().unwrap();
-    let device = OriginDevice::new(Arc::clone(&origin));
+    let k = rig.add_snapshot(cow, config).expect("the snapshot loads");
+    let (origin, snapshot) = (Arc::clone(&rig.origin), Arc::clone(&rig.snapshots[k]));
+    let device = rig.origin_device();
     let chunks = origin_bytes / chunk_bytes;
     let mut buffers: Vec<Vec<u8>> = (0..chunks).map(|_| vec![0x5au8; chunk_bytes as usize]).collect();
     let start = std::time::Instant::now();
@@ -102,15 +104,13 @@ fn burst_peak(memory: MemoryProbe, writes: u64, cow_threshold: usize) -> (usize,
     let queue = CompletionQueue::new();
     let chunk_sectors = 8u64;
     let discard = |id, sectors| Arc::new(Discard { sectors, queue: Arc::clone(&queue), id });
-    let origin = Origin::new(discard(0, writes * chunk_sectors), queue.clone(), OriginConfig { cow_threshold, ..OriginConfig::default() });
+    let mut rig = Rig::new(&queue, discard(0, writes * chunk_sectors), OriginConfig { cow_threshold, ..OriginConfig::default() });
     let config = StoreConfig { chunk_sectors: Some(chunk_sectors as u32), ..StoreConfig::default() };
-    let snapshots: Vec<_> = (1..=16)
-        .map(|id| {
-            let cow = discard(id, (writes + writes / 256 + 16) * chunk_sectors);
-            run_until_done(&queue, |done| origin.create_snapshot(cow, config, done).unwrap()).unwrap().unwrap()
-        })
-        .collect();
-    let device = OriginDevice::new(Arc::clone(&origin));
+    for id in 1..=16 {
+        rig.add_snapshot(discard(id, (writes + writes / 256 + 16) * chunk_sectors), config).expect("the snapshot loads");
+    }
+    let (origin, snapshots) = (Arc::clone(&rig.origin), rig.snapshots.clone());
+    let device = rig.origin_device();
     let baseline = memory.allocated();
     let mut peak = 0usize;
     let mut sample = || peak = peak.max(memory.allocated().saturating_sub(baseline));
