@@ -13,7 +13,7 @@ use engine::format::{Layout, Record};
 use engine::io::{IoOp, WriteFlags};
 use engine::store::{LoadOutcome, Loaded, MergeStep, PersistentStore, StoreError};
 use engine::sync::{Arc, Mutex};
-use engine::testing::{ScriptedDevice, Submitted};
+use engine::testing::{ScriptedDevice, Slot, Submitted};
 use engine::{ChunkSize, SECTOR_BYTES};
 use support::*;
 
@@ -26,12 +26,11 @@ fn load_with(
     drive: impl Fn(&ScriptedDevice),
 ) -> (Arc<ScriptedDevice>, Result<Loaded<ScriptedDevice>, StoreError>) {
     let device = Arc::new(ScriptedDevice::new(image));
-    let slot = Arc::new(Mutex::new(None));
-    let filler = Arc::clone(&slot);
-    PersistentStore::load(Arc::clone(&device), 512, config(chunk_sectors), Box::new(move |r| *filler.lock() = Some(r))).unwrap();
+    let slot = Slot::new();
+    PersistentStore::load(Arc::clone(&device), 512, config(chunk_sectors), slot.callback()).unwrap();
     drive(&device);
     assert!(device.in_flight().is_empty(), "load left I/O in flight");
-    let result = slot.lock().take().expect("load reported");
+    let result = slot.take().expect("load reported");
     (device, result)
 }
 
@@ -90,9 +89,8 @@ fn a_new_snapshot_writes_its_header_then_zeroes_the_first_area() {
     let mut image = vec![0xabu8; 64 * 8 * SECTOR_BYTES];
     image[..4].fill(0); // zero magic: a new COW, with stale bytes everywhere else
     let device = Arc::new(ScriptedDevice::new(image));
-    let slot = Arc::new(Mutex::new(None));
-    let filler = Arc::clone(&slot);
-    PersistentStore::load(Arc::clone(&device), 512, config(8), Box::new(move |r| *filler.lock() = Some(r))).unwrap();
+    let slot = Slot::new();
+    PersistentStore::load(Arc::clone(&device), 512, config(8), slot.callback()).unwrap();
     assert!(device.complete_oldest(), "header read");
     let log = device.log();
     assert_eq!((log[1].op, log[1].sector, log[1].flags), (IoOp::Write, 0, WriteFlags::PLAIN), "header write");
@@ -101,7 +99,7 @@ fn a_new_snapshot_writes_its_header_then_zeroes_the_first_area() {
     let log = device.log();
     assert_eq!((log[2].op, log[2].sector, log[2].sectors), (IoOp::Write, 8, 8), "area 0 zeroed");
     device.drain_oldest_first();
-    let loaded = slot.lock().take().unwrap().unwrap();
+    let loaded = slot.take().unwrap().unwrap();
     assert_eq!(loaded.store.usage().to_string(), "16/512 16");
     let contents = device.contents();
     assert_eq!(&contents[..16], &[0x53, 0x6e, 0x41, 0x70, 1, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0]);
@@ -315,15 +313,14 @@ fn loading_reads_ahead_but_no_further_than_the_window() {
 fn a_read_error_on_a_needed_area_fails_the_load_after_all_reads_finish() {
     let v = vector("multi-area-4k");
     let device = Arc::new(ScriptedDevice::new(v.cow));
-    let slot = Arc::new(Mutex::new(None));
-    let filler = Arc::clone(&slot);
-    PersistentStore::load(Arc::clone(&device), 512, config(8), Box::new(move |r| *filler.lock() = Some(r))).unwrap();
+    let slot = Slot::new();
+    PersistentStore::load(Arc::clone(&device), 512, config(8), slot.callback()).unwrap();
     device.complete_oldest();
     let reads = device.in_flight();
     device.complete(reads[1], true); // area 1 fails
-    assert!(slot.lock().is_none());
+    assert!(slot.is_empty());
     device.drain_oldest_first();
-    let error = slot.lock().take().unwrap().unwrap_err();
+    let error = slot.take().unwrap().unwrap_err();
     assert!(matches!(error, StoreError::Io { .. }), "{error}");
     assert!(error.to_string().contains("reading metadata area 1"), "{error}");
 }

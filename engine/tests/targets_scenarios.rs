@@ -15,7 +15,7 @@ use engine::io::{BlockDevice, CompletionQueue, IoDone, IoOp, WriteFlags};
 use engine::store::{LoadOutcome, StoreConfig, StoreKind};
 use engine::sync::{Arc, Mutex};
 use engine::targets::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
-use engine::testing::{ScriptedDevice, Submitted};
+use engine::testing::{ScriptedDevice, Slot, Submitted};
 use support::disk_records;
 
 /// How `settle` picks the next completion.
@@ -112,12 +112,11 @@ impl Rig {
     fn add_snapshot(&mut self, cow_chunks: u64, chunk_sectors: u32, kind: StoreKind) -> usize {
         let cow = Arc::new(ScriptedDevice::new(vec![0; (cow_chunks * u64::from(chunk_sectors)) as usize * SECTOR_BYTES]));
         self.cows.push(Arc::clone(&cow));
-        let slot = Arc::new(Mutex::new(None));
-        let filler = Arc::clone(&slot);
+        let slot = Slot::new();
         let config = StoreConfig { kind, chunk_sectors: Some(chunk_sectors), ..StoreConfig::default() };
-        self.origin.create_snapshot(cow, config, Box::new(move |r| *filler.lock() = Some(r))).unwrap();
+        self.origin.create_snapshot(cow, config, slot.callback()).unwrap();
         self.settle();
-        let snapshot = slot.lock().take().expect("snapshot created").expect("snapshot loads");
+        let snapshot = slot.take().expect("snapshot created").expect("snapshot loads");
         self.snapshots.push(snapshot);
         self.snapshots.len() - 1
     }
@@ -140,12 +139,10 @@ impl Rig {
     }
 
     fn read<D: BlockDevice>(&mut self, device: &D, sector: u64, sectors: u32) -> Result<Vec<u8>, String> {
-        let slot = Arc::new(Mutex::new(None));
-        let filler = Arc::clone(&slot);
-        device.read(sector, sectors, Box::new(move |r| *filler.lock() = Some(r.map_err(|e| e.to_string()))));
+        let slot = Slot::new();
+        device.read(sector, sectors, slot.callback());
         self.settle();
-        let result = slot.lock().take();
-        result.expect("read completed")
+        slot.take().expect("read completed").map_err(|e| e.to_string())
     }
 
     fn read_snapshot(&mut self, index: usize, sector: u64, sectors: u32) -> Result<Vec<u8>, String> {
@@ -319,9 +316,8 @@ fn merge_with_concurrent_writes_ends_with_origin_equal_to_the_snapshot_view() {
     let merge_device = SnapshotDevice::new(Arc::clone(&merging));
     let mut expected = rig.read(&merge_device, 0, 512).unwrap();
     rig.order = Order::Shuffled(99);
-    let outcome = Arc::new(Mutex::new(None));
-    let slot = Arc::clone(&outcome);
-    merging.start_merge(Box::new(move |o| *slot.lock() = Some(o)));
+    let outcome = Slot::new();
+    merging.start_merge(outcome.callback());
     for i in 0..12u64 {
         let sector = (i * 41 + 3) % 500;
         let tag = format!("m{i}.");
@@ -329,7 +325,7 @@ fn merge_with_concurrent_writes_ends_with_origin_equal_to_the_snapshot_view() {
         expected[sector as usize * 512..(sector as usize + 4) * 512].copy_from_slice(&pattern(&tag, 4));
     }
     rig.settle();
-    assert_eq!(*outcome.lock(), Some(MergeOutcome::Complete));
+    assert_eq!(outcome.take(), Some(MergeOutcome::Complete));
     assert_eq!(merging.exception_count(), 0);
     assert!(merging.runs_merged() > 0);
     for i in 0..12u64 {
@@ -379,11 +375,11 @@ fn a_merge_whose_origin_flush_fails_stops_with_merge_failed() {
     rig.settle();
     let merging = rig.origin.hand_over(&rig.snapshots[0], Role::Merge);
     rig.fail_when = Some(Box::new(|device, request| device == 0 && request.op == IoOp::Flush));
-    let outcome = Arc::new(Mutex::new(None));
-    let slot = Arc::clone(&outcome);
-    merging.start_merge(Box::new(move |o| *slot.lock() = Some(o)));
+    let outcome = Slot::new();
+    merging.start_merge(outcome.callback());
     rig.settle();
-    assert!(matches!(&*outcome.lock(), Some(MergeOutcome::Failed(why)) if why.contains("flushing the origin")), "{:?}", outcome.lock());
+    let outcome = outcome.take();
+    assert!(matches!(&outcome, Some(MergeOutcome::Failed(why)) if why.contains("flushing the origin")), "{outcome:?}");
     assert_eq!(merging.status(), "Merge failed");
     // The records were not cleared: the COW still protects every chunk.
     assert_eq!(disk_records(&rig.cows[0].contents(), 8).len(), 4);

@@ -12,6 +12,7 @@ use engine::SECTOR_BYTES;
 use engine::io::{BlockDevice, CompletionQueue, MemDevice, WriteFlags, run_until_done};
 use engine::sync::{Arc, Mutex};
 use engine::targets::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
+use engine::testing::Rig;
 use support::*;
 
 struct World {
@@ -24,14 +25,9 @@ struct World {
 fn create(origin_image: Vec<u8>, cow_sectors: u64, chunk_sectors: u32) -> World {
     let queue = CompletionQueue::new();
     let origin_dev = Arc::new(MemDevice::from_bytes(origin_image, &queue));
-    let cow = Arc::new(MemDevice::zeroed(cow_sectors, &queue));
-    let origin = Origin::new(origin_dev, queue.clone(), OriginConfig::default());
-    let snapshot = run_until_done(&queue, |done| {
-        origin.create_snapshot(Arc::clone(&cow), config(chunk_sectors), done).unwrap();
-    })
-    .unwrap()
-    .unwrap();
-    World { queue, origin, cow, snapshot }
+    let mut rig = Rig::new(&queue, origin_dev, OriginConfig::default());
+    let k = rig.add_snapshot(Arc::new(MemDevice::zeroed(cow_sectors, &queue)), config(chunk_sectors)).expect("the snapshot loads");
+    World { queue, origin: Arc::clone(&rig.origin), cow: Arc::clone(&rig.cows[k]), snapshot: Arc::clone(&rig.snapshots[k]) }
 }
 
 fn read_all<D: BlockDevice>(queue: &CompletionQueue, device: &D) -> Result<Vec<u8>, engine::IoError> {

@@ -7,20 +7,20 @@
 
 use engine::io::{BlockDevice, CompletionQueue, FileDevice, IoDone, OpenMode, WriteFlags};
 use engine::store::StoreConfig;
-use engine::sync::{Arc, Mutex};
-use engine::targets::{Origin, OriginConfig, OriginDevice, SnapshotDevice};
+use engine::sync::Arc;
+use engine::targets::OriginConfig;
+use engine::testing::{Rig, Slot};
 
 const CHUNK_SECTORS: u64 = 8;
 const CHUNKS: u64 = 256;
 
 /// Submits with `start` and runs queued completions until this request's own has run.
 fn wait<T: Send + 'static>(queue: &CompletionQueue, start: impl FnOnce(IoDone<T>)) -> T {
-    let slot = Arc::new(Mutex::new(None));
-    let filler = Arc::clone(&slot);
-    start(Box::new(move |result| *filler.lock() = Some(result.expect("I/O failed"))));
+    let slot = Slot::new();
+    start(slot.callback());
     loop {
-        if let Some(value) = slot.lock().take() {
-            return value;
+        if let Some(result) = slot.take() {
+            return result.expect("I/O failed");
         }
         if !queue.run_one() {
             std::thread::yield_now();
@@ -40,12 +40,12 @@ fn writers_readers_and_snapshot_writes_on_threads_over_files() {
     std::fs::write(dir.path().join("cow"), vec![0u8; (CHUNKS * 2 + 16) as usize * 4096]).unwrap();
     let queue = CompletionQueue::new();
     let open = |name: &str| Arc::new(FileDevice::open(&dir.path().join(name), OpenMode::ReadWrite, &queue).unwrap());
-    let origin = Origin::new(open("origin"), queue.clone(), OriginConfig { cow_threshold: 16, ..OriginConfig::default() });
+    let mut rig = Rig::new(&queue, open("origin"), OriginConfig { cow_threshold: 16, ..OriginConfig::default() });
     let config = StoreConfig { chunk_sectors: Some(CHUNK_SECTORS as u32), ..StoreConfig::default() };
-    let created = engine::io::run_until_done(&queue, |done| origin.create_snapshot(open("cow"), config, done).unwrap());
-    let snapshot = created.expect("load completed").expect("snapshot created");
-    let origin_device = Arc::new(OriginDevice::new(Arc::clone(&origin)));
-    let snapshot_device = Arc::new(SnapshotDevice::new(Arc::clone(&snapshot)));
+    let k = rig.add_snapshot(open("cow"), config).expect("snapshot created");
+    let (origin, snapshot) = (Arc::clone(&rig.origin), Arc::clone(&rig.snapshots[k]));
+    let origin_device = Arc::new(rig.origin_device());
+    let snapshot_device = Arc::new(rig.snapshot_device(k));
 
     std::thread::scope(|scope| {
         for writer in 0..4u64 {

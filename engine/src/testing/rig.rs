@@ -44,6 +44,11 @@ impl<T: Send + 'static> Slot<T> {
         })
     }
 
+    /// Whether the callback has not run yet (or its value was taken).
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().is_none()
+    }
+
     /// The value, if the callback has run; the slot is empty again.
     pub fn take(&self) -> Option<T> {
         self.0.lock().take()
