@@ -82,12 +82,12 @@ fn rig(chunks: u8, cow_threshold: usize, mutations: Mutations) -> Rig {
     let bytes: Vec<u8> = (0..chunks).flat_map(|c| chunk_of(c + 1)).collect();
     let origin_dev = Arc::new(MemDevice::from_bytes(bytes, &queue));
     let cow = Arc::new(MemDevice::zeroed(u64::from(CHUNK_SECTORS) * (u64::from(chunks) + 4), &queue));
-    let origin = Origin::new(origin_dev, queue.clone(), OriginConfig { cow_threshold, mutations });
+    let mut built = engine::testing::Rig::new(&queue, origin_dev, OriginConfig { cow_threshold, mutations });
     let config = StoreConfig { chunk_sectors: Some(CHUNK_SECTORS), ..StoreConfig::default() };
-    let created = run_until_done(&queue, |done| origin.create_snapshot(cow, config, done).expect("snapshot table accepted"));
-    let snapshot = created.expect("load completed").expect("snapshot created");
-    let origin_device = Arc::new(OriginDevice::new(Arc::clone(&origin)));
-    let snapshot_device = Arc::new(SnapshotDevice::new(Arc::clone(&snapshot)));
+    let k = built.add_snapshot(cow, config).expect("snapshot created");
+    let (origin, snapshot) = (Arc::clone(&built.origin), Arc::clone(&built.snapshots[k]));
+    let origin_device = Arc::new(built.origin_device());
+    let snapshot_device = Arc::new(built.snapshot_device(k));
     Rig { queue, origin, snapshot, origin_device, snapshot_device }
 }
 

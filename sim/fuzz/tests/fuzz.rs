@@ -19,7 +19,8 @@ use arbitrary::{Arbitrary, Unstructured};
 use engine::io::{CompletionQueue, MemDevice, WriteFlags, run_until_done};
 use engine::store::{LoadOutcome, StoreConfig, load_blocking};
 use engine::sync::Arc;
-use engine::targets::{Origin, OriginConfig, OriginDevice};
+use engine::targets::OriginConfig;
+use engine::testing::Rig;
 use engine::{BlockDevice, SECTOR_BYTES};
 use sim::hostile::{CowDescription, OpSequence};
 
@@ -269,13 +270,11 @@ fn load_write_reload() {
         let origin_sectors = 8 * chunk_sectors;
         let origin_dev = Arc::new(MemDevice::zeroed(origin_sectors, &queue));
         let cow = Arc::new(MemDevice::from_bytes(bytes, &queue));
-        let origin = Origin::new(origin_dev, queue.clone(), OriginConfig::default());
-        let created = run_until_done(&queue, |done| {
-            origin.create_snapshot(Arc::clone(&cow), StoreConfig::default(), done).expect("loaded once, accepted again")
-        });
-        let snapshot = created.expect("load completed").expect("loaded once, loads again");
+        let mut rig = Rig::new(&queue, origin_dev, OriginConfig::default());
+        let k = rig.add_snapshot(Arc::clone(&cow), StoreConfig::default()).expect("loaded once, loads again");
+        let snapshot = Arc::clone(&rig.snapshots[k]);
         let before: BTreeMap<u64, u64> = (0..origin_sectors / chunk_sectors).filter_map(|c| snapshot.lookup(c).map(|n| (c, n))).collect();
-        let device = OriginDevice::new(Arc::clone(&origin));
+        let device = rig.origin_device();
         for chunk in 0..4 {
             let written = run_until_done(&queue, |done| device.write(chunk * chunk_sectors, vec![0xa5; SECTOR_BYTES], WriteFlags::PLAIN, done));
             assert!(written.is_some(), "an origin write never completed");
