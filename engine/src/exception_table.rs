@@ -61,6 +61,7 @@ impl ExceptionTable {
     /// Builds a table from records in any order (as loaded from disk),
     /// refusing two records for one origin chunk.
     pub fn from_records(mut records: Vec<Record>) -> Result<Self, TableError> {
+        let count = records.len() as u64;
         radsort::sort_by_key(&mut records, |record| record.old_chunk);
         let mut runs: Vec<(u64, RunTail)> = Vec::with_capacity(records.len() / 2 + 1);
         let mut previous: Option<Record> = None;
@@ -74,6 +75,8 @@ impl ExceptionTable {
                     });
                 }
             }
+            // Sorted, and no two records for one origin chunk: strictly increasing.
+            assert!(previous.is_none_or(|before| before.old_chunk < record.old_chunk), "records out of order after sorting");
             previous = Some(record);
             if let Some((old_start, tail)) = runs.last_mut() {
                 let extends = *old_start + tail.len() == record.old_chunk
@@ -87,15 +90,23 @@ impl ExceptionTable {
             runs.push((record.old_chunk, RunTail { new_start: record.new_chunk, extra: 0 }));
         }
         let chunks = runs.iter().map(|(_, tail)| tail.len()).sum();
+        assert_eq!(chunks, count, "the runs hold one chunk per record");
+        let run_count = runs.len();
         // Keys arrive sorted and unique, so the B-tree is bulk-built with full nodes.
         let runs: BTreeMap<u64, RunTail> = runs.into_iter().collect();
-        Ok(Self { runs, chunks })
+        assert_eq!(runs.len(), run_count, "two runs start at one origin chunk");
+        let table = Self { runs, chunks };
+        table.debug_check();
+        Ok(table)
     }
 
     /// The COW chunk holding origin chunk `old_chunk`, if it has an exception.
     pub fn lookup(&self, old_chunk: u64) -> Option<u64> {
         let (&old_start, tail) = self.runs.range(..=old_chunk).next_back()?;
+        debug_assert!(self.chunks >= tail.len(), "a run of {} chunks in a table of {}", tail.len(), self.chunks);
         let offset = old_chunk - old_start;
+        // Runs only extend while their COW chunks count up without overflowing.
+        debug_assert!(tail.new_start.checked_add(tail.len() - 1).is_some(), "run at chunk {old_start} overflows the COW's numbering");
         (offset < tail.len()).then(|| tail.new_start + offset)
     }
 
@@ -105,12 +116,17 @@ impl ExceptionTable {
         if let Some(existing) = self.lookup(old_chunk) {
             return Err(TableError::DuplicateOldChunk { old_chunk, first_new: existing, second_new: new_chunk });
         }
+        // The chunks on either side keep their exceptions (checked after the insert).
+        let neighbours =
+            |table: &Self| (old_chunk.checked_sub(1).and_then(|c| table.lookup(c)), old_chunk.checked_add(1).and_then(|c| table.lookup(c)));
+        let before_insert = cfg!(debug_assertions).then(|| neighbours(self));
         let mut start = old_chunk;
         let mut tail = RunTail { new_start: new_chunk, extra: 0 };
         if let Some((&before_start, &before)) = self.runs.range(..old_chunk).next_back() {
             if before_start + before.len() == old_chunk && before.new_start.checked_add(before.len()) == Some(new_chunk) && before.extra < u32::MAX {
                 start = before_start;
                 tail = RunTail { new_start: before.new_start, extra: before.extra + 1 };
+                assert_eq!(start + u64::from(tail.extra), old_chunk, "chunk {old_chunk} joined to a run it does not end");
             }
         }
         if let Some(&after) = old_chunk.checked_add(1).and_then(|next| self.runs.get(&next)) {
@@ -120,9 +136,13 @@ impl ExceptionTable {
                 tail.extra = joined as u32;
             }
         }
-        self.runs.insert(start, tail);
+        let replaced = self.runs.insert(start, tail);
+        // Only a run this one extends is replaced; a new run starts at a free key.
+        assert!(replaced.is_none() || start < old_chunk, "a run at chunk {start} overwritten");
         self.chunks += 1;
         debug_assert_eq!(self.lookup(old_chunk), Some(new_chunk));
+        debug_assert!(before_insert.is_none_or(|before| before == neighbours(self)), "inserting chunk {old_chunk} moved its neighbours");
+        assert!(self.runs.len() as u64 <= self.chunks, "{} runs for {} chunks", self.runs.len(), self.chunks);
         Ok(())
     }
 
@@ -134,6 +154,10 @@ impl ExceptionTable {
         if offset >= tail.len() {
             return None;
         }
+        assert!(self.chunks >= tail.len(), "a run of {} chunks in a table of {}", tail.len(), self.chunks);
+        let neighbours =
+            |table: &Self| (old_chunk.checked_sub(1).and_then(|c| table.lookup(c)), old_chunk.checked_add(1).and_then(|c| table.lookup(c)));
+        let before_remove = cfg!(debug_assertions).then(|| neighbours(self));
         self.runs.remove(&start);
         if offset > 0 {
             self.runs.insert(start, RunTail { new_start: tail.new_start, extra: (offset - 1) as u32 });
@@ -144,21 +168,40 @@ impl ExceptionTable {
             self.runs.insert(old_chunk + 1, RunTail { new_start, extra: (after - 1) as u32 });
         }
         self.chunks -= 1;
+        debug_assert_eq!(self.lookup(old_chunk), None, "chunk {old_chunk} still mapped after its removal");
+        debug_assert!(before_remove.is_none_or(|before| before == neighbours(self)), "removing chunk {old_chunk} moved its neighbours");
         Some(tail.new_start + offset)
     }
 
     /// Exceptions in the table (chunks, not runs).
     pub fn len(&self) -> u64 {
+        debug_assert!(self.runs.len() as u64 <= self.chunks, "{} runs for {} chunks", self.runs.len(), self.chunks);
         self.chunks
     }
 
     pub fn is_empty(&self) -> bool {
+        debug_assert_eq!(self.chunks == 0, self.runs.is_empty(), "{} chunks in {} runs", self.chunks, self.runs.len());
         self.chunks == 0
     }
 
     /// How many runs hold those exceptions.
     pub fn run_count(&self) -> usize {
+        debug_assert!(self.runs.len() as u64 <= self.chunks, "{} runs for {} chunks", self.runs.len(), self.chunks);
         self.runs.len()
+    }
+
+    /// Checks the table's invariants (debug builds; walks every run):
+    /// runs in origin-chunk order never overlap, and their lengths sum to the chunk count.
+    fn debug_check(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let mut end = None;
+        for (&old_start, tail) in &self.runs {
+            debug_assert!(end.is_none_or(|end| end <= old_start), "run at chunk {old_start} overlaps the one before it");
+            end = old_start.checked_add(tail.len());
+        }
+        debug_assert_eq!(self.runs.values().map(|tail| tail.len()).sum::<u64>(), self.chunks, "runs disagree with the chunk count");
     }
 
     /// Every exception as `(origin chunk, COW chunk)`, in origin-chunk order.
@@ -168,6 +211,7 @@ impl ExceptionTable {
 
     /// The runs in origin-chunk order.
     pub fn runs(&self) -> impl Iterator<Item = Run> + '_ {
+        self.debug_check();
         self.runs.iter().map(|(&old_start, tail)| Run { old_start, new_start: tail.new_start, len: tail.len() })
     }
 }

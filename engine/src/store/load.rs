@@ -53,6 +53,9 @@ impl<D: BlockDevice> PersistentStore<D> {
             }
         };
         let header_sectors = (cow_block_bytes as usize / SECTOR_BYTES).max(1) as u32;
+        assert!(header_sectors as usize * SECTOR_BYTES >= crate::format::HEADER_BYTES, "a header read of {header_sectors} sectors misses fields");
+        // A chunk is a whole number of the COW's blocks: the header read stays in chunk 0.
+        assert!(header_sectors <= table_chunk.sectors(), "a header read of {header_sectors} sectors past chunk 0");
         if cow.size_sectors() < u64::from(header_sectors) {
             return Err(too_small(cow.size_sectors(), table_chunk));
         }
@@ -71,6 +74,8 @@ impl<D: BlockDevice> PersistentStore<D> {
 }
 
 fn too_small(device_sectors: u64, chunk: ChunkSize) -> StoreError {
+    // Too small means no room for the header, metadata area 0 and one data chunk.
+    debug_assert!(chunk.chunks_in(device_sectors) < HEADER_CHUNKS + 2, "{device_sectors} sectors called too small for {chunk:?}");
     StoreError::CowTooSmall { device_sectors, chunk_sectors: chunk.sectors(), chunks: chunk.chunks_in(device_sectors) }
 }
 
@@ -123,6 +128,9 @@ fn on_header<D: BlockDevice>(
             }
         };
     }
+    // A valid header's chunk size is the one in force; a table's different one was overridden.
+    assert_eq!(chunk.sectors(), header.chunk_size, "loading with another chunk size than the header's");
+    assert!(chunk_size_override.is_none() || config.chunk_sectors.is_some(), "override of a chunk size the table did not give");
     if header.version != DISK_VERSION {
         return HeaderNext::Finished(Err(StoreError::UnsupportedVersion { found: header.version }));
     }
@@ -139,6 +147,11 @@ fn on_header<D: BlockDevice>(
 }
 
 fn finish<D: BlockDevice>(setup: Setup<D>, state: State, outcome: LoadOutcome, exceptions: ExceptionTable) -> Loaded<D> {
+    assert!(setup.device_chunks >= HEADER_CHUNKS + 2, "a store of {} chunks", setup.device_chunks);
+    assert_eq!(state.valid, outcome != LoadOutcome::Invalid, "a {outcome:?} load with valid = {}", state.valid);
+    assert!(outcome == LoadOutcome::Valid || exceptions.is_empty(), "a {outcome:?} load with exceptions");
+    assert_eq!(state.pending_count, 0, "a store loaded with exceptions pending");
+    state.check(setup.layout, setup.config.mutations);
     let store = PersistentStore {
         cow: setup.cow,
         kind: setup.config.kind,
@@ -155,6 +168,8 @@ fn finish<D: BlockDevice>(setup: Setup<D>, state: State, outcome: LoadOutcome, e
 fn create_new<D: BlockDevice>(setup: Setup<D>, done: LoadDone<D>) {
     let chunk = setup.layout.chunk();
     let header = DiskHeader::new(true, chunk).encode_chunk(chunk);
+    // What a new snapshot writes, the next load reads back as valid with this chunk size.
+    debug_assert_eq!(DiskHeader::decode(&header), DiskHeader { magic: SNAP_MAGIC, valid: 1, version: DISK_VERSION, chunk_size: chunk.sectors() });
     let cow = Arc::clone(&setup.cow);
     cow.write(
         0,
@@ -164,6 +179,7 @@ fn create_new<D: BlockDevice>(setup: Setup<D>, done: LoadDone<D>) {
             if let Err(error) = result {
                 return done(Err(StoreError::io("writing the header of a new snapshot", error)));
             }
+            assert_eq!(setup.layout.area_location(0), HEADER_CHUNKS, "area 0 follows the header");
             let area_sector = chunk.chunk_to_sector(setup.layout.area_location(0));
             let cow = Arc::clone(&setup.cow);
             cow.write(
@@ -209,6 +225,9 @@ struct AreaReader<D: BlockDevice> {
 impl<D: BlockDevice> AreaReader<D> {
     fn start(setup: Setup<D>, done: LoadDone<D>) {
         let words = setup.device_chunks.div_ceil(64) as usize;
+        assert!(words as u64 * 64 >= setup.device_chunks, "the claimed bitmap misses COW chunks");
+        // Area 0 is on the device, so the first read is.
+        assert!(setup.layout.area_location(0) < setup.device_chunks, "area 0 beyond a device of {} chunks", setup.device_chunks);
         let reader = Arc::new(Mutex::new(AreaReader {
             cow: Arc::clone(&setup.cow),
             layout: setup.layout,
@@ -235,6 +254,11 @@ impl<D: BlockDevice> AreaReader<D> {
         let (report, cow, layout) = {
             let mut reader = this.lock();
             reader.parse_arrived();
+            // Reads that arrived early wait for every area before them to be parsed (Z8 strands those it skips).
+            debug_assert!(
+                reader.mutations.has(Mutation::Z8LoadSkipsEveryOtherArea) || reader.arrived.keys().all(|&area| area > reader.parse_next),
+                "area read held back while its turn has come"
+            );
             if reader.result.is_none() {
                 reader.plan_reads(&mut reads);
             }
@@ -243,6 +267,7 @@ impl<D: BlockDevice> AreaReader<D> {
         };
         for area in reads {
             let this = Arc::clone(this);
+            debug_assert!(layout.is_metadata_chunk(layout.area_location(area)), "area {area} read from a data chunk");
             let sector = layout.chunk().chunk_to_sector(layout.area_location(area));
             cow.read(
                 sector,
@@ -250,9 +275,13 @@ impl<D: BlockDevice> AreaReader<D> {
                 Box::new(move |result| {
                     {
                         let mut reader = this.lock();
+                        assert!(reader.in_flight > 0, "area {area} read completed, uncounted");
+                        // The load reports only once no read is in flight.
+                        assert!(reader.done.is_some(), "area {area} read completed after the load finished");
                         reader.in_flight -= 1;
                         if reader.result.is_none() {
-                            reader.arrived.insert(area, result);
+                            let previous = reader.arrived.insert(area, result);
+                            assert!(previous.is_none(), "area {area} read twice");
                         }
                     }
                     Self::progress(&this);
@@ -265,6 +294,15 @@ impl<D: BlockDevice> AreaReader<D> {
     }
 
     fn plan_reads(&mut self, reads: &mut Vec<u64>) {
+        assert!(self.result.is_none(), "reads planned for a load that has finished");
+        // Every area before the one to parse has arrived, so reads in flight are of areas from it on.
+        assert!(
+            self.mutations.has(Mutation::Z8LoadSkipsEveryOtherArea) || self.in_flight as u64 <= self.read_next - self.parse_next,
+            "{} reads in flight for areas {}..{}",
+            self.in_flight,
+            self.parse_next,
+            self.read_next
+        );
         let (layout, device_chunks) = (self.layout, self.device_chunks);
         if self.read_next <= self.parse_next && layout.area_location(self.parse_next) >= device_chunks {
             let area = self.parse_next;
@@ -276,9 +314,12 @@ impl<D: BlockDevice> AreaReader<D> {
             self.read_next += 1;
             self.in_flight += 1;
         }
+        assert!(self.read_next <= self.parse_next + PREFETCH_AREAS + 1, "read ahead to area {} from area {}", self.read_next, self.parse_next);
     }
 
     fn fail(&mut self, error: StoreError) {
+        assert!(self.result.is_none(), "a load failed twice, now with: {error}");
+        assert!(self.done.is_some(), "a load failed after it reported: {error}");
         self.arrived.clear();
         self.result = Some(Err(error));
     }
@@ -287,6 +328,7 @@ impl<D: BlockDevice> AreaReader<D> {
         while self.result.is_none() {
             let Some(read) = self.arrived.remove(&self.parse_next) else { return };
             let area = self.parse_next;
+            assert!(area < self.read_next, "area {area} parsed before it was read");
             match read {
                 Err(error) => self.fail(StoreError::io(format!("reading metadata area {area}"), error)),
                 Ok(bytes) => self.parse_area(area, bytes),
@@ -297,6 +339,8 @@ impl<D: BlockDevice> AreaReader<D> {
     fn parse_area(&mut self, area: u64, bytes: Vec<u8>) {
         let (layout, device_chunks) = (self.layout, self.device_chunks);
         let per_area = layout.exceptions_per_area();
+        assert_eq!(area, self.parse_next, "areas are parsed in order");
+        assert_eq!(bytes.len(), layout.chunk().bytes(), "area {area} read as {} bytes", bytes.len());
         let mut used = per_area;
         for index in 0..per_area {
             let record = Record::decode(&bytes, index as usize);
@@ -335,9 +379,23 @@ impl<D: BlockDevice> AreaReader<D> {
         // Z1: the allocator resumes right after the highest chunk in use.
         state.next_free = if z1 { self.next_free } else { layout.skip_metadata(self.next_free) };
         assert!(z1 || !layout.is_metadata_chunk(state.next_free), "allocator would hand out metadata chunk {}", state.next_free);
+        assert!(state.next_free >= self.next_free, "allocator behind chunk {} in use", self.next_free - 1);
+        let z8 = self.mutations.has(Mutation::Z8LoadSkipsEveryOtherArea);
+        // Every area before this one is full, and the records read are all distinct data
+        // chunks: there are as many data chunks below this area, so the allocator lies beyond it.
+        assert!(z1 || z8 || state.next_free > layout.area_location(area), "allocator at chunk {} before area {area}", state.next_free);
+        assert!(
+            z8 || self.records.len() as u64 == area * u64::from(per_area) + u64::from(used),
+            "{} records read from {area} full areas and {used} more",
+            self.records.len()
+        );
         let records = std::mem::take(&mut self.records);
+        let count = records.len() as u64;
         self.result = Some(match ExceptionTable::from_records(records) {
-            Ok(table) => Ok(finish(setup, state, LoadOutcome::Valid, table)),
+            Ok(table) => {
+                assert_eq!(table.len(), count, "the table holds one exception per record");
+                Ok(finish(setup, state, LoadOutcome::Valid, table))
+            }
             Err(duplicate) => Err(StoreError::DuplicateOldChunk(duplicate)),
         });
     }
@@ -345,6 +403,8 @@ impl<D: BlockDevice> AreaReader<D> {
     /// Checks one record against the device and the records before it.
     fn admit(&mut self, layout: Layout, device_chunks: u64, area: u64, index: u32, record: Record) -> Result<(), StoreError> {
         let Record { old_chunk, new_chunk } = record;
+        assert!(index < layout.exceptions_per_area(), "record {index} of area {area} is beyond the area");
+        assert!(!record.is_end_marker(), "the end marker of area {area} admitted as a record");
         if new_chunk >= device_chunks {
             return Err(StoreError::RecordOutsideCow { area, index, old_chunk, new_chunk, device_chunks });
         }
@@ -356,6 +416,8 @@ impl<D: BlockDevice> AreaReader<D> {
             let first_old = self.records.iter().find(|r| r.new_chunk == new_chunk).map_or(0, |r| r.old_chunk);
             return Err(StoreError::DuplicateNewChunk { new_chunk, first_old, second_old: old_chunk });
         }
+        // Chunk 0 is the end marker's, chunk 1 is area 0: a data chunk comes later.
+        debug_assert!(new_chunk > HEADER_CHUNKS, "record on chunk {new_chunk} admitted");
         self.claimed[word] |= bit;
         self.next_free = self.next_free.max(new_chunk + 1);
         self.records.push(record);

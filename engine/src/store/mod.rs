@@ -37,10 +37,13 @@ pub enum StoreKind {
 impl StoreKind {
     /// The name used in a device-mapper table (`P` or `PO`).
     pub fn table_name(self) -> &'static str {
-        match self {
+        let name = match self {
             StoreKind::Persistent => "P",
             StoreKind::PersistentOverflow => "PO",
-        }
+        };
+        // `dmsetup table` prints what a table line parses back to.
+        debug_assert_eq!(StoreKind::parse(name), Some(self));
+        name
     }
 
     /// Parses a table name: `P`, `p`, `PO`, `Po`, `persistent`.
@@ -154,7 +157,9 @@ pub enum StoreError {
 
 impl StoreError {
     fn io(context: impl Into<String>, source: IoError) -> Self {
-        StoreError::Io { context: context.into(), source }
+        let context = context.into();
+        debug_assert!(!context.is_empty(), "an I/O error that does not say what failed: {source}");
+        StoreError::Io { context, source }
     }
 }
 
@@ -173,6 +178,8 @@ pub fn load_blocking<D: crate::io::BlockDevice>(
             refused = Some(error);
         }
     });
+    // A refused load never calls its callback.
+    assert!(refused.is_none() || finished.is_none(), "a refused load also finished");
     match (refused, finished) {
         (Some(error), _) => Err(error),
         (None, Some(result)) => result,

@@ -86,6 +86,10 @@ pub(super) struct State {
 
 impl State {
     pub(super) fn new(chunk: ChunkSize) -> Self {
+        // An area is a whole number of records.
+        assert_eq!(chunk.bytes() % crate::format::RECORD_BYTES, 0, "{chunk:?} does not hold whole records");
+        // The first data chunk: after the header and metadata area 0.
+        debug_assert!(!Layout::new(chunk).is_metadata_chunk(crate::format::HEADER_CHUNKS + 1));
         Self {
             valid: true,
             current_area: 0,
@@ -97,6 +101,51 @@ impl State {
             callbacks: Vec::new(),
             queued: VecDeque::new(),
         }
+    }
+}
+
+impl State {
+    /// Checks what holds of the store's state whenever its lock is released:
+    /// the cheap parts always, the scan of the area in debug builds.
+    pub(super) fn check(&self, layout: Layout, mutations: Mutations) {
+        let per_area = layout.exceptions_per_area();
+        assert!(self.current_committed <= per_area, "area {} holds {} records", self.current_area, self.current_committed);
+        // Callbacks wait only for records already in the area.
+        assert!(self.callbacks.len() <= self.current_committed as usize, "{} callbacks for {} records", self.callbacks.len(), self.current_committed);
+        assert!(
+            self.queued.len() as u64 <= self.pending_count,
+            "{} commits queued for {} exceptions prepared",
+            self.queued.len(),
+            self.pending_count
+        );
+        assert!(self.phase != Phase::MergeIo || (self.pending_count == 0 && self.queued.is_empty()), "merge I/O with exceptions pending");
+        assert!(
+            self.phase != Phase::ZeroingNextArea || self.current_committed == per_area,
+            "next area zeroed while area {} has room",
+            self.current_area
+        );
+        assert!(self.phase != Phase::WritingArea || self.current_committed > 0, "area {} written with no record in it", self.current_area);
+        assert_eq!(self.area.len(), layout.chunk().bytes(), "the in-memory area is one chunk");
+        // Z1: the allocator may resume on a metadata chunk after a load.
+        let z1 = mutations.has(Mutation::Z1NoSkipMetadataAfterLoad);
+        assert!(z1 || !layout.is_metadata_chunk(self.next_free), "allocator at metadata chunk {}", self.next_free);
+        // Every full area before the current one holds records of distinct data chunks below
+        // the allocator, and there are as many data chunks below the current area: the
+        // allocator lies beyond it (Z8: the areas skipped at load hold no records in memory).
+        assert!(
+            z1 || mutations.has(Mutation::Z8LoadSkipsEveryOtherArea) || self.next_free > layout.area_location(self.current_area),
+            "allocator at chunk {} before area {}",
+            self.next_free,
+            self.current_area
+        );
+        // Past the last record the area is zero, so the next commit takes a free slot and a
+        // load stops at the record after the last.
+        debug_assert!(
+            self.area[self.current_committed as usize * crate::format::RECORD_BYTES..].iter().all(|&b| b == 0),
+            "area {} not zero after its {} records",
+            self.current_area,
+            self.current_committed
+        );
     }
 }
 
@@ -140,6 +189,13 @@ impl<D: BlockDevice> PersistentStore<D> {
     pub fn power_off(&self) {
         let (callbacks, queued) = {
             let mut state = self.state.lock();
+            // Callbacks wait only for records already in the area.
+            assert!(
+                state.callbacks.len() <= state.current_committed as usize,
+                "{} callbacks for {} records",
+                state.callbacks.len(),
+                state.current_committed
+            );
             (std::mem::take(&mut state.callbacks), std::mem::take(&mut state.queued))
         };
         // Dropped outside the lock: a callback's captures may lead back here.
@@ -170,12 +226,24 @@ impl<D: BlockDevice> PersistentStore<D> {
 
     /// The next chunk the allocator will hand out.
     pub fn next_free(&self) -> u64 {
-        self.state.lock().next_free
+        let next_free = self.state.lock().next_free;
+        // Z1: the allocator may resume on a metadata chunk after a load.
+        assert!(
+            self.mutations.has(Mutation::Z1NoSkipMetadataAfterLoad) || !self.layout.is_metadata_chunk(next_free),
+            "allocator at metadata chunk {next_free}"
+        );
+        next_free
     }
 
     /// `(current_area, current_committed)`: where the next record goes.
     pub fn position(&self) -> (u64, u32) {
         let state = self.state.lock();
+        assert!(
+            state.current_committed <= self.layout.exceptions_per_area(),
+            "area {} holds {} records",
+            state.current_area,
+            state.current_committed
+        );
         (state.current_area, state.current_committed)
     }
 
@@ -193,6 +261,13 @@ impl<D: BlockDevice> PersistentStore<D> {
     pub fn usage(&self) -> Usage {
         let state = self.state.lock();
         let chunk_sectors = u64::from(self.layout.chunk().sectors());
+        // Every area up to the current one holds records of chunks the allocator has passed.
+        assert!(
+            state.next_free >= state.current_area + 1 + crate::format::HEADER_CHUNKS,
+            "allocator at chunk {} behind metadata area {}",
+            state.next_free,
+            state.current_area
+        );
         Usage {
             sectors_allocated: state.next_free * chunk_sectors,
             total_sectors: self.cow.size_sectors(),
@@ -204,6 +279,7 @@ impl<D: BlockDevice> PersistentStore<D> {
     /// has no room for one more chunk (the kernel's `-ENOSPC`).
     pub fn prepare_exception(&self) -> Result<u64, StoreError> {
         let mut state = self.state.lock();
+        assert_ne!(state.phase, Phase::MergeIo, "an exception prepared during a merge");
         let chunk_sectors = u64::from(self.layout.chunk().sectors());
         let device_sectors = self.cow.size_sectors();
         let next_free = state.next_free;
@@ -212,9 +288,13 @@ impl<D: BlockDevice> PersistentStore<D> {
         }
         let z1 = self.mutations.has(Mutation::Z1NoSkipMetadataAfterLoad);
         assert!(z1 || !self.layout.is_metadata_chunk(next_free), "allocator points at metadata chunk {next_free}");
+        assert!(next_free > crate::format::HEADER_CHUNKS, "allocator at chunk {next_free}, the header or area 0");
         state.next_free = self.layout.skip_metadata(next_free + 1);
         state.pending_count += 1;
         debug_assert!(!self.layout.is_metadata_chunk(state.next_free));
+        // Chunks are handed out in increasing order, each once.
+        assert!(state.next_free > next_free);
+        state.check(self.layout, self.mutations);
         Ok(next_free)
     }
 
@@ -225,9 +305,14 @@ impl<D: BlockDevice> PersistentStore<D> {
     pub fn commit_exception(self: &Arc<Self>, record: Record, valid: bool, callback: CommitCallback) {
         let z1 = self.mutations.has(Mutation::Z1NoSkipMetadataAfterLoad);
         assert!(z1 || !self.layout.is_metadata_chunk(record.new_chunk), "commit of metadata chunk {}", record.new_chunk);
+        // A record with COW chunk 0 would read back as the area's end marker.
+        assert!(!record.is_end_marker(), "commit of {record:?}, an end marker");
         let step = {
             let mut state = self.state.lock();
+            assert!(record.new_chunk < state.next_free, "commit of chunk {} never allocated (next free {})", record.new_chunk, state.next_free);
+            assert_ne!(state.phase, Phase::MergeIo, "an exception committed during a merge");
             state.queued.push_back(QueuedCommit { record, valid, callback });
+            assert!(state.queued.len() as u64 <= state.pending_count, "more commits queued than exceptions prepared");
             self.advance(&mut state)
         };
         self.perform(step);
@@ -235,6 +320,7 @@ impl<D: BlockDevice> PersistentStore<D> {
 
     /// Takes up queued commits until one needs metadata I/O (or none is left).
     fn advance(&self, state: &mut State) -> Step {
+        state.check(self.layout, self.mutations);
         if state.phase != Phase::Idle {
             return Step::Nothing;
         }
@@ -246,7 +332,16 @@ impl<D: BlockDevice> PersistentStore<D> {
             assert!(state.current_committed < per_area, "area {} overfull", state.current_area);
             assert!(state.pending_count > 0, "commit of an exception that was never prepared");
             let index = state.current_committed as usize;
+            // The slot is free: past the last record, the area is zero.
+            debug_assert_eq!(
+                Record::decode(&state.area, index),
+                Record { old_chunk: 0, new_chunk: 0 },
+                "slot {index} of area {} in use",
+                state.current_area
+            );
             commit.record.encode(&mut state.area, index);
+            // What the commit writes is what a load decodes.
+            assert_eq!(Record::decode(&state.area, index), commit.record);
             state.current_committed += 1;
             state.callbacks.push(commit.callback);
             state.pending_count -= 1;
@@ -260,6 +355,15 @@ impl<D: BlockDevice> PersistentStore<D> {
                 // The next area must read as empty on disk before this one
                 // says "full", or a reload would run on into stale records.
                 state.phase = Phase::ZeroingNextArea;
+                // The allocator has stepped over the next area already: zeroing it destroys no data.
+                assert!(
+                    self.mutations.has(Mutation::Z1NoSkipMetadataAfterLoad)
+                        || self.mutations.has(Mutation::Z8LoadSkipsEveryOtherArea)
+                        || state.next_free > self.layout.area_location(state.current_area + 1),
+                    "area {} zeroed ahead of the allocator (chunk {})",
+                    state.current_area + 1,
+                    state.next_free
+                );
                 return Step::ZeroArea { chunk: self.layout.area_location(state.current_area + 1) };
             }
             return self.begin_area_write(state);
@@ -268,14 +372,33 @@ impl<D: BlockDevice> PersistentStore<D> {
     }
 
     fn begin_area_write(&self, state: &mut State) -> Step {
+        assert!(matches!(state.phase, Phase::Idle | Phase::ZeroingNextArea), "area write begun during {:?}", state.phase);
+        assert!(state.current_committed > 0, "write of area {} with no record in it", state.current_area);
         if !state.valid {
             return self.finish_commit(state);
         }
+        // The area written decodes to exactly the records committed to it (Z2
+        // dropped those loaded, leaving a hole an end marker cuts short).
+        debug_assert!(
+            self.mutations.has(Mutation::Z2LastAreaNotKeptAfterLoad)
+                || self.layout.decode_area(&state.area).records.len() == state.current_committed as usize,
+            "area {} would not load back its {} records",
+            state.current_area,
+            state.current_committed
+        );
         state.phase = Phase::WritingArea;
+        state.check(self.layout, self.mutations);
         Step::WriteArea { chunk: self.layout.area_location(state.current_area), bytes: state.area.clone() }
     }
 
     fn finish_commit(&self, state: &mut State) -> Step {
+        assert_ne!(state.phase, Phase::MergeIo, "commit finished during merge I/O");
+        assert!(
+            state.callbacks.len() <= state.current_committed as usize,
+            "{} callbacks for {} records",
+            state.callbacks.len(),
+            state.current_committed
+        );
         if state.current_committed == self.layout.exceptions_per_area() {
             state.current_committed = 0;
             state.current_area += 1;
@@ -283,7 +406,9 @@ impl<D: BlockDevice> PersistentStore<D> {
         }
         state.phase = Phase::Idle;
         debug_assert!(state.current_committed < self.layout.exceptions_per_area());
-        Step::RunCallbacks { callbacks: std::mem::take(&mut state.callbacks), valid: state.valid }
+        let callbacks = std::mem::take(&mut state.callbacks);
+        state.check(self.layout, self.mutations);
+        Step::RunCallbacks { callbacks, valid: state.valid }
     }
 
     fn perform(self: &Arc<Self>, mut step: Step) {
@@ -291,6 +416,8 @@ impl<D: BlockDevice> PersistentStore<D> {
             match step {
                 Step::Nothing => return,
                 Step::ZeroArea { chunk } => {
+                    // Only a metadata area is ever zeroed, never data.
+                    debug_assert!(self.layout.is_metadata_chunk(chunk), "zeroing data chunk {chunk}");
                     let this = Arc::clone(self);
                     let zeros = vec![0; self.layout.chunk().bytes()];
                     let sector = self.layout.chunk().chunk_to_sector(chunk);
@@ -298,6 +425,8 @@ impl<D: BlockDevice> PersistentStore<D> {
                     return;
                 }
                 Step::WriteArea { chunk, bytes } => {
+                    debug_assert!(self.layout.is_metadata_chunk(chunk), "area written over data chunk {chunk}");
+                    assert_eq!(bytes.len(), self.layout.chunk().bytes(), "an area is one chunk");
                     let this = Arc::clone(self);
                     let sector = self.layout.chunk().chunk_to_sector(chunk);
                     let flags = if self.mutations.has(Mutation::Z7AreaWriteWithoutFlushFua) { WriteFlags::PLAIN } else { WriteFlags::PREFLUSH_FUA };
@@ -305,6 +434,8 @@ impl<D: BlockDevice> PersistentStore<D> {
                     return;
                 }
                 Step::RunCallbacks { callbacks, valid } => {
+                    // Every batch written (or failed) makes at least one record durable (or fail).
+                    debug_assert!(!callbacks.is_empty(), "a batch with no record");
                     for callback in callbacks {
                         callback(valid);
                     }
@@ -319,6 +450,7 @@ impl<D: BlockDevice> PersistentStore<D> {
         let step = {
             let mut state = self.state.lock();
             assert_eq!(state.phase, Phase::ZeroingNextArea);
+            assert_eq!(state.current_committed, self.layout.exceptions_per_area(), "area {} zeroed its successor while not full", state.current_area);
             match result {
                 Err(error) if !self.mutations.has(Mutation::Z14ZeroAreaErrorSwallowed) => {
                     log::warn!("invalidating snapshot: zeroing metadata area {} failed: {error}", state.current_area + 1);
@@ -340,6 +472,7 @@ impl<D: BlockDevice> PersistentStore<D> {
         let step = {
             let mut state = self.state.lock();
             assert_eq!(state.phase, Phase::WritingArea);
+            assert!(state.current_committed > 0, "area {} written with no record in it", state.current_area);
             if let Err(error) = result {
                 log::warn!("invalidating snapshot: writing metadata area {} failed: {error}", state.current_area);
                 state.valid = false;
@@ -361,6 +494,7 @@ impl<D: BlockDevice> PersistentStore<D> {
     /// count down by one.
     pub fn prepare_merge(&self) -> MergeStep {
         let state = self.state.lock();
+        state.check(self.layout, self.mutations);
         assert_eq!(state.phase, Phase::Idle, "merge while metadata I/O is in flight");
         assert!(state.queued.is_empty() && state.pending_count == 0, "merge while exceptions are pending");
         if state.current_committed == 0 {
@@ -376,6 +510,7 @@ impl<D: BlockDevice> PersistentStore<D> {
             }
             count += 1;
         }
+        assert!(count >= 1 && count <= state.current_committed, "a run of {count} of {} records", state.current_committed);
         MergeStep::Run(MergeRun { last_old_chunk: last.old_chunk, last_new_chunk: last.new_chunk, count })
     }
 
@@ -397,12 +532,16 @@ impl<D: BlockDevice> PersistentStore<D> {
             Box::new(move |result| {
                 let outcome = {
                     let mut state = this.state.lock();
+                    assert_eq!(state.phase, Phase::MergeIo, "merge read completed during {:?}", state.phase);
+                    assert_eq!(state.current_committed, 0, "records left in area {} when stepping back", state.current_area);
                     state.phase = Phase::Idle;
                     match result {
                         Ok(bytes) => {
+                            assert_eq!(bytes.len(), this.layout.chunk().bytes(), "area {area} read as {} bytes", bytes.len());
                             state.current_area = area;
                             state.area = bytes;
                             state.current_committed = this.layout.exceptions_per_area();
+                            state.check(this.layout, this.mutations);
                             Ok(())
                         }
                         Err(error) => Err(StoreError::io(format!("reading metadata area {area} to merge"), error)),
@@ -426,6 +565,7 @@ impl<D: BlockDevice> PersistentStore<D> {
                 clear_record(&mut state.area, index);
             }
             state.phase = Phase::MergeIo;
+            state.check(self.layout, self.mutations);
             (self.layout.area_location(state.current_area), state.area.clone())
         };
         let this = Arc::clone(self);
@@ -437,6 +577,8 @@ impl<D: BlockDevice> PersistentStore<D> {
             Box::new(move |result| {
                 let outcome = {
                     let mut state = this.state.lock();
+                    assert_eq!(state.phase, Phase::MergeIo, "merge commit completed during {:?}", state.phase);
+                    assert!(count <= state.current_committed, "merged {count} of {} records", state.current_committed);
                     state.phase = Phase::Idle;
                     match result {
                         Ok(()) => {
@@ -444,6 +586,8 @@ impl<D: BlockDevice> PersistentStore<D> {
                             // Only usage reads next_free now; give it the value it
                             // would have had had every exception committed in order.
                             state.next_free = this.layout.area_location(state.current_area) + u64::from(state.current_committed) + 1;
+                            debug_assert!(!this.layout.is_metadata_chunk(state.next_free), "allocator at metadata chunk {}", state.next_free);
+                            state.check(this.layout, this.mutations);
                             Ok(())
                         }
                         Err(error) => Err(StoreError::io(format!("writing metadata area {} after merging", state.current_area), error)),
@@ -461,6 +605,12 @@ impl<D: BlockDevice> PersistentStore<D> {
         self.state.lock().valid = false;
         let chunk = self.layout.chunk();
         let header = DiskHeader::new(false, chunk).encode_chunk(chunk);
+        assert_eq!(header.len(), chunk.bytes(), "the header is one chunk");
+        // What the drop writes, a load reads as an invalid snapshot of this chunk size.
+        debug_assert_eq!(
+            DiskHeader::decode(&header),
+            DiskHeader { magic: crate::format::SNAP_MAGIC, valid: 0, version: crate::format::DISK_VERSION, chunk_size: chunk.sectors() }
+        );
         self.cow.write(
             0,
             header,

@@ -26,11 +26,14 @@ impl std::fmt::Debug for WriteBio {
 
 impl WriteBio {
     pub fn sectors(&self) -> u64 {
+        // Requests are checked for whole sectors before they are split into bios.
+        debug_assert_eq!(self.data.len() % SECTOR_BYTES, 0, "a write of {} bytes", self.data.len());
         (self.data.len() / SECTOR_BYTES) as u64
     }
 
     /// Fails the write.
     pub fn fail(self, error: IoError) {
+        assert_eq!(error.op, crate::io::IoOp::Write, "a write failed with a {:?} error", error.op);
         (self.done)(Err(error));
     }
 }
@@ -38,14 +41,22 @@ impl WriteBio {
 /// The pieces `(sector, sectors)` of a request split at multiples of `boundary` sectors.
 pub fn split(sector: u64, sectors: u64, boundary: u64) -> Vec<(u64, u64)> {
     assert!(boundary.is_power_of_two(), "split boundary {boundary} is not a power of two");
+    // Requests are range-checked against their device first.
+    assert!(sector.checked_add(sectors).is_some(), "request of {sectors} sectors at {sector} runs past u64");
     let mut pieces = Vec::new();
     let (mut at, end) = (sector, sector + sectors);
     while at < end {
         let next = ((at / boundary) + 1) * boundary;
         let piece_end = next.min(end);
+        // Each piece is non-empty and within one boundary-sized block.
+        assert!(at < piece_end && piece_end - at <= boundary, "piece {at}..{piece_end} at boundary {boundary}");
         pieces.push((at, piece_end - at));
         at = piece_end;
     }
+    // The pieces tile the request: from its first sector, each where the last ended, to its end.
+    debug_assert!(pieces.first().is_none_or(|&(first, _)| first == sector), "pieces start elsewhere than the request");
+    debug_assert!(pieces.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0), "pieces with a gap or an overlap");
+    debug_assert_eq!(pieces.iter().map(|&(_, n)| n).sum::<u64>(), sectors, "the pieces cover the request exactly");
     pieces
 }
 
@@ -56,6 +67,7 @@ fn piece_of(data: &mut Vec<u8>, single: bool, offset: usize, sectors: u64) -> Ve
         debug_assert_eq!((offset, data.len()), (0, sectors as usize * SECTOR_BYTES));
         return std::mem::take(data);
     }
+    assert!(offset + sectors as usize * SECTOR_BYTES <= data.len(), "piece at byte {offset} beyond the write");
     data[offset..offset + sectors as usize * SECTOR_BYTES].to_vec()
 }
 
@@ -63,12 +75,14 @@ fn piece_of(data: &mut Vec<u8>, single: bool, offset: usize, sectors: u64) -> Ve
 /// `submit`; `done` runs once every piece has completed. Only the first
 /// piece carries `preflush`; every piece carries `fua`.
 pub fn split_write(sector: u64, data: Vec<u8>, flags: WriteFlags, boundary: u64, done: IoDone<()>, mut submit: impl FnMut(WriteBio)) {
+    assert_eq!(data.len() % SECTOR_BYTES, 0, "a write of {} bytes split", data.len());
     let pieces = split(sector, (data.len() / SECTOR_BYTES) as u64, boundary);
     let single = pieces.len() == 1;
     let mut data = data;
     let join = Join::new(pieces.len(), (), done);
     for (index, (piece_sector, piece_sectors)) in pieces.into_iter().enumerate() {
         let piece_data = piece_of(&mut data, single, (piece_sector - sector) as usize * SECTOR_BYTES, piece_sectors);
+        assert_eq!(piece_data.len() as u64, piece_sectors * SECTOR_BYTES as u64, "piece at sector {piece_sector} carries other data");
         let piece_flags = WriteFlags { preflush: flags.preflush && index == 0, fua: flags.fua };
         submit(WriteBio { sector: piece_sector, data: piece_data, flags: piece_flags, done: join.piece(|_: &mut (), _: ()| {}) });
     }
@@ -80,7 +94,10 @@ pub fn next_target_identity() -> crate::io::DeviceIdentity {
     // A std atomic, not the facade's: an identity orders nothing, and a
     // static needs a `const` constructor, which loom's atomics lack.
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    crate::io::DeviceIdentity::Memory((1 << 48) + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    let next = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Target identities keep to their own range, 2^48 .. 2^49, apart from the devices under them.
+    assert!(next < 1 << 48, "target identities used up");
+    crate::io::DeviceIdentity::Memory((1 << 48) + next)
 }
 
 struct JoinState<T> {
@@ -121,6 +138,7 @@ impl<T: Default + Send + 'static> Join<T> {
                     }
                 }
                 assert!(join.remaining > 0, "a piece completed twice");
+                assert!(join.done.is_some(), "a piece completed after its request");
                 join.remaining -= 1;
                 if join.remaining == 0 {
                     let done = join.done.take().expect("joined request completes once");

@@ -17,7 +17,7 @@
 
 use super::bio::WriteBio;
 use super::copy::copy;
-use super::snapshot::{Role, Snapshot, Waiter};
+use super::snapshot::{Role, Snapshot};
 use crate::io::{BlockDevice, IoError, IoErrorKind, IoOp};
 use crate::store::MergeStep;
 use crate::sync::Arc;
@@ -61,6 +61,23 @@ pub(super) struct MergeState {
     pub(super) runs_merged: u64,
 }
 
+impl MergeState {
+    /// Checks what holds of the merge's bookkeeping between its steps.
+    pub(super) fn check(&self) {
+        // A merge runs from `start_merge` until it hands its outcome to `done`.
+        assert_eq!(self.running, self.done.is_some(), "merge running = {} with a listener = {}", self.running, self.done.is_some());
+        assert!(self.run.is_none() || self.running, "run {:?} merging with the merge stopped", self.run);
+        // Writes are held back exactly while a run merges, on chunks of that run.
+        assert_eq!(self.run.is_some(), self.chunks > 0, "{} chunks held back for run {:?}", self.chunks, self.run);
+        if let Some(run) = self.run {
+            assert_eq!(self.first_chunk, run.old_start, "chunks held back from {} for the run at {}", self.first_chunk, run.old_start);
+            // All of the run (Z15: its first chunk only).
+            assert!(self.chunks <= u64::from(run.count), "{} chunks held back for a run of {}", self.chunks, run.count);
+        }
+        assert!(self.chunks > 0 || self.queued.is_empty(), "{} writes held back with no run merging", self.queued.len());
+    }
+}
+
 impl<D: BlockDevice> Snapshot<D> {
     /// Starts merging this snapshot-merge target into its origin; `done`
     /// hears how it ended.
@@ -69,8 +86,10 @@ impl<D: BlockDevice> Snapshot<D> {
         {
             let mut state = self.state.lock();
             assert!(!state.merge.running, "merge already running");
+            assert_eq!(state.merge.chunks, 0, "chunks held back before the merge started");
             state.merge.running = true;
             state.merge.done = Some(done);
+            state.merge.check();
         }
         self.merge_next();
     }
@@ -83,6 +102,8 @@ impl<D: BlockDevice> Snapshot<D> {
     fn merge_stop(self: &Arc<Self>, outcome: MergeOutcome) {
         let (done, queued) = {
             let mut state = self.state.lock();
+            assert!(state.merge.running, "a merge stopped that was not running");
+            assert!(state.merge.done.is_some(), "a merge stopped twice");
             state.merge.running = false;
             state.merge.run = None;
             let queued = if matches!(outcome, MergeOutcome::Failed(_)) {
@@ -93,7 +114,9 @@ impl<D: BlockDevice> Snapshot<D> {
             } else {
                 Vec::new()
             };
-            (state.merge.done.take(), queued)
+            let done = state.merge.done.take();
+            state.merge.check();
+            (done, queued)
         };
         for bio in queued {
             let error = IoError::new(IoOp::Write, bio.sector, bio.sectors(), IoErrorKind::MergeFailed);
@@ -111,11 +134,13 @@ impl<D: BlockDevice> Snapshot<D> {
     fn merge_next(self: &Arc<Self>) {
         let store = {
             let state = self.state.lock();
-            if !state.valid {
+            assert!(state.merge.run.is_none(), "the next run prepared while one is merging");
+            state.merge.check();
+            let Some(store) = state.merge_store() else {
                 drop(state);
                 return self.merge_stop(MergeOutcome::Invalid);
-            }
-            Arc::clone(&state.store)
+            };
+            Arc::clone(store)
         };
         match store.prepare_merge() {
             MergeStep::Done => self.merge_stop(MergeOutcome::Complete),
@@ -127,6 +152,9 @@ impl<D: BlockDevice> Snapshot<D> {
                 }));
             }
             MergeStep::Run(run) => {
+                assert!(run.count > 0, "a merge run of no chunks");
+                // A run lies within one metadata area.
+                assert!(run.count <= store.layout().exceptions_per_area(), "a run of {} records", run.count);
                 let count = u64::from(run.count);
                 let run = Run { old_start: run.last_old_chunk + 1 - count, new_start: run.last_new_chunk + 1 - count, count: run.count };
                 self.merge_preserve_elsewhere(run);
@@ -150,10 +178,12 @@ impl<D: BlockDevice> Snapshot<D> {
         }
         {
             let mut state = self.state.lock();
+            assert!(state.merge.run.is_none(), "run at origin chunk {} started while another is merging", run.old_start);
             state.merge.first_chunk = run.old_start;
             // Z15: only the run's first chunk holds writes back.
             state.merge.chunks = if self.mutations.has(Mutation::Z15MergeWaitsOnFirstChunkOnly) { 1 } else { u64::from(run.count) };
             state.merge.run = Some(run);
+            state.merge.check();
         }
         self.merge_drained();
     }
@@ -164,10 +194,10 @@ impl<D: BlockDevice> Snapshot<D> {
             let mut state = self.state.lock();
             let Some(run) = state.merge.run else { return };
             // The chunks whose writes are held back (all of the run; only its first under Z15).
-            debug_assert_eq!(state.merge.first_chunk, run.old_start);
-            let busy = (run.old_start..run.old_start + state.merge.chunks).find(|&c| state.tracked.is_tracked(c));
+            state.merge.check();
+            let busy = state.first_tracked(run.old_start..run.old_start + state.merge.chunks);
             if let Some(chunk) = busy {
-                state.tracked.wait(chunk, Waiter::Merge);
+                state.wait_for_merge(chunk);
                 return;
             }
             run
@@ -184,7 +214,7 @@ impl<D: BlockDevice> Snapshot<D> {
             to,
             sectors as u32,
             Box::new(move |result| match result {
-                Err(error) => this.merge_stop(MergeOutcome::Failed(format!("copying run at origin chunk {}: {error:?}", run.old_start))),
+                Err(error) => this.merge_stop(MergeOutcome::Failed(format!("copying run at origin chunk {}: {error}", run.old_start))),
                 Ok(()) => this.merge_flush_origin(run),
             }),
         );
@@ -215,8 +245,16 @@ impl<D: BlockDevice> Snapshot<D> {
                 }
                 let released = {
                     let mut state = this.state.lock();
+                    assert_eq!(state.merge.first_chunk, run.old_start, "the run committed is not the run held back");
+                    // The run drained before its copy, and new writes to it wait in the queue (Z15: only its first chunk).
+                    debug_assert!(
+                        this.mutations.has(Mutation::Z15MergeWaitsOnFirstChunkOnly)
+                            || state.first_tracked(run.old_start..run.old_start + u64::from(run.count)).is_none(),
+                        "run at origin chunk {} merged with writes to it in flight",
+                        run.old_start
+                    );
                     for chunk in (run.old_start..run.old_start + u64::from(run.count)).rev() {
-                        if state.complete.remove(chunk).is_none() {
+                        if state.forget_merged(chunk).is_none() {
                             drop(state);
                             return this.merge_stop(MergeOutcome::Failed(format!(
                                 "corruption detected: exception for origin chunk {chunk} is on disk but not in memory"
@@ -227,7 +265,9 @@ impl<D: BlockDevice> Snapshot<D> {
                     state.merge.chunks = 0;
                     state.merge.run = None;
                     state.merge.runs_merged += 1;
-                    std::mem::take(&mut state.merge.queued)
+                    let released = std::mem::take(&mut state.merge.queued);
+                    state.merge.check();
+                    released
                 };
                 for bio in released {
                     this.merge_map_write(bio);
@@ -240,15 +280,17 @@ impl<D: BlockDevice> Snapshot<D> {
     /// A write to the snapshot-merge target (the kernel's `snapshot_merge_map`).
     pub(super) fn merge_map_write(self: &Arc<Self>, bio: WriteBio) {
         let chunk = self.chunk.sector_to_chunk(bio.sector);
+        assert_eq!(self.role, Role::Merge, "a merge write to a snapshot that is not merging");
         let mut state = self.state.lock();
-        let remapped = if state.valid { state.complete.lookup(chunk) } else { None };
+        let remapped = state.merge_remap(chunk);
         if let Some(new_chunk) = remapped {
             let merging = chunk >= state.merge.first_chunk && chunk < state.merge.first_chunk + state.merge.chunks;
             if merging {
                 state.merge.queued.push(bio);
+                state.merge.check();
                 return;
             }
-            state.tracked.start(chunk);
+            state.track_write(chunk);
             drop(state);
             let sector = self.chunk.chunk_to_sector(new_chunk) + (bio.sector & u64::from(self.chunk.sectors() - 1));
             let this = Arc::clone(self);

@@ -140,7 +140,10 @@ impl<D: BlockDevice> Origin<D> {
             // Z10: whatever chunk size the first snapshot created has.
             return snapshots.first().map(|s| s.chunk.sectors());
         }
-        snapshots.iter().map(|s| s.chunk.sectors()).min()
+        let minimum = snapshots.iter().map(|s| s.chunk.sectors()).min();
+        // Sorted largest first: the smallest is the last.
+        debug_assert_eq!(minimum, snapshots.last().map(|s| s.chunk.sectors()), "snapshots out of chunk-size order");
+        minimum
     }
 
     /// Creates a snapshot (the `snapshot` table line, then resume): loads or
@@ -165,24 +168,16 @@ impl<D: BlockDevice> Origin<D> {
         if loaded.outcome == LoadOutcome::Invalid {
             log::warn!("snapshot is marked invalid");
         }
+        // An invalid COW's records are not read.
+        debug_assert!(loaded.outcome != LoadOutcome::Invalid || loaded.exceptions.is_empty(), "an invalid COW loaded exceptions");
         let state = State::new(Arc::clone(&loaded.store), loaded.exceptions, loaded.outcome != LoadOutcome::Invalid, false);
-        self.insert(Snapshot {
-            origin: Arc::downgrade(self),
-            origin_dev: Arc::clone(&self.dev),
-            cow: Arc::clone(loaded.store.cow()),
-            chunk: loaded.store.chunk_size(),
-            kind: loaded.store.kind(),
-            role,
-            target_sectors: self.dev.size_sectors(),
-            copies_in_flight: AtomicUsize::new(0),
-            copies_in_flight_max: AtomicUsize::new(0),
-            defer: Arc::clone(&self.defer),
-            state: Mutex::new(state),
-            mutations: self.config.mutations,
-        })
+        let (cow, chunk, kind) = (Arc::clone(loaded.store.cow()), loaded.store.chunk_size(), loaded.store.kind());
+        self.insert(Snapshot::new(self, cow, chunk, kind, role, self.dev.size_sectors(), state))
     }
 
     fn insert(&self, snapshot: Snapshot<D>) -> Arc<Snapshot<D>> {
+        assert!(std::ptr::eq(snapshot.origin.as_ptr(), self), "a snapshot registered with another origin");
+        assert!(Arc::ptr_eq(&snapshot.origin_dev, &self.dev), "a snapshot of another origin device");
         let snapshot = Arc::new(snapshot);
         let mut snapshots = self.snapshots.lock();
         let unsorted = self.config.mutations.has(Mutation::Z10SnapshotsUnsorted);
@@ -194,7 +189,10 @@ impl<D: BlockDevice> Origin<D> {
 
     /// Removes a snapshot (its table is unloaded). Exceptions in flight still finish.
     pub fn remove(&self, snapshot: &Arc<Snapshot<D>>) {
-        self.snapshots.lock().retain(|s| !Arc::ptr_eq(s, snapshot));
+        let mut snapshots = self.snapshots.lock();
+        let before = snapshots.len();
+        snapshots.retain(|s| !Arc::ptr_eq(s, snapshot));
+        assert!(before - snapshots.len() <= 1, "a snapshot registered twice");
     }
 
     /// Hands a snapshot's exception store and table over to a new target on
@@ -202,29 +200,10 @@ impl<D: BlockDevice> Origin<D> {
     /// source stops serving, the new target takes its place. The source must
     /// be quiet (suspended): no exception pending.
     pub fn hand_over(self: &Arc<Self>, source: &Arc<Snapshot<D>>, role: Role) -> Arc<Snapshot<D>> {
-        let state = {
-            let mut from = source.state.lock();
-            assert!(from.pending.is_empty(), "handover from a snapshot with exceptions pending");
-            let state = State::new(Arc::clone(&from.store), std::mem::take(&mut from.complete), from.valid, from.overflowed);
-            // The source receives no further I/O.
-            from.valid = false;
-            state
-        };
+        assert!(std::ptr::eq(source.origin.as_ptr(), Arc::as_ptr(self)), "handover of another origin's snapshot");
+        let state = source.state.lock().hand_over();
         self.remove(source);
-        self.insert(Snapshot {
-            origin: Arc::downgrade(self),
-            origin_dev: Arc::clone(&self.dev),
-            cow: Arc::clone(&source.cow),
-            chunk: source.chunk,
-            kind: source.kind,
-            role,
-            target_sectors: source.target_sectors,
-            copies_in_flight: AtomicUsize::new(0),
-            copies_in_flight_max: AtomicUsize::new(0),
-            defer: Arc::clone(&self.defer),
-            state: Mutex::new(state),
-            mutations: self.config.mutations,
-        })
+        self.insert(source.successor(self, role, state))
     }
 
     fn has_room(&self) -> bool {
@@ -234,7 +213,7 @@ impl<D: BlockDevice> Origin<D> {
             return true;
         }
         let admitting = self.admitting.load(Ordering::SeqCst);
-        self.snapshots.lock().iter().all(|s| s.copies_in_flight.load(Ordering::SeqCst) + admitting < threshold)
+        self.snapshots.lock().iter().all(|s| s.exceptions_in_progress() + admitting < threshold)
     }
 
     /// Runs `parked` now, or queues it behind the writes already waiting.
@@ -290,11 +269,16 @@ impl<D: BlockDevice> Origin<D> {
 
     /// A write to the origin, one piece within the smallest chunk.
     pub(super) fn submit_origin_write(self: &Arc<Self>, bio: WriteBio) {
+        assert!(bio.sectors() > 0, "an empty origin write at sector {}", bio.sector);
+        debug_assert!(bio.sector + bio.sectors() <= self.dev.size_sectors(), "origin write beyond the origin, unchecked");
         self.admit(Parked::Origin(bio));
     }
 
     /// A write to a snapshot, one piece within its chunk.
     pub(super) fn submit_snapshot_write(self: &Arc<Self>, snapshot: &Arc<Snapshot<D>>, bio: WriteBio) {
+        assert!(Arc::ptr_eq(&snapshot.origin_dev, &self.dev), "a write to another origin's snapshot");
+        let chunk = snapshot.chunk;
+        assert_eq!(chunk.sector_to_chunk(bio.sector), chunk.sector_to_chunk(bio.sector + bio.sectors() - 1), "a snapshot write piece spans chunks");
         self.admit(Parked::Snapshot(Arc::clone(snapshot), bio));
     }
 
@@ -302,6 +286,7 @@ impl<D: BlockDevice> Origin<D> {
     /// kernel's resubmitted bio, it passes the throttle again: a snapshot
     /// created meanwhile may need a new copy for it.
     pub(super) fn retry(self: &Arc<Self>, bio: WriteBio) {
+        debug_assert!(bio.sector + bio.sectors() <= self.dev.size_sectors(), "origin write beyond the origin, unchecked");
         self.admit(Parked::Origin(bio));
     }
 
@@ -309,7 +294,9 @@ impl<D: BlockDevice> Origin<D> {
     /// none is needed, write the origin.
     pub(super) fn do_origin(self: &Arc<Self>, bio: WriteBio) {
         let snapshots = self.snapshots();
-        let (_, bio) = origin_write(&snapshots, bio.sector, Some(bio));
+        let (must_wait, bio) = origin_write(&snapshots, bio.sector, Some(bio));
+        // A write that must wait is held on an exception; one that comes back needs none.
+        assert_ne!(must_wait, bio.is_some(), "an origin write both held and returned");
         if let Some(bio) = bio {
             self.dev.write(bio.sector, bio.data, bio.flags, bio.done);
         }
@@ -319,8 +306,16 @@ impl<D: BlockDevice> Origin<D> {
     /// extent `sector .. sector + sectors` (a merge about to overwrite it);
     /// returns whether any is pending and must be waited for.
     pub(super) fn write_extent(&self, sector: u64, sectors: u64) -> bool {
+        assert!(sectors > 0, "an empty extent at sector {sector}");
         let snapshots = self.snapshots();
         let step = u64::from(self.minimum_chunk_sectors().unwrap_or(1));
+        assert!(step.is_power_of_two(), "split at {step} sectors");
+        // The extent is a merging snapshot's run, so it starts on a chunk of
+        // every snapshot (Z10: unless the first snapshot's chunk is larger).
+        debug_assert!(
+            self.config.mutations.has(Mutation::Z10SnapshotsUnsorted) || sector % step == 0,
+            "extent at sector {sector} is not chunk-aligned"
+        );
         let mut must_wait = false;
         let mut offset = 0;
         while offset < sectors {
@@ -351,6 +346,7 @@ impl<D: BlockDevice> Origin<D> {
     /// `seen` (at once, through `defer`, if it already does).
     pub(super) fn when_exception_done(&self, seen: u64, waiter: DoneWaiter) {
         let mut done = self.exceptions_done.lock();
+        assert!(done.0 >= seen, "the completed-exception count went back from {seen} to {}", done.0);
         if done.0 != seen {
             drop(done);
             self.defer.defer(waiter);
@@ -364,6 +360,7 @@ impl<D: BlockDevice> Origin<D> {
 /// `sector`: returns whether any exception is pending (must be waited for),
 /// and the bio back if it was not queued on one.
 fn origin_write<D: BlockDevice>(snapshots: &[Arc<Snapshot<D>>], sector: u64, mut bio: Option<WriteBio>) -> (bool, Option<WriteBio>) {
+    assert!(bio.as_ref().is_none_or(|b| b.sector == sector), "origin write preserved at another sector");
     let mut must_wait = false;
     let mut start_last: Option<(Arc<Snapshot<D>>, u64)> = None;
     for snapshot in snapshots {
@@ -373,45 +370,37 @@ fn origin_write<D: BlockDevice>(snapshots: &[Arc<Snapshot<D>>], sector: u64, mut
         }
         let start_now = {
             let mut state = snapshot.state.lock();
-            if !state.valid || !state.active || sector >= snapshot.target_sectors {
+            let Some(chunk) = snapshot.chunk_to_preserve(&state, sector) else {
                 continue;
-            }
-            let chunk = snapshot.chunk.sector_to_chunk(sector);
-            if state.complete.lookup(chunk).is_some() {
-                continue;
-            }
-            if snapshot.mutations.has(Mutation::Z18PendingAllocationRace) && !state.pending.contains_key(&chunk) {
+            };
+            if snapshot.mutations.has(Mutation::Z18PendingAllocationRace) && !snapshot.has_pending(&state, chunk) {
                 // Z18: the lock is dropped between deciding that the chunk
                 // needs an exception and allocating it, and the allocation
                 // does not look again: another writer's exception for the
                 // chunk, made meanwhile, is replaced.
                 drop(state);
                 state = snapshot.state.lock();
-                state.pending.remove(&chunk);
+                snapshot.forget_pending(&mut state, chunk);
             }
             if !snapshot.allocate_pending(&mut state, chunk, false) {
                 continue;
             }
             must_wait = true;
-            let pending = state.pending.get_mut(&chunk).expect("just allocated");
-            let mut start_now = false;
-            if let Some(write) = bio.take() {
-                pending.origin_bios.push(write);
-                if !pending.started {
-                    pending.started = true;
-                    start_last = Some((Arc::clone(snapshot), chunk));
-                }
+            let parked = bio.take().map(|write| snapshot.park_origin_write(&mut state, chunk, write)).is_some();
+            let first = snapshot.claim_copy(&mut state, chunk);
+            if parked && first {
+                // The write waits on the copy started last.
+                start_last = Some((Arc::clone(snapshot), chunk));
             }
-            if !pending.started {
-                pending.started = true;
-                start_now = true;
-            }
-            start_now.then_some(chunk)
+            (first && !parked).then_some(chunk)
         };
         if let Some(chunk) = start_now {
             snapshot.start_copy(chunk);
         }
     }
+    // The copy started last is the one the write waits on.
+    assert!(start_last.is_none() || bio.is_none(), "copy started for a write that was not held");
+    assert!(start_last.is_none() || must_wait, "a write held on a copy it does not wait for");
     if let Some((snapshot, chunk)) = start_last {
         snapshot.start_copy(chunk);
     }

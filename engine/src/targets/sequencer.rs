@@ -26,6 +26,7 @@ impl<T> Sequencer<T> {
 
     /// The sequence number of a newly allocated exception.
     pub fn allocate(&mut self) -> u64 {
+        self.debug_check();
         let sequence = self.next_to_allocate;
         self.next_to_allocate += 1;
         sequence
@@ -39,6 +40,8 @@ impl<T> Sequencer<T> {
         if sequence != self.next_to_release {
             let previous = self.waiting.insert(sequence, item);
             assert!(previous.is_none(), "sequence {sequence} finished twice");
+            // The next to release is what every waiting one waits for: it is never among them.
+            debug_assert!((self.waiting.len() as u64) < self.outstanding(), "every outstanding sequence is waiting");
             return Vec::new();
         }
         let mut released = vec![item];
@@ -47,16 +50,39 @@ impl<T> Sequencer<T> {
             released.push(next);
             self.next_to_release += 1;
         }
+        // Released: exactly `sequence` and the run of finished ones after it, in order.
+        assert_eq!(released.len() as u64, self.next_to_release - sequence);
+        self.debug_check();
         released
+    }
+
+    /// The waiting items are those finished ahead of their turn: after the
+    /// next to release, and allocated (debug builds; walks the waiting ones).
+    fn debug_check(&self) {
+        assert!(self.next_to_release <= self.next_to_allocate, "released {} of {} allocated", self.next_to_release, self.next_to_allocate);
+        debug_assert!(
+            self.waiting.keys().all(|&s| s > self.next_to_release && s < self.next_to_allocate),
+            "waiting sequence outside {}..{}",
+            self.next_to_release,
+            self.next_to_allocate
+        );
     }
 
     /// Exceptions finished but waiting for an earlier one.
     pub fn waiting(&self) -> usize {
+        // The next to release is never among them, so not all outstanding ones can wait.
+        assert!(
+            self.waiting.is_empty() || (self.waiting.len() as u64) < self.outstanding(),
+            "{} waiting of {} outstanding",
+            self.waiting.len(),
+            self.outstanding()
+        );
         self.waiting.len()
     }
 
     /// Exceptions allocated and not yet released.
     pub fn outstanding(&self) -> u64 {
+        assert!(self.next_to_release <= self.next_to_allocate, "released {} of {} allocated", self.next_to_release, self.next_to_allocate);
         self.next_to_allocate - self.next_to_release
     }
 }
