@@ -24,6 +24,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod chunk;
+pub mod cov;
 pub mod exception_table;
 pub mod format;
 pub mod io;

@@ -262,7 +262,7 @@ impl CrashTrace {
 
     /// The scenario this trace describes (knobs, ops, scripted faults).
     pub fn scenario(&self) -> Result<Scenario, FieldError> {
-        let file = ScenarioFile { description: self.post_mortem.clone(), seeds: vec![self.seed], shape: self.shape.clone() };
+        let file = ScenarioFile { description: self.post_mortem.clone(), seeds: vec![self.seed], reaches: Vec::new(), shape: self.shape.clone() };
         let mut scenario = Scenario::from_file("trace", Path::new("trace"), file)?;
         scenario.knobs.crashes = self.crashes;
         scenario.knobs.faults = FaultRates { read_error: self.read_error, write_error: self.write_error, flush_error: self.flush_error };

@@ -88,6 +88,8 @@ impl Bounds {
 pub struct Coverage {
     /// Events of the recorded run.
     pub steps: u64,
+    /// The coverage marks the run and its crash states reached.
+    pub marks: crate::marks::MarkCounts,
     /// Crash points where some disk had changed.
     pub crash_points: u64,
     /// Crash states generated (before deduplication).
@@ -378,6 +380,8 @@ struct Candidate {
 
 /// Runs `config` once and checks every crash state within `bounds`.
 pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), CrashFailure>) {
+    // Marks count per thread: what an earlier run here left is not ours.
+    let _ = crate::marks::MarkCounts::take("");
     let mut world = World::new(config);
     world.start();
     let mut coverage = Coverage { complete: true, ..Coverage::default() };
@@ -411,6 +415,7 @@ pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), Cra
     coverage.complete &= !coverage.truncated;
     let report = world.report();
     coverage.trace_hash = report.trace_hash;
+    coverage.marks = crate::marks::MarkCounts::take(&format!("explore seed {}", config.seed));
     if outcome.is_ok() {
         if let Some(failure) = report.failure {
             outcome = Err(CrashFailure { step: failure.step, applied: "the live run (no crash)".into(), violation: failure.violation });

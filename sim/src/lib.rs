@@ -7,6 +7,7 @@
 //! - [`trace`]: run traces and their hashes.
 //! - [`bench`]: the performance figures (`snapsim bench`, `cargo bench -p sim`).
 //! - [`limits`]: the bounds every input file is read within.
+//! - [`marks`]: coverage marks, the engine's and the world's: what a run reached.
 //! - [`shape`]: `RunShape`, the run's shape that scenario files and crash traces share, and `FileError`.
 //! - [`hostile`]: `arbitrary` descriptions of COW devices and operation sequences (fuzzing).
 //! - [`zoo`]: the hunt for the kernel's historical bugs (`snapsim zoo`).
@@ -23,6 +24,7 @@ pub mod explore;
 pub mod hostile;
 pub mod limits;
 pub mod logwrites;
+pub mod marks;
 pub mod scenario;
 pub mod shape;
 pub mod soak;

@@ -54,6 +54,10 @@ pub struct ScenarioFile {
     /// Completion orders explored, one run each (default `[1]`).
     #[serde(default = "default_seeds")]
     pub seeds: Vec<u64>,
+    /// Coverage marks (`sim::marks`) its exploration must reach: `cargo
+    /// test` fails when a change stops it reaching one.
+    #[serde(default)]
+    pub reaches: Vec<String>,
     #[serde(flatten)]
     pub shape: RunShape,
 }
@@ -91,6 +95,9 @@ impl Scenario {
     /// Checks a scenario's fields and builds its knobs, operations and faults.
     pub fn from_file(name: &str, path: &Path, file: ScenarioFile) -> Result<Self, FieldError> {
         let (ops, injections) = file.shape.parse_checked()?;
+        if let Some(unknown) = file.reaches.iter().find(|name| !crate::marks::all().iter().any(|(mark, _)| mark == name)) {
+            return Err(FieldError::new("reaches", format!("reaches: no coverage mark is called {unknown:?} (`snapsim coverage` lists them)")));
+        }
         if !(1..=Limits::SEEDS_MAX).contains(&file.seeds.len()) {
             return Err(FieldError::new("seeds", format!("seeds (entries) = {}: must be 1..={}", file.seeds.len(), Limits::SEEDS_MAX)));
         }

@@ -18,6 +18,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // wall time and worker threads belong to the soak, not the engine
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,6 +29,7 @@ use engine::zoo::Mutations;
 use serde::Serialize;
 
 use crate::crash_trace::{CrashTrace, mutation_id};
+use crate::marks::MarkCounts;
 use crate::world::{Report, RunConfig, run};
 
 /// This soak's part of the seed range: shard `index` of `count`.
@@ -194,9 +196,28 @@ pub struct SoakReport {
     pub operations: u64,
     /// Every failing seed, in seed order.
     pub failures: Vec<SoakFailure>,
+    /// Each coverage mark reached: hits, and the smallest seed that hit it.
+    pub marks: BTreeMap<&'static str, MarkHits>,
+}
+
+/// One coverage mark over a soak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MarkHits {
+    pub hits: u64,
+    pub first_seed: u64,
 }
 
 impl SoakReport {
+    /// The coverage marks as a table's counts (first hit: the smallest seed).
+    pub fn mark_counts(&self) -> MarkCounts {
+        let mut counts = MarkCounts::default();
+        for (&name, mark) in &self.marks {
+            counts.hits.insert(name, mark.hits);
+            counts.first.insert(name, format!("seed {}", mark.first_seed));
+        }
+        counts
+    }
+
     /// The human summary printed at the end.
     pub fn summary(&self) -> String {
         let mut text = format!(
@@ -242,6 +263,8 @@ struct SeedDone {
     /// run itself, so minimizing starts without running the seed again;
     /// none for a panic, whose run left no report).
     failure: Option<(SoakFailure, Option<CrashTrace>)>,
+    seed: u64,
+    marks: MarkCounts,
 }
 
 /// How often the progress callback hears from the soak.
@@ -260,6 +283,7 @@ pub fn soak(config: &SoakConfig, interrupt: &AtomicBool, progress: &mut dyn FnMu
     let mut totals = Progress { seeds_total: limit, ..Progress::default() };
     let (mut disk_requests, mut operations) = (0u64, 0u64);
     let mut failures = Vec::new();
+    let mut marks: BTreeMap<&'static str, MarkHits> = BTreeMap::new();
     let mut stopped_by = "seeds";
     std::thread::scope(|scope| {
         for _ in 0..config.jobs {
@@ -289,6 +313,11 @@ pub fn soak(config: &SoakConfig, interrupt: &AtomicBool, progress: &mut dyn FnMu
                     totals.crash_states += done.crashes;
                     disk_requests += done.disk_requests;
                     operations += done.operations;
+                    for (&name, &hits) in &done.marks.hits {
+                        let mark = marks.entry(name).or_insert(MarkHits { hits: 0, first_seed: done.seed });
+                        mark.hits += hits;
+                        mark.first_seed = mark.first_seed.min(done.seed);
+                    }
                     if let Some(failure) = done.failure {
                         totals.failures += 1;
                         failures.push(failure);
@@ -342,6 +371,7 @@ pub fn soak(config: &SoakConfig, interrupt: &AtomicBool, progress: &mut dyn FnMu
         disk_requests,
         operations,
         failures,
+        marks,
     }
 }
 
@@ -367,7 +397,8 @@ fn soak_seed(config: &SoakConfig, seed: u64) -> SeedDone {
                 replay: run_config.replay_command(),
                 trace: None,
             };
-            return SeedDone { crashes: 0, disk_requests: 0, operations: 0, failure: Some((failure, None)) };
+            let marks = MarkCounts::take(&format!("seed {seed}"));
+            return SeedDone { crashes: 0, disk_requests: 0, operations: 0, failure: Some((failure, None)), seed, marks };
         }
     };
     let failure = report.failure.as_ref().map(|failure| SoakFailure {
@@ -379,7 +410,14 @@ fn soak_seed(config: &SoakConfig, seed: u64) -> SeedDone {
         trace: None,
     });
     let failure = failure.map(|failure| (failure, Some(CrashTrace::from_run(&run_config, &report))));
-    SeedDone { crashes: report.stats.crashes, disk_requests: report.stats.disk_requests, operations: report.stats.operations, failure }
+    SeedDone {
+        crashes: report.stats.crashes,
+        disk_requests: report.stats.disk_requests,
+        operations: report.stats.operations,
+        failure,
+        seed,
+        marks: report.marks,
+    }
 }
 
 thread_local! {

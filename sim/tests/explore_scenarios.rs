@@ -9,12 +9,14 @@
 //! `cargo test -p sim --test explore_scenarios -- --nocapture` prints the counts.
 
 use sim::explore::{Coverage, explore};
+use sim::marks::MarkCounts;
 use sim::scenario::{Scenario, all_in, scenarios_dir};
 
 /// Explores `name` over each of its seeds; panics with the replay command on a failure.
 fn check(name: &str) -> Coverage {
     let scenario = Scenario::load(name).unwrap_or_else(|e| panic!("{e}"));
     let mut total = Coverage::default();
+    let mut marks = MarkCounts::default();
     for &seed in &scenario.file.seeds {
         let (coverage, outcome) = explore(&scenario.run_config(seed), &scenario.bounds());
         println!(
@@ -31,7 +33,12 @@ fn check(name: &str) -> Coverage {
         assert!(coverage.complete, "{name} seed {seed} is no longer explored completely: {}", coverage.describe(&scenario.bounds()));
         total.crash_points += coverage.crash_points;
         total.distinct += coverage.distinct;
+        marks.add(&coverage.marks);
     }
+    // The coverage marks its file says it reaches (`reaches = [...]`).
+    let lost: Vec<&String> = scenario.file.reaches.iter().filter(|mark| marks.of(mark) == 0).collect();
+    assert!(lost.is_empty(), "{name} no longer reaches the coverage marks {lost:?} its file documents");
+    total.marks = marks;
     total
 }
 
@@ -64,6 +71,7 @@ scenarios! {
     descending_writes => "descending-writes",
     four_snapshots_faults => "four-snapshots-faults",
     merge_concurrent_writes => "merge-concurrent-writes",
+    merge_copy_error => "merge-copy-error",
     merge_crash => "merge-crash",
     merge_invalidated => "merge-invalidated",
     merge_multi_area => "merge-multi-area",
@@ -169,4 +177,15 @@ fn per_sector_judging_agrees_with_brute_force() {
     }
     println!("{points} crash points judged both ways ({failing_points} failing) over {} runs, {failing} runs failing", runs.len());
     assert!(points > 100 && failing_points > 0, "the cross-check must compare failing points too");
+}
+
+/// Every coverage mark a scenario file names exists, and the marks the
+/// scenarios document reach far: a mark dropped from the engine, or a
+/// scenario edited until it no longer reaches its marks, fails here or in
+/// its own test above.
+#[test]
+fn scenario_files_document_the_marks_they_reach() {
+    let scenarios = all_in(&scenarios_dir()).unwrap();
+    let documented: std::collections::BTreeSet<&str> = scenarios.iter().flat_map(|s| s.file.reaches.iter().map(String::as_str)).collect();
+    assert!(documented.len() >= 35, "only {} marks are documented as reached by a scenario: {documented:?}", documented.len());
 }

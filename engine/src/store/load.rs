@@ -139,6 +139,7 @@ fn on_header<D: BlockDevice>(
         Err(error) => return HeaderNext::Finished(Err(error)),
     };
     if header.valid == 0 {
+        crate::cov::hit(crate::cov::Mark::LoadFoundInvalidHeader);
         let mut state = State::new(chunk);
         state.valid = false;
         return HeaderNext::Finished(Ok(finish(setup, state, LoadOutcome::Invalid, ExceptionTable::new())));
@@ -166,6 +167,7 @@ fn finish<D: BlockDevice>(setup: Setup<D>, state: State, outcome: LoadOutcome, e
 /// are plain writes, as in the kernel; the first commit's PREFLUSH makes them
 /// durable.
 fn create_new<D: BlockDevice>(setup: Setup<D>, done: LoadDone<D>) {
+    crate::cov::hit(crate::cov::Mark::LoadCreatedNewCow);
     let chunk = setup.layout.chunk();
     let header = DiskHeader::new(true, chunk).encode_chunk(chunk);
     // What a new snapshot writes, the next load reads back as valid with this chunk size.
@@ -330,7 +332,10 @@ impl<D: BlockDevice> AreaReader<D> {
             let area = self.parse_next;
             assert!(area < self.read_next, "area {area} parsed before it was read");
             match read {
-                Err(error) => self.fail(StoreError::io(format!("reading metadata area {area}"), error)),
+                Err(error) => {
+                    crate::cov::hit(crate::cov::Mark::LoadAreaReadError);
+                    self.fail(StoreError::io(format!("reading metadata area {area}"), error))
+                }
                 Ok(bytes) => self.parse_area(area, bytes),
             }
         }
@@ -353,11 +358,15 @@ impl<D: BlockDevice> AreaReader<D> {
             }
         }
         if used == per_area {
+            crate::cov::hit(crate::cov::Mark::LoadStoppedAtFullAreaBoundary);
             // Z8: the 2.4-era loop stepped over every other area.
             self.parse_next += if self.mutations.has(Mutation::Z8LoadSkipsEveryOtherArea) { 2 } else { 1 };
             return;
         }
         // The last, partial area: it becomes the store's in-memory area.
+        if used > 0 {
+            crate::cov::hit(crate::cov::Mark::LoadPartialLastArea);
+        }
         let setup = self.setup.take().expect("the last area is parsed once");
         let mut state = State::new(layout.chunk());
         state.current_area = area;

@@ -284,12 +284,16 @@ impl<D: BlockDevice> PersistentStore<D> {
         let device_sectors = self.cow.size_sectors();
         let next_free = state.next_free;
         if device_sectors < (next_free + 1).saturating_mul(chunk_sectors) {
+            crate::cov::hit(crate::cov::Mark::AllocationNoSpace);
             return Err(StoreError::NoSpace { device_sectors, next_free });
         }
         let z1 = self.mutations.has(Mutation::Z1NoSkipMetadataAfterLoad);
         assert!(z1 || !self.layout.is_metadata_chunk(next_free), "allocator points at metadata chunk {next_free}");
         assert!(next_free > crate::format::HEADER_CHUNKS, "allocator at chunk {next_free}, the header or area 0");
         state.next_free = self.layout.skip_metadata(next_free + 1);
+        if state.next_free > next_free + 1 {
+            crate::cov::hit(crate::cov::Mark::AllocationSkippedMetadata);
+        }
         state.pending_count += 1;
         debug_assert!(!self.layout.is_metadata_chunk(state.next_free));
         // Chunks are handed out in increasing order, each once.
@@ -311,6 +315,11 @@ impl<D: BlockDevice> PersistentStore<D> {
             let mut state = self.state.lock();
             assert!(record.new_chunk < state.next_free, "commit of chunk {} never allocated (next free {})", record.new_chunk, state.next_free);
             assert_ne!(state.phase, Phase::MergeIo, "an exception committed during a merge");
+            match state.phase {
+                Phase::WritingArea => crate::cov::hit(crate::cov::Mark::CommitQueuedBehindAreaWrite),
+                Phase::ZeroingNextArea => crate::cov::hit(crate::cov::Mark::CommitQueuedBehindZeroing),
+                _ => {}
+            }
             state.queued.push_back(QueuedCommit { record, valid, callback });
             assert!(state.queued.len() as u64 <= state.pending_count, "more commits queued than exceptions prepared");
             self.advance(&mut state)
@@ -327,6 +336,7 @@ impl<D: BlockDevice> PersistentStore<D> {
         let per_area = self.layout.exceptions_per_area();
         while let Some(commit) = state.queued.pop_front() {
             if !commit.valid {
+                crate::cov::hit(crate::cov::Mark::CommitOfFailedCopy);
                 state.valid = false;
             }
             assert!(state.current_committed < per_area, "area {} overfull", state.current_area);
@@ -354,6 +364,7 @@ impl<D: BlockDevice> PersistentStore<D> {
             if area_full && !self.mutations.has(Mutation::Z13ZeroNextAreaAfterFullOne) {
                 // The next area must read as empty on disk before this one
                 // says "full", or a reload would run on into stale records.
+                crate::cov::hit(crate::cov::Mark::AreaFilled);
                 state.phase = Phase::ZeroingNextArea;
                 // The allocator has stepped over the next area already: zeroing it destroys no data.
                 assert!(
@@ -386,6 +397,9 @@ impl<D: BlockDevice> PersistentStore<D> {
             state.current_area,
             state.current_committed
         );
+        if state.callbacks.len() > 1 {
+            crate::cov::hit(crate::cov::Mark::CommitBatched);
+        }
         state.phase = Phase::WritingArea;
         state.check(self.layout, self.mutations);
         Step::WriteArea { chunk: self.layout.area_location(state.current_area), bytes: state.area.clone() }
@@ -453,6 +467,7 @@ impl<D: BlockDevice> PersistentStore<D> {
             assert_eq!(state.current_committed, self.layout.exceptions_per_area(), "area {} zeroed its successor while not full", state.current_area);
             match result {
                 Err(error) if !self.mutations.has(Mutation::Z14ZeroAreaErrorSwallowed) => {
+                    crate::cov::hit(crate::cov::Mark::NextAreaZeroingFailed);
                     log::warn!("invalidating snapshot: zeroing metadata area {} failed: {error}", state.current_area + 1);
                     state.valid = false;
                 }
@@ -474,6 +489,7 @@ impl<D: BlockDevice> PersistentStore<D> {
             assert_eq!(state.phase, Phase::WritingArea);
             assert!(state.current_committed > 0, "area {} written with no record in it", state.current_area);
             if let Err(error) = result {
+                crate::cov::hit(crate::cov::Mark::AreaWriteFailed);
                 log::warn!("invalidating snapshot: writing metadata area {} failed: {error}", state.current_area);
                 state.valid = false;
             }
@@ -602,6 +618,7 @@ impl<D: BlockDevice> PersistentStore<D> {
     /// `valid = 0` (a plain write, as the kernel's). The header is built in
     /// its own buffer, never in the area buffer a commit may be writing.
     pub fn drop_snapshot(&self, done: Option<StoreDone>) {
+        crate::cov::hit(crate::cov::Mark::HeaderInvalidated);
         self.state.lock().valid = false;
         let chunk = self.layout.chunk();
         let header = DiskHeader::new(false, chunk).encode_chunk(chunk);
@@ -617,6 +634,7 @@ impl<D: BlockDevice> PersistentStore<D> {
             WriteFlags::PLAIN,
             Box::new(move |result| {
                 let outcome = result.map_err(|error| {
+                    crate::cov::hit(crate::cov::Mark::HeaderInvalidationFailed);
                     log::warn!("writing the invalidated header failed: {error}");
                     StoreError::io("writing the invalidated header", error)
                 });

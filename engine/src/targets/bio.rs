@@ -78,6 +78,9 @@ pub fn split_write(sector: u64, data: Vec<u8>, flags: WriteFlags, boundary: u64,
     assert_eq!(data.len() % SECTOR_BYTES, 0, "a write of {} bytes split", data.len());
     let pieces = split(sector, (data.len() / SECTOR_BYTES) as u64, boundary);
     let single = pieces.len() == 1;
+    if !single {
+        crate::cov::hit(crate::cov::Mark::OriginWriteSplit);
+    }
     let mut data = data;
     let join = Join::new(pieces.len(), (), done);
     for (index, (piece_sector, piece_sectors)) in pieces.into_iter().enumerate() {

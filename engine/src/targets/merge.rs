@@ -88,6 +88,7 @@ impl<D: BlockDevice> Snapshot<D> {
             assert!(!state.merge.running, "merge already running");
             assert_eq!(state.merge.chunks, 0, "chunks held back before the merge started");
             state.merge.running = true;
+            crate::cov::hit(crate::cov::Mark::MergeStarted);
             state.merge.done = Some(done);
             state.merge.check();
         }
@@ -153,6 +154,9 @@ impl<D: BlockDevice> Snapshot<D> {
             }
             MergeStep::Run(run) => {
                 assert!(run.count > 0, "a merge run of no chunks");
+                if run.count > 1 {
+                    crate::cov::hit(crate::cov::Mark::MergeRunOfSeveralChunks);
+                }
                 // A run lies within one metadata area.
                 assert!(run.count <= store.layout().exceptions_per_area(), "a run of {} records", run.count);
                 let count = u64::from(run.count);
@@ -214,7 +218,10 @@ impl<D: BlockDevice> Snapshot<D> {
             to,
             sectors as u32,
             Box::new(move |result| match result {
-                Err(error) => this.merge_stop(MergeOutcome::Failed(format!("copying run at origin chunk {}: {error}", run.old_start))),
+                Err(error) => {
+                    crate::cov::hit(crate::cov::Mark::MergeCopyError);
+                    this.merge_stop(MergeOutcome::Failed(format!("copying run at origin chunk {}: {error}", run.old_start)))
+                }
                 Ok(()) => this.merge_flush_origin(run),
             }),
         );
@@ -241,6 +248,7 @@ impl<D: BlockDevice> Snapshot<D> {
             run.count,
             Box::new(move |result| {
                 if let Err(error) = result {
+                    crate::cov::hit(crate::cov::Mark::MergeCommitFailed);
                     return this.merge_stop(MergeOutcome::Failed(error.to_string()));
                 }
                 let released = {
@@ -286,6 +294,7 @@ impl<D: BlockDevice> Snapshot<D> {
         if let Some(new_chunk) = remapped {
             let merging = chunk >= state.merge.first_chunk && chunk < state.merge.first_chunk + state.merge.chunks;
             if merging {
+                crate::cov::hit(crate::cov::Mark::MergeWriteWaitsForRun);
                 state.merge.queued.push(bio);
                 state.merge.check();
                 return;

@@ -230,6 +230,7 @@ impl<D: BlockDevice> Origin<D> {
         {
             let mut queue = self.parked.lock();
             if !queue.is_empty() || !early_room.unwrap_or_else(|| self.has_room()) {
+                crate::cov::hit(crate::cov::Mark::ThrottleParked);
                 return queue.push_back(parked);
             }
             self.admitting.fetch_add(1, Ordering::SeqCst);

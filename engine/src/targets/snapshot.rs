@@ -360,6 +360,9 @@ impl<D: BlockDevice> Snapshot<D> {
         if !state.valid {
             return;
         }
+        if !state.commits.is_empty() || state.pending.values().any(|p| p.started) {
+            crate::cov::hit(crate::cov::Mark::InvalidatedWithCommitsQueued);
+        }
         log::error!("invalidating snapshot: {why}");
         state.store.drop_snapshot(None);
         state.valid = false;
@@ -397,6 +400,10 @@ impl<D: BlockDevice> Snapshot<D> {
             }
             Err(error) => {
                 if snapshot_write && self.kind == StoreKind::PersistentOverflow && !self.mutations.has(Mutation::Z17OverflowInvalidatesPo) {
+                    crate::cov::hit(crate::cov::Mark::OverflowRefusedWrite);
+                    if state.pending.values().any(|p| p.started) {
+                        crate::cov::hit(crate::cov::Mark::OverflowWithCopiesInFlight);
+                    }
                     log::error!("snapshot overflowed: unable to allocate exception ({error})");
                     state.overflowed = true;
                 } else {
@@ -444,6 +451,7 @@ impl<D: BlockDevice> Snapshot<D> {
     pub(super) fn park_origin_write(&self, state: &mut State<D>, chunk: u64, bio: WriteBio) {
         assert_eq!(self.chunk.sector_to_chunk(bio.sector), chunk, "origin write at sector {} parked on chunk {chunk}", bio.sector);
         let pending = state.pending.get_mut(&chunk).expect("origin write parked on a chunk with no pending exception");
+        crate::cov::hit(crate::cov::Mark::OriginWriteWaitsForCommit);
         pending.origin_bios.push(bio);
     }
 
@@ -452,6 +460,9 @@ impl<D: BlockDevice> Snapshot<D> {
     pub(super) fn claim_copy(&self, state: &mut State<D>, chunk: u64) -> bool {
         let pending = state.pending.get_mut(&chunk).expect("copy claimed for a chunk with no pending exception");
         let first = !pending.started;
+        if !first {
+            crate::cov::hit(crate::cov::Mark::OriginWriteJoinsPendingException);
+        }
         // A copy fails only after it started.
         assert!(!first || !pending.copy_error, "the copy into chunk {chunk} failed before it started");
         pending.started = true;
@@ -552,6 +563,11 @@ impl<D: BlockDevice> Snapshot<D> {
             self.chunk.chunk_to_sector(new_chunk),
             sectors,
             Box::new(move |result| {
+                match &result {
+                    Err(crate::targets::copy::CopyError::Read(_)) => crate::cov::hit(crate::cov::Mark::CopyReadError),
+                    Err(crate::targets::copy::CopyError::Write(_)) => crate::cov::hit(crate::cov::Mark::CopyWriteError),
+                    Ok(()) => {}
+                }
                 this.copy_done(chunk, result.is_err());
             }),
         );
@@ -579,6 +595,9 @@ impl<D: BlockDevice> Snapshot<D> {
             }
             let sequence = pending.sequence;
             let released = state.sequencer.finish(sequence, chunk);
+            if released.is_empty() {
+                crate::cov::hit(crate::cov::Mark::CopyFinishedOutOfOrder);
+            }
             // This exception goes first, then those that finished early and waited on it.
             assert!(released.first().is_none_or(|&first| first == chunk), "sequencer released {released:?} for chunk {chunk}");
             if self.mutations.has(Mutation::Z3CommitInCompletionOrder) {
@@ -656,6 +675,7 @@ impl<D: BlockDevice> Snapshot<D> {
                 failed = true;
             } else if state.tracked.is_tracked(chunk) && !self.mutations.has(Mutation::Z9NoWaitForTrackedReads) {
                 // A snapshot read of this chunk is still reading the origin.
+                crate::cov::hit(crate::cov::Mark::CommitWaitsForTrackedRead);
                 state.tracked.wait(chunk, Waiter::Complete { success });
                 return;
             } else {
@@ -760,6 +780,7 @@ impl<D: BlockDevice> Snapshot<D> {
         }
         if !state.valid {
             drop(state);
+            crate::cov::hit(crate::cov::Mark::ReadOfInvalidSnapshot);
             return self.fail_later(done, IoError::new(IoOp::Read, sector, u64::from(sectors), IoErrorKind::SnapshotInvalid));
         }
         if let Some(new_chunk) = state.complete.lookup(chunk) {
@@ -773,6 +794,9 @@ impl<D: BlockDevice> Snapshot<D> {
             // Z19: the exception may complete between lookup and tracking.
             drop(state);
             state = self.state.lock();
+        }
+        if state.pending.contains_key(&chunk) {
+            crate::cov::hit(crate::cov::Mark::ReadRacesCopy);
         }
         state.tracked.start(chunk);
         drop(state);
@@ -815,6 +839,7 @@ impl<D: BlockDevice> Snapshot<D> {
         let remapped = self.remap(pending.new_chunk, bio.sector);
         let whole_chunk = bio.data.len() == self.chunk.bytes();
         if !pending.started && whole_chunk {
+            crate::cov::hit(crate::cov::Mark::SnapshotWriteWholeChunk);
             // The write fills the chunk: no copy, but it is acknowledged only
             // once its exception is committed.
             debug_assert_eq!(bio.sector % u64::from(self.chunk.sectors()), 0, "a whole-chunk write starts at its chunk");
@@ -847,6 +872,9 @@ impl<D: BlockDevice> Snapshot<D> {
         }
         pending.snapshot_bios.push(WriteBio { sector: remapped, ..bio });
         let start = !pending.started;
+        if start {
+            crate::cov::hit(crate::cov::Mark::SnapshotWriteNeedsCopy);
+        }
         pending.started = true;
         drop(state);
         if start {

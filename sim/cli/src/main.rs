@@ -44,6 +44,8 @@ enum Command {
     Zoo(ZooArgs),
     /// Run swarm seeds on parallel workers for a duration (the nightly soak); report every failure.
     Soak(SoakArgs),
+    /// Explore every scenario and run swarm seeds; print each coverage mark: hits, first hit, why.
+    Coverage(CoverageArgs),
     /// Measure the project's performance figures (docs/PERFORMANCE.md) and print them.
     Bench(BenchArgs),
 }
@@ -58,7 +60,7 @@ impl Command {
             Command::Explore(args) => args.json,
             Command::Replay(args) => args.json,
             Command::Zoo(args) => args.json,
-            Command::Inspect(_) | Command::View(_) | Command::Soak(_) | Command::Bench(_) => false,
+            Command::Inspect(_) | Command::View(_) | Command::Soak(_) | Command::Bench(_) | Command::Coverage(_) => false,
         }
     }
 }
@@ -172,6 +174,42 @@ fn check_soak_outputs(args: &SoakArgs) -> Result<(), CliError> {
 
 /// The nightly soak: progress on stderr, the summary on stdout, the JSON
 /// report on disk; a failure (or a stop with failures) is the exit status.
+#[derive(Debug, clap::Args)]
+struct CoverageArgs {
+    /// Swarm seeds to run (0..N) besides exploring every scenario.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    seeds: u64,
+    /// Only the swarm seeds: explore no scenario.
+    #[arg(long)]
+    no_scenarios: bool,
+    /// Also print the marks each scenario reaches.
+    #[arg(long)]
+    per_scenario: bool,
+    /// Exit 1 if any mark was never hit (the nightly's check).
+    #[arg(long)]
+    require_all: bool,
+}
+
+/// `snapsim coverage`: what the scenarios and the swarm reach.
+fn coverage(args: &CoverageArgs) -> Result<(), CliError> {
+    let scenarios =
+        if args.no_scenarios { Vec::new() } else { sim::scenario::all_in(&sim::scenario::scenarios_dir()).map_err(CliError::bad_input)? };
+    let (total, per_scenario) = sim::marks::survey(&scenarios, args.seeds);
+    if args.per_scenario {
+        for (name, counts) in &per_scenario {
+            println!("{name}: {}", counts.hits.keys().copied().collect::<Vec<_>>().join(" "));
+        }
+    }
+    print!("{}", total.table());
+    let missing = total.missing();
+    if args.require_all && !missing.is_empty() {
+        println!("verdict: FAIL: never hit: {}", missing.join(", "));
+        return Err(CliError::failed(format!("{} coverage mark(s) never hit: {}", missing.len(), missing.join(", "))).reported());
+    }
+    println!("verdict: PASS");
+    Ok(())
+}
+
 fn soak(args: &SoakArgs) -> Result<(), CliError> {
     use std::io::IsTerminal;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -250,6 +288,7 @@ fn soak(args: &SoakArgs) -> Result<(), CliError> {
     });
     bar.finish_and_clear();
     print!("{}", report.summary());
+    print!("{}", report.mark_counts().table());
     let verdict = if !report.failures.is_empty() {
         "FAIL"
     } else if report.stopped_by == "interrupt" {
@@ -767,6 +806,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Zoo(args) => zoo(&args),
         Command::Soak(args) => soak(&args),
         Command::Bench(args) => bench(&args),
+        Command::Coverage(args) => coverage(&args),
         Command::View(args) => {
             let stats = view::run(&args)?;
             eprintln!(
@@ -798,8 +838,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Simulated runs fail disks on purpose; the engine's warnings about them
     // would drown the report (RUST_LOG still shows them).
-    let simulated =
-        matches!(cli.command, Command::Run(_) | Command::Explore(_) | Command::Replay(_) | Command::Zoo(_) | Command::Soak(_) | Command::Bench(_));
+    let simulated = matches!(
+        cli.command,
+        Command::Run(_) | Command::Explore(_) | Command::Replay(_) | Command::Zoo(_) | Command::Soak(_) | Command::Bench(_) | Command::Coverage(_)
+    );
     let default_filter = if simulated { "off" } else { "warn" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter)).format_timestamp(None).init();
     let json = cli.command.json();

@@ -337,6 +337,30 @@ impl SimDisk {
         candidates
     }
 
+    /// Every sector a crash now may change (as [`Self::crash_candidates`]),
+    /// with whether any value it may take instead is all zeros; cheaper
+    /// than the candidates: nothing is copied.
+    pub fn non_durable_sectors(&self) -> BTreeMap<u64, bool> {
+        let state = self.lock();
+        let mut sectors: BTreeMap<u64, bool> = BTreeMap::new();
+        for (&sector, versions) in &state.volatile {
+            let zero = versions.iter().any(|v| v.data.bytes().iter().all(|&b| b == 0));
+            *sectors.entry(sector).or_default() |= zero;
+        }
+        for request in state.in_flight.values() {
+            if matches!(request.info.kind, RequestKind::Write { preflush: true, .. }) {
+                continue;
+            }
+            if let Some(data) = &request.data {
+                for index in 0..request.info.sectors {
+                    let bytes = &data[index as usize * engine::SECTOR_BYTES..][..engine::SECTOR_BYTES];
+                    *sectors.entry(request.info.sector + index).or_default() |= bytes.iter().all(|&b| b == 0);
+                }
+            }
+        }
+        sectors
+    }
+
     /// Every write not yet durable, oldest first: completed writes in
     /// completion order (their sectors still in the cache), then writes in
     /// flight in submission order (except PREFLUSH ones, as above).

@@ -168,6 +168,14 @@ impl World {
         let images = std::mem::take(&mut self.images);
         self.boot_on(images);
         for injection in &self.injections {
+            let (Injection::Latent { disk, sector, sectors } | Injection::FailWrites { disk, sector, sectors, .. }) = *injection;
+            if disk > 0 {
+                let chunk_sectors = u64::from(self.knobs.snapshot_chunk_sectors(disk - 1));
+                let layout = engine::format::Layout::new(engine::ChunkSize::from_sectors(chunk_sectors as u32));
+                if (sector / chunk_sectors..=(sector + sectors.max(1) - 1) / chunk_sectors).any(|c| c == 0 || layout.is_metadata_chunk(c)) {
+                    crate::marks::hit(crate::marks::WorldMark::FaultOnMetadataArea);
+                }
+            }
             match *injection {
                 Injection::Latent { disk, sector, sectors } => self.engine.disks[disk].inject_latent(sector..sector + sectors),
                 Injection::FailWrites { disk, sector, sectors, count } => self.engine.disks[disk].fail_writes(sector..sector + sectors, count),
@@ -193,6 +201,7 @@ impl World {
             ops: self.ops.clone(),
             replay: String::new(),
             replay_test: String::new(),
+            marks: Default::default(),
         }
     }
 

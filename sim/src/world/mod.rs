@@ -190,6 +190,8 @@ pub struct Report {
     pub replay: String,
     /// Its `cargo test` form.
     pub replay_test: String,
+    /// The coverage marks the run reached (filled by [`run`]).
+    pub marks: crate::marks::MarkCounts,
 }
 
 impl Report {
@@ -206,10 +208,13 @@ impl Report {
 
 /// Runs the world for `config.seed`.
 pub fn run(config: &RunConfig) -> Report {
+    // Marks count per thread: what an earlier run here left is not ours.
+    let _ = crate::marks::MarkCounts::take("");
     let mut world = World::new(config);
     world.start();
     world.main_loop(config.max_steps, &mut |_| true);
     let mut report = world.report();
+    report.marks = crate::marks::MarkCounts::take(&format!("seed {}", config.seed));
     report.replay = config.replay_command();
     report.replay_test = config.replay_test_command();
     report

@@ -56,9 +56,48 @@ impl CrashPoint {
 impl World {
     /// A crash: every disk becomes a crash image; the engine is rebuilt from them.
     pub(super) fn crash_seeded(&mut self) {
+        self.note_crash_marks();
         let crash = &mut self.crash;
         let images: Vec<Image> = self.engine.disks.iter().map(|disk| disk.crash_image(|_, n| crash.random_range(0..n))).collect();
         self.reboot(images, false);
+    }
+
+    /// Counts the crash situations this moment is in (the world's coverage
+    /// marks): which kinds of write a crash now may keep or lose.
+    fn note_crash_marks(&self) {
+        use crate::marks::{WorldMark, hit};
+        if self.merging.is_some() {
+            hit(WorldMark::CrashDuringMerge);
+        }
+        if !self.engine.disks[0].non_durable_sectors().is_empty() {
+            hit(WorldMark::CrashWithOriginWritesNotDurable);
+        }
+        let (mut header, mut area, mut zeroing, mut data) = (false, false, false, false);
+        for (k, disk) in self.engine.disks[1..].iter().enumerate() {
+            let chunk_sectors = u64::from(self.knobs.snapshot_chunk_sectors(k));
+            let layout = engine::format::Layout::new(engine::ChunkSize::from_sectors(chunk_sectors as u32));
+            for (sector, zero) in disk.non_durable_sectors() {
+                let chunk = sector / chunk_sectors;
+                if chunk == 0 {
+                    header = true;
+                } else if layout.is_metadata_chunk(chunk) {
+                    area = true;
+                    zeroing |= zero && chunk > 1;
+                } else {
+                    data = true;
+                }
+            }
+        }
+        for (reached, mark) in [
+            (header, WorldMark::CrashWithHeaderWriteNotDurable),
+            (area, WorldMark::CrashWithAreaWriteNotDurable),
+            (zeroing, WorldMark::CrashWhileNextAreaZeroing),
+            (data, WorldMark::CrashWithCopiesNotDurable),
+        ] {
+            if reached {
+                hit(mark);
+            }
+        }
     }
 
     /// Stops the machine and boots it on `images`.
@@ -93,6 +132,7 @@ impl World {
     /// What a crash right now would need judging: the oracle as the crash
     /// leaves it, and the durable COW images.
     pub fn crash_point(&self) -> Result<CrashPoint, Violation> {
+        self.note_crash_marks();
         let mut oracle = lock(&self.shared).oracle.clone();
         for status in self.statuses(false) {
             oracle.apply(&status)?;
