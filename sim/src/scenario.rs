@@ -24,7 +24,8 @@
 //! ```
 //!
 //! Faults are armed after the first boot: `fail-writes DISK SECTOR SECTORS
-//! COUNT` fails the next COUNT writes touching the range; `latent DISK
+//! COUNT [after SKIP]` fails the next COUNT writes touching the range (once
+//! SKIP of them have succeeded); `latent DISK
 //! SECTOR SECTORS` fails reads of the range until it is rewritten. DISK is
 //! `origin` or `cowK`.
 //!

@@ -36,7 +36,7 @@ pub struct RunShape {
     /// The enumeration bound of `explore` (see [`Bounds`]).
     #[serde(default = "default_writes_max")]
     pub writes_max: usize,
-    /// Scripted faults: `fail-writes DISK SECTOR SECTORS COUNT`, `latent DISK SECTOR SECTORS`.
+    /// Scripted faults: `fail-writes DISK SECTOR SECTORS COUNT [after SKIP]`, `latent DISK SECTOR SECTORS`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<String>,
     /// Reused COWs: old records past the header and area 0.
@@ -242,12 +242,13 @@ fn parse_fault(line: &str) -> Result<Injection, String> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let number = |i: usize| words.get(i).and_then(|w| w.parse::<u64>().ok()).ok_or_else(|| format!("fault {line:?}: word {} is not a number", i + 1));
     match words.first().copied() {
-        Some("fail-writes") if words.len() == 5 => {
+        Some("fail-writes") if words.len() == 5 || (words.len() == 7 && words[5] == "after") => {
             let count = u32::try_from(number(4)?).map_err(|_| format!("fault {line:?}: count is too large"))?;
-            Ok(Injection::FailWrites { disk: disk(words[1])?, sector: number(2)?, sectors: number(3)?, count })
+            let skip = if words.len() == 7 { u32::try_from(number(6)?).map_err(|_| format!("fault {line:?}: after is too large"))? } else { 0 };
+            Ok(Injection::FailWrites { disk: disk(words[1])?, sector: number(2)?, sectors: number(3)?, count, skip })
         }
         Some("latent") if words.len() == 4 => Ok(Injection::Latent { disk: disk(words[1])?, sector: number(2)?, sectors: number(3)? }),
-        _ => Err(format!("fault {line:?}: expected `fail-writes DISK SECTOR SECTORS COUNT` or `latent DISK SECTOR SECTORS`")),
+        _ => Err(format!("fault {line:?}: expected `fail-writes DISK SECTOR SECTORS COUNT [after SKIP]` or `latent DISK SECTOR SECTORS`")),
     }
 }
 
@@ -339,10 +340,13 @@ impl RunShape {
             let wrong = |message: String| FieldError::new("faults", message).at_entry(index + 1);
             let (disk, sector, sectors) = match *injection {
                 Injection::Latent { disk, sector, sectors } => (disk, sector, sectors),
-                Injection::FailWrites { disk, sector, sectors, count } => {
+                Injection::FailWrites { disk, sector, sectors, count, skip } => {
                     let range = 1..=Limits::FAULT_COUNT_MAX;
                     if !range.contains(&u64::from(count)) {
                         return Err(wrong(format!("{what}: count = {count}: must be 1..={}", Limits::FAULT_COUNT_MAX)));
+                    }
+                    if u64::from(skip) > Limits::FAULT_COUNT_MAX {
+                        return Err(wrong(format!("{what}: after = {skip}: must be 0..={}", Limits::FAULT_COUNT_MAX)));
                     }
                     (disk, sector, sectors)
                 }

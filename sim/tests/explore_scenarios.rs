@@ -71,6 +71,7 @@ scenarios! {
     descending_writes => "descending-writes",
     four_snapshots_faults => "four-snapshots-faults",
     merge_concurrent_writes => "merge-concurrent-writes",
+    merge_commit_error => "merge-commit-error",
     merge_copy_error => "merge-copy-error",
     merge_crash => "merge-crash",
     merge_invalidated => "merge-invalidated",

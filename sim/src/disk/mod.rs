@@ -118,8 +118,9 @@ struct State {
     /// Writes completed so far (each write's completion number).
     completed_writes: u64,
     latent: BTreeSet<u64>,
-    /// Sector ranges whose next writes fail: (first sector, end, writes left to fail).
-    failing_writes: Vec<(u64, u64, u32)>,
+    /// Sector ranges whose next writes fail: (first sector, end, writes
+    /// left to fail, writes to let through first).
+    failing_writes: Vec<(u64, u64, u32, u32)>,
     /// Requests completed so far.
     completions: u64,
     faults: FaultRates,
@@ -235,7 +236,12 @@ impl SimDisk {
     /// Makes the next `count` writes that touch `sectors` fail (a scripted
     /// write error: a copy or a metadata write that the disk refuses).
     pub fn fail_writes(&self, sectors: std::ops::Range<u64>, count: u32) {
-        self.lock().failing_writes.push((sectors.start, sectors.end, count));
+        self.fail_writes_after(sectors, count, 0);
+    }
+
+    /// As [`Self::fail_writes`], once `skip` writes touching the range have succeeded.
+    pub fn fail_writes_after(&self, sectors: std::ops::Range<u64>, count: u32, skip: u32) {
+        self.lock().failing_writes.push((sectors.start, sectors.end, count, skip));
     }
 
     pub fn set_faults(&self, faults: FaultRates) {
@@ -422,9 +428,13 @@ fn draw(state: &mut State, rate: impl Fn(&FaultRates) -> f64) -> bool {
 
 /// Whether a scripted failure claims this write (and uses it up).
 fn scripted_write_failure(state: &mut State, sector: u64, sectors: u64) -> bool {
-    let hit = state.failing_writes.iter_mut().find(|(start, end, left)| *left > 0 && sector < *end && *start < sector + sectors);
+    let hit = state.failing_writes.iter_mut().find(|(start, end, left, _)| *left > 0 && sector < *end && *start < sector + sectors);
     match hit {
-        Some((_, _, left)) => {
+        Some((_, _, _, skip)) if *skip > 0 => {
+            *skip -= 1;
+            false
+        }
+        Some((_, _, left, _)) => {
             *left -= 1;
             true
         }

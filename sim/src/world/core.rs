@@ -178,7 +178,9 @@ impl World {
             }
             match *injection {
                 Injection::Latent { disk, sector, sectors } => self.engine.disks[disk].inject_latent(sector..sector + sectors),
-                Injection::FailWrites { disk, sector, sectors, count } => self.engine.disks[disk].fail_writes(sector..sector + sectors, count),
+                Injection::FailWrites { disk, sector, sectors, count, skip } => {
+                    self.engine.disks[disk].fail_writes_after(sector..sector + sectors, count, skip)
+                }
             }
         }
     }

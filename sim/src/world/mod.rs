@@ -75,7 +75,7 @@ pub enum Injection {
     /// Reads of these sectors of disk `disk` (0 the origin, `k + 1` COW `k`) fail until rewritten.
     Latent { disk: usize, sector: u64, sectors: u64 },
     /// The next `count` writes touching these sectors of disk `disk` fail.
-    FailWrites { disk: usize, sector: u64, sectors: u64, count: u32 },
+    FailWrites { disk: usize, sector: u64, sectors: u64, count: u32, skip: u32 },
 }
 
 impl RunConfig {
