@@ -188,6 +188,9 @@ struct CoverageArgs {
     /// Exit 1 if any mark was never hit (the nightly's check).
     #[arg(long)]
     require_all: bool,
+    /// Also measure the directed swarm against the plain one over this many seeds each (after a pilot of a fifth as many).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    directed: Option<u64>,
 }
 
 /// `snapsim coverage`: what the scenarios and the swarm reach.
@@ -201,6 +204,9 @@ fn coverage(args: &CoverageArgs) -> Result<(), CliError> {
         }
     }
     print!("{}", total.table());
+    if let Some(seeds) = args.directed {
+        println!("{}", sim::marks::directed_swarm((seeds / 5).max(1), seeds).describe());
+    }
     let missing = total.missing();
     if args.require_all && !missing.is_empty() {
         println!("verdict: FAIL: never hit: {}", missing.join(", "));

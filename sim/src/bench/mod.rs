@@ -63,6 +63,9 @@ pub fn run_all(memory: MemoryProbe, dir: &std::path::Path) {
     println!();
     simulation::print_swarm(300);
     println!();
+    // Plain against directed swarm on the five rarest coverage marks.
+    println!("{}", crate::marks::directed_swarm(2_000, 10_000).describe());
+    println!();
     simulation::print_crash_states("");
     println!();
     simulation::print_complete_vs_brute_force();

@@ -84,15 +84,23 @@ impl Knobs {
 
     /// Draws the knobs from the run's `knobs` stream.
     pub fn draw(rng: &mut ChaCha8Rng) -> Self {
+        Self::draw_biased(rng, &SwarmBias::default())
+    }
+
+    /// Draws the knobs with the yes/no features at `bias`'s odds (the
+    /// directed swarm). Every draw takes the same values from the stream
+    /// whatever the odds, so the plain bias draws exactly [`Self::draw`]'s knobs.
+    pub fn draw_biased(rng: &mut ChaCha8Rng, bias: &SwarmBias) -> Self {
+        let odds = |p: f64| p.clamp(SwarmBias::ODDS_MIN, 1.0 - SwarmBias::ODDS_MIN);
         let chunk_sectors = 1u32 << rng.random_range(0..=4u32);
         let origin_chunks = rng.random_range(16..=96u64);
         // Sometimes too small, so that P invalidates and PO overflows.
-        let cow_chunks = if rng.random_bool(0.2) { rng.random_range(4..=24u64) } else { origin_chunks * 2 + 16 };
-        let faulty = rng.random_bool(0.25);
+        let cow_chunks = if rng.random_bool(odds(bias.odds[0])) { rng.random_range(4..=24u64) } else { origin_chunks * 2 + 16 };
+        let faulty = rng.random_bool(odds(bias.odds[1]));
         let rate = |rng: &mut ChaCha8Rng| if faulty { rng.random_range(0..=20u32) as f64 / 1000.0 } else { 0.0 };
         let snapshots = rng.random_range(1..=3usize);
         let bits = chunk_sectors.trailing_zeros();
-        let mixed_chunk_sectors = if snapshots > 1 && bits > 0 && rng.random_bool(0.3) {
+        let mixed_chunk_sectors = if snapshots > 1 && bits > 0 && rng.random_bool(odds(bias.odds[2])) {
             (0..snapshots).map(|_| 1 << rng.random_range(0..=bits)).collect()
         } else {
             Vec::new()
@@ -103,7 +111,7 @@ impl Knobs {
             origin_chunks,
             cow_chunks,
             snapshots,
-            store: if rng.random_bool(0.5) { StoreKind::Persistent } else { StoreKind::PersistentOverflow },
+            store: if rng.random_bool(1.0 - odds(bias.odds[3])) { StoreKind::Persistent } else { StoreKind::PersistentOverflow },
             mix: Mix {
                 origin_write: rng.random_range(1..=10),
                 snapshot_write: rng.random_range(0..=5),
@@ -115,12 +123,47 @@ impl Knobs {
             cow_threshold: [0, 1, 2, 4, 2048][rng.random_range(0..5usize)],
             crashes: rng.random_range(0..=3u32),
             operations: rng.random_range(100..=600u64),
-            stale_cow: rng.random_bool(0.2),
+            stale_cow: rng.random_bool(odds(bias.odds[4])),
             stale_area_zero: false,
             // Drawn last, so that every earlier knob stays what it was.
             fua_per_mille: [0, 0, 50, 300][rng.random_range(0..4usize)],
             preflush_per_mille: [0, 0, 30, 200][rng.random_range(0..4usize)],
         }
+    }
+}
+
+/// The odds the swarm draws its yes/no knob features with: the plain
+/// swarm's by default; the directed swarm shifts them toward the features
+/// of the seeds that reached the rarest coverage marks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SwarmBias {
+    /// One per [`SwarmBias::FEATURES`] entry.
+    pub odds: [f64; 5],
+}
+
+impl Default for SwarmBias {
+    fn default() -> Self {
+        Self { odds: [0.2, 0.25, 0.3, 0.5, 0.2] }
+    }
+}
+
+impl SwarmBias {
+    /// The features, in `odds` order.
+    pub const FEATURES: [&str; 5] = ["small-cow", "faulty", "mixed-chunk-sizes", "po-store", "stale-cow"];
+    /// No feature is ever certain or impossible: a draw always takes one value from the stream.
+    pub const ODDS_MIN: f64 = 0.05;
+}
+
+impl Knobs {
+    /// Which of [`SwarmBias::FEATURES`] these knobs have.
+    pub fn features(&self) -> [bool; 5] {
+        [
+            self.cow_chunks != self.origin_chunks * 2 + 16,
+            self.faults.read_error + self.faults.write_error + self.faults.flush_error > 0.0,
+            !self.mixed_chunk_sectors.is_empty(),
+            self.store == StoreKind::PersistentOverflow,
+            self.stale_cow,
+        ]
     }
 }
 
