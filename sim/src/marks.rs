@@ -210,6 +210,22 @@ fn swarm_seed(seed: u64, bias: &crate::world::knobs::SwarmBias) -> (crate::world
 /// always (or never). Then seeds `pilot..pilot + seeds` run once plain and once with
 /// those odds, and the rarest marks' hits are counted in each.
 pub fn directed_swarm(pilot: u64, seeds: u64) -> SwarmFigure {
+    let (rarest, bias) = pilot_bias(pilot);
+    let plain = crate::world::knobs::SwarmBias::default();
+    let rare_hits = |marks: &MarkCounts| rarest.iter().map(|name| marks.of(name)).sum::<u64>();
+    let (mut plain_hits, mut directed_hits) = (0, 0);
+    for seed in pilot..pilot + seeds {
+        plain_hits += rare_hits(&swarm_seed(seed, &plain).1);
+        directed_hits += rare_hits(&swarm_seed(seed, &bias).1);
+    }
+    assert!(rarest.len() <= 5, "five marks at most");
+    SwarmFigure { rarest, bias, seeds, plain_hits, directed_hits }
+}
+
+/// The pilot of the directed swarm: `pilot` plain seeds; the five rarest
+/// marks they reached, and the odds that favour the features of the seeds
+/// that reached them.
+pub fn pilot_bias(pilot: u64) -> (Vec<&'static str>, crate::world::knobs::SwarmBias) {
     use crate::world::knobs::SwarmBias;
     let plain = SwarmBias::default();
     let mut total = MarkCounts::default();
@@ -220,7 +236,6 @@ pub fn directed_swarm(pilot: u64, seeds: u64) -> SwarmFigure {
     let mut reached: Vec<(&'static str, u64)> = total.hits.iter().map(|(&name, &n)| (name, n)).collect();
     reached.sort_by_key(|&(name, n)| (n, name));
     let rarest: Vec<&'static str> = reached.iter().take(5).map(|&(name, _)| name).collect();
-    let rare_hits = |marks: &MarkCounts| rarest.iter().map(|name| marks.of(name)).sum::<u64>();
     // Each pilot seed scores by its share of each rare mark's hits (so the
     // rarest of the five weighs as much as the least rare), and each
     // feature is pushed toward on or off as the scoring seeds have it more
@@ -244,13 +259,7 @@ pub fn directed_swarm(pilot: u64, seeds: u64) -> SwarmFigure {
             };
         }
     }
-    let (mut plain_hits, mut directed_hits) = (0, 0);
-    for seed in pilot..pilot + seeds {
-        plain_hits += rare_hits(&swarm_seed(seed, &plain).1);
-        directed_hits += rare_hits(&swarm_seed(seed, &bias).1);
-    }
-    assert!(rarest.len() <= 5, "five marks at most");
-    SwarmFigure { rarest, bias, seeds, plain_hits, directed_hits }
+    (rarest, bias)
 }
 
 #[cfg(test)]

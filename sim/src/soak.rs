@@ -88,6 +88,9 @@ pub struct SoakConfig {
     pub mutations: Mutations,
     /// Fail on the kernel behaviours K1 and K2 too (`--strict`).
     pub strict: bool,
+    /// The odds the seeds' knobs are drawn with (`--bias`, or a pilot's
+    /// with `--directed`; default the plain swarm's).
+    pub bias: crate::world::knobs::SwarmBias,
     /// Failures to minimize into crash traces (`--traces-max`, default 5):
     /// one per invariant first, then in seed order.
     pub traces_max: usize,
@@ -111,6 +114,7 @@ impl Default for SoakConfig {
             jobs: std::thread::available_parallelism().map_or(1, usize::from),
             mutations: Mutations::NONE,
             strict: false,
+            bias: crate::world::knobs::SwarmBias::default(),
             traces_max: 5,
             traces_dir: PathBuf::from("crash-traces"),
             minimize_budget: 400,
@@ -182,6 +186,8 @@ pub struct SoakReport {
     pub jobs: usize,
     pub mutation: Option<String>,
     pub strict: bool,
+    /// The odds the knobs were drawn with (`--bias`).
+    pub bias: String,
     /// `seeds`, `duration` or `interrupt`.
     pub stopped_by: String,
     /// Seeds run: the shard's first `seeds_run` seeds, every one finished.
@@ -362,6 +368,7 @@ pub fn soak(config: &SoakConfig, interrupt: &AtomicBool, progress: &mut dyn FnMu
         jobs: config.jobs,
         mutation: mutation_id(config.mutations),
         strict: config.strict,
+        bias: config.bias.to_string(),
         stopped_by: stopped_by.to_string(),
         seeds_run: totals.seeds_run,
         seconds,
@@ -378,6 +385,7 @@ pub fn soak(config: &SoakConfig, interrupt: &AtomicBool, progress: &mut dyn FnMu
 /// The run config of one soak seed.
 fn run_config(config: &SoakConfig, seed: u64) -> RunConfig {
     let mut run_config = RunConfig::new(seed);
+    run_config.bias = config.bias;
     run_config.mutations = config.mutations;
     run_config.strict |= config.strict;
     run_config

@@ -52,6 +52,9 @@ fn replay_seed() {
     if let Ok(steps) = std::env::var("SNAPSIM_MAX_STEPS") {
         config.max_steps = steps.parse().expect("SNAPSIM_MAX_STEPS is a number of steps");
     }
+    if let Ok(bias) = std::env::var("SNAPSIM_BIAS") {
+        config.bias = bias.parse().expect("SNAPSIM_BIAS holds five odds");
+    }
     let mutation = std::env::var("SNAPSIM_MUTATION").ok();
     config.mutations = sim::crash_trace::mutations_of(mutation.as_deref()).expect("SNAPSIM_MUTATION names a mutation");
     let report = run(&config);

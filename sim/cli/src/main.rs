@@ -151,6 +151,16 @@ struct SoakArgs {
     /// Re-create a historical kernel bug in the engine (`Z3`); needs a build with `--features bug-zoo`.
     #[arg(long)]
     mutation: Option<String>,
+    /// Draw the knobs with these odds (five, comma-separated: small-cow, faulty, mixed-chunk-sizes, po-store, stale-cow).
+    #[arg(long, value_parser = parse_bias, conflicts_with = "directed")]
+    bias: Option<sim::world::knobs::SwarmBias>,
+    /// The directed swarm: a pilot of this many plain seeds finds the rarest coverage marks, and the soak draws its knobs toward them.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    directed: Option<u64>,
+}
+
+fn parse_bias(text: &str) -> Result<sim::world::knobs::SwarmBias, String> {
+    text.parse()
 }
 
 /// Refuses a path the soak could write only at its end: the report's
@@ -238,8 +248,14 @@ fn soak(args: &SoakArgs) -> Result<(), CliError> {
         strict: args.strict,
         traces_max: args.traces_max,
         traces_dir: args.traces_dir.clone(),
+        bias: args.bias.unwrap_or_default(),
         ..sim::soak::SoakConfig::default()
     };
+    if let Some(pilot) = args.directed {
+        let (rarest, bias) = sim::marks::pilot_bias(pilot);
+        println!("directed: the pilot's {pilot} seeds reached [{}] least; knobs drawn with --bias {bias}", rarest.join(", "));
+        config.bias = bias;
+    }
     if let Some(jobs) = args.jobs {
         config.jobs = jobs;
     }
@@ -636,6 +652,9 @@ struct RunArgs {
     #[arg(long)]
     mutation: Option<String>,
     /// Print one JSON object (verdict, invariant, counts, trace hash, replay command) on stdout.
+    /// Draw the knobs with these odds (what a directed soak's replay line carries).
+    #[arg(long, value_parser = parse_bias)]
+    bias: Option<sim::world::knobs::SwarmBias>,
     #[arg(long)]
     json: bool,
 }
@@ -801,6 +820,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             config.max_steps = args.max_steps;
             config.strict |= args.strict;
             config.mutations = mutations(args.mutation.as_deref())?;
+            config.bias = args.bias.unwrap_or_default();
             let (report, verdict) = run_seed(out, &config);
             if verdict.is_err() && args.save_trace {
                 save_trace(out, &sim::crash_trace::CrashTrace::from_run(&config, &report))?;

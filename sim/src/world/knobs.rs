@@ -147,6 +147,30 @@ impl Default for SwarmBias {
     }
 }
 
+impl std::fmt::Display for SwarmBias {
+    /// As `--bias` takes it: the odds in [`SwarmBias::FEATURES`] order.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let odds: Vec<String> = self.odds.iter().map(|p| format!("{p}")).collect();
+        f.write_str(&odds.join(","))
+    }
+}
+
+impl std::str::FromStr for SwarmBias {
+    type Err = String;
+
+    /// Five odds, comma-separated, each from `ODDS_MIN` to `1 - ODDS_MIN`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let odds: Vec<f64> =
+            text.split(',').map(|p| p.trim().parse::<f64>().map_err(|_| format!("{p:?} is not a number"))).collect::<Result<_, _>>()?;
+        let odds: [f64; 5] =
+            odds.try_into().map_err(|odds: Vec<f64>| format!("{} odds: one per feature ({}) is needed", odds.len(), Self::FEATURES.join(", ")))?;
+        if let Some(bad) = odds.iter().find(|p| !(Self::ODDS_MIN..=1.0 - Self::ODDS_MIN).contains(*p)) {
+            return Err(format!("odds {bad}: must be {}..={}", Self::ODDS_MIN, 1.0 - Self::ODDS_MIN));
+        }
+        Ok(Self { odds })
+    }
+}
+
 impl SwarmBias {
     /// The features, in `odds` order.
     pub const FEATURES: [&str; 5] = ["small-cow", "faulty", "mixed-chunk-sizes", "po-store", "stale-cow"];

@@ -67,6 +67,9 @@ pub struct RunConfig {
     /// Historical kernel bugs to re-create in the engine (bug-zoo builds
     /// only). Default: none; `SNAPSIM_MUTATION` for `replay_seed`.
     pub mutations: engine::zoo::Mutations,
+    /// The odds the seed's knobs are drawn with (the directed swarm's).
+    /// Default: the plain swarm's; `SNAPSIM_BIAS` for `replay_seed`.
+    pub bias: knobs::SwarmBias,
 }
 
 /// A scripted fault.
@@ -94,6 +97,7 @@ impl RunConfig {
             script: None,
             injections: Vec::new(),
             mutations: engine::zoo::Mutations::NONE,
+            bias: knobs::SwarmBias::default(),
         }
     }
 
@@ -117,7 +121,7 @@ impl RunConfig {
 
     /// The knobs this run uses.
     pub fn knobs(&self) -> Knobs {
-        self.knobs.clone().unwrap_or_else(|| Knobs::draw(&mut stream(self.seed, "knobs")))
+        self.knobs.clone().unwrap_or_else(|| Knobs::draw_biased(&mut stream(self.seed, "knobs"), &self.bias))
     }
 
     /// The `snapsim run` command that reproduces this run exactly: the seed
@@ -154,6 +158,9 @@ impl RunConfig {
         }
         if self.max_steps != Self::MAX_STEPS_DEFAULT {
             options.push(("--max-steps", "SNAPSIM_MAX_STEPS", Some(self.max_steps.to_string())));
+        }
+        if self.bias != knobs::SwarmBias::default() {
+            options.push(("--bias", "SNAPSIM_BIAS", Some(self.bias.to_string())));
         }
         options
     }
