@@ -423,3 +423,43 @@ fn table_status_names_the_store_type() {
     let (_device, store) = new_store(8, 64);
     assert_eq!(store.table_status(), "P 8");
 }
+
+/// The smallest COW the store takes: a header, area 0 and one data chunk.
+/// One chunk fewer is refused as too small; with exactly three, the one
+/// data chunk is chunk 2, and a fourth exception finds no room.
+#[test]
+fn a_cow_of_three_chunks_loads_and_holds_one_exception() {
+    let (_, store) = new_store(8, 3);
+    assert_eq!(store.prepare_exception().unwrap(), 2);
+    assert!(matches!(store.prepare_exception(), Err(StoreError::NoSpace { .. })));
+    let (_, too_small) = load_with(vec![0u8; 2 * 8 * SECTOR_BYTES], 8, |d| {
+        d.drain_oldest_first();
+    });
+    assert!(too_small.is_err(), "a COW of two chunks has no room for data");
+}
+
+/// A valid COW with no record yet, loaded again: the allocator starts at
+/// the first data chunk (chunk 2), past the header and area 0.
+#[test]
+fn an_empty_cow_reloaded_allocates_its_first_data_chunk() {
+    let (device, _) = new_store(8, 16);
+    let (_, loaded) = reload(device.contents(), 8);
+    assert_eq!(loaded.outcome, LoadOutcome::Valid);
+    assert_eq!(loaded.store.prepare_exception().unwrap(), 2);
+}
+
+/// Table names parse to their store kinds, whatever their case, and
+/// nothing else does.
+#[test]
+fn store_kinds_parse_from_their_table_names() {
+    use engine::store::StoreKind;
+    for (name, kind) in
+        [("P", StoreKind::Persistent), ("p", StoreKind::Persistent), ("PO", StoreKind::PersistentOverflow), ("Po", StoreKind::PersistentOverflow)]
+    {
+        assert_eq!(StoreKind::parse(name), Some(kind), "{name}");
+        assert_eq!(StoreKind::parse(kind.table_name()), Some(kind));
+    }
+    for name in ["N", "", "POO", "O"] {
+        assert_eq!(StoreKind::parse(name), None, "{name}");
+    }
+}
