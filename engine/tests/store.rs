@@ -463,3 +463,13 @@ fn store_kinds_parse_from_their_table_names() {
         assert_eq!(StoreKind::parse(name), None, "{name}");
     }
 }
+
+/// The allocator's position as the store reports it: the first data chunk
+/// of a new COW, then one further per exception.
+#[test]
+fn next_free_reports_where_the_allocator_stands() {
+    let (_, store) = new_store(8, 16);
+    assert_eq!(store.next_free(), 2);
+    assert_eq!(store.prepare_exception().unwrap(), 2);
+    assert_eq!(store.next_free(), 3);
+}
