@@ -198,9 +198,10 @@ impl SwarmFigure {
 
 /// One swarm seed with its knobs drawn at `bias`'s odds: its knobs and marks.
 fn swarm_seed(seed: u64, bias: &crate::world::knobs::SwarmBias) -> (crate::world::Knobs, MarkCounts) {
-    let knobs = crate::world::Knobs::draw_biased(&mut crate::world::stream(seed, "knobs"), bias);
-    let config = crate::world::RunConfig::new(seed).with_knobs(knobs.clone());
-    (knobs, crate::world::run(&config).marks)
+    // The run draws its own knobs at these odds, as a directed soak's seed does.
+    let config = crate::world::RunConfig { bias: *bias, ..crate::world::RunConfig::new(seed) };
+    let report = crate::world::run(&config);
+    (report.knobs, report.marks)
 }
 
 /// Directed swarm (swarm testing, Groce et al.; directed swarm, ISSTA'16):
