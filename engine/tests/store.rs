@@ -473,3 +473,74 @@ fn next_free_reports_where_the_allocator_stands() {
     assert_eq!(store.prepare_exception().unwrap(), 2);
     assert_eq!(store.next_free(), 3);
 }
+
+/// Power loss drops the callbacks of commits not yet durable without calling
+/// them, and forgets queued commits: what they captured (a bio waiting for
+/// its exception, here a counter) is released at once.
+#[test]
+fn power_off_drops_waiting_and_queued_callbacks_uncalled() {
+    let (device, store) = new_store(8, 64);
+    let acks = Acks::default();
+    let held = Arc::new(());
+    let in_area = store.prepare_exception().unwrap();
+    let witness = Arc::clone(&held);
+    store.commit_exception(Record { old_chunk: 1, new_chunk: in_area }, true, Box::new(move |_| drop(witness)));
+    // The area write is in flight; a second commit queues behind it.
+    assert_eq!(device.in_flight().len(), 1);
+    let queued = store.prepare_exception().unwrap();
+    let witness = Arc::clone(&held);
+    store.commit_exception(Record { old_chunk: 2, new_chunk: queued }, true, Box::new(move |_| drop(witness)));
+    assert_eq!(Arc::strong_count(&held), 3);
+    store.power_off();
+    assert_eq!(Arc::strong_count(&held), 1, "power_off kept a callback");
+    assert!(acks.get().is_empty());
+}
+
+/// A COW with 4 KiB logical blocks (a 4Kn disk): without a table chunk size
+/// the store takes the default 16 KiB chunk, reads its header as one whole
+/// block, and loads again after a commit.
+#[test]
+fn a_cow_of_4k_logical_blocks_loads_with_whole_block_reads() {
+    use engine::io::{CompletionQueue, MemDevice};
+    use engine::store::{StoreConfig, load_blocking};
+    let queue = CompletionQueue::new();
+    let cow = Arc::new(MemDevice::zeroed(2048, &queue).with_logical_block_bytes(4096));
+    let loaded = load_blocking(&queue, Arc::clone(&cow), 512, StoreConfig::default()).unwrap();
+    assert_eq!(loaded.outcome, LoadOutcome::New);
+    assert_eq!(loaded.store.chunk_size(), ChunkSize::from_sectors(32));
+    let new_chunk = loaded.store.prepare_exception().unwrap();
+    let slot = Slot::new();
+    loaded.store.commit_exception(Record { old_chunk: 9, new_chunk }, true, slot.callback());
+    queue.run_until_idle();
+    assert_eq!(slot.take(), Some(true));
+    let again = Arc::new(MemDevice::from_bytes(cow.contents(), &queue).with_logical_block_bytes(4096));
+    let loaded = load_blocking(&queue, again, 512, StoreConfig::default()).unwrap();
+    assert_eq!(loaded.outcome, LoadOutcome::Valid);
+    assert_eq!(loaded.exceptions.len(), 1);
+}
+
+/// A logical block larger than the default chunk (64 KiB blocks, as on a
+/// 64 KiB-page machine) makes the default chunk one block.
+#[test]
+fn a_cow_of_64k_logical_blocks_gets_a_one_block_default_chunk() {
+    use engine::io::{CompletionQueue, MemDevice};
+    use engine::store::{StoreConfig, load_blocking};
+    let queue = CompletionQueue::new();
+    let cow = Arc::new(MemDevice::zeroed(128 * 8, &queue).with_logical_block_bytes(65536));
+    let loaded = load_blocking(&queue, cow, 512, StoreConfig::default()).unwrap();
+    assert_eq!(loaded.store.chunk_size(), ChunkSize::from_sectors(128));
+}
+
+/// A COW of exactly one header read is read (its header could say
+/// anything) and then refused as too small, through the load's completion;
+/// only a device shorter than one header read is refused before any I/O.
+#[test]
+fn a_cow_of_one_header_read_is_read_then_refused() {
+    let slot = Slot::new();
+    let device = Arc::new(ScriptedDevice::new(vec![0; SECTOR_BYTES]));
+    PersistentStore::load(Arc::clone(&device), 512, config(8), slot.callback()).expect("a one-sector COW is read, not refused at once");
+    assert_eq!(device.log().len(), 1, "the header read");
+    device.drain_oldest_first();
+    let Some(Err(error)) = slot.take() else { panic!("a one-sector COW loaded") };
+    assert!(matches!(error, StoreError::CowTooSmall { device_sectors: 1, .. }), "{error}");
+}

@@ -87,6 +87,10 @@ pub enum Event {
     /// the engine is rebuilt from them. Nothing is lost, so nothing that the
     /// machine wrote may come back older (a `valid = 0` header included).
     CleanReload,
+    /// Loading snapshot `snapshot` after a crash failed on a media error; it
+    /// will be activated again. The writes the failed load issued were its
+    /// own (a new COW's header, area 0 zeroed), not the snapshot's.
+    LoadFailed { snapshot: usize },
     /// The engine was rebuilt from the crash images; which snapshots loaded valid.
     Reloaded { valid: Vec<bool> },
 }
@@ -130,6 +134,7 @@ impl Event {
             }
             Self::Crash => out(9),
             Self::CleanReload => out(13),
+            Self::LoadFailed { snapshot } => [18, *snapshot as u64].into_iter().for_each(out),
             Self::MergeStart { snapshot } => [11, *snapshot as u64].into_iter().for_each(out),
             Self::MergeDone { snapshot, ok } => [12, *snapshot as u64, u64::from(*ok)].into_iter().for_each(out),
             Self::Reloaded { valid } => {
@@ -175,6 +180,7 @@ impl std::fmt::Display for Event {
             }
             Self::Crash => write!(f, "CRASH"),
             Self::CleanReload => write!(f, "CLEAN RELOAD"),
+            Self::LoadFailed { snapshot } => write!(f, "loading snapshot {snapshot} FAILED (media error); activating it again"),
             Self::MergeStart { snapshot } => write!(f, "merge of snapshot {snapshot} starts"),
             Self::MergeDone { snapshot, ok } => write!(f, "merge of snapshot {snapshot} {}", if *ok { "complete" } else { "FAILED" }),
             Self::Reloaded { valid } => write!(f, "reloaded; snapshots valid: {valid:?}"),

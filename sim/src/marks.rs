@@ -19,10 +19,11 @@ pub enum WorldMark {
     CrashWithOriginWritesNotDurable,
     CrashDuringMerge,
     FaultOnMetadataArea,
+    LoadRetried,
 }
 
 impl WorldMark {
-    pub const ALL: [WorldMark; 7] = [
+    pub const ALL: [WorldMark; 8] = [
         WorldMark::CrashWithHeaderWriteNotDurable,
         WorldMark::CrashWithAreaWriteNotDurable,
         WorldMark::CrashWhileNextAreaZeroing,
@@ -30,6 +31,7 @@ impl WorldMark {
         WorldMark::CrashWithOriginWritesNotDurable,
         WorldMark::CrashDuringMerge,
         WorldMark::FaultOnMetadataArea,
+        WorldMark::LoadRetried,
     ];
 
     fn describe(self) -> (&'static str, &'static str) {
@@ -51,6 +53,9 @@ impl WorldMark {
             }
             WorldMark::CrashDuringMerge => ("crash-during-merge", "a crash while a merge runs: the reboot resumes it without losing a chunk (I10)"),
             WorldMark::FaultOnMetadataArea => ("fault-on-metadata-area", "a scripted latent error or write failure lands on a metadata area"),
+            WorldMark::LoadRetried => {
+                ("load-retried", "a reboot's load failed on a media error and was activated again: the retry must load the same records (I6)")
+            }
         }
     }
 

@@ -66,15 +66,28 @@ impl MemDevice {
         self.bytes.lock().clone()
     }
 
+    /// Whole, aligned logical blocks only: a 4 KiB-block device refuses a
+    /// one-sector read, so an engine that reads less than a block is caught.
+    fn check_blocks(&self, op: IoOp, sector: u64, bytes: usize) -> Result<(), IoError> {
+        let block_sectors = (self.logical_block_bytes as usize / SECTOR_BYTES).max(1) as u64;
+        let sectors = (bytes / SECTOR_BYTES) as u64;
+        if sector % block_sectors == 0 && sectors % block_sectors == 0 {
+            return Ok(());
+        }
+        Err(IoError::new(op, sector, sectors, IoErrorKind::BlockMisaligned { block_bytes: self.logical_block_bytes }))
+    }
+
     fn do_read(&self, sector: u64, sectors: u32) -> Result<Vec<u8>, IoError> {
         let length = sectors as usize * SECTOR_BYTES;
         check_request(IoOp::Read, sector, length, self.size_sectors)?;
+        self.check_blocks(IoOp::Read, sector, length)?;
         let start = sector as usize * SECTOR_BYTES;
         Ok(self.bytes.lock()[start..start + length].to_vec())
     }
 
     fn do_write(&self, sector: u64, data: &[u8]) -> Result<(), IoError> {
         check_request(IoOp::Write, sector, data.len(), self.size_sectors)?;
+        self.check_blocks(IoOp::Write, sector, data.len())?;
         if self.read_only {
             let sectors = (data.len() / SECTOR_BYTES) as u64;
             return Err(IoError::new(IoOp::Write, sector, sectors, IoErrorKind::ReadOnly));
@@ -128,6 +141,17 @@ mod tests {
         assert_eq!(error.to_string(), "read of 2 sectors at sector 7 failed: beyond the end of the device (8 sectors)");
         let result = run_until_done(&queue, |done| device.write(0, vec![1; 100], WriteFlags::PLAIN, done)).unwrap();
         assert_eq!(result.unwrap_err().kind, IoErrorKind::Misaligned { bytes: 100 });
+    }
+
+    #[test]
+    fn a_device_of_large_logical_blocks_takes_only_whole_blocks() {
+        let queue = CompletionQueue::new();
+        let device = MemDevice::zeroed(64, &queue).with_logical_block_bytes(4096);
+        for (sector, sectors) in [(0, 1), (4, 8), (8, 4)] {
+            let result = run_until_done(&queue, |done| device.read(sector, sectors, done)).unwrap();
+            assert_eq!(result.unwrap_err().kind, IoErrorKind::BlockMisaligned { block_bytes: 4096 }, "read {sector}+{sectors}");
+        }
+        assert!(run_until_done(&queue, |done| device.read(8, 16, done)).unwrap().is_ok());
     }
 
     #[test]

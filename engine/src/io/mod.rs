@@ -127,6 +127,10 @@ pub enum IoErrorKind {
     OutOfRange { device_sectors: u64 },
     #[error("not a whole number of sectors ({bytes} bytes)")]
     Misaligned { bytes: usize },
+    /// A device with logical blocks larger than a sector takes only whole,
+    /// aligned blocks (as Linux does for direct I/O to such a device).
+    #[error("not whole, aligned logical blocks of {block_bytes} bytes")]
+    BlockMisaligned { block_bytes: u32 },
     #[error("device is read-only")]
     ReadOnly,
     #[error("media error")]

@@ -41,6 +41,15 @@ impl Oracle {
         );
     }
 
+    /// Loading snapshot `k` failed and will be tried again: a COW write
+    /// that failed during it was the load's own, which no exception waits
+    /// for, so it obliges no invalidation (I8). The errors stay seen.
+    pub(super) fn on_load_failed(&mut self, k: usize) {
+        let state = &mut self.snapshots[k];
+        debug_assert!(!state.must_invalidate || state.io_error_seen, "an obligation to invalidate without an error seen");
+        state.must_invalidate = false;
+    }
+
     /// The engine was rebuilt and snapshot `k` loaded valid iff `valid[k]`:
     /// an invalidated snapshot may come back valid only if a crash or a
     /// failed COW write could have lost its header (I8), and then only as

@@ -291,6 +291,7 @@ impl Oracle {
             }
             Event::Crash => self.on_crash(),
             Event::CleanReload => self.on_clean_reload(),
+            Event::LoadFailed { snapshot } => self.on_load_failed(*snapshot),
             Event::Reloaded { valid } => self.on_reloaded(valid)?,
         }
         Ok(())

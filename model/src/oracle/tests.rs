@@ -164,3 +164,18 @@ fn status_lines_follow_the_kernel_formula() {
     let error = o.check_status_line(0, true, false, "8/128 4", cow.as_slice()).unwrap_err();
     assert_eq!(error.to_string(), "I14 status: snapshot 0's status line is `8/128 4`; the kernel's formula gives `10/128 4`");
 }
+
+/// A COW write that failed inside a load that then failed (and is tried
+/// again) was the load's own: the snapshot that loads afterwards may report
+/// valid. The same failed write outside a load obliges invalidation.
+#[test]
+fn a_failed_load_s_own_write_obliges_no_invalidation() {
+    let cow_write_failed = Event::Disk { disk: 1, request: 3, op: DiskOp::Write { preflush: false, fua: false }, sector: 8, sectors: 8, ok: false };
+    let valid = Event::Status { snapshot: 0, valid: true, overflowed: false, quiescent: true, copies_max: 0 };
+    let mut o = oracle(false);
+    run(&mut o, &[Event::Crash, cow_write_failed.clone(), Event::LoadFailed { snapshot: 0 }, Event::Reloaded { valid: vec![true] }, valid.clone()])
+        .unwrap();
+    let mut o = oracle(false);
+    run(&mut o, &[Event::Crash, Event::Reloaded { valid: vec![true] }, cow_write_failed]).unwrap();
+    assert_eq!(o.apply(&valid).unwrap_err().invariant, Invariant::I8Invalidation);
+}

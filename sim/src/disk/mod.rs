@@ -123,6 +123,8 @@ struct State {
     failing_writes: Vec<(u64, u64, u32, u32)>,
     /// Requests completed so far.
     completions: u64,
+    /// Media errors returned so far (drawn, latent or scripted).
+    media_errors: u64,
     faults: FaultRates,
     rng: ChaCha8Rng,
 }
@@ -184,6 +186,7 @@ impl SimDisk {
             latent: BTreeSet::new(),
             failing_writes: Vec::new(),
             completions: 0,
+            media_errors: 0,
             faults,
             rng: ChaCha8Rng::seed_from_u64(seed),
         };
@@ -248,6 +251,11 @@ impl SimDisk {
         self.lock().faults = faults;
     }
 
+    /// Media errors this disk has returned so far (drawn, latent or scripted).
+    pub fn media_errors(&self) -> u64 {
+        self.lock().media_errors
+    }
+
     /// The durable image (what a crash right now with every choice "durable" leaves).
     pub fn durable(&self) -> Image {
         self.lock().durable.clone()
@@ -286,6 +294,7 @@ impl SimDisk {
             Callback::Refused(run) => Completion { info, ok: false, run },
             Callback::Read(done) => {
                 let failed = state.latent.range(info.sector..info.sector + info.sectors).next().is_some() || draw(&mut state, |f| f.read_error);
+                state.media_errors += u64::from(failed);
                 let result = if failed { Err(error(IoErrorKind::Media)) } else { Ok(read_cached(&state, info.sector, info.sectors)) };
                 let ok = result.is_ok();
                 Completion { info, ok, run: Box::new(move || done(result)) }
@@ -308,6 +317,7 @@ impl SimDisk {
                         apply_write(&mut state, info.sector, data, fua);
                     }
                 }
+                state.media_errors += u64::from(failed);
                 let result = if failed { Err(error(IoErrorKind::Media)) } else { Ok(()) };
                 Completion { info, ok: !failed, run: Box::new(move || done(result)) }
             }

@@ -16,6 +16,11 @@ use crate::world::stream;
 /// crash (when its records must survive), or the violation decoding found.
 type Decoded = Result<(CowState, Option<Result<CowState, Violation>>), Violation>;
 
+/// Activations of one snapshot a reboot tries before a load failing on
+/// media errors is a violation: with the swarm's error rates, more failures
+/// in a row than this would mean the engine, not the disk, is failing.
+const LOAD_ATTEMPTS_MAX: u32 = 16;
+
 impl World {
     /// Builds the engine on disks holding `images`, loading every snapshot,
     /// and checks what it loaded against what the images say.
@@ -32,7 +37,10 @@ impl World {
             .enumerate()
             .map(|(index, image)| {
                 let seed = stream(self.seed, &format!("disk{index}-epoch{}", self.epoch)).random::<u64>();
-                Arc::new(SimDisk::new(index as u64, image, FaultRates::default(), seed))
+                // The first boot loads on quiet disks; a reboot's loads meet
+                // the run's faults, as an activation after a crash would.
+                let faults = if self.epoch > 0 { self.knobs.faults } else { FaultRates::default() };
+                Arc::new(SimDisk::new(index as u64, image, faults, seed))
             })
             .collect();
         let deferred = Arc::new(DeferQueue::default());
@@ -40,27 +48,29 @@ impl World {
             Origin::new(Arc::clone(&disks[0]), deferred.clone(), OriginConfig { cow_threshold: self.knobs.cow_threshold, mutations: self.mutations });
         self.engine = Engine { disks, deferred, origin: Arc::new(OriginDevice::new(Arc::clone(&origin))), snapshots: Vec::new() };
         for index in 0..self.knobs.snapshots {
-            let config =
-                StoreConfig { kind: self.knobs.store, chunk_sectors: Some(self.knobs.snapshot_chunk_sectors(index)), ..StoreConfig::default() };
-            let slot: Slot<Result<Arc<Snapshot<SimDisk>>, engine::StoreError>> = Arc::default();
-            let filler = Arc::clone(&slot);
-            let cow = Arc::clone(&self.engine.disks[index + 1]);
-            if let Err(error) = origin.create_snapshot(cow, config, Box::new(move |r| *lock(&filler) = Some(r))) {
-                return self.fail(Invariant::I6Reload, format!("snapshot {index} refused: {error}"));
-            }
-            while lock(&slot).is_none() {
-                if !self.step_event() {
-                    return self.fail(Invariant::I11Liveness, format!("loading snapshot {index} stalled"));
+            let mut attempt = 0;
+            let snapshot = loop {
+                let cow = Arc::clone(&self.engine.disks[index + 1]);
+                let media_errors_before = cow.media_errors();
+                match self.load_snapshot(&origin, index) {
+                    Ok(snapshot) => break snapshot,
+                    Err(message) => {
+                        // A load may fail only on a media error the disk
+                        // returned; the operator then activates it again
+                        // (a drawn error is transient), as many times as
+                        // a stubborn administrator would.
+                        let disk_failed = cow.media_errors() > media_errors_before;
+                        attempt += 1;
+                        if !disk_failed || attempt > LOAD_ATTEMPTS_MAX || message.is_empty() {
+                            let message = format!("snapshot {index} failed to load after {} crash(es): {message}", self.epoch);
+                            return self.fail(Invariant::I6Reload, message);
+                        }
+                        crate::marks::hit(crate::marks::WorldMark::LoadRetried);
+                        self.emit(Event::LoadFailed { snapshot: index });
+                    }
                 }
-            }
-            match lock(&slot).take() {
-                Some(Ok(snapshot)) => self.engine.snapshots.push(Arc::new(SnapshotDevice::new(snapshot))),
-                Some(Err(error)) => {
-                    let message = format!("snapshot {index} failed to load after {} crash(es): {error}", self.epoch);
-                    return self.fail(Invariant::I6Reload, message);
-                }
-                None => unreachable!(),
-            }
+            };
+            self.engine.snapshots.push(Arc::new(SnapshotDevice::new(snapshot)));
         }
         let valid = self.engine.snapshots.iter().map(|d| d.snapshot().is_valid()).collect();
         self.emit(Event::Reloaded { valid });
@@ -75,6 +85,26 @@ impl World {
         for disk in &self.engine.disks {
             disk.set_faults(self.knobs.faults);
         }
+    }
+
+    /// Loads snapshot `index` on its COW disk, stepping the world until the
+    /// load reports; the error's text if it failed.
+    fn load_snapshot(&mut self, origin: &Arc<Origin<SimDisk>>, index: usize) -> Result<Arc<Snapshot<SimDisk>>, String> {
+        let config = StoreConfig { kind: self.knobs.store, chunk_sectors: Some(self.knobs.snapshot_chunk_sectors(index)), ..StoreConfig::default() };
+        let slot: Slot<Result<Arc<Snapshot<SimDisk>>, engine::StoreError>> = Arc::default();
+        let filler = Arc::clone(&slot);
+        let cow = Arc::clone(&self.engine.disks[index + 1]);
+        if let Err(error) = origin.create_snapshot(cow, config, Box::new(move |r| *lock(&filler) = Some(r))) {
+            return Err(format!("refused: {error}"));
+        }
+        while lock(&slot).is_none() {
+            if !self.step_event() {
+                self.fail(Invariant::I11Liveness, format!("loading snapshot {index} stalled"));
+                return Err(String::new());
+            }
+        }
+        let loaded = lock(&slot).take().expect("the load reported");
+        loaded.map_err(|error| error.to_string())
     }
 
     /// I4/I5 on the COW image snapshot `k` is about to load from, and on
