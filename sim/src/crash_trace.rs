@@ -116,6 +116,10 @@ pub struct CrashTrace {
     pub write_error: f64,
     #[serde(default)]
     pub flush_error: f64,
+    /// For an `explore` trace: the writes the failing crash state needs
+    /// (see [`crate::cause`]), as the minimized trace's replay printed them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
     #[serde(flatten)]
     pub shape: RunShape,
 }
@@ -138,6 +142,8 @@ pub struct Replayed {
     pub steps: u64,
     /// The run's trace hash (for `explore`, the recorded run's).
     pub trace_hash: u64,
+    /// The writes the failing crash state needs (`explore` only).
+    pub cause: Option<String>,
 }
 
 impl Replayed {
@@ -183,6 +189,7 @@ impl CrashTrace {
             read_error: 0.0,
             write_error: 0.0,
             flush_error: 0.0,
+            cause: None,
             shape: RunShape {
                 chunk_sectors: knobs.chunk_sectors,
                 mixed_chunk_sectors: knobs.mixed_chunk_sectors.clone(),
@@ -238,7 +245,8 @@ impl CrashTrace {
     pub fn to_text(&self, file_name: &str) -> String {
         let body = toml::to_string(self).unwrap_or_else(|e| panic!("a crash trace always serializes: {e}"));
         debug_assert!(toml::from_str::<Self>(&body).is_ok_and(|back| back == *self), "a trace reads back as written");
-        format!("# post-mortem: {}\n# replay: snapsim replay crash-traces/{file_name}\n\n{body}", self.post_mortem)
+        let cause = self.cause.as_ref().map_or(String::new(), |cause| format!("# {cause}\n"));
+        format!("# post-mortem: {}\n{cause}# replay: snapsim replay crash-traces/{file_name}\n\n{body}", self.post_mortem)
     }
 
     /// A file name for this trace: verdict, mode, seed and mutation.
@@ -279,11 +287,15 @@ impl CrashTrace {
         match self.mode {
             Mode::Run => {
                 let report = run(&config);
-                Ok(Replayed { violation: report.failure.map(|f| f.violation), steps: report.stats.steps, trace_hash: report.trace_hash })
+                Ok(Replayed { violation: report.failure.map(|f| f.violation), steps: report.stats.steps, trace_hash: report.trace_hash, cause: None })
             }
             Mode::Explore => {
                 let (coverage, outcome) = explore(&config, &scenario.bounds());
-                Ok(Replayed { violation: outcome.err().map(|f| f.violation), steps: coverage.steps, trace_hash: coverage.trace_hash })
+                let (violation, cause) = match outcome {
+                    Ok(()) => (None, None),
+                    Err(failure) => (Some(failure.violation), failure.cause.map(|c| c.to_string())),
+                };
+                Ok(Replayed { violation, steps: coverage.steps, trace_hash: coverage.trace_hash, cause })
             }
         }
     }
@@ -301,7 +313,7 @@ impl CrashTrace {
             match candidate.replay() {
                 Ok(replayed) if replayed.verdict() == self.verdict => {
                     let violation = replayed.violation.expect("a failing verdict has a violation");
-                    *best = CrashTrace { post_mortem: violation.to_string(), ..candidate };
+                    *best = CrashTrace { post_mortem: violation.to_string(), cause: replayed.cause, ..candidate };
                     true
                 }
                 _ => false,
@@ -354,6 +366,12 @@ impl CrashTrace {
         while best.shape.cow_chunks > 4 {
             if !attempt(CrashTrace { shape: RunShape { cow_chunks: best.shape.cow_chunks / 2, ..best.shape.clone() }, ..best.clone() }, &mut best) {
                 break;
+            }
+        }
+        // The cause of the trace as kept (nothing may have shrunk).
+        if best.mode == Mode::Explore && best.cause.is_none() {
+            if let Ok(replayed) = best.replay() {
+                best.cause = replayed.cause;
             }
         }
         best

@@ -275,6 +275,16 @@ pub struct CrashFailure {
     /// pending writes, oldest first) and the torn one, if any.
     pub applied: String,
     pub violation: Violation,
+    /// The failing crash state's images (origin first), when it is one.
+    pub images: Option<Vec<Image>>,
+    /// The writes the failure needs, shrunk from the failing state.
+    pub cause: Option<crate::cause::Cause>,
+}
+
+impl CrashFailure {
+    fn new(step: u64, applied: impl Into<String>, violation: Violation, images: Option<Vec<Image>>) -> Self {
+        Self { step, applied: applied.into(), violation, images, cause: None }
+    }
 }
 
 impl std::fmt::Display for CrashFailure {
@@ -334,12 +344,17 @@ impl PointChoices {
     /// Builds the state `picks` names over `durable` and judges it,
     /// counting kernel behaviour K3 where it shows.
     fn judge(&self, durable: &[Image], picks: &[(usize, usize)], point: &CrashPoint, coverage: &mut Coverage) -> Result<(), Violation> {
+        judge_images(self.images(durable, picks), point, coverage)
+    }
+
+    /// The state `picks` names, built over `durable`.
+    fn images(&self, durable: &[Image], picks: &[(usize, usize)]) -> Vec<Image> {
         let mut images = durable.to_vec();
         for &(i, v) in picks.iter().filter(|(_, v)| *v != 0) {
             let (disk, sector, values) = &self.sectors[i];
             images[*disk].set(*sector, values[v].clone());
         }
-        judge_images(images, point, coverage)
+        images
     }
 
     /// The picks of `picks` that hold a newer value, in words.
@@ -399,11 +414,12 @@ pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), Cra
         let point = match world.crash_point() {
             Ok(point) => point,
             Err(violation) => {
-                outcome = Err(CrashFailure { step, applied: "a crash point".into(), violation });
+                outcome = Err(CrashFailure::new(step, "a crash point", violation, None));
                 return false;
             }
         };
-        if let Err(failure) = explore_point(world.disks(), &point, bounds, step, &mut seen, &mut coverage) {
+        if let Err(mut failure) = explore_point(world.disks(), &point, bounds, step, &mut seen, &mut coverage) {
+            failure.cause = failure.images.as_ref().and_then(|images| crate::cause::minimal_cause(world.disks(), &point, images, failure.violation.invariant));
             outcome = Err(failure);
             return false;
         }
@@ -418,7 +434,7 @@ pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), Cra
     coverage.marks = crate::marks::MarkCounts::take(&format!("explore seed {}", config.seed));
     if outcome.is_ok() {
         if let Some(failure) = report.failure {
-            outcome = Err(CrashFailure { step: failure.step, applied: "the live run (no crash)".into(), violation: failure.violation });
+            outcome = Err(CrashFailure::new(failure.step, "the live run (no crash)", failure.violation, None));
         }
     }
     (coverage, outcome)
@@ -521,7 +537,7 @@ fn explore_point(
                     apply(&mut images, check_hash.as_mut(), &newer[i], torn_of(i));
                 }
                 debug_assert!(check_hash.is_none_or(|h| h == hash), "hash-only and applied state hashes agree");
-                if let Err(violation) = judge_images(images, point, coverage) {
+                if let Err(violation) = judge_images(images.clone(), point, coverage) {
                     let older = if older.is_empty() {
                         String::new()
                     } else {
@@ -535,7 +551,7 @@ fn explore_point(
                         newer.len(),
                         chosen.iter().map(|i| split + i).collect::<Vec<_>>()
                     );
-                    return Err(CrashFailure { step, applied, violation });
+                    return Err(CrashFailure::new(step, applied, violation, Some(images)));
                 }
                 if bounds.states_max != 0 && coverage.distinct >= bounds.states_max {
                     coverage.add_point(point_space, Reached::States(u128::from(coverage.covered - covered_before)));
@@ -575,7 +591,7 @@ fn brute_force(
             coverage.distinct += 1;
             if let Err(violation) = choices.judge(durable, &picks, point, coverage) {
                 let applied = format!("brute force, non-durable sectors holding a newer value: [{}]", choices.describe(&picks));
-                return Err(CrashFailure { step, applied, violation });
+                return Err(CrashFailure::new(step, applied, violation, Some(choices.images(durable, &picks))));
             }
             if states_max != 0 && coverage.distinct >= states_max {
                 return Ok(());
@@ -624,7 +640,7 @@ fn per_sector(
                     "judged per data sector: metadata sectors holding a newer value [{}], every data sector at its value {v}",
                     choices.describe(&picks[..metadata.len()])
                 );
-                return Err(CrashFailure { step, applied, violation });
+                return Err(CrashFailure::new(step, applied, violation, Some(choices.images(durable, &picks))));
             }
             if states_max != 0 && coverage.distinct >= states_max {
                 return Ok(false);

@@ -7,6 +7,7 @@
 //! - [`trace`]: run traces and their hashes.
 //! - [`bench`]: the performance figures (`snapsim bench`, `cargo bench -p sim`).
 //! - [`limits`]: the bounds every input file is read within.
+//! - [`cause`]: the writes a crash-state failure needs (delta debugging).
 //! - [`marks`]: coverage marks, the engine's and the world's: what a run reached.
 //! - [`shape`]: `RunShape`, the run's shape that scenario files and crash traces share, and `FileError`.
 //! - [`hostile`]: `arbitrary` descriptions of COW devices and operation sequences (fuzzing).
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod cause;
 pub mod crash_trace;
 pub mod disk;
 pub mod explore;

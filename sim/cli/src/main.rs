@@ -583,6 +583,7 @@ fn explore(
             "scenario": scenario.name, "path": scenario.path.display().to_string(), "seed": seed,
             "verdict": if failure.is_some() { "FAIL" } else if coverage.truncated { "PARTIAL" } else { "PASS" },
             "invariant": failure.map(|f| f.violation.invariant.id()), "message": failure.map(ToString::to_string),
+            "cause": failure.and_then(|f| f.cause.as_ref()).map(ToString::to_string),
             "steps": coverage.steps, "crash_points": coverage.crash_points, "states": coverage.states, "distinct": coverage.distinct,
             "pending_max": coverage.pending_max, "writes_max": bounds.writes_max, "allowed_k3": coverage.allowed_k3,
             "complete": coverage.complete, "space": coverage.space.to_string(), "space_log2": coverage.space.log2, "covered": coverage.covered, "trace_hash": format!("{:016x}", coverage.trace_hash),
@@ -593,6 +594,9 @@ fn explore(
             out.line(format!("verdict: FAIL: {failure}"));
             for event in &failure.violation.events {
                 out.line(format!("  {event}"));
+            }
+            if let Some(cause) = &failure.cause {
+                out.line(format!("{cause} ({} non-durable writes at the crash point, {} states judged)", cause.pending, cause.judged));
             }
             out.line(format!("replay: {replay}"));
             if args.save_trace {
@@ -728,12 +732,15 @@ fn replay(args: ReplayArgs) -> Result<(), CliError> {
         Some(violation) => out.line(format!("replayed: {violation}")),
         None => out.line("replayed: pass"),
     }
+    if let Some(cause) = &replayed.cause {
+        out.line(cause.clone());
+    }
     out.line(format!("trace hash {:016x}", replayed.trace_hash));
     let matches = replayed.verdict() == trace.verdict;
     out.object(&json!({
         "command": "replay", "trace": path.display().to_string(), "verdict": if matches { "PASS" } else { "FAIL" },
         "recorded": trace.verdict, "replayed": replayed.verdict(), "invariant": replayed.violation.as_ref().map(|v| v.invariant.id()),
-        "message": replayed.violation.as_ref().map(ToString::to_string), "steps": replayed.steps,
+        "message": replayed.violation.as_ref().map(ToString::to_string), "cause": replayed.cause, "steps": replayed.steps,
         "trace_hash": format!("{:016x}", replayed.trace_hash), "replay": format!("snapsim replay {}", path.display()),
     }));
     if matches {

@@ -125,6 +125,9 @@ struct State {
     completions: u64,
     /// Media errors returned so far (drawn, latent or scripted).
     media_errors: u64,
+    /// Each completed non-FUA write's request number and PREFLUSH, by
+    /// completion number: what a crash may lose, named as the run knows it.
+    completed_requests: BTreeMap<u64, (u64, bool)>,
     faults: FaultRates,
     rng: ChaCha8Rng,
 }
@@ -167,6 +170,12 @@ impl std::fmt::Debug for SimDisk {
 #[derive(Debug, Clone)]
 pub struct PendingWrite {
     pub sectors: Vec<(u64, Sector)>,
+    /// The request's number on its disk (the `request` of its `Disk` event).
+    pub request: u64,
+    pub preflush: bool,
+    pub fua: bool,
+    /// Completed (in the volatile cache) rather than still in flight.
+    pub completed: bool,
 }
 
 /// For every sector a crash may change: its durable value first, then every
@@ -187,6 +196,7 @@ impl SimDisk {
             failing_writes: Vec::new(),
             completions: 0,
             media_errors: 0,
+            completed_requests: BTreeMap::new(),
             faults,
             rng: ChaCha8Rng::seed_from_u64(seed),
         };
@@ -315,6 +325,10 @@ impl SimDisk {
                     }
                     if let Some(data) = &request.data {
                         apply_write(&mut state, info.sector, data, fua);
+                        if !fua {
+                            let completed = state.completed_writes;
+                            state.completed_requests.insert(completed, (info.id, preflush && info.kind != RequestKind::Flush));
+                        }
                     }
                 }
                 state.media_errors += u64::from(failed);
@@ -388,14 +402,21 @@ impl SimDisk {
                 completed.entry(version.completed).or_default().push((sector, version.data.clone()));
             }
         }
-        let mut writes: Vec<PendingWrite> = completed.into_values().map(|sectors| PendingWrite { sectors }).collect();
+        let mut writes: Vec<PendingWrite> = completed
+            .into_iter()
+            .map(|(number, sectors)| {
+                let (request, preflush) = state.completed_requests.get(&number).copied().unwrap_or((u64::MAX, false));
+                PendingWrite { sectors, request, preflush, fua: false, completed: true }
+            })
+            .collect();
         for request in state.in_flight.values() {
             if matches!(request.info.kind, RequestKind::Write { preflush: true, .. }) {
                 continue;
             }
             if let Some(data) = &request.data {
                 let sectors = (0..request.info.sectors).map(|i| (request.info.sector + i, Sector::of(data, i as usize))).collect();
-                writes.push(PendingWrite { sectors });
+                let fua = matches!(request.info.kind, RequestKind::Write { fua: true, .. });
+                writes.push(PendingWrite { sectors, request: request.info.id, preflush: false, fua, completed: false });
             }
         }
         writes

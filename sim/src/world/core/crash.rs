@@ -44,6 +44,25 @@ impl CrashPoint {
     /// sector of one of its metadata areas. Every other sector is data, seen
     /// only through the values a read returns, or never read at all (the
     /// rest of the header chunk).
+    /// Where a write of `sectors` sectors at `sector` of disk `disk` lands,
+    /// in words: `sectors 16+8` of the origin; a COW's `header`, `area 2`
+    /// or `chunk 5, data`.
+    pub fn place(&self, disk: usize, sector: u64, sectors: u64) -> String {
+        if disk == 0 {
+            return format!("sectors {sector}+{sectors}");
+        }
+        let chunk_sectors = self.knobs.snapshot_chunk_sectors(disk - 1);
+        let layout = engine::format::Layout::new(engine::ChunkSize::from_sectors(chunk_sectors));
+        let chunk = sector / u64::from(chunk_sectors);
+        if chunk == 0 {
+            "header".to_string()
+        } else if layout.is_metadata_chunk(chunk) {
+            format!("area {}", (chunk - 1) / layout.stride())
+        } else {
+            format!("chunk {chunk}, data")
+        }
+    }
+
     pub fn is_metadata(&self, disk: usize, sector: u64) -> bool {
         disk > 0 && {
             let geometry = self.oracle.geometry(disk - 1);
