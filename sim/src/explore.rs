@@ -419,7 +419,8 @@ pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), Cra
             }
         };
         if let Err(mut failure) = explore_point(world.disks(), &point, bounds, step, &mut seen, &mut coverage) {
-            failure.cause = failure.images.as_ref().and_then(|images| crate::cause::minimal_cause(world.disks(), &point, images, failure.violation.invariant));
+            failure.cause =
+                failure.images.as_ref().and_then(|images| crate::cause::minimal_cause(world.disks(), &point, images, failure.violation.invariant));
             outcome = Err(failure);
             return false;
         }

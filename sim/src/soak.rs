@@ -144,6 +144,75 @@ pub struct SoakFailure {
     /// The minimized crash trace, when this failure was minimized (a panic
     /// never is: there is no verdict for a trace to keep).
     pub trace: Option<String>,
+    /// The failure's signature key: its invariant and its message with
+    /// every number blanked (`I5: record for chunk # precedes chunk #`).
+    pub signature: String,
+}
+
+/// One bug, however many seeds found it: failures grouped by signature.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Signature {
+    /// The invariant and the message with its numbers blanked.
+    pub signature: String,
+    pub invariant: Cause,
+    /// The minimized trace's shape: its operations, numbers left out
+    /// (`write origin, crash`); none when nothing was minimized.
+    pub shape: Option<String>,
+    /// Failing seeds with this signature.
+    pub seeds: u64,
+    pub first_seed: u64,
+    /// The first seed's message and replay command.
+    pub message: String,
+    pub replay: String,
+    /// The minimized crash trace of the first seed.
+    pub trace: Option<String>,
+}
+
+/// The signature key of a failure: `invariant: message`, every word that
+/// holds a digit (a sector, a chunk, a tagged value, a line number) blanked
+/// to `#`, so that one bug found at different places reads the same.
+pub fn signature_key(invariant: Cause, message: &str) -> String {
+    let mut key = format!("{invariant}: ");
+    let mut word = String::new();
+    let flush = |word: &mut String, key: &mut String| {
+        if word.chars().any(|c| c.is_ascii_digit()) {
+            key.push('#');
+        } else {
+            key.push_str(word);
+        }
+        word.clear();
+    };
+    for c in message.chars() {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut key);
+            key.push(c);
+        }
+    }
+    flush(&mut word, &mut key);
+    key
+}
+
+/// A trace's operations without their numbers, repeats counted:
+/// `2× write origin, crash`.
+fn ops_shape(ops: &str) -> String {
+    let mut runs: Vec<(String, usize)> = Vec::new();
+    for line in ops.lines().map(|l| l.split('#').next().unwrap_or("").trim()).filter(|l| !l.is_empty()) {
+        let op: Vec<&str> = line.split_whitespace().filter(|w| !w.chars().all(|c| c.is_ascii_digit())).collect();
+        let op = op.join(" ");
+        match runs.last_mut() {
+            Some((last, count)) if *last == op => *count += 1,
+            _ => runs.push((op, 1)),
+        }
+    }
+    let operations: usize = runs.iter().map(|(_, n)| n).sum();
+    let parts: Vec<String> = runs.iter().map(|(op, n)| if *n == 1 { op.clone() } else { format!("{n}× {op}") }).collect();
+    match parts.len() {
+        0 => "no operation".to_string(),
+        1..=8 => parts.join(", "),
+        _ => format!("{}, … ({operations} operations)", parts[..8].join(", ")),
+    }
 }
 
 /// Why a seed failed.
@@ -200,7 +269,10 @@ pub struct SoakReport {
     pub crash_states_per_second: f64,
     pub disk_requests: u64,
     pub operations: u64,
-    /// Every failing seed, in seed order.
+    /// One entry per bug: failures grouped by signature, in the order of
+    /// their first seeds.
+    pub signatures: Vec<Signature>,
+    /// Every failing seed, in seed order (with its signature key).
     pub failures: Vec<SoakFailure>,
     /// Each coverage mark reached: hits, and the smallest seed that hit it.
     pub marks: BTreeMap<&'static str, MarkHits>,
@@ -239,9 +311,17 @@ impl SoakReport {
             self.stopped_by,
             self.failures.len()
         );
-        for failure in &self.failures {
-            text += &format!("  seed {} {}: {}\n    replay: {}\n", failure.seed, failure.invariant, failure.message, failure.replay);
-            if let Some(trace) = &failure.trace {
+        if !self.failures.is_empty() {
+            text += &format!("{} failing seed(s), {} signature(s):\n", self.failures.len(), self.signatures.len());
+        }
+        for (index, signature) in self.signatures.iter().enumerate() {
+            text += &format!("  [{}] {} seed(s), first seed {}: {}\n", index + 1, signature.seeds, signature.first_seed, signature.signature);
+            text += &format!("    seed {}: {}\n", signature.first_seed, signature.message);
+            if let Some(shape) = &signature.shape {
+                text += &format!("    minimized to: {shape}\n");
+            }
+            text += &format!("    replay: {}\n", signature.replay);
+            if let Some(trace) = &signature.trace {
                 text += &format!("    trace: {trace}\n");
             }
         }
@@ -359,8 +439,9 @@ pub fn soak(config: &SoakConfig, interrupt: &AtomicBool, progress: &mut dyn FnMu
     let taken = next.load(Ordering::Relaxed).min(limit.unwrap_or(u64::MAX));
     assert_eq!(totals.seeds_run, taken, "every seed handed out was run to its end");
     failures.sort_by_key(|(f, _): &(SoakFailure, Option<CrashTrace>)| f.seed);
-    minimize_failures(config, &mut failures);
+    let shapes = minimize_failures(config, &mut failures);
     let failures: Vec<SoakFailure> = failures.into_iter().map(|(failure, _)| failure).collect();
+    let signatures = group_signatures(&failures, &shapes);
     let per_second = |count: u64| count as f64 / seconds.max(1e-9);
     SoakReport {
         seed_start: config.seed_start,
@@ -377,9 +458,36 @@ pub fn soak(config: &SoakConfig, interrupt: &AtomicBool, progress: &mut dyn FnMu
         crash_states_per_second: per_second(totals.crash_states),
         disk_requests,
         operations,
+        signatures,
         failures,
         marks,
     }
+}
+
+/// Groups `failures` (in seed order) by signature key; `shapes` gives the
+/// minimized trace's shape of the failures that were minimized.
+fn group_signatures(failures: &[SoakFailure], shapes: &BTreeMap<u64, String>) -> Vec<Signature> {
+    let mut signatures: Vec<Signature> = Vec::new();
+    for failure in failures {
+        match signatures.iter_mut().find(|s| s.signature == failure.signature) {
+            Some(signature) => {
+                signature.seeds += 1;
+                debug_assert!(signature.first_seed < failure.seed, "failures come in seed order");
+            }
+            None => signatures.push(Signature {
+                signature: failure.signature.clone(),
+                invariant: failure.invariant,
+                shape: shapes.get(&failure.seed).cloned(),
+                seeds: 1,
+                first_seed: failure.seed,
+                message: failure.message.clone(),
+                replay: failure.replay.clone(),
+                trace: failure.trace.clone(),
+            }),
+        }
+    }
+    debug_assert_eq!(signatures.iter().map(|s| s.seeds).sum::<u64>(), failures.len() as u64, "every failure in one signature");
+    signatures
 }
 
 /// The run config of one soak seed.
@@ -404,7 +512,9 @@ fn soak_seed(config: &SoakConfig, seed: u64) -> SeedDone {
                 message,
                 replay: run_config.replay_command(),
                 trace: None,
+                signature: String::new(),
             };
+            let failure = SoakFailure { signature: signature_key(Cause::Panic, &failure.message), ..failure };
             let marks = MarkCounts::take(&format!("seed {seed}"));
             return SeedDone { crashes: 0, disk_requests: 0, operations: 0, failure: Some((failure, None)), seed, marks };
         }
@@ -416,6 +526,7 @@ fn soak_seed(config: &SoakConfig, seed: u64) -> SeedDone {
         message: failure.violation.message.clone(),
         replay: report.replay_command(),
         trace: None,
+        signature: signature_key(Cause::Broke(failure.violation.invariant), &failure.violation.message),
     });
     let failure = failure.map(|failure| (failure, Some(CrashTrace::from_run(&run_config, &report))));
     SeedDone {
@@ -477,29 +588,48 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Minimizes up to `traces_max` failures — the first of each invariant,
-/// then the rest in seed order — and writes them as crash traces. Panics
-/// have no trace and are passed over.
-fn minimize_failures(config: &SoakConfig, failures: &mut [(SoakFailure, Option<CrashTrace>)]) {
-    let traced: Vec<usize> = (0..failures.len()).filter(|&i| failures[i].1.is_some()).collect();
-    let mut chosen: Vec<usize> = Vec::new();
-    let mut invariants = std::collections::BTreeSet::new();
-    for &index in &traced {
-        if invariants.insert(failures[index].0.invariant) {
-            chosen.push(index);
-        }
-    }
-    let rest: Vec<usize> = traced.into_iter().filter(|i| !chosen.contains(i)).collect();
-    chosen.extend(rest);
-    chosen.truncate(config.traces_max);
+/// Minimizes the first failure of each signature, up to `traces_max`
+/// signatures in the order of their first seeds, and writes them as crash
+/// traces; returns each minimized trace's shape by seed. Panics have no
+/// trace and are passed over.
+fn minimize_failures(config: &SoakConfig, failures: &mut [(SoakFailure, Option<CrashTrace>)]) -> BTreeMap<u64, String> {
+    let mut signatures = std::collections::BTreeSet::new();
+    let chosen: Vec<usize> = (0..failures.len())
+        .filter(|&i| failures[i].1.is_some() && signatures.insert(failures[i].0.signature.clone()))
+        .take(config.traces_max)
+        .collect();
+    let mut shapes = BTreeMap::new();
     for index in chosen {
         let (failure, Some(trace)) = &mut failures[index] else { continue };
         // A shorter run may panic instead of failing; the trace as run
         // still replays to its verdict, so it is kept unminimized.
         let trace = catch_panic(|| trace.minimize(config.minimize_budget)).unwrap_or_else(|_| trace.clone());
+        shapes.insert(failure.seed, ops_shape(&trace.shape.ops));
         failure.trace = Some(match trace.write(&config.traces_dir) {
             Ok(path) => path.display().to_string(),
             Err(error) => format!("not written: {error}"),
         });
+    }
+    shapes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_blanks_every_number_and_keeps_the_words() {
+        let i2 = Cause::Broke(model::Invariant::I2SnapshotView);
+        let a = signature_key(i2, "snapshot 0 sector 8 holds O00000008, a value never legal there; legal: s000001s000");
+        let b = signature_key(i2, "snapshot 1 sector 992 holds o00004s224, a value never legal there; legal: O00000992");
+        assert_eq!(a, b);
+        assert_eq!(a, "I2: snapshot # sector # holds #, a value never legal there; legal: #");
+        assert_ne!(a, signature_key(Cause::Panic, "snapshot 0 sector 8 holds O00000008, a value never legal there; legal: s000001s000"));
+    }
+
+    #[test]
+    fn a_shape_is_the_operations_without_their_numbers() {
+        assert_eq!(ops_shape("write origin 0 8\nwrite origin 12 2   # part\ncrash\nread snapshot0 0 16\n"), "2× write origin, crash, read snapshot0");
+        assert_eq!(ops_shape(""), "no operation");
     }
 }

@@ -68,6 +68,23 @@ fn a_failure_is_reported_with_its_replay_and_minimized_into_a_trace_that_replays
     assert_eq!(json["mutation"], "Z1");
 }
 
+/// One bug, one line: Z3 breaks about two seeds in five, and the report
+/// lists a few signatures, each with its seed count, first seed and replay,
+/// not a line per seed.
+#[test]
+fn a_soak_over_a_mutation_reports_a_few_signatures_not_every_seed() {
+    let report = run(&config(300, Mutation::Z3CommitInCompletionOrder, Shard::ALL, 2));
+    assert!(report.failures.len() >= 50, "Z3 broke only {} of 300 seeds", report.failures.len());
+    assert!((1..=3).contains(&report.signatures.len()), "{}", report.summary());
+    assert_eq!(report.signatures.iter().map(|s| s.seeds).sum::<u64>(), report.failures.len() as u64);
+    let first = &report.signatures[0];
+    assert_eq!(first.first_seed, report.failures[0].seed);
+    assert!(first.signature.starts_with("I5: "), "{}", first.signature);
+    let summary = report.summary();
+    assert!(summary.lines().count() < 6 * report.signatures.len() + 2, "{summary}");
+    assert!(summary.contains(&format!("{} seed(s), first seed {}", first.seeds, first.first_seed)), "{summary}");
+}
+
 #[test]
 fn an_interrupt_stops_between_seeds_and_still_reports() {
     let config = SoakConfig { duration: Some(Duration::from_secs(3600)), jobs: 2, ..SoakConfig::default() };
@@ -129,7 +146,8 @@ fn a_panicking_seed_is_reported_with_its_replay_and_the_soak_goes_on() {
     assert_eq!(failure.knobs, RunConfig::new(PANICKING_SEED).knobs().to_string());
     assert_eq!(failure.trace, None, "a panic is not minimized");
     let summary = report.summary();
-    assert!(summary.contains("seed 5 panic: panicked at ") && summary.contains("replay: snapsim run --seed 5"), "{summary}");
+    assert!(summary.contains("first seed 5: panic: panicked at ") && summary.contains("replay: snapsim run --seed 5"), "{summary}");
+    assert!(summary.contains("seed 5: panicked at ") && summary.contains("planted panic in seed 5"), "{summary}");
     let json: serde_json::Value = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
     let listed = json["failures"].as_array().unwrap().iter().find(|f| f["seed"] == PANICKING_SEED).expect("the panic is in the JSON report");
     assert_eq!(listed["invariant"], "panic");
