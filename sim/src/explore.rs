@@ -278,7 +278,7 @@ pub struct CrashFailure {
     /// The failing crash state's images (origin first), when it is one.
     pub images: Option<Vec<Image>>,
     /// The writes the failure needs, shrunk from the failing state.
-    pub cause: Option<crate::cause::Cause>,
+    pub cause: Option<Box<crate::cause::Cause>>,
 }
 
 impl CrashFailure {
@@ -419,8 +419,11 @@ pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), Cra
             }
         };
         if let Err(mut failure) = explore_point(world.disks(), &point, bounds, step, &mut seen, &mut coverage) {
-            failure.cause =
-                failure.images.as_ref().and_then(|images| crate::cause::minimal_cause(world.disks(), &point, images, failure.violation.invariant));
+            failure.cause = failure
+                .images
+                .as_ref()
+                .and_then(|images| crate::cause::minimal_cause(world.disks(), &point, images, failure.violation.invariant))
+                .map(Box::new);
             outcome = Err(failure);
             return false;
         }
