@@ -8,6 +8,7 @@
 //! - [`bench`]: the performance figures (`snapsim bench`, `cargo bench -p sim`).
 //! - [`limits`]: the bounds every input file is read within.
 //! - [`cause`]: the writes a crash-state failure needs (delta debugging).
+//! - [`export`]: a failing crash state's images and the dmsetup tables that load them.
 //! - [`marks`]: coverage marks, the engine's and the world's: what a run reached.
 //! - [`shape`]: `RunShape`, the run's shape that scenario files and crash traces share, and `FileError`.
 //! - [`hostile`]: `arbitrary` descriptions of COW devices and operation sequences (fuzzing).
@@ -23,6 +24,7 @@ pub mod cause;
 pub mod crash_trace;
 pub mod disk;
 pub mod explore;
+pub mod export;
 pub mod hostile;
 pub mod limits;
 pub mod logwrites;

@@ -496,6 +496,10 @@ struct ExploreArgs {
     /// On failure, minimize the scenario and write it to `crash-traces/`.
     #[arg(long)]
     save_trace: bool,
+    /// On a crash-state failure, write its origin and COW images and the
+    /// dmsetup tables that load them into this directory.
+    #[arg(long, value_name = "DIR")]
+    export: Option<std::path::PathBuf>,
     /// Print one JSON object (every run's counts, the verdict, the replay command) on stdout.
     #[arg(long)]
     json: bool,
@@ -599,6 +603,11 @@ fn explore(
                 out.line(format!("{cause} ({} non-durable writes at the crash point, {} states judged)", cause.pending, cause.judged));
             }
             out.line(format!("replay: {replay}"));
+            if let (Some(dir), Some(images)) = (&args.export, &failure.images) {
+                let written = sim::export::write_crash_state(dir, &scenario.knobs, images, &failure.to_string())
+                    .map_err(|e| CliError::failed(e.to_string()))?;
+                out.line(format!("exported the crash state: {} files in {} (load.sh loads them in Linux)", written.len(), dir.display()));
+            }
             if args.save_trace {
                 save_trace(out, &sim::crash_trace::CrashTrace::from_explore(scenario, seed, mutations, config.strict, &failure.violation))?;
             }
