@@ -59,10 +59,20 @@ pub struct Cause {
     pub lost: Vec<CauseWrite>,
     /// Non-durable writes at the crash point.
     pub pending: usize,
+    /// Every non-durable write's fate in the failing state: disk, request,
+    /// sectors it held there, its sectors.
+    pub fates: Vec<(usize, u64, u64, u64)>,
     /// Crash states judged to find this.
     pub judged: u64,
     /// Shrinking stopped at [`JUDGED_MAX`] before it was one-minimal.
     pub truncated: bool,
+}
+
+impl Cause {
+    /// The writes named, persisted or lost: (disk, request).
+    pub fn named(&self) -> Vec<(usize, u64)> {
+        self.persisted.iter().chain(&self.lost).map(|w| (w.disk, w.request)).collect()
+    }
 }
 
 impl std::fmt::Display for Cause {
@@ -76,6 +86,19 @@ impl std::fmt::Display for Cause {
             (false, false) => write!(f, "the failure needs: {} lost while {} persisted{some}", list(&self.lost), list(&self.persisted)),
         }
     }
+}
+
+/// Each non-durable write of `disks` and how much of it `images` (a crash
+/// state of them) holds: disk, request, sectors held, sectors.
+pub fn fates(disks: &[Arc<SimDisk>], images: &[Image]) -> Vec<(usize, u64, u64, u64)> {
+    let mut fates = Vec::new();
+    for (disk, d) in disks.iter().enumerate() {
+        for write in d.pending_writes() {
+            let held = write.sectors.iter().filter(|(sector, value)| images[disk].sector(*sector) == value.bytes()).count();
+            fates.push((disk, write.request, held as u64, write.sectors.len() as u64));
+        }
+    }
+    fates
 }
 
 /// One non-durable write of the point, and which of its sectors the
@@ -136,9 +159,10 @@ pub fn minimal_cause(disks: &[Arc<SimDisk>], point: &CrashPoint, failing: &[Imag
         }
     }
     let persisted = kept.iter().map(|(e, sectors)| describe(point, &elements[*e], sectors.len())).collect();
+    let fates = elements.iter().map(|e| (e.disk, e.write.request, e.held.len() as u64, e.write.sectors.len() as u64)).collect();
     let judged = judged.get();
     debug_assert!(judged <= JUDGED_MAX + pending as u64 + 1, "judged {judged} states");
-    Some(Cause { persisted, lost, pending, judged, truncated })
+    Some(Cause { persisted, lost, pending, fates, judged, truncated })
 }
 
 /// ddmin over `items`: removes chunks, halving their size, while `still_fails`

@@ -144,6 +144,8 @@ pub struct Replayed {
     pub trace_hash: u64,
     /// The writes the failing crash state needs (`explore` only).
     pub cause: Option<String>,
+    /// The run's I/O, when [`CrashTrace::replay_recording`] asked for it.
+    pub timeline: Option<crate::timeline::Timeline>,
 }
 
 impl Replayed {
@@ -279,23 +281,30 @@ impl CrashTrace {
 
     /// Runs the trace as recorded.
     pub fn replay(&self) -> Result<Replayed, ReplayError> {
+        self.replay_recording(false)
+    }
+
+    /// Runs the trace as recorded, keeping its I/O timeline if `timeline`.
+    pub fn replay_recording(&self, timeline: bool) -> Result<Replayed, ReplayError> {
         self.check()?;
         let scenario = self.scenario()?;
         let mut config = scenario.run_config(self.seed);
+        config.timeline = timeline;
         config.strict = self.strict;
         config.mutations = mutations_of(self.mutation.as_deref()).map_err(ReplayError::Mutation)?;
         match self.mode {
             Mode::Run => {
                 let report = run(&config);
-                Ok(Replayed { violation: report.failure.map(|f| f.violation), steps: report.stats.steps, trace_hash: report.trace_hash, cause: None })
+                let violation = report.failure.map(|f| f.violation);
+                Ok(Replayed { violation, steps: report.stats.steps, trace_hash: report.trace_hash, cause: None, timeline: report.timeline })
             }
             Mode::Explore => {
                 let (coverage, outcome) = explore(&config, &scenario.bounds());
-                let (violation, cause) = match outcome {
-                    Ok(()) => (None, None),
-                    Err(failure) => (Some(failure.violation), failure.cause.map(|c| c.to_string())),
+                let (violation, cause, timeline) = match outcome {
+                    Ok(()) => (None, None, None),
+                    Err(failure) => (Some(failure.violation), failure.cause.map(|c| c.to_string()), failure.timeline.map(|t| *t)),
                 };
-                Ok(Replayed { violation, steps: coverage.steps, trace_hash: coverage.trace_hash, cause })
+                Ok(Replayed { violation, steps: coverage.steps, trace_hash: coverage.trace_hash, cause, timeline })
             }
         }
     }

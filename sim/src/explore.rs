@@ -279,11 +279,14 @@ pub struct CrashFailure {
     pub images: Option<Vec<Image>>,
     /// The writes the failure needs, shrunk from the failing state.
     pub cause: Option<Box<crate::cause::Cause>>,
+    /// The recorded run's I/O up to the failure, the failing state marked
+    /// (when [`RunConfig::timeline`] asked for it).
+    pub timeline: Option<Box<crate::timeline::Timeline>>,
 }
 
 impl CrashFailure {
     fn new(step: u64, applied: impl Into<String>, violation: Violation, images: Option<Vec<Image>>) -> Self {
-        Self { step, applied: applied.into(), violation, images, cause: None }
+        Self { step, applied: applied.into(), violation, images, cause: None, timeline: None }
     }
 }
 
@@ -424,6 +427,18 @@ pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), Cra
                 .as_ref()
                 .and_then(|images| crate::cause::minimal_cause(world.disks(), &point, images, failure.violation.invariant))
                 .map(Box::new);
+            failure.timeline = world.timeline().map(|mut timeline| {
+                let fates = match (&failure.cause, &failure.images) {
+                    (Some(cause), _) => cause.fates.clone(),
+                    (None, Some(images)) => crate::cause::fates(world.disks(), images),
+                    (None, None) => Vec::new(),
+                };
+                let needed = failure.cause.as_ref().map(|c| c.named()).unwrap_or_default();
+                timeline.mark_crash_state(world.timeline_boot().unwrap_or(0), &fates, &needed);
+                timeline.set_failure(&failure.to_string(), &failure.violation.message);
+                timeline.cause = failure.cause.as_ref().map(ToString::to_string);
+                Box::new(timeline)
+            });
             outcome = Err(failure);
             return false;
         }
@@ -438,12 +453,15 @@ pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), Cra
     coverage.marks = crate::marks::MarkCounts::take(&format!("explore seed {}", config.seed));
     if outcome.is_ok() {
         if let Some(failure) = report.failure {
-            outcome = Err(CrashFailure::new(failure.step, "the live run (no crash)", failure.violation, None));
+            let mut failure = CrashFailure::new(failure.step, "the live run (no crash)", failure.violation, None);
+            failure.timeline = report.timeline.map(Box::new);
+            outcome = Err(failure);
         }
     }
     (coverage, outcome)
 }
 
+#[allow(clippy::result_large_err)] // one failure per exploration: its size costs nothing
 fn explore_point(
     disks: &[std::sync::Arc<SimDisk>],
     point: &CrashPoint,
@@ -572,6 +590,7 @@ fn explore_point(
 /// its values, in every combination; a state is built and judged only when
 /// its hash is new.
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::result_large_err)] // one failure per exploration: its size costs nothing
 fn brute_force(
     durable: &[Image],
     durable_hash: u64,
@@ -615,6 +634,7 @@ fn brute_force(
 /// of the point has. Returns whether it went to the end (not stopped by
 /// `states_max`).
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::result_large_err)] // one failure per exploration: its size costs nothing
 fn per_sector(
     durable: &[Image],
     durable_hash: u64,

@@ -4,6 +4,7 @@
 //!
 //! - [`disk`]: `SimDisk`, the simulated block device and its fault model.
 //! - [`world`]: the deterministic world: engine, disks, workload, crashes.
+//! - [`timeline`]: a run's I/O as an HTML timeline (`--timeline`).
 //! - [`trace`]: run traces and their hashes.
 //! - [`bench`]: the performance figures (`snapsim bench`, `cargo bench -p sim`).
 //! - [`limits`]: the bounds every input file is read within.
@@ -34,6 +35,7 @@ pub mod shape;
 pub mod soak;
 #[cfg(shuttle)]
 pub mod threads;
+pub mod timeline;
 pub mod trace;
 pub mod world;
 pub mod zoo;

@@ -455,9 +455,25 @@ struct ReplayArgs {
     /// Replay `snapsim run --seed N` instead (with its default options).
     #[arg(long)]
     seed: Option<u64>,
+    /// Write the run's I/O as an HTML timeline to this file (for a failing
+    /// crash state: what persisted, what was lost, what the failure needs).
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<std::path::PathBuf>,
     /// Print one JSON object (recorded and replayed verdicts, replay command) on stdout.
     #[arg(long)]
     json: bool,
+}
+
+/// Writes `timeline` as an HTML page to `path`, if asked.
+fn write_timeline(out: Out, path: Option<&std::path::Path>, timeline: Option<&sim::timeline::Timeline>) -> Result<(), CliError> {
+    let Some(path) = path else { return Ok(()) };
+    let Some(timeline) = timeline else {
+        out.line(format!("no timeline written to {}: nothing was recorded", path.display()));
+        return Ok(());
+    };
+    std::fs::write(path, timeline.to_html()).map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
+    out.line(format!("timeline: {} ({} requests, {} crashes and reloads)", path.display(), timeline.bars.len(), timeline.markers.len()));
+    Ok(())
 }
 
 /// Minimizes a failing trace and writes it into `crash-traces/`.
@@ -500,6 +516,10 @@ struct ExploreArgs {
     /// dmsetup tables that load them into this directory.
     #[arg(long, value_name = "DIR")]
     export: Option<std::path::PathBuf>,
+    /// Write the run's I/O as an HTML timeline to this file (for a failing
+    /// crash state: what persisted, what was lost, what the failure needs).
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<std::path::PathBuf>,
     /// Print one JSON object (every run's counts, the verdict, the replay command) on stdout.
     #[arg(long)]
     json: bool,
@@ -562,6 +582,7 @@ fn explore(
         let mut config = scenario.run_config(seed);
         config.mutations = mutations;
         config.strict |= args.strict;
+        config.timeline = args.timeline.is_some();
         #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // a throughput figure for the user, not engine time
         let start = std::time::Instant::now();
         let (coverage, outcome) = sim::explore::explore(&config, &bounds);
@@ -594,7 +615,7 @@ fn explore(
             "replay": replay,
         }));
         partial |= coverage.truncated;
-        if let Err(failure) = outcome {
+        if let Err(mut failure) = outcome {
             out.line(format!("verdict: FAIL: {failure}"));
             for event in &failure.violation.events {
                 out.line(format!("  {event}"));
@@ -603,6 +624,14 @@ fn explore(
                 out.line(format!("{cause} ({} non-durable writes at the crash point, {} states judged)", cause.pending, cause.judged));
             }
             out.line(format!("replay: {replay}"));
+            if let Some(timeline) = &mut failure.timeline {
+                timeline.title = format!(
+                    "snapsim explore {} seed {seed}{}",
+                    scenario.name,
+                    sim::crash_trace::mutation_id(mutations).map_or(String::new(), |m| format!(" --mutation {m}"))
+                );
+            }
+            write_timeline(out, args.timeline.as_deref(), failure.timeline.as_deref())?;
             if let (Some(dir), Some(images)) = (&args.export, &failure.images) {
                 let written = sim::export::write_crash_state(dir, &scenario.knobs, images, &failure.to_string())
                     .map_err(|e| CliError::failed(e.to_string()))?;
@@ -664,10 +693,14 @@ struct RunArgs {
     /// Re-create a historical kernel bug in the engine (`Z3`); needs a build with `--features bug-zoo`.
     #[arg(long)]
     mutation: Option<String>,
-    /// Print one JSON object (verdict, invariant, counts, trace hash, replay command) on stdout.
     /// Draw the knobs with these odds (what a directed soak's replay line carries).
     #[arg(long, value_parser = parse_bias)]
     bias: Option<sim::world::knobs::SwarmBias>,
+    /// Write the run's I/O as an HTML timeline to this file (for a failing
+    /// crash state: what persisted, what was lost, what the failure needs).
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<std::path::PathBuf>,
+    /// Print one JSON object (verdict, invariant, counts, trace hash, replay command) on stdout.
     #[arg(long)]
     json: bool,
 }
@@ -729,14 +762,22 @@ fn run_seed(out: Out, config: &sim::world::RunConfig) -> (sim::world::Report, Re
 fn replay(args: ReplayArgs) -> Result<(), CliError> {
     let out = Out { json: args.json };
     if let Some(seed) = args.seed {
-        return run_seed(out, &sim::world::RunConfig::new(seed)).1;
+        let mut config = sim::world::RunConfig::new(seed);
+        config.timeline = args.timeline.is_some();
+        let (report, verdict) = run_seed(out, &config);
+        write_timeline(out, args.timeline.as_deref(), report.timeline.as_ref())?;
+        return verdict;
     }
     let path = args.trace.expect("clap requires a trace without --seed");
     let trace = sim::crash_trace::CrashTrace::load(&path).map_err(CliError::bad_input)?;
     // Checked before running: a trace asking for a mutation this build lacks is a usage error.
     mutations(trace.mutation.as_deref())?;
     out.line(format!("{}: {} (recorded verdict {})", path.display(), trace.post_mortem, trace.verdict));
-    let replayed = trace.replay().map_err(CliError::bad_input)?;
+    let mut replayed = trace.replay_recording(args.timeline.is_some()).map_err(CliError::bad_input)?;
+    if let Some(timeline) = &mut replayed.timeline {
+        timeline.title = format!("snapsim replay {}", path.display());
+    }
+    write_timeline(out, args.timeline.as_deref(), replayed.timeline.as_ref())?;
     match &replayed.violation {
         Some(violation) => out.line(format!("replayed: {violation}")),
         None => out.line("replayed: pass"),
@@ -837,7 +878,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
             config.strict |= args.strict;
             config.mutations = mutations(args.mutation.as_deref())?;
             config.bias = args.bias.unwrap_or_default();
-            let (report, verdict) = run_seed(out, &config);
+            config.timeline = args.timeline.is_some();
+            let (mut report, verdict) = run_seed(out, &config);
+            if let Some(timeline) = &mut report.timeline {
+                timeline.title = report.replay.clone();
+            }
+            write_timeline(out, args.timeline.as_deref(), report.timeline.as_ref())?;
             if verdict.is_err() && args.save_trace {
                 save_trace(out, &sim::crash_trace::CrashTrace::from_run(&config, &report))?;
             }

@@ -128,6 +128,9 @@ struct State {
     /// Each completed non-FUA write's request number and PREFLUSH, by
     /// completion number: what a crash may lose, named as the run knows it.
     completed_requests: BTreeMap<u64, (u64, bool)>,
+    /// Requests submitted since the last [`SimDisk::take_submissions`],
+    /// kept only once [`SimDisk::record_submissions`] asked (a timeline).
+    submissions: Option<Vec<RequestInfo>>,
     faults: FaultRates,
     rng: ChaCha8Rng,
 }
@@ -197,6 +200,7 @@ impl SimDisk {
             completions: 0,
             media_errors: 0,
             completed_requests: BTreeMap::new(),
+            submissions: None,
             faults,
             rng: ChaCha8Rng::seed_from_u64(seed),
         };
@@ -259,6 +263,16 @@ impl SimDisk {
 
     pub fn set_faults(&self, faults: FaultRates) {
         self.lock().faults = faults;
+    }
+
+    /// Keeps every request submitted from now on, for [`Self::take_submissions`].
+    pub fn record_submissions(&self) {
+        self.lock().submissions.get_or_insert_with(Vec::new);
+    }
+
+    /// The requests submitted since the last call (none unless recording).
+    pub fn take_submissions(&self) -> Vec<RequestInfo> {
+        self.lock().submissions.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Media errors this disk has returned so far (drawn, latent or scripted).
@@ -521,6 +535,9 @@ impl SimDisk {
         state.next_id += 1;
         let completed_before = state.completed_writes;
         let info = RequestInfo { id, kind, sector, sectors };
+        if let Some(submissions) = &mut state.submissions {
+            submissions.push(info);
+        }
         state.in_flight.insert(id, InFlight { info, data, completed_before, callback });
     }
 

@@ -94,6 +94,8 @@ pub struct World {
     mutations: Mutations,
     /// Every operation run, as a script that replays the workload.
     ops: Vec<ScriptOp>,
+    /// The disk requests so far, when a timeline was asked for.
+    timeline: Option<crate::timeline::Recorder>,
 }
 
 impl std::fmt::Debug for World {
@@ -134,6 +136,7 @@ impl World {
         world.images = images;
         world.script = config.script.clone().map(VecDeque::from);
         world.injections = config.injections.clone();
+        world.timeline = config.timeline.then(crate::timeline::Recorder::default);
         world
     }
 
@@ -160,6 +163,7 @@ impl World {
             read_back_at_end: true,
             mutations,
             ops: Vec::new(),
+            timeline: None,
         }
     }
 
@@ -187,6 +191,8 @@ impl World {
 
     /// The run's outcome so far.
     pub fn report(&self) -> Report {
+        // Before the observer's lock: the timeline takes it too.
+        let timeline = self.timeline();
         let mut observer = lock(&self.shared);
         let mut stats = self.stats.clone();
         stats.acknowledged = observer.counters.acknowledged;
@@ -204,6 +210,36 @@ impl World {
             replay: String::new(),
             replay_test: String::new(),
             marks: Default::default(),
+            timeline,
+        }
+    }
+
+    /// The run's I/O so far, when a timeline was asked for; a failure found
+    /// so far is written on it.
+    pub fn timeline(&self) -> Option<crate::timeline::Timeline> {
+        let recorder = self.timeline.as_ref()?;
+        let mut timeline = recorder.timeline(&format!("snapsim seed {}", self.seed), self.knobs.snapshots);
+        if let Some(failure) = &lock(&self.shared).failure {
+            timeline.set_failure(&failure.violation.to_string(), &failure.violation.message);
+            // The run's last crash made the state the failure was found in.
+            if let Some(crash) = timeline.markers.iter_mut().rev().find(|m| m.label == "crash") {
+                crash.failing = true;
+            }
+        }
+        Some(timeline)
+    }
+
+    /// The boot the running disks belong to, on the timeline.
+    pub fn timeline_boot(&self) -> Option<u64> {
+        self.timeline.as_ref().map(crate::timeline::Recorder::boot)
+    }
+
+    /// Takes the requests the disks submitted since the last tick and
+    /// advances the timeline's clock.
+    pub(super) fn timeline_tick(&mut self) {
+        if let Some(recorder) = &mut self.timeline {
+            recorder.collect(&self.engine.disks);
+            recorder.tick();
         }
     }
 

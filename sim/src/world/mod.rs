@@ -56,6 +56,9 @@ pub struct RunConfig {
     pub strict: bool,
     /// Keep every event in the report (for trace files). Default off.
     pub keep_events: bool,
+    /// Record every disk request for an I/O timeline ([`Report::timeline`],
+    /// `--timeline`). Default off: it costs memory per request.
+    pub timeline: bool,
     /// Knobs to use instead of the ones the seed draws (a scenario, a
     /// minimized run, a test). Default: drawn from the seed.
     pub knobs: Option<Knobs>,
@@ -93,6 +96,7 @@ impl RunConfig {
             max_steps: Self::MAX_STEPS_DEFAULT,
             strict,
             keep_events: false,
+            timeline: false,
             knobs: None,
             script: None,
             injections: Vec::new(),
@@ -199,6 +203,8 @@ pub struct Report {
     pub replay_test: String,
     /// The coverage marks the run reached (filled by [`run`]).
     pub marks: crate::marks::MarkCounts,
+    /// The run's I/O, when [`RunConfig::timeline`] asked for it.
+    pub timeline: Option<crate::timeline::Timeline>,
 }
 
 impl Report {

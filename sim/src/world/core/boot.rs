@@ -43,6 +43,9 @@ impl World {
                 Arc::new(SimDisk::new(index as u64, image, faults, seed))
             })
             .collect();
+        if self.timeline.is_some() {
+            disks.iter().for_each(|disk| disk.record_submissions());
+        }
         let deferred = Arc::new(DeferQueue::default());
         let origin =
             Origin::new(Arc::clone(&disks[0]), deferred.clone(), OriginConfig { cow_threshold: self.knobs.cow_threshold, mutations: self.mutations });

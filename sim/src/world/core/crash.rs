@@ -78,6 +78,10 @@ impl World {
         self.note_crash_marks();
         let crash = &mut self.crash;
         let images: Vec<Image> = self.engine.disks.iter().map(|disk| disk.crash_image(|_, n| crash.random_range(0..n))).collect();
+        if let Some(recorder) = &mut self.timeline {
+            recorder.collect(&self.engine.disks);
+            recorder.crash_fates(&crate::cause::fates(&self.engine.disks, &images));
+        }
         self.reboot(images, false);
     }
 
@@ -130,6 +134,10 @@ impl World {
     /// reboot (a scripted reload) loses nothing: the oracle is told so.
     fn reboot_keeping(&mut self, images: Vec<Image>, must_keep: Vec<Option<Image>>, clean: bool) {
         self.stats.crashes += 1;
+        if let Some(recorder) = &mut self.timeline {
+            recorder.collect(&self.engine.disks);
+            recorder.reboot(if clean { "clean reload" } else { "crash" });
+        }
         self.report_status();
         self.emit(if clean { Event::CleanReload } else { Event::Crash });
         self.durable_cows = must_keep;

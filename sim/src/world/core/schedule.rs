@@ -28,6 +28,7 @@ impl World {
             self.stats.deferred += 1;
             self.emit(Event::Deferred);
             work();
+            self.timeline_tick();
             return true;
         }
         let disk = counts
@@ -52,7 +53,13 @@ impl World {
         self.stats.disk_requests += 1;
         self.stats.disk_errors += u64::from(!completion.ok);
         self.emit(Event::Disk { disk, request: info.id, op, sector: info.sector, sectors: info.sectors, ok: completion.ok });
+        if let Some(recorder) = &mut self.timeline {
+            // Submitted since the last tick (a load's read, say) and done already.
+            recorder.collect(&self.engine.disks);
+            recorder.completed(disk, info.id, completion.ok);
+        }
         completion.run();
+        self.timeline_tick();
         true
     }
 

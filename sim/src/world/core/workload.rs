@@ -63,6 +63,7 @@ impl World {
             }
             ScriptOp::Write { .. } | ScriptOp::Read { .. } | ScriptOp::Flush { .. } => self.submit(op),
         }
+        self.timeline_tick();
     }
 
     /// Hands snapshot `k` to snapshot-merge and starts the merge.
