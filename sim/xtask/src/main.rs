@@ -15,12 +15,17 @@
 //!   serves exactly the view, with the status line, that the kernel serves
 //!   after reloading it.
 //!
+//! `cargo xtask load-export DIR` loads a crash state `snapsim explore
+//! --export DIR` wrote in the same kernel and prints the kernel's status
+//! and view beside our engine's.
+//!
 //! Opt-in (it installs Debian packages and needs root); the nightly runs
 //! it, `.ci/run` never does.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // real virtual machines run in wall time, on threads of their own
 
 mod interop;
 mod kernel_crash;
+mod load_export;
 mod vm;
 
 use std::process::ExitCode;
@@ -40,6 +45,8 @@ enum Task {
     Interop(interop::InteropArgs),
     /// The kernel's own writes recorded with dm-log-writes under qemu, and every crash state of them judged.
     KernelCrash(kernel_crash::KernelCrashArgs),
+    /// A crash state `snapsim explore --export` wrote, loaded by the kernel; its status and view printed beside ours.
+    LoadExport(load_export::LoadExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +57,14 @@ fn main() -> ExitCode {
             Err(error) => {
                 eprintln!("xtask interop: error: {error}");
                 ExitCode::FAILURE
+            }
+        },
+        Task::LoadExport(args) => match load_export::run(&args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(error) => {
+                eprintln!("xtask load-export: error: {error}");
+                ExitCode::from(2)
             }
         },
         Task::KernelCrash(args) => match kernel_crash::run(&args) {

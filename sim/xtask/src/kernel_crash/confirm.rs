@@ -90,7 +90,8 @@ pub fn confirm(machine: &Machine, dir: &Path, samples: &[(&Workload, &Sample)]) 
     for (i, (workload, sample)) in samples.iter().enumerate() {
         debug_assert_eq!(sample.image.len() as u64, (workload.origin_sectors + workload.cow_sectors) * 512, "a sample is a whole data disk");
         write_sparse(&disk, offset_sectors * 512, &sample.image).map_err(|e| format!("{}: {e}", disks.origin().display()))?;
-        manifest.push_str(&format!("{i} {offset_sectors} {} {} {}\n", workload.origin_sectors, workload.cow_sectors, workload.chunk_sectors));
+        let store = workload.store.table_name();
+        manifest.push_str(&format!("{i} {offset_sectors} {} {} {} {store}\n", workload.origin_sectors, workload.cow_sectors, workload.chunk_sectors));
         offset_sectors += (workload.origin_sectors + workload.cow_sectors).div_ceil(8) * 8;
     }
     disk.set_len(offset_sectors * 512).map_err(|e| e.to_string())?;
@@ -108,7 +109,9 @@ pub fn confirm(machine: &Machine, dir: &Path, samples: &[(&Workload, &Sample)]) 
         let words: Vec<&str> = line.split_whitespace().collect();
         let kernel_status = if words.len() >= 4 && words[2] == "snapshot" { words[3..].join(" ") } else { line.to_string() };
         let kernel_view_md5 = boot.marker(&format!("V{i}")).unwrap_or("unreadable").to_string();
-        let agree = engine_status == kernel_status && engine_view_md5 == kernel_view_md5;
+        // A COW both refuse agrees, whatever words each refusal uses.
+        let both_refused = engine_status.starts_with("refused") && kernel_status.starts_with("refused");
+        let agree = both_refused || (engine_status == kernel_status && engine_view_md5 == kernel_view_md5);
         out.push(Confirmation { state: sample.name.clone(), engine_status, kernel_status, engine_view_md5, kernel_view_md5, agree });
     }
     Ok(out)
