@@ -323,6 +323,10 @@ impl SoakReport {
             text += &format!("    replay: {}\n", signature.replay);
             if let Some(trace) = &signature.trace {
                 text += &format!("    trace: {trace}\n");
+                let timeline = std::path::Path::new(trace).with_extension("html");
+                if timeline.is_file() {
+                    text += &format!("    timeline: {}\n", timeline.display());
+                }
             }
         }
         text
@@ -606,7 +610,14 @@ fn minimize_failures(config: &SoakConfig, failures: &mut [(SoakFailure, Option<C
         let trace = catch_panic(|| trace.minimize(config.minimize_budget)).unwrap_or_else(|_| trace.clone());
         shapes.insert(failure.seed, ops_shape(&trace.shape.ops));
         failure.trace = Some(match trace.write(&config.traces_dir) {
-            Ok(path) => path.display().to_string(),
+            Ok(path) => {
+                // The minimized run's timeline beside it: the trace's name, `.html`.
+                if let Ok(Ok(Some(mut timeline))) = catch_panic(|| trace.replay_recording(true).map(|r| r.timeline)) {
+                    timeline.title = format!("snapsim replay {}", path.display());
+                    let _ = std::fs::write(path.with_extension("html"), timeline.to_html());
+                }
+                path.display().to_string()
+            }
             Err(error) => format!("not written: {error}"),
         });
     }

@@ -63,6 +63,8 @@ fn a_failure_is_reported_with_its_replay_and_minimized_into_a_trace_that_replays
     let trace = CrashTrace::load(std::path::Path::new(trace_path)).unwrap();
     assert_eq!(failure.invariant, trace.verdict);
     assert_eq!(failure.invariant, trace.replay().unwrap().verdict(), "the minimized trace gives the soak's verdict");
+    let timeline = std::fs::read_to_string(std::path::Path::new(trace_path).with_extension("html")).expect("a timeline beside the trace");
+    assert!(timeline.contains("class=\"lane\"") && timeline.contains("snapsim replay"), "the timeline page");
     let json: serde_json::Value = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
     assert_eq!(json["failures"][0]["seed"], failure.seed);
     assert_eq!(json["mutation"], "Z1");
