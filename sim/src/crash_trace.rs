@@ -17,6 +17,7 @@ use crate::disk::FaultRates;
 use crate::explore::{Bounds, explore};
 use crate::scenario::{Scenario, ScenarioFile};
 use crate::shape::{FieldError, FileError, RunShape};
+use crate::world::guide::{self, Decision};
 use crate::world::script::parse_ops;
 use crate::world::{Knobs, Report, RunConfig, ScriptOp, run};
 
@@ -120,6 +121,12 @@ pub struct CrashTrace {
     /// (see [`crate::cause`]), as the minimized trace's replay printed them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
+    /// The run's schedule in the workload's terms ([`crate::world::guide`]):
+    /// when present, the replay follows it instead of the seed's draws, so
+    /// that a change to the engine's requests elsewhere leaves the rest of
+    /// the run where it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     #[serde(flatten)]
     pub shape: RunShape,
 }
@@ -146,6 +153,8 @@ pub struct Replayed {
     pub cause: Option<String>,
     /// The run's I/O, when [`CrashTrace::replay_recording`] asked for it.
     pub timeline: Option<crate::timeline::Timeline>,
+    /// The schedule the replay ran, in the workload's terms.
+    pub schedule: Option<Vec<Decision>>,
 }
 
 impl Replayed {
@@ -192,6 +201,7 @@ impl CrashTrace {
             write_error: 0.0,
             flush_error: 0.0,
             cause: None,
+            schedule: None,
             shape: RunShape {
                 chunk_sectors: knobs.chunk_sectors,
                 mixed_chunk_sectors: knobs.mixed_chunk_sectors.clone(),
@@ -234,6 +244,9 @@ impl CrashTrace {
             if !(0.0..=Self::ERROR_RATE_MAX).contains(&rate) {
                 return Err(FieldError::new(field, format!("{field} = {rate}: must be a rate from 0 to {}", Self::ERROR_RATE_MAX)));
             }
+        }
+        if let Some(schedule) = &self.schedule {
+            guide::parse(schedule).map_err(|e| FieldError::new("schedule", e))?;
         }
         if let Some(id) = &self.mutation {
             if Mutation::parse(id).is_none() {
@@ -290,13 +303,16 @@ impl CrashTrace {
         let scenario = self.scenario()?;
         let mut config = scenario.run_config(self.seed);
         config.timeline = timeline;
+        config.record_schedule = true;
+        config.schedule = self.schedule.as_deref().map(guide::parse).transpose().map_err(|e| FieldError::new("schedule", e))?;
         config.strict = self.strict;
         config.mutations = mutations_of(self.mutation.as_deref()).map_err(ReplayError::Mutation)?;
         match self.mode {
             Mode::Run => {
                 let report = run(&config);
                 let violation = report.failure.map(|f| f.violation);
-                Ok(Replayed { violation, steps: report.stats.steps, trace_hash: report.trace_hash, cause: None, timeline: report.timeline })
+                let schedule = report.schedule;
+                Ok(Replayed { violation, steps: report.stats.steps, trace_hash: report.trace_hash, cause: None, timeline: report.timeline, schedule })
             }
             Mode::Explore => {
                 let (coverage, outcome) = explore(&config, &scenario.bounds());
@@ -304,7 +320,7 @@ impl CrashTrace {
                     Ok(()) => (None, None, None),
                     Err(failure) => (Some(failure.violation), failure.cause.map(|c| c.to_string()), failure.timeline.map(|t| *t)),
                 };
-                Ok(Replayed { violation, steps: coverage.steps, trace_hash: coverage.trace_hash, cause, timeline })
+                Ok(Replayed { violation, steps: coverage.steps, trace_hash: coverage.trace_hash, cause, timeline, schedule: coverage.schedule })
             }
         }
     }
@@ -377,10 +393,17 @@ impl CrashTrace {
                 break;
             }
         }
-        // The cause of the trace as kept (nothing may have shrunk).
-        if best.mode == Mode::Explore && best.cause.is_none() {
-            if let Ok(replayed) = best.replay() {
+        // The trace as kept: its cause (nothing may have shrunk) and its
+        // schedule, kept only if following it gives the same verdict.
+        if let Ok(replayed) = best.replay() {
+            if best.mode == Mode::Explore && best.cause.is_none() {
                 best.cause = replayed.cause;
+            }
+            if let Some(schedule) = replayed.schedule.filter(|_| best.schedule.is_none()) {
+                let scheduled = CrashTrace { schedule: Some(guide::to_text(&schedule)), ..best.clone() };
+                if scheduled.replay().is_ok_and(|r| r.verdict() == self.verdict) {
+                    best = scheduled;
+                }
             }
         }
         best

@@ -123,6 +123,8 @@ pub struct Coverage {
     pub truncated: bool,
     /// The recorded run's trace hash (the same for every replay of it).
     pub trace_hash: u64,
+    /// The recorded run's schedule, when [`RunConfig::record_schedule`] asked for it.
+    pub schedule: Option<Vec<crate::world::guide::Decision>>,
 }
 
 /// A count of crash states that may not fit in any integer: exact while it
@@ -450,6 +452,7 @@ pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), Cra
     coverage.complete &= !coverage.truncated;
     let report = world.report();
     coverage.trace_hash = report.trace_hash;
+    coverage.schedule = report.schedule.clone();
     coverage.marks = crate::marks::MarkCounts::take(&format!("explore seed {}", config.seed));
     if outcome.is_ok() {
         if let Some(failure) = report.failure {

@@ -240,6 +240,11 @@ impl SimDisk {
         self.lock().in_flight.len()
     }
 
+    /// Every request in flight, oldest first.
+    pub fn in_flight_infos(&self) -> Vec<RequestInfo> {
+        self.lock().in_flight.values().map(|request| request.info).collect()
+    }
+
     /// The id of the `n`-th request in flight, oldest first.
     pub fn in_flight_id(&self, n: usize) -> Option<u64> {
         self.lock().in_flight.keys().nth(n).copied()

@@ -96,6 +96,10 @@ pub struct World {
     ops: Vec<ScriptOp>,
     /// The disk requests so far, when a timeline was asked for.
     timeline: Option<crate::timeline::Recorder>,
+    /// The schedule being followed instead of the seed's draws.
+    guide: Option<VecDeque<crate::world::guide::Decision>>,
+    /// The schedule so far, when asked to record it.
+    recorded: Option<Vec<crate::world::guide::Decision>>,
 }
 
 impl std::fmt::Debug for World {
@@ -137,6 +141,8 @@ impl World {
         world.script = config.script.clone().map(VecDeque::from);
         world.injections = config.injections.clone();
         world.timeline = config.timeline.then(crate::timeline::Recorder::default);
+        world.guide = config.schedule.clone();
+        world.recorded = config.record_schedule.then(Vec::new);
         world
     }
 
@@ -164,6 +170,8 @@ impl World {
             mutations,
             ops: Vec::new(),
             timeline: None,
+            guide: None,
+            recorded: None,
         }
     }
 
@@ -211,7 +219,13 @@ impl World {
             replay_test: String::new(),
             marks: Default::default(),
             timeline,
+            schedule: self.recorded.clone(),
         }
+    }
+
+    /// The schedule recorded so far, when asked for.
+    pub fn schedule(&self) -> Option<&[crate::world::guide::Decision]> {
+        self.recorded.as_deref()
     }
 
     /// The run's I/O so far, when a timeline was asked for; a failure found

@@ -16,6 +16,7 @@
 //! I3) and requires every operation to have completed (I11).
 
 mod core;
+pub mod guide;
 pub mod knobs;
 pub mod observer;
 pub mod script;
@@ -56,6 +57,12 @@ pub struct RunConfig {
     pub strict: bool,
     /// Keep every event in the report (for trace files). Default off.
     pub keep_events: bool,
+    /// A schedule to follow instead of the seed's scheduling draws (see
+    /// [`guide`]): a crash trace's. Default none.
+    pub schedule: Option<std::collections::VecDeque<guide::Decision>>,
+    /// Keep the run's schedule in the report ([`Report::schedule`]).
+    /// Default off.
+    pub record_schedule: bool,
     /// Record every disk request for an I/O timeline ([`Report::timeline`],
     /// `--timeline`). Default off: it costs memory per request.
     pub timeline: bool,
@@ -96,6 +103,8 @@ impl RunConfig {
             max_steps: Self::MAX_STEPS_DEFAULT,
             strict,
             keep_events: false,
+            schedule: None,
+            record_schedule: false,
             timeline: false,
             knobs: None,
             script: None,
@@ -205,6 +214,8 @@ pub struct Report {
     pub marks: crate::marks::MarkCounts,
     /// The run's I/O, when [`RunConfig::timeline`] asked for it.
     pub timeline: Option<crate::timeline::Timeline>,
+    /// The run's schedule, when [`RunConfig::record_schedule`] asked for it.
+    pub schedule: Option<Vec<guide::Decision>>,
 }
 
 impl Report {

@@ -10,6 +10,7 @@ use rand::RngExt;
 use super::World;
 use super::data::stale_sector;
 use crate::disk::{FaultRates, Image};
+use crate::world::guide::Decision;
 use crate::world::observer::{Observer, lock};
 use crate::world::{Knobs, ScriptOp};
 
@@ -76,8 +77,46 @@ impl World {
     /// A crash: every disk becomes a crash image; the engine is rebuilt from them.
     pub(super) fn crash_seeded(&mut self) {
         self.note_crash_marks();
-        let crash = &mut self.crash;
-        let images: Vec<Image> = self.engine.disks.iter().map(|disk| disk.crash_image(|_, n| crash.random_range(0..n))).collect();
+        let images: Vec<Image> = match self.guide.as_mut().map(|guide| guide.front().cloned()) {
+            // Following a schedule: its crash keeps what it says (clamped to
+            // the values a sector now has), every other sector its durable value.
+            Some(front) => {
+                let keep = match front {
+                    Some(Decision::Crash { keep }) => {
+                        self.guide.as_mut().map(VecDeque::pop_front);
+                        keep
+                    }
+                    _ => Vec::new(),
+                };
+                let pick = |disk: usize, sector: u64, n: usize| {
+                    keep.iter().find(|(d, s, _)| *d == disk && *s == sector).map_or(0, |(_, _, p)| (*p).min(n - 1))
+                };
+                self.engine.disks.iter().enumerate().map(|(disk, d)| d.crash_image(|sector, n| pick(disk, sector, n))).collect()
+            }
+            None => {
+                let crash = &mut self.crash;
+                let mut keep = Vec::new();
+                let images = self
+                    .engine
+                    .disks
+                    .iter()
+                    .enumerate()
+                    .map(|(disk, d)| {
+                        d.crash_image(|sector, n| {
+                            let pick = crash.random_range(0..n);
+                            if pick != 0 {
+                                keep.push((disk, sector, pick));
+                            }
+                            pick
+                        })
+                    })
+                    .collect();
+                if let Some(recorded) = &mut self.recorded {
+                    recorded.push(Decision::Crash { keep });
+                }
+                images
+            }
+        };
         if let Some(recorder) = &mut self.timeline {
             recorder.collect(&self.engine.disks);
             recorder.crash_fates(&crate::cause::fates(&self.engine.disks, &images));

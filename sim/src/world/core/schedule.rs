@@ -3,14 +3,51 @@
 use model::{DiskOp, Event, Invariant};
 use rand::RngExt;
 
+use std::collections::VecDeque;
+
 use super::World;
 use crate::disk::RequestKind;
+use crate::world::ScriptOp;
+use crate::world::guide::Decision;
 use crate::world::observer::lock;
 
 impl World {
     /// Whether anything is in flight: disk requests or deferred engine work.
     pub(super) fn busy(&self) -> bool {
         self.engine.disks.iter().any(|d| d.in_flight_count() > 0) || !lock(&self.engine.deferred.0).is_empty()
+    }
+
+    /// The event a schedule being followed names, if it is in flight
+    /// (`Some(None)`: engine work); otherwise the oldest event, engine work
+    /// first (`None` when the schedule's next step is not an event at all
+    /// and something is in flight anyway: then too the oldest).
+    fn guided_pick(&mut self, deferred_waiting: bool) -> Option<(usize, u64)> {
+        let front = self.guide.as_mut().and_then(|guide| guide.front().cloned());
+        match front {
+            Some(Decision::Work) => {
+                self.guide.as_mut().map(VecDeque::pop_front);
+                if deferred_waiting {
+                    return None;
+                }
+            }
+            Some(done @ Decision::Done { .. }) => {
+                self.guide.as_mut().map(VecDeque::pop_front);
+                let Decision::Done { disk, rank, .. } = done else { unreachable!() };
+                if let Some(d) = self.engine.disks.get(disk) {
+                    // The `rank`-th oldest of the requests in flight that match.
+                    if let Some(info) = d.in_flight_infos().into_iter().filter(|info| done.names(disk, info)).nth(rank) {
+                        return Some((disk, info.id));
+                    }
+                }
+            }
+            // An operation or a crash comes next: the main loop's to take.
+            _ => {}
+        }
+        // The schedule names nothing in flight (the engine changed): the oldest instead.
+        if deferred_waiting {
+            return None;
+        }
+        self.engine.disks.iter().enumerate().find_map(|(disk, d)| d.in_flight_id(0).map(|id| (disk, id)))
     }
 
     /// Runs one in-flight event, if there is one: a disk completion or deferred work.
@@ -22,14 +59,15 @@ impl World {
         if choices == 0 {
             return false;
         }
+        if self.guide.is_some() {
+            return match self.guided_pick(deferred_waiting) {
+                None => self.run_deferred(),
+                Some((disk, id)) => self.complete_request(disk, id),
+            };
+        }
         let mut pick = self.scheduler.random_range(0..choices);
         if pick == requests {
-            let work = lock(&self.engine.deferred.0).pop_front().expect("deferred work waiting");
-            self.stats.deferred += 1;
-            self.emit(Event::Deferred);
-            work();
-            self.timeline_tick();
-            return true;
+            return self.run_deferred();
         }
         let disk = counts
             .iter()
@@ -43,6 +81,31 @@ impl World {
             })
             .expect("pick within the requests");
         let id = self.engine.disks[disk].in_flight_id(pick).expect("request in flight");
+        self.complete_request(disk, id)
+    }
+
+    /// Runs one piece of deferred engine work.
+    fn run_deferred(&mut self) -> bool {
+        if let Some(recorded) = &mut self.recorded {
+            recorded.push(Decision::Work);
+        }
+        let work = lock(&self.engine.deferred.0).pop_front().expect("deferred work waiting");
+        self.stats.deferred += 1;
+        self.emit(Event::Deferred);
+        work();
+        self.timeline_tick();
+        true
+    }
+
+    /// Completes request `id` of disk `disk` and runs its callback.
+    fn complete_request(&mut self, disk: usize, id: u64) -> bool {
+        if let Some(recorded) = &mut self.recorded {
+            // Named by what it is, and among in-flight requests alike, by age.
+            let in_flight = self.engine.disks[disk].in_flight_infos();
+            let info = in_flight.iter().find(|info| info.id == id).expect("the request is in flight");
+            let rank = in_flight.iter().filter(|other| other.id < id && Decision::done(disk, info, 0).names(disk, other)).count();
+            recorded.push(Decision::done(disk, info, rank));
+        }
         let completion = self.engine.disks[disk].complete(id);
         let info = completion.info;
         let op = match info.kind {
@@ -63,6 +126,46 @@ impl World {
         true
     }
 
+    /// One step of a run following a schedule: the step it names, or where
+    /// that cannot be taken, the next operation when it may go, else the
+    /// oldest event. `false` when nothing is left to do.
+    fn guided_step(&mut self, operations: u64) -> bool {
+        let front = self.guide.as_ref().and_then(|guide| guide.front().cloned());
+        if matches!(front, Some(Decision::Op)) {
+            self.guide.as_mut().map(VecDeque::pop_front);
+            if let Some(op) = self.next_op_allowed(operations) {
+                self.run_op(op);
+                return true;
+            }
+        }
+        if self.step_event() {
+            return true;
+        }
+        match self.next_op_allowed(operations) {
+            Some(op) => {
+                self.run_op(op);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The next operation, if it may be submitted now (room in the queue,
+    /// and quiet for one that waits for it), with no draw.
+    fn next_op_allowed(&mut self, operations: u64) -> Option<ScriptOp> {
+        let in_flight = lock(&self.shared).counters.in_flight;
+        let room = in_flight < self.knobs.queue_depth;
+        let quiet = !self.busy() && in_flight == 0;
+        match &mut self.script {
+            Some(script) => match script.front().copied() {
+                Some(op) if room && (!op.needs_quiet() || quiet) => script.pop_front(),
+                _ => None,
+            },
+            None if self.stats.operations < operations && room => Some(self.random_op()),
+            None => None,
+        }
+    }
+
     /// Runs until the workload is done and nothing is in flight (or a
     /// violation). `at_crash_point` sees the world between every two steps;
     /// returning `false` stops the run there.
@@ -78,6 +181,18 @@ impl World {
             lock(&self.shared).step = self.stats.steps;
             if self.stats.steps > max_steps {
                 return self.fail(Invariant::I11Liveness, format!("the run did not finish within {max_steps} steps"));
+            }
+            if self.guide.is_some() {
+                if matches!(self.guide.as_ref().and_then(|g| g.front()), Some(Decision::Crash { .. })) {
+                    // As a drawn crash: no merge step is judged after it.
+                    self.crash_seeded();
+                    continue;
+                }
+                if !self.guided_step(operations) {
+                    break;
+                }
+                self.judge_merge_step();
+                continue;
             }
             if crashes_left > 0 && self.scheduler.random_bool(crash_chance) {
                 crashes_left -= 1;
@@ -96,7 +211,12 @@ impl World {
                 None => None,
             };
             match next {
-                Some(op) => self.run_op(op),
+                Some(op) => {
+                    if let Some(recorded) = &mut self.recorded {
+                        recorded.push(Decision::Op);
+                    }
+                    self.run_op(op)
+                }
                 None if !self.step_event() => break,
                 None => {}
             }
