@@ -654,6 +654,17 @@ fn explore_command(args: &ExploreArgs) -> Result<(), CliError> {
     } else {
         vec![sim::scenario::Scenario::load(&args.scenario).map_err(CliError::bad_input)?]
     };
+    // Never write where this command reads: checked before anything runs.
+    for scenario in &scenarios {
+        if let Some(timeline) = &args.timeline {
+            snapsim::paths::check_not_an_input("--timeline", timeline, &[("the scenario", &scenario.path)])?;
+        }
+        if let Some(dir) = &args.export {
+            for name in ["origin.img", "tables.txt", "load.sh", "README.txt"] {
+                snapsim::paths::check_not_an_input("--export", &dir.join(name), &[("the scenario", &scenario.path)])?;
+            }
+        }
+    }
     let (mut failed, mut partial, mut runs) = (Vec::new(), Vec::new(), Vec::new());
     for scenario in &scenarios {
         match explore(out, scenario, args, mutations, &mut runs)? {
@@ -770,6 +781,9 @@ fn replay(args: ReplayArgs) -> Result<(), CliError> {
     }
     let path = args.trace.expect("clap requires a trace without --seed");
     let trace = sim::crash_trace::CrashTrace::load(&path).map_err(CliError::bad_input)?;
+    if let Some(timeline) = &args.timeline {
+        snapsim::paths::check_not_an_input("--timeline", timeline, &[("the trace", &path)])?;
+    }
     // Checked before running: a trace asking for a mutation this build lacks is a usage error.
     mutations(trace.mutation.as_deref())?;
     out.line(format!("{}: {} (recorded verdict {})", path.display(), trace.post_mortem, trace.verdict));

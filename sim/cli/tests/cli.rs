@@ -193,3 +193,31 @@ fn apply_reads_the_text_workload_form() {
     assert!(stdout.contains("applied 3 requests, 0 failed") && stdout.contains("status: 32/256 16"), "{stdout}");
     assert_eq!(&std::fs::read(&origin).unwrap()[..8], b"new.new.");
 }
+
+/// A failing run draws its timeline (a lane per device, its crashes, the
+/// failing one marked), and a timeline is never written over the trace it
+/// replays.
+#[test]
+fn a_failing_run_writes_its_timeline_and_never_over_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("run4.html");
+    let (ok, stdout, _) = snapsim(&["run", "--seed", "4", "--strict", "--timeline", page.to_str().unwrap()]);
+    assert!(!ok, "seed 4 --strict fails (K1)");
+    assert!(stdout.contains("timeline: "), "{stdout}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(html.matches("class=\"lane\"").count(), 3, "origin and two COWs");
+    assert!(html.contains("id=\"crash-marker\"") && html.contains("I8 invalidation"));
+    let trace = dir.path().join("trace.toml");
+    let original = std::fs::read(repo_root().join("crash-traces/i8-run-seed4-strict.toml")).unwrap();
+    std::fs::write(&trace, &original).unwrap();
+    let outcome = std::process::Command::new(env!("CARGO_BIN_EXE_snapsim"))
+        .args(["replay", trace.to_str().unwrap(), "--timeline", trace.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(outcome.status.code(), Some(2), "{}", String::from_utf8_lossy(&outcome.stderr));
+    assert_eq!(std::fs::read(&trace).unwrap(), original, "the refused input is unchanged");
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
