@@ -237,6 +237,8 @@ mod tests {
         assert_eq!(table.lookup(13), None);
         assert_eq!(table.lookup(9), None);
         assert_eq!(table.lookup(21), Some(9));
+        // Every exception, one by one, inside runs too.
+        assert_eq!(table.iter().collect::<Vec<_>>(), vec![(10, 2), (11, 3), (12, 4), (20, 5), (21, 9)]);
     }
 
     #[test]

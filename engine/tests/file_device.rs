@@ -43,6 +43,7 @@ fn a_read_only_device_refuses_writes() {
     let device = FileDevice::open(&path, OpenMode::ReadOnly, &queue).unwrap();
     let error = run_until_done(&queue, |done| device.write(0, vec![1; 512], WriteFlags::PLAIN, done)).unwrap().unwrap_err();
     assert_eq!(error.kind, IoErrorKind::ReadOnly);
+    assert_eq!((error.sector, error.sectors), (0, 1), "the error names the refused sectors");
     assert!(std::fs::read(&path).unwrap().iter().all(|&b| b == 0));
 }
 

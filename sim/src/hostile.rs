@@ -314,6 +314,7 @@ impl OpSequence {
             stale_area_zero: false,
             fua_per_mille: 0,
             preflush_per_mille: 0,
+            merge_after: None,
         };
         let mut config = RunConfig::new(self.seed);
         config.knobs = Some(knobs);

@@ -120,6 +120,7 @@ impl Scenario {
             stale_area_zero: shape.stale_area_zero,
             fua_per_mille: 0,
             preflush_per_mille: 0,
+            merge_after: None,
         };
         debug_assert_eq!(knobs.operations, ops.len() as u64, "the knobs count the scripted operations");
         Ok(Self { name: name.to_string(), path: path.to_path_buf(), file, knobs, ops, injections })

@@ -95,6 +95,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_queue_is_empty_only_with_nothing_waiting() {
+        let queue = CompletionQueue::new();
+        assert!(queue.is_empty());
+        queue.defer(|| {});
+        assert!(!queue.is_empty());
+        queue.run_until_idle();
+        assert!(queue.is_empty());
+    }
+
+    #[test]
     fn runs_completions_in_fifo_order_including_ones_queued_meanwhile() {
         let queue = CompletionQueue::new();
         let log = Arc::new(Mutex::new(Vec::new()));

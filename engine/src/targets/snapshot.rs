@@ -954,6 +954,26 @@ impl<D: BlockDevice> BlockDevice for SnapshotDevice<D> {
         if let Err(error) = crate::io::check_request(IoOp::Write, sector, data.len(), self.size_sectors()) {
             return snapshot.fail_later(done, error);
         }
+        if snapshot.role == Role::Merge && flags.preflush {
+            // dm core sends a PREFLUSH write's flush ahead of its data, as an
+            // empty flush to each of the target's flush bios — snapshot-merge
+            // has two, the origin and the COW — and then the data without
+            // the flag. Passing the flag on with the data alone would flush
+            // only the device the chunk maps to: the other's completed
+            // writes, which the caller's PREFLUSH promises durable, could be
+            // lost in a crash.
+            let snapshot = Arc::clone(snapshot);
+            let data_flags = WriteFlags { preflush: false, ..flags };
+            let boundary = snapshot.split_boundary();
+            let then_write: IoDone<()> = Box::new(move |flushed| match flushed {
+                Err(error) => done(Err(error)),
+                Ok(()) => split_write(sector, data, data_flags, boundary, done, |bio| match snapshot.origin.upgrade() {
+                    Some(origin) => origin.submit_snapshot_write(&snapshot, bio),
+                    None => snapshot.write_admitted(bio),
+                }),
+            });
+            return self.flush(then_write);
+        }
         split_write(sector, data, flags, snapshot.split_boundary(), done, |bio| match snapshot.origin.upgrade() {
             Some(origin) => origin.submit_snapshot_write(snapshot, bio),
             None => snapshot.write_admitted(bio),

@@ -43,6 +43,10 @@ pub struct Knobs {
     /// Random writes carrying REQ_FUA, and REQ_PREFLUSH, per thousand.
     pub fua_per_mille: u32,
     pub preflush_per_mille: u32,
+    /// The random workload hands snapshot 0 to snapshot-merge once this
+    /// many operations have been submitted (and the machine is quiet), then
+    /// goes on writing through the merge. None: no merge.
+    pub merge_after: Option<u64>,
 }
 
 impl Knobs {
@@ -69,6 +73,7 @@ impl Knobs {
             stale_area_zero: false,
             fua_per_mille: 0,
             preflush_per_mille: 0,
+            merge_after: None,
         }
     }
 
@@ -91,6 +96,13 @@ impl Knobs {
     /// directed swarm). Every draw takes the same values from the stream
     /// whatever the odds, so the plain bias draws exactly [`Self::draw`]'s knobs.
     pub fn draw_biased(rng: &mut ChaCha8Rng, bias: &SwarmBias) -> Self {
+        let mut knobs = Self::draw_before_merges(rng, bias);
+        // Drawn after every other knob, so that those stay what they were.
+        knobs.merge_after = rng.random_bool(0.2).then(|| rng.random_range(1..knobs.operations));
+        knobs
+    }
+
+    fn draw_before_merges(rng: &mut ChaCha8Rng, bias: &SwarmBias) -> Self {
         let odds = |p: f64| p.clamp(SwarmBias::ODDS_MIN, 1.0 - SwarmBias::ODDS_MIN);
         let chunk_sectors = 1u32 << rng.random_range(0..=4u32);
         let origin_chunks = rng.random_range(16..=96u64);
@@ -128,6 +140,7 @@ impl Knobs {
             // Drawn last, so that every earlier knob stays what it was.
             fua_per_mille: [0, 0, 50, 300][rng.random_range(0..4usize)],
             preflush_per_mille: [0, 0, 30, 200][rng.random_range(0..4usize)],
+            merge_after: None,
         }
     }
 }
@@ -224,6 +237,10 @@ impl std::fmt::Display for Knobs {
             } else {
                 String::new()
             }
-        )
+        )?;
+        if let Some(after) = self.merge_after {
+            write!(f, ", merges snapshot 0 after {after} operations")?;
+        }
+        Ok(())
     }
 }

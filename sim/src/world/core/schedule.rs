@@ -156,6 +156,9 @@ impl World {
         let in_flight = lock(&self.shared).counters.in_flight;
         let room = in_flight < self.knobs.queue_depth;
         let quiet = !self.busy() && in_flight == 0;
+        if let Some(merge) = self.merge_due() {
+            return quiet.then_some(merge);
+        }
         match &mut self.script {
             Some(script) => match script.front().copied() {
                 Some(op) if room && (!op.needs_quiet() || quiet) => script.pop_front(),
@@ -164,6 +167,14 @@ impl World {
             None if self.stats.operations < operations && room => Some(self.random_op()),
             None => None,
         }
+    }
+
+    /// The swarm's merge, when the random workload has reached it
+    /// ([`crate::world::Knobs::merge_after`]) and not yet run it.
+    fn merge_due(&self) -> Option<ScriptOp> {
+        let after = self.knobs.merge_after?;
+        let due = self.script.is_none() && self.merging.is_none() && self.stats.operations >= after;
+        due.then_some(ScriptOp::Merge { snapshot: 0 })
     }
 
     /// Runs until the workload is done and nothing is in flight (or a
@@ -201,13 +212,25 @@ impl World {
             }
             let room = lock(&self.shared).counters.in_flight < self.knobs.queue_depth;
             let busy = self.busy();
+            // A swarm merge, once due, waits for quiet: no new operation meanwhile.
+            let merge = self.merge_due();
+            if let Some(merge) = merge.filter(|_| !busy && lock(&self.shared).counters.in_flight == 0) {
+                if let Some(recorded) = &mut self.recorded {
+                    recorded.push(Decision::Op);
+                }
+                self.run_op(merge);
+                self.judge_merge_step();
+                continue;
+            }
             let next = match &mut self.script {
                 Some(script) => match script.front().copied() {
                     Some(op) if op.needs_quiet() && (busy || lock(&self.shared).counters.in_flight > 0) => None,
                     Some(op) if room && (!busy || op.needs_quiet() || self.scheduler.random_bool(0.4)) => script.pop_front(),
                     _ => None,
                 },
-                None if self.stats.operations < operations && room && (!busy || self.scheduler.random_bool(0.4)) => Some(self.random_op()),
+                None if merge.is_none() && self.stats.operations < operations && room && (!busy || self.scheduler.random_bool(0.4)) => {
+                    Some(self.random_op())
+                }
                 None => None,
             };
             match next {

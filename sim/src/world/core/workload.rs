@@ -23,10 +23,16 @@ impl World {
         let sector = self.workload.random_range(0..origin_sectors);
         let sectors = self.workload.random_range(1..=16u64).min(origin_sectors - sector);
         let snapshot = self.workload.random_range(0..self.knobs.snapshots);
+        // A merging snapshot has no device of its own: snapshot-merge
+        // serves the origin's, so its writes are the origin's.
+        let snapshot_write_target = match self.merging {
+            Some((k, _)) if k == snapshot => Target::Origin,
+            _ => Target::Snapshot(snapshot),
+        };
         if roll < mix.origin_write {
             ScriptOp::Write { target: Target::Origin, sector, sectors, flags: self.draw_flags() }
         } else if roll < mix.origin_write + mix.snapshot_write {
-            ScriptOp::Write { target: Target::Snapshot(snapshot), sector, sectors, flags: self.draw_flags() }
+            ScriptOp::Write { target: snapshot_write_target, sector, sectors, flags: self.draw_flags() }
         } else if roll < mix.origin_write + mix.snapshot_write + mix.snapshot_read {
             ScriptOp::Read { snapshot, sector, sectors }
         } else if self.workload.random_bool(0.5) {
