@@ -10,13 +10,24 @@ fn main() {
     let sector: u64 = std::env::args().nth(2).unwrap().parse().unwrap();
     for (i, e) in report.events.iter().enumerate() {
         let s = e.to_string();
-        let interesting = s.contains("CRASH") || s.contains("merge") || s.contains("reloaded") || s.contains("RELOAD") || s.contains("Invalid") || s.contains("Overflow")
+        let interesting = s.contains("CRASH")
+            || s.contains("merge")
+            || s.contains("reloaded")
+            || s.contains("RELOAD")
+            || s.contains("Invalid")
+            || s.contains("Overflow")
             || matches!(e, model::Event::Write { sector: s0, values, .. } if *s0 <= sector && sector < *s0 + values.len() as u64)
             || matches!(e, model::Event::Disk { disk: 0, sector: s0, sectors, op: model::DiskOp::Write{..}, .. } if *s0 <= sector && sector < *s0 + *sectors)
             || matches!(e, model::Event::Disk { disk: 0, op: model::DiskOp::Flush, .. })
-            || matches!(e, model::Event::Disk { op: model::DiskOp::Write{preflush: true, ..}, disk: 0, .. });
-        if interesting { println!("{i}: {s}"); }
-        if let model::Event::Ack { op, .. } = e { if *op == 71 || *op == 70 { println!("{i}: {s}"); } }
+            || matches!(e, model::Event::Disk { op: model::DiskOp::Write { preflush: true, .. }, disk: 0, .. });
+        if interesting {
+            println!("{i}: {s}");
+        }
+        if let model::Event::Ack { op, .. } = e {
+            if *op == 71 || *op == 70 {
+                println!("{i}: {s}");
+            }
+        }
     }
     println!("{:?}", report.failure.map(|f| f.violation.message));
 }

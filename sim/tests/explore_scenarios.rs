@@ -77,6 +77,7 @@ scenarios! {
     merge_invalidated => "merge-invalidated",
     merge_multi_area => "merge-multi-area",
     merge_overflowed => "merge-overflowed",
+    merge_preflush => "merge-preflush",
     merge_run_writes => "merge-run-writes",
     metadata_error => "metadata-error",
     mixed_chunk_sizes => "mixed-chunk-sizes",
