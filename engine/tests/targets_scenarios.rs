@@ -171,6 +171,7 @@ fn origin_writes_do_not_affect_the_snapshot() {
     assert_eq!(rig.read_origin(10, 3), pattern("new-a.", 3));
     assert_eq!(rig.outcome("new-a."), Ok(()));
     assert_eq!(rig.snapshots[0].exception_count(), 3, "chunks 1, 8 and 9");
+    assert_eq!(rig.snapshots[0].run_count(), 2, "chunk 1 alone; chunks 8 and 9 consecutive on both devices");
 }
 
 #[test]
