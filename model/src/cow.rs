@@ -266,6 +266,15 @@ mod tests {
             assert_eq!(error.invariant, Invariant::I7Allocation);
             assert!(error.message.contains(expected), "{error}");
         }
+        // 1 KiB chunks: the device's size in chunks is its sectors halved.
+        let geometry = CowGeometry { chunk_sectors: 2, origin_chunks: 100 };
+        let mut bytes = vec![0u8; 80 * SECTOR_BYTES];
+        bytes[..16].copy_from_slice(&[0x53, 0x6e, 0x41, 0x70, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0]);
+        let area0 = geometry.area_chunk(0) as usize * 2 * SECTOR_BYTES;
+        bytes[area0..area0 + 8].copy_from_slice(&1u64.to_le_bytes());
+        bytes[area0 + 8..area0 + 16].copy_from_slice(&45u64.to_le_bytes());
+        let error = decode(bytes.as_slice(), geometry).unwrap_err();
+        assert!(error.message.contains("beyond the 40-chunk device"), "{error}");
         let mut bytes = cow(&[], 4);
         bytes[0] = 0x54;
         assert!(decode(bytes.as_slice(), GEOMETRY).unwrap_err().message.contains("magic"));

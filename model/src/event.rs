@@ -187,3 +187,17 @@ impl std::fmt::Display for Event {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Events read in words in every failure's story: each names its target.
+    #[test]
+    fn events_read_as_words() {
+        let write = Event::Write { op: 3, target: Target::Snapshot(1), sector: 8, values: Arc::from([1, 2]), flags: UserFlags::PLAIN };
+        assert_eq!(write.to_string(), "op 3: write snapshot 1 8+2");
+        assert_eq!(Event::Flush { op: 4, target: Target::Origin }.to_string(), "op 4: flush origin");
+        assert_eq!(Event::Read { op: 5, target: Target::Snapshot(0), sector: 0, sectors: 16 }.to_string(), "op 5: read snapshot 0 0+16");
+    }
+}
