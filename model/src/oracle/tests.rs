@@ -68,8 +68,17 @@ fn a_read_may_return_any_value_legal_while_it_was_in_flight() {
     for value in [1004, 11, 12] {
         o.clone().apply(&Event::ReadDone { op: 0, values: Some(Arc::from([value])), snapshot_valid: true }).unwrap();
     }
-    let error = o.apply(&Event::ReadDone { op: 0, values: Some(Arc::from([13])), snapshot_valid: true }).unwrap_err();
+    let error = o.clone().apply(&Event::ReadDone { op: 0, values: Some(Arc::from([13])), snapshot_valid: true }).unwrap_err();
     assert_eq!(error.invariant, Invariant::I2SnapshotView);
+    // Values are named by the label they were written with (the newest,
+    // when a value was labelled twice), unlabelled ones by their hash.
+    assert!(error.message.contains(&format!("holds {:016x},", 13u64)), "{}", error.message);
+    o.label(13, *b"s000009s000.....");
+    o.label(12, *b"old-name........");
+    o.label(12, *b"s000002s000.....");
+    let error = o.apply(&Event::ReadDone { op: 0, values: Some(Arc::from([13])), snapshot_valid: true }).unwrap_err();
+    assert!(error.message.contains("holds s000009s000,"), "{}", error.message);
+    assert!(error.message.contains("legal: s000002s000") && !error.message.contains("old-name"), "{}", error.message);
 }
 
 #[test]
