@@ -91,14 +91,7 @@ impl std::fmt::Display for Cause {
 /// Each non-durable write of `disks` and how much of it `images` (a crash
 /// state of them) holds: disk, request, sectors held, sectors.
 pub fn fates(disks: &[Arc<SimDisk>], images: &[Image]) -> Vec<(usize, u64, u64, u64)> {
-    let mut fates = Vec::new();
-    for (disk, d) in disks.iter().enumerate() {
-        for write in d.pending_writes() {
-            let held = write.sectors.iter().filter(|(sector, value)| images[disk].sector(*sector) == value.bytes()).count();
-            fates.push((disk, write.request, held as u64, write.sectors.len() as u64));
-        }
-    }
-    fates
+    elements(disks, images).iter().map(Element::fate).collect()
 }
 
 /// One non-durable write of the point, and which of its sectors the
@@ -109,6 +102,25 @@ struct Element {
     held: Vec<usize>,
 }
 
+impl Element {
+    /// Disk, request, sectors held, sectors.
+    fn fate(&self) -> (usize, u64, u64, u64) {
+        (self.disk, self.write.request, self.held.len() as u64, self.write.sectors.len() as u64)
+    }
+}
+
+/// Every non-durable write of `disks`, with the sectors of it `images` hold.
+fn elements(disks: &[Arc<SimDisk>], images: &[Image]) -> Vec<Element> {
+    let mut elements = Vec::new();
+    for (disk, d) in disks.iter().enumerate() {
+        for write in d.pending_writes() {
+            let held = (0..write.sectors.len()).filter(|&i| images[disk].sector(write.sectors[i].0) == write.sectors[i].1.bytes()).collect();
+            elements.push(Element { disk, write, held });
+        }
+    }
+    elements
+}
+
 /// Shrinks the failing state `failing` (images of every disk, origin
 /// first) of crash point `point` to the writes it needs to break
 /// `invariant`. `None` when the state is not made of the point's writes (a
@@ -117,13 +129,7 @@ struct Element {
 pub fn minimal_cause(disks: &[Arc<SimDisk>], point: &CrashPoint, failing: &[Image], invariant: Invariant) -> Option<Cause> {
     assert_eq!(disks.len(), failing.len(), "one failing image per disk");
     let durable: Vec<Image> = disks.iter().map(|d| d.durable()).collect();
-    let mut elements: Vec<Element> = Vec::new();
-    for (disk, d) in disks.iter().enumerate() {
-        for write in d.pending_writes() {
-            let held = (0..write.sectors.len()).filter(|&i| failing[disk].sector(write.sectors[i].0) == write.sectors[i].1.bytes()).collect();
-            elements.push(Element { disk, write, held });
-        }
-    }
+    let elements = elements(disks, failing);
     let pending = elements.len();
     let judged = std::cell::Cell::new(0u64);
     let fails = |subset: &[(usize, Vec<usize>)]| -> bool {
@@ -159,7 +165,7 @@ pub fn minimal_cause(disks: &[Arc<SimDisk>], point: &CrashPoint, failing: &[Imag
         }
     }
     let persisted = kept.iter().map(|(e, sectors)| describe(point, &elements[*e], sectors.len())).collect();
-    let fates = elements.iter().map(|e| (e.disk, e.write.request, e.held.len() as u64, e.write.sectors.len() as u64)).collect();
+    let fates = elements.iter().map(Element::fate).collect();
     let judged = judged.get();
     debug_assert!(judged <= JUDGED_MAX + pending as u64 + 1, "judged {judged} states");
     Some(Cause { persisted, lost, pending, fates, judged, truncated })

@@ -9,7 +9,7 @@ use rand::RngExt;
 
 use super::World;
 use super::data::stale_sector;
-use crate::disk::{FaultRates, Image};
+use crate::disk::{FaultRates, Image, SimDisk};
 use crate::world::guide::Decision;
 use crate::world::observer::{Observer, lock};
 use crate::world::{Knobs, ScriptOp};
@@ -88,29 +88,20 @@ impl World {
                     }
                     _ => Vec::new(),
                 };
-                let pick = |disk: usize, sector: u64, n: usize| {
+                crash_images(&self.engine.disks, |disk, sector, n| {
                     keep.iter().find(|(d, s, _)| *d == disk && *s == sector).map_or(0, |(_, _, p)| (*p).min(n - 1))
-                };
-                self.engine.disks.iter().enumerate().map(|(disk, d)| d.crash_image(|sector, n| pick(disk, sector, n))).collect()
+                })
             }
             None => {
                 let crash = &mut self.crash;
                 let mut keep = Vec::new();
-                let images = self
-                    .engine
-                    .disks
-                    .iter()
-                    .enumerate()
-                    .map(|(disk, d)| {
-                        d.crash_image(|sector, n| {
-                            let pick = crash.random_range(0..n);
-                            if pick != 0 {
-                                keep.push((disk, sector, pick));
-                            }
-                            pick
-                        })
-                    })
-                    .collect();
+                let images = crash_images(&self.engine.disks, |disk, sector, n| {
+                    let pick = crash.random_range(0..n);
+                    if pick != 0 {
+                        keep.push((disk, sector, pick));
+                    }
+                    pick
+                });
                 if let Some(recorded) = &mut self.recorded {
                     recorded.push(Decision::Crash { keep });
                 }
@@ -292,4 +283,22 @@ impl World {
         let chunk = (0..self.knobs.origin_chunks).find(|&c| !copied(c))?;
         Some(ScriptOp::Write { target: Target::Origin, sector: chunk * chunk_sectors, sectors: 1, flags: UserFlags::PLAIN })
     }
+}
+
+/// Every disk's crash image, `choose(disk, sector, values)` picking for each
+/// non-durable sector of disk `disk` (0 the origin, `k + 1` COW `k`) the
+/// index of the value it keeps among `values` (0 its durable value, then
+/// each value written since, oldest first).
+pub(super) fn crash_images(disks: &[Arc<SimDisk>], mut choose: impl FnMut(usize, u64, usize) -> usize) -> Vec<Image> {
+    disks
+        .iter()
+        .enumerate()
+        .map(|(disk, d)| {
+            d.crash_image(|sector, values| {
+                let pick = choose(disk, sector, values);
+                assert!(pick < values, "chose value {pick} of {values} for disk {disk} sector {sector}");
+                pick
+            })
+        })
+        .collect()
 }

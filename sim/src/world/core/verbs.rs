@@ -92,20 +92,8 @@ impl World {
     /// origin, `k + 1` COW `k`), the index of the value it keeps among
     /// `values` candidates (0 its durable value, then each value written
     /// since, oldest first).
-    pub fn crash_keeping(&mut self, mut choose: impl FnMut(usize, u64, usize) -> usize) {
-        let images = self
-            .engine
-            .disks
-            .iter()
-            .enumerate()
-            .map(|(disk, d)| {
-                d.crash_image(|sector, values| {
-                    let pick = choose(disk, sector, values);
-                    assert!(pick < values, "crash_keeping chose value {pick} of {values} for disk {disk} sector {sector}");
-                    pick
-                })
-            })
-            .collect();
+    pub fn crash_keeping(&mut self, choose: impl FnMut(usize, u64, usize) -> usize) {
+        let images = super::crash::crash_images(&self.engine.disks, choose);
         self.ops.push(ScriptOp::Crash);
         self.reboot(images, false);
     }
