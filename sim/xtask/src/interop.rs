@@ -28,6 +28,10 @@ pub struct InteropArgs {
     /// Kernel workloads killed mid-way (a power cut).
     #[arg(long, default_value_t = 3)]
     pub killed_runs: u32,
+    /// Boot dm-snapshot.ko built from Debian's source of the same kernel
+    /// with the `*.patch` files of DIR applied in name order (results under `OUT/patched`).
+    #[arg(long, value_name = "DIR")]
+    pub patches: Option<PathBuf>,
 }
 
 /// The origin's size: 4 MiB.
@@ -251,11 +255,12 @@ fn run_kernel_case(
 
 /// Runs every workload; prints the table and writes `report.json`.
 /// Returns whether every comparison passed.
-pub fn run(args: &InteropArgs) -> Result<bool, String> {
+pub fn run(args: &InteropArgs) -> Result<bool, crate::TaskError> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().map_err(|e| e.to_string())?;
-    let out = args.out.clone().unwrap_or_else(|| root.join("target/interop"));
-    let machine = vm::prepare(&out.join("cache"))?;
-    println!("kernel: {} ({}), qemu TCG", machine.release, machine.package);
+    let base = args.out.clone().unwrap_or_else(|| root.join("target/interop"));
+    let machine = vm::prepare(&base.join("cache"), args.patches.as_deref())?;
+    let out = if args.patches.is_some() { base.join("patched") } else { base };
+    println!("kernel: {} ({}), qemu TCG; {}", machine.release, machine.package, machine.module);
     let mut rows = Vec::new();
     let mut print = |row: Row| {
         println!(
@@ -296,7 +301,7 @@ pub fn run(args: &InteropArgs) -> Result<bool, String> {
     }
     let passed = rows.iter().filter(|r| r.pass).count();
     println!("{passed} of {} comparisons passed", rows.len());
-    let report = serde_json::json!({ "kernel": machine.release, "package": machine.package, "rows": rows });
+    let report = serde_json::json!({ "kernel": machine.release, "package": machine.package, "module": machine.module, "rows": rows });
     let path = out.join("report.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n")
         .map_err(|e| format!("{}: {e}", path.display()))?;

@@ -24,6 +24,10 @@ pub struct LoadExportArgs {
     /// Where the scratch disks and the kernel's cache go (default `target/interop`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Load the state with dm-snapshot.ko built from Debian's source of the
+    /// same kernel with the `*.patch` files of DIR applied in name order.
+    #[arg(long, value_name = "DIR")]
+    pub patches: Option<PathBuf>,
 }
 
 /// One snapshot of the exported state: its table's chunk size and store.
@@ -46,7 +50,7 @@ fn snapshots(dir: &Path) -> Result<Vec<(usize, u32, StoreKind)>, String> {
     Ok(found)
 }
 
-pub fn run(args: &LoadExportArgs) -> Result<bool, String> {
+pub fn run(args: &LoadExportArgs) -> Result<bool, crate::TaskError> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().map_err(|e| e.to_string())?;
     let out = args.out.clone().unwrap_or_else(|| root.join("target/interop"));
     let read = |name: &str| std::fs::read(args.dir.join(name)).map_err(|e| format!("{}: {e}", args.dir.join(name).display()));
@@ -62,12 +66,20 @@ pub fn run(args: &LoadExportArgs) -> Result<bool, String> {
             origin_sectors: origin.len() as u64 / 512,
             cow_sectors: cow.len() as u64 / 512,
             ops: Vec::new(),
+            reused_cow: false,
         };
         let sample = Sample { name: format!("snapshot {k} ({} {chunk_sectors})", store.table_name()), image: [origin.as_slice(), &cow].concat() };
         pairs.push((workload, sample));
     }
-    let machine = vm::prepare(&out.join("cache"))?;
-    println!("kernel: {} ({}), qemu TCG; {} snapshot(s) of {}", machine.release, machine.package, pairs.len(), args.dir.display());
+    let machine = vm::prepare(&out.join("cache"), args.patches.as_deref())?;
+    println!(
+        "kernel: {} ({}), qemu TCG; {}; {} snapshot(s) of {}",
+        machine.release,
+        machine.package,
+        machine.module,
+        pairs.len(),
+        args.dir.display()
+    );
     let samples: Vec<(&Workload, &Sample)> = pairs.iter().map(|(w, s)| (w, s)).collect();
     let confirmations = confirm(&machine, &out.join("load-export"), &samples)?;
     let mut all_agree = true;

@@ -49,31 +49,52 @@ enum Task {
     LoadExport(load_export::LoadExportArgs),
 }
 
+/// Why a task stopped before its verdict.
+#[derive(Debug)]
+pub enum TaskError {
+    /// The caller's input is at fault: a patch series that does not apply
+    /// or a module that does not build (exit status 2 from every task).
+    Input(String),
+    /// The task could not run to its verdict.
+    Run(String),
+}
+
+impl From<String> for TaskError {
+    fn from(why: String) -> Self {
+        TaskError::Run(why)
+    }
+}
+
+impl From<vm::PrepareError> for TaskError {
+    fn from(error: vm::PrepareError) -> Self {
+        match error {
+            vm::PrepareError::Patches(why) => TaskError::Input(why),
+            vm::PrepareError::Setup(why) => TaskError::Run(why),
+        }
+    }
+}
+
+/// The exit status of a task's result: 0 passed, 1 failed, 2 bad input;
+/// `run_error` is the status of a task that could not run to its verdict.
+fn exit(task: &str, result: Result<bool, TaskError>, run_error: u8) -> ExitCode {
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(TaskError::Input(error)) => {
+            eprintln!("xtask {task}: error: {error}");
+            ExitCode::from(2)
+        }
+        Err(TaskError::Run(error)) => {
+            eprintln!("xtask {task}: error: {error}");
+            ExitCode::from(run_error)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     match Cli::parse().task {
-        Task::Interop(args) => match interop::run(&args) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::FAILURE,
-            Err(error) => {
-                eprintln!("xtask interop: error: {error}");
-                ExitCode::FAILURE
-            }
-        },
-        Task::LoadExport(args) => match load_export::run(&args) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::FAILURE,
-            Err(error) => {
-                eprintln!("xtask load-export: error: {error}");
-                ExitCode::from(2)
-            }
-        },
-        Task::KernelCrash(args) => match kernel_crash::run(&args) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::FAILURE,
-            Err(error) => {
-                eprintln!("xtask kernel-crash: error: {error}");
-                ExitCode::from(2)
-            }
-        },
+        Task::Interop(args) => exit("interop", interop::run(&args), 1),
+        Task::LoadExport(args) => exit("load-export", load_export::run(&args), 2),
+        Task::KernelCrash(args) => exit("kernel-crash", kernel_crash::run(&args), 2),
     }
 }

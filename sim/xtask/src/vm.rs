@@ -17,15 +17,79 @@ pub struct Machine {
     pub release: String,
     /// The Debian package and version it came from.
     pub package: String,
+    /// The dm-snapshot module it boots.
+    pub module: Module,
 }
 
-/// Installs the host packages and builds kernel and initramfs (cached).
-pub fn prepare(cache: &Path) -> Result<Machine, String> {
+/// The dm-snapshot module a machine boots: Debian's, or one built from
+/// Debian's source of the same kernel with a patch series applied.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Module {
+    /// The patch files applied, in order, each with the first 12 hex digits
+    /// of its SHA-256; empty for the stock module.
+    pub patches: Vec<(String, String)>,
+    /// `modinfo -F srcversion`: a digest of the module's source files;
+    /// `none` for Debian's own module, built without it.
+    pub srcversion: String,
+    /// The first 16 hex digits of the `.ko` file's SHA-256.
+    pub sha256: String,
+}
+
+impl std::fmt::Display for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.patches.is_empty() {
+            write!(f, "dm-snapshot.ko stock (srcversion {}, sha256 {})", self.srcversion, self.sha256)
+        } else {
+            let series: Vec<String> = self.patches.iter().map(|(name, hash)| format!("{name} (sha256 {hash})")).collect();
+            write!(f, "dm-snapshot.ko built from source with {} (srcversion {}, sha256 {})", series.join(", "), self.srcversion, self.sha256)
+        }
+    }
+}
+
+/// Why a machine could not be prepared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrepareError {
+    /// The patch series does not apply or the module does not build: the
+    /// caller's input is at fault (exit status 2).
+    Patches(String),
+    /// Anything else: packages, the kernel, the initramfs.
+    Setup(String),
+}
+
+impl std::fmt::Display for PrepareError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PrepareError::Patches(why) | PrepareError::Setup(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<PrepareError> for String {
+    fn from(error: PrepareError) -> Self {
+        error.to_string()
+    }
+}
+
+/// The exit status `setup.sh` gives a patch series it cannot apply or build.
+const SETUP_REFUSED_PATCHES: i32 = 3;
+
+/// Installs the host packages and builds kernel and initramfs (cached);
+/// with `patches`, dm-snapshot.ko is built from source with the series
+/// (see `setup.sh`).
+pub fn prepare(cache: &Path, patches: Option<&Path>) -> Result<Machine, PrepareError> {
     let setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/setup.sh");
-    let output =
-        Command::new("bash").arg(&setup).arg(cache).stderr(Stdio::inherit()).output().map_err(|e| format!("cannot run {}: {e}", setup.display()))?;
+    let mut command = Command::new("bash");
+    command.arg(&setup).arg(cache);
+    if let Some(dir) = patches {
+        command.arg(dir);
+    }
+    let output = command.stderr(Stdio::inherit()).output().map_err(|e| PrepareError::Setup(format!("cannot run {}: {e}", setup.display())))?;
+    if output.status.code() == Some(SETUP_REFUSED_PATCHES) {
+        let dir = patches.map_or_else(String::new, |d| d.display().to_string());
+        return Err(PrepareError::Patches(format!("the patch series {dir} does not apply or does not build (the reason is printed above)")));
+    }
     if !output.status.success() {
-        return Err(format!("{} failed ({})", setup.display(), output.status));
+        return Err(PrepareError::Setup(format!("{} failed ({})", setup.display(), output.status)));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let field = |key: &str| {
@@ -33,9 +97,26 @@ pub fn prepare(cache: &Path) -> Result<Machine, String> {
             .lines()
             .find_map(|line| line.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
             .map(str::to_string)
-            .ok_or_else(|| format!("setup.sh printed no {key}="))
+            .ok_or_else(|| PrepareError::Setup(format!("setup.sh printed no {key}=")))
     };
-    Ok(Machine { kernel: field("KERNEL")?.into(), initrd: field("INITRD")?.into(), release: field("KVER")?, package: field("KERNEL_PACKAGE")? })
+    let module_words = field("MODULE")?;
+    let applied: Vec<(String, String)> = module_words
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|word| word.rsplit_once(':').map(|(name, hash)| (name.to_string(), hash.to_string())))
+        .collect();
+    // A patched build names every patch it applied; the stock module names none.
+    if (module_words == "stock") != applied.is_empty() || applied.is_empty() != patches.is_none() {
+        return Err(PrepareError::Setup(format!("setup.sh printed MODULE={module_words}, which does not match the request")));
+    }
+    let module = Module { patches: applied, srcversion: field("SRCVERSION")?, sha256: field("MODULE_SHA256")? };
+    Ok(Machine {
+        kernel: field("KERNEL")?.into(),
+        initrd: field("INITRD")?.into(),
+        release: field("KVER")?,
+        package: field("KERNEL_PACKAGE")?,
+        module,
+    })
 }
 
 /// The disks of one boot, in a directory: origin.img, cow.img, results.img.
@@ -163,6 +244,13 @@ pub fn boot(machine: &Machine, disks: &Disks, job: &str, args: &str, kill_after:
         return Err(format!("qemu failed ({status}): {stderr}"));
     }
     let boot = Boot { markers, killed, seconds, writing_seconds: writers_done };
+    // The guest names the module it loaded: never another than the one built.
+    if let Some(loaded) = boot.marker("MODULE") {
+        let expected = format!("srcversion={}", machine.module.srcversion);
+        if loaded != expected {
+            return Err(format!("the guest loaded dm-snapshot with {loaded}, not the module prepared ({expected})"));
+        }
+    }
     if !killed {
         match boot.marker("JOB_RC") {
             Some("0") => {}

@@ -42,7 +42,7 @@ fn engine_side(workload: &Workload, image: &[u8]) -> Result<(String, String), St
     let chunk = u64::from(workload.chunk_sectors);
     let queue = CompletionQueue::new();
     let device = Arc::new(MemDevice::from_bytes(image[origin..].to_vec(), &queue));
-    let config = StoreConfig { kind: workload.store, chunk_sectors: Some(workload.chunk_sectors), mutations: Default::default() };
+    let config = StoreConfig { kind: workload.store, chunk_sectors: Some(workload.chunk_sectors), ..StoreConfig::default() };
     let loaded = match load_blocking(&queue, Arc::clone(&device), 512, config) {
         Ok(loaded) => loaded,
         Err(error) => return Ok((format!("refused: {error}"), "unreadable".into())),

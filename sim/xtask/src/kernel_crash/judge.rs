@@ -29,7 +29,7 @@ use engine::{ChunkSize, LoadOutcome};
 use serde::Serialize;
 use sim::logwrites::{END_MARK, Log};
 
-use super::workload::{GuestOp, Label, Workload};
+use super::workload::{GuestOp, Label, Workload, earlier_records};
 
 /// How to judge.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +72,10 @@ pub struct Judgement {
     /// States where an invalidated snapshot came back valid over a changed
     /// origin: the kernel writes the invalid header without FUA (K1).
     pub kernel_behaviour_k1: u64,
+    /// States where a new snapshot on a reused COW loaded an earlier
+    /// snapshot's records from area 0: the kernel's header persisted
+    /// without its zeroing of area 0 (K3).
+    pub kernel_behaviour_k3: u64,
     pub findings: Vec<String>,
     pub replay_matches_disk: bool,
     pub kernel_status: String,
@@ -98,6 +102,44 @@ pub struct Class {
     pub requirements: Requirements,
     /// Set once the guest started merging: what the merge must leave.
     pub merge: Option<std::sync::Arc<MergeExpect>>,
+    /// Whether a commit (a FUA area write, after its PREFLUSH) was logged
+    /// before the point: the new snapshot's header and zeroing are durable.
+    pub committed: bool,
+    /// On a reused COW: what an earlier snapshot left in area 0.
+    pub earlier: Option<std::sync::Arc<EarlierArea>>,
+}
+
+/// Area 0 of a reused COW before the workload: the earlier snapshot's
+/// records and the bytes that hold them.
+pub struct EarlierArea {
+    pub records: Vec<engine::format::Record>,
+    /// Area 0 (COW chunk 1) of the initial disk.
+    pub bytes: Vec<u8>,
+}
+
+impl EarlierArea {
+    fn of(workload: &Workload, initial: &[u8]) -> Option<Self> {
+        let records = earlier_records(workload);
+        if records.is_empty() {
+            return None;
+        }
+        let chunk_bytes = workload.chunk_sectors as usize * 512;
+        let at = workload.origin_sectors as usize * 512 + chunk_bytes;
+        Some(Self { records, bytes: initial[at..at + chunk_bytes].to_vec() })
+    }
+
+    /// The first earlier record a load took as an exception, while the
+    /// state's area 0 still holds it as the earlier snapshot wrote it
+    /// (not a record of the new snapshot that happens to be the same).
+    fn loaded(&self, area0: &[u8], exceptions: &[Option<u64>]) -> Option<engine::format::Record> {
+        debug_assert_eq!(area0.len(), self.bytes.len(), "area 0 is one chunk");
+        self.records.iter().enumerate().find_map(|(index, record)| {
+            let sector = index * engine::format::RECORD_BYTES / 512 * 512;
+            let unchanged = area0[sector..sector + 512] == self.bytes[sector..sector + 512];
+            let taken = exceptions.get(record.old_chunk as usize).copied().flatten() == Some(record.new_chunk);
+            (unchanged && taken).then_some(*record)
+        })
+    }
 }
 
 /// What completed flushes require each view to show: per sector, the
@@ -137,7 +179,7 @@ impl MergeExpect {
         let chunk = u64::from(workload.chunk_sectors);
         let queue = CompletionQueue::new();
         let device = Arc::new(MemDevice::from_bytes(durable[origin_bytes..].to_vec(), &queue));
-        let config = StoreConfig { kind: workload.store, chunk_sectors: Some(workload.chunk_sectors), mutations: Default::default() };
+        let config = StoreConfig { kind: workload.store, chunk_sectors: Some(workload.chunk_sectors), ..StoreConfig::default() };
         let loaded = load_blocking(&queue, device, 512, config).map_err(|e| format!("I4: the COW the merge starts from does not load: {e}"))?;
         let origin: Vec<Option<Label>> = durable[..origin_bytes].chunks(512).map(Label::parse).collect();
         let view = (0..workload.origin_sectors)
@@ -164,6 +206,8 @@ pub fn classes(workload: &Workload, log: &Log, initial: &[u8], findings: &mut Ve
     let mut durable_digest = initial.chunks(512).enumerate().fold(0u64, |d, (s, bytes)| d ^ sector_digest(s as u64, bytes));
     let mut acknowledged = 0u64;
     let mut merge: Option<std::sync::Arc<MergeExpect>> = None;
+    let earlier = EarlierArea::of(workload, initial).map(std::sync::Arc::new);
+    let mut committed = false;
     // Operations that failed (writes to a full `PO` snapshot): a flush
     // requires nothing of them, and their labels may appear (a write across
     // chunks fails when one of them finds no room, after the others were written).
@@ -172,19 +216,10 @@ pub fn classes(workload: &Workload, log: &Log, initial: &[u8], findings: &mut Ve
         let after_durable_write = m > 0 && (log.entries[m - 1].flags.flush() || log.entries[m - 1].flags.fua());
         if merge.is_some() && after_durable_write && entry.mark_text().is_none() {
             let issued = workload.issued_max(acknowledged);
-            out.push(class_at(
-                workload,
-                log,
-                m,
-                format!("merging, entry {m}"),
-                acknowledged,
-                issued,
-                &durable,
-                durable_digest,
-                &requirements,
-                merge.clone(),
-            ));
+            let at = Point { p: m, name: format!("merging, entry {m}"), acknowledged, issued, committed };
+            out.push(class_at(workload, log, at, &durable, durable_digest, &requirements, merge.clone(), earlier.clone()));
         }
+        committed |= entry.flags.fua() && entry.data().is_some();
         let Some(text) = entry.mark_text() else {
             if let Some(data) = entry.data() {
                 let at = entry.sector as usize * 512;
@@ -219,7 +254,8 @@ pub fn classes(workload: &Workload, log: &Log, initial: &[u8], findings: &mut Ve
             }
         }
         let issued = if acknowledged == u64::MAX { u64::MAX } else { workload.issued_max(acknowledged) };
-        out.push(class_at(workload, log, m, text.to_string(), acknowledged, issued, &durable, durable_digest, &requirements, merge.clone()));
+        let at = Point { p: m, name: text.to_string(), acknowledged, issued, committed };
+        out.push(class_at(workload, log, at, &durable, durable_digest, &requirements, merge.clone(), earlier.clone()));
     }
     out
 }
@@ -228,19 +264,29 @@ pub fn classes(workload: &Workload, log: &Log, initial: &[u8], findings: &mut Ve
 /// durable; the writes of the splice before the next flush (or the end
 /// mark) had completed without being flushed, up to the first workload
 /// write of an operation not acknowledged yet.
-#[allow(clippy::too_many_arguments)]
-fn class_at(
-    workload: &Workload,
-    log: &Log,
+/// Where a class sits: before log entry `p`, named `name`, with the
+/// operations acknowledged and issued by then, and whether a commit was
+/// logged before it.
+struct Point {
     p: usize,
     name: String,
     acknowledged: u64,
     issued: u64,
+    committed: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn class_at(
+    workload: &Workload,
+    log: &Log,
+    at: Point,
     durable: &[u8],
     durable_digest: u64,
     requirements: &Requirements,
     merge: Option<std::sync::Arc<MergeExpect>>,
+    earlier: Option<std::sync::Arc<EarlierArea>>,
 ) -> Class {
+    let Point { p, name, acknowledged, issued, committed } = at;
     let next_flush = (p..log.entries.len()).find(|&i| log.entries[i].flags.flush() || log.entries[i].mark_text() == Some(END_MARK));
     let plain = |i: usize| {
         let e = &log.entries[i];
@@ -300,6 +346,8 @@ fn class_at(
         candidates,
         requirements: requirements.clone(),
         merge,
+        committed,
+        earlier,
     }
 }
 
@@ -308,11 +356,12 @@ fn marked_op(text: &str) -> Option<u64> {
     text.strip_prefix("op").or_else(|| text.strip_prefix("fail")).and_then(|n| n.parse::<u64>().ok())
 }
 
-/// A state that passed, and whether it did so only by K1.
+/// A state that passed, and whether it did so only by K1 or K3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Passed {
     Clean,
     KernelBehaviourK1,
+    KernelBehaviourK3,
 }
 
 /// One crash state: the whole data disk, and the label of each of its
@@ -360,7 +409,7 @@ pub fn judge_state(
     }
     let queue = CompletionQueue::new();
     let device = Arc::new(MemDevice::from_bytes(device_bytes, &queue));
-    let config = StoreConfig { kind: workload.store, chunk_sectors: Some(workload.chunk_sectors), mutations: Default::default() };
+    let config = StoreConfig { kind: workload.store, chunk_sectors: Some(workload.chunk_sectors), ..StoreConfig::default() };
     let loaded = load_blocking(&queue, Arc::clone(&device), 512, config);
     let loaded = match loaded {
         Ok(loaded) => {
@@ -375,6 +424,22 @@ pub fn judge_state(
         *buffer = device.into_bytes();
     }
     let (outcome, exceptions) = loaded;
+    if let (LoadOutcome::Valid, Some(earlier)) = (outcome, &class.earlier) {
+        let area0 = &cow[chunk_bytes..2 * chunk_bytes];
+        if let Some(record) = earlier.loaded(area0, &exceptions) {
+            let what = format!(
+                "the new snapshot loaded the earlier snapshot's record {} -> {} from area 0: its header persisted without the zeroing of area 0",
+                record.old_chunk, record.new_chunk
+            );
+            if class.committed {
+                return Err(format!("I4: {what}, after a commit whose PREFLUSH made the zeroing durable"));
+            }
+            if strict {
+                return Err(format!("K3 (I4): {what}"));
+            }
+            return Ok(Passed::KernelBehaviourK3);
+        }
+    }
     if let Some(expect) = &class.merge {
         if outcome == LoadOutcome::Invalid {
             return Err("I10: the snapshot being merged loads invalid".into());
@@ -569,16 +634,25 @@ pub fn judge_log(workload: &Workload, log: &Log, initial: &[u8], final_disk: Opt
                 let digest = chosen.iter().enumerate().fold(class.durable_digest, |d, (i, &v)| d ^ deltas[i][v]);
                 distinct.insert(digest);
                 let verdict = judge_state(workload, &State { image: &image, labels: &labels }, &metadata_chunks, &class, config.strict, &mut buffer);
-                // The first K1 state too: the kernel should load it valid, over the changed origin.
+                // The first K1 and K3 states too: the kernel should load
+                // them valid, over the changed origin or the earlier records.
                 let first_k1 = matches!(verdict, Ok(Passed::KernelBehaviourK1)) && judgement.kernel_behaviour_k1 == 0;
-                if sample_at == Some(judged_in_class) || verdict.is_err() || (first_k1 && config.samples > 0) {
-                    let k1 = if first_k1 { " (K1)" } else { "" };
-                    let name = format!("{} at mark {:?}, state {judged_in_class}{k1}", workload.name, class.mark);
+                let first_k3 = matches!(verdict, Ok(Passed::KernelBehaviourK3)) && judgement.kernel_behaviour_k3 == 0;
+                if sample_at == Some(judged_in_class) || verdict.is_err() || ((first_k1 || first_k3) && config.samples > 0) {
+                    let kind = if first_k1 {
+                        " (K1)"
+                    } else if first_k3 {
+                        " (K3)"
+                    } else {
+                        ""
+                    };
+                    let name = format!("{} at mark {:?}, state {judged_in_class}{kind}", workload.name, class.mark);
                     judgement.samples.push(Sample { name, image: image.clone() });
                 }
                 match verdict {
                     Ok(Passed::Clean) => {}
                     Ok(Passed::KernelBehaviourK1) => judgement.kernel_behaviour_k1 += 1,
+                    Ok(Passed::KernelBehaviourK3) => judgement.kernel_behaviour_k3 += 1,
                     Err(finding) => {
                         judgement.findings.push(format!("crash at mark {:?}: {finding}", class.mark));
                         break 'states;
@@ -630,6 +704,7 @@ mod tests {
             origin_sectors: ORIGIN,
             cow_sectors: 8 * 8,
             ops: vec![GuestOp::Write { snapshot: false, sector: 0, sectors: 2 }, GuestOp::Flush { snapshot: false }],
+            reused_cow: false,
         }
     }
 

@@ -65,7 +65,7 @@ use std::path::{Path, PathBuf};
 
 use judge::{JudgeConfig, Judgement, judge_log};
 use sim::logwrites::Log;
-use workload::{Workload, random_workload, scenario_workloads};
+use workload::{Workload, random_workload, reused_cow_workloads, scenario_workloads};
 
 use crate::vm;
 
@@ -97,9 +97,16 @@ pub struct KernelCrashArgs {
     /// Print every entry of each recorded log (where it lands, its flags, the label it carries).
     #[arg(long)]
     pub print_log: bool,
-    /// Make the kernel behaviour K1 (an invalidated snapshot back valid after a crash) a finding.
+    /// Make the kernel behaviours K1 (an invalidated snapshot back valid
+    /// after a crash) and K3 (an earlier snapshot's records loaded by a new
+    /// one) findings.
     #[arg(long)]
     pub strict: bool,
+    /// Record with dm-snapshot.ko built from Debian's source of the same
+    /// kernel with the `*.patch` files of DIR applied in name order
+    /// (recordings and report under `OUT/patched`).
+    #[arg(long, value_name = "DIR")]
+    pub patches: Option<PathBuf>,
 }
 
 /// A recording kept in a directory: the log (`cow.img`), the disk before
@@ -147,10 +154,12 @@ fn judge_recording(workload: &Workload, recording: &Recording, config: JudgeConf
 
 /// Records (unless `judge_only`) and judges every workload; prints a line
 /// each and a summary, writes `kernel-crash.json`. Whether no finding was made.
-pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
+pub fn run(args: &KernelCrashArgs) -> Result<bool, crate::TaskError> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().map_err(|e| e.to_string())?;
-    let out = args.out.clone().unwrap_or_else(|| root.join("target/interop"));
+    let base = args.out.clone().unwrap_or_else(|| root.join("target/interop"));
+    let out = if args.patches.is_some() { base.join("patched") } else { base.clone() };
     let mut workloads = scenario_workloads();
+    workloads.extend(reused_cow_workloads());
     for run in 0..args.runs {
         // One in three ends with a merge, one in three fills a PO snapshot.
         workloads.push(random_workload(args.seed * 1000 + u64::from(run), 1000 + u64::from(run), run % 3 == 1, run % 3 == 2));
@@ -159,9 +168,9 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
         workloads.retain(|w| w.name.contains(only.as_str()));
     }
     let needs_machine = !args.judge_only || args.confirm_per_workload > 0;
-    let machine = if needs_machine { Some(vm::prepare(&out.join("cache"))?) } else { None };
+    let machine = if needs_machine { Some(vm::prepare(&base.join("cache"), args.patches.as_deref())?) } else { None };
     if let Some(machine) = &machine {
-        println!("kernel: {} ({}), qemu TCG; {} workloads", machine.release, machine.package, workloads.len());
+        println!("kernel: {} ({}), qemu TCG; {}; {} workloads", machine.release, machine.package, machine.module, workloads.len());
     }
     let mut judgements = Vec::new();
     let mut differentials = Vec::new();
@@ -188,7 +197,7 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
             JudgeConfig { per_sector_states_max: args.per_sector_states_max, strict: args.strict, samples: args.confirm_per_workload },
         );
         println!(
-            "{} {:<48} {:>6} entries {:>4} flush epochs {:>5} classes ({} complete) {:>8} states judged ({} distinct), space about 2^{:.1}, K1 {}, {} finding(s), {:.1} s{}",
+            "{} {:<48} {:>6} entries {:>4} flush epochs {:>5} classes ({} complete) {:>8} states judged ({} distinct), space about 2^{:.1}, K1 {}, K3 {}, {} finding(s), {:.1} s{}",
             if judgement.findings.is_empty() { "PASS" } else { "FAIL" },
             judgement.workload,
             judgement.entries,
@@ -199,6 +208,7 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
             judgement.distinct_states,
             judgement.space_log2,
             judgement.kernel_behaviour_k1,
+            judgement.kernel_behaviour_k3,
             judgement.findings.len(),
             judgement.seconds,
             if judgement.replay_matches_disk { "" } else { "; the replayed log differs from the disk" }
@@ -237,8 +247,10 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
     let distinct: u64 = judgements.iter().map(|j| j.distinct_states).sum();
     let seconds: f64 = judgements.iter().map(|j| j.seconds).sum();
     let clean = judgements.iter().filter(|j| j.findings.is_empty()).count();
+    let k1: u64 = judgements.iter().map(|j| j.kernel_behaviour_k1).sum();
+    let k3: u64 = judgements.iter().map(|j| j.kernel_behaviour_k3).sum();
     println!(
-        "{} workloads, {clean} without a finding; {states} kernel crash states judged ({distinct} distinct) in {seconds:.1} s ({:.0} states/s, {:.0} distinct/s on one core)",
+        "{} workloads, {clean} without a finding, K1 in {k1} states, K3 in {k3}; {states} kernel crash states judged ({distinct} distinct) in {seconds:.1} s ({:.0} states/s, {:.0} distinct/s on one core)",
         judgements.len(),
         states as f64 / seconds.max(1e-9),
         distinct as f64 / seconds.max(1e-9)
@@ -268,8 +280,11 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, String> {
     let path = out.join("kernel-crash.json");
     let report = serde_json::json!({
         "kernel": machine.as_ref().map(|m| m.release.clone()),
+        "module": machine.as_ref().map(|m| m.module.clone()),
         "workloads": judgements,
         "states_judged": states,
+        "kernel_behaviour_k1": k1,
+        "kernel_behaviour_k3": k3,
         "distinct_states": distinct,
         "confirmations": confirmations,
         "differentials": differentials,
@@ -314,7 +329,11 @@ mod kernel_logs {
     /// The scenario's translation with the workload number the log's labels carry.
     fn kept(name: &str) -> (Workload, Log) {
         let (log, id) = kept_log(name);
-        let mut workload = workload::scenario_workloads().into_iter().find(|w| w.name == name).expect("the scenario translates");
+        let mut workload = workload::scenario_workloads()
+            .into_iter()
+            .chain(workload::reused_cow_workloads())
+            .find(|w| w.name == name)
+            .expect("the scenario translates, or names a reused-COW workload");
         workload.id = id;
         (workload, log)
     }
@@ -344,6 +363,34 @@ mod kernel_logs {
         assert!(judgement.kernel_behaviour_k1 > 0, "no crash state lost the invalid header");
         let strict = judge_log(&workload, &log, &initial, None, config(true));
         assert!(strict.findings.iter().any(|f| f.contains("K1 (I8)")), "{:?}", strict.findings);
+    }
+
+    /// A new snapshot on a COW an earlier snapshot used, wiped as lvcreate
+    /// wipes it (the first 4 KiB): the stock kernel writes the header and
+    /// zeroes area 0 as plain writes, so some crash states before the first
+    /// commit load the earlier records (K3); with the kernel-patches series
+    /// it zeroes area 0 first and writes the header with PREFLUSH, and no
+    /// crash state does.
+    #[test]
+    fn a_reused_cow_loads_earlier_records_in_some_crash_states_unless_patched() {
+        let (log, id) = kept_log("reused-cow-4096");
+        let mut workload = workload::reused_cow_workloads().remove(0);
+        assert_eq!(workload.name, "reused COW, 4096 B chunks, wiped by lvcreate");
+        workload.id = id;
+        let initial = initial_image(&workload);
+        let judgement = judge_log(&workload, &log, &initial, None, config(false));
+        assert_eq!(judgement.findings, Vec::<String>::new());
+        assert!(judgement.kernel_behaviour_k3 > 0, "no crash state loaded the earlier records");
+        let strict = judge_log(&workload, &log, &initial, None, config(true));
+        assert!(strict.findings.iter().any(|f| f.contains("K3 (I4)") && f.contains("\"created\"")), "{:?}", strict.findings);
+
+        let (patched, id) = kept_log("reused-cow-4096-patched");
+        workload.id = id;
+        let initial = initial_image(&workload);
+        let judgement = judge_log(&workload, &patched, &initial, None, config(true));
+        assert_eq!(judgement.findings, Vec::<String>::new());
+        assert_eq!(judgement.kernel_behaviour_k3, 0);
+        assert!(judgement.states_judged > 1000, "{} states", judgement.states_judged);
     }
 
     /// Four writers fill a `PO` snapshot of 1 KiB chunks; the batches after

@@ -4,7 +4,7 @@
 //! operations promise (flush requirements, when the COW overflows).
 
 use engine::ChunkSize;
-use engine::format::Layout;
+use engine::format::{Layout, Record};
 use engine::store::StoreKind;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -56,7 +56,19 @@ pub struct Workload {
     pub origin_sectors: u64,
     pub cow_sectors: u64,
     pub ops: Vec<GuestOp>,
+    /// The COW is reused: an earlier snapshot of this origin left its
+    /// records in area 0 and its copies in the data chunks, and only the
+    /// first 4 KiB were zeroed since, as `lvcreate` does (see [`reused_cow`]).
+    pub reused_cow: bool,
 }
+
+/// What `lvcreate` zeroes of a new snapshot's COW: its first 4 KiB, and
+/// nothing else (lvm2's `wipe_lv` with no `zero_sectors` given).
+pub const LVCREATE_WIPE_BYTES: usize = 4096;
+
+/// Added to a workload's number in the labels an earlier snapshot left on
+/// a reused COW: they are never a label this workload may show.
+pub const EARLIER_USER: u64 = 1_000_000;
 
 impl Workload {
     /// The guest's text: one operation a line (see `record.sh`).
@@ -257,6 +269,7 @@ pub fn translate(scenario: &Scenario, id: u64) -> Option<Workload> {
         origin_sectors: file.origin_chunks * chunk,
         cow_sectors: file.cow_chunks * chunk,
         ops,
+        reused_cow: false,
     })
 }
 
@@ -304,17 +317,108 @@ pub fn random_workload(seed: u64, id: u64, merge: bool, overflow: bool) -> Workl
         origin_sectors,
         cow_sectors: cow_chunks * chunk,
         ops,
+        reused_cow: false,
     }
 }
 
-/// The data disk before the workload: the origin slice labelled op 0, the COW zeroed.
+/// Workloads on a reused COW, which can show K3: an earlier snapshot of
+/// the origin left its records in area 0, `lvcreate` zeroed the first 4
+/// KiB for a new one (chunks of 4 KiB and more, the sizes lvm2 allows, so
+/// area 0 survives), and the new snapshot's header and zeroing of area 0
+/// are plain writes until its first commit. The crash states at mark
+/// `created` (and, after a reload, at the marks before the first commit)
+/// are the ones that may keep the header and lose the zeroing.
+pub fn reused_cow_workloads() -> Vec<Workload> {
+    let write = |snapshot, sector, sectors| GuestOp::Write { snapshot, sector, sectors };
+    let flush = |snapshot| GuestOp::Flush { snapshot };
+    let workload = |id: u64, chunk_sectors: u32, origin_chunks: u64, ops: Vec<GuestOp>| {
+        let chunk = u64::from(chunk_sectors);
+        let layout = Layout::new(ChunkSize::from_sectors(chunk_sectors));
+        // Room for the earlier snapshot's chunks, area 1 and a few more.
+        let cow_chunks = 2 + origin_chunks.min(u64::from(layout.exceptions_per_area())) + 1 + 16;
+        Workload {
+            name: format!("reused COW, {} B chunks, wiped by lvcreate", chunk * 512),
+            id,
+            chunk_sectors,
+            store: StoreKind::Persistent,
+            origin_sectors: origin_chunks * chunk,
+            cow_sectors: cow_chunks * chunk,
+            ops,
+            reused_cow: true,
+        }
+    };
+    vec![
+        // Area 0 full: 256 records of 4 KiB chunks.
+        workload(
+            200,
+            8,
+            256,
+            vec![write(false, 0, 8), write(true, 100, 4), flush(false), write(false, 1000, 8), GuestOp::Reload, write(false, 2000, 16), flush(true)],
+        ),
+        // A reload before the first commit: the header and the zeroing are still in the cache.
+        workload(201, 16, 128, vec![GuestOp::Reload, write(false, 0, 16), write(false, 520, 8), flush(false), write(true, 2040, 8)]),
+        // 64 KiB chunks: the wipe zeroes only the first 4 KiB of the header chunk.
+        workload(202, 128, 32, vec![write(false, 130, 4), write(true, 700, 8), flush(true), write(false, 4000, 8), flush(false)]),
+    ]
+}
+
+/// The records an earlier snapshot left in area 0 of a reused COW, in
+/// their order there: one per origin chunk (as many as area 0 holds), the
+/// last origin chunk first, each in the next data chunk from chunk 2 on.
+/// Empty unless the workload reuses its COW.
+pub fn earlier_records(workload: &Workload) -> Vec<Record> {
+    if !workload.reused_cow {
+        return Vec::new();
+    }
+    let chunk = u64::from(workload.chunk_sectors);
+    let layout = Layout::new(ChunkSize::from_sectors(workload.chunk_sectors));
+    let origin_chunks = workload.origin_sectors / chunk;
+    let count = origin_chunks.min(u64::from(layout.exceptions_per_area()));
+    let records: Vec<Record> = (0..count).map(|i| Record { old_chunk: origin_chunks - 1 - i, new_chunk: 2 + i }).collect();
+    // Area 0's records name the data chunks between it and area 1.
+    debug_assert!(records.iter().all(|r| !layout.is_metadata_chunk(r.new_chunk)), "an earlier record on a metadata chunk");
+    debug_assert!(records.iter().all(|r| (r.new_chunk + 1) * chunk <= workload.cow_sectors), "an earlier record beyond the COW");
+    records
+}
+
+/// The COW slice of a reused COW as `lvcreate` leaves it: the earlier
+/// snapshot's header (valid, its chunk size), its records in area 0 and
+/// its copies of the origin (labelled as the earlier user's) in the data
+/// chunks; then the first 4 KiB zeroed.
+fn reused_cow(workload: &Workload) -> Vec<u8> {
+    let chunk = ChunkSize::from_sectors(workload.chunk_sectors);
+    let sectors = u64::from(workload.chunk_sectors);
+    let mut cow = vec![0u8; workload.cow_sectors as usize * 512];
+    cow[..chunk.bytes()].copy_from_slice(&engine::format::DiskHeader::new(true, chunk).encode_chunk(chunk));
+    let records = earlier_records(workload);
+    let area = chunk.bytes();
+    for (index, record) in records.iter().enumerate() {
+        record.encode(&mut cow[area..area + chunk.bytes()], index);
+        for j in 0..sectors {
+            let label = Label { workload: workload.id + EARLIER_USER, op: 0, snapshot: false, sector: record.old_chunk * sectors + j };
+            let at = ((record.new_chunk * sectors + j) * 512) as usize;
+            cow[at..at + 512].copy_from_slice(&label.bytes());
+        }
+    }
+    cow[..LVCREATE_WIPE_BYTES].fill(0);
+    // The wipe leaves area 0 whole: the chunks are at least 4 KiB.
+    assert!(chunk.bytes() >= LVCREATE_WIPE_BYTES, "lvm2 makes no chunk under 4 KiB");
+    cow
+}
+
+/// The data disk before the workload: the origin slice labelled op 0, the
+/// COW zeroed (or as an earlier snapshot and `lvcreate` left it).
 pub fn initial_image(workload: &Workload) -> Vec<u8> {
     let bytes = ((workload.origin_sectors + workload.cow_sectors) * 512) as usize;
     let mut image = Vec::with_capacity(bytes);
     for sector in 0..workload.origin_sectors {
         image.extend(Label { workload: workload.id, op: 0, snapshot: false, sector }.bytes());
     }
+    if workload.reused_cow {
+        image.extend(reused_cow(workload));
+    }
     image.resize(bytes, 0);
+    debug_assert_eq!(image.len(), bytes, "the disk holds origin and COW");
     image
 }
 
@@ -323,7 +427,16 @@ mod tests {
     use super::*;
 
     fn workload(ops: Vec<GuestOp>) -> Workload {
-        Workload { name: "t".into(), id: 1, chunk_sectors: 8, store: StoreKind::Persistent, origin_sectors: 64, cow_sectors: 40, ops }
+        Workload {
+            name: "t".into(),
+            id: 1,
+            chunk_sectors: 8,
+            store: StoreKind::Persistent,
+            origin_sectors: 64,
+            cow_sectors: 40,
+            ops,
+            reused_cow: false,
+        }
     }
 
     #[test]
