@@ -82,7 +82,7 @@ fn rig(chunks: u8, cow_threshold: usize, mutations: Mutations) -> Rig {
     let bytes: Vec<u8> = (0..chunks).flat_map(|c| chunk_of(c + 1)).collect();
     let origin_dev = Arc::new(MemDevice::from_bytes(bytes, &queue));
     let cow = Arc::new(MemDevice::zeroed(u64::from(CHUNK_SECTORS) * (u64::from(chunks) + 4), &queue));
-    let mut built = engine::testing::Rig::new(&queue, origin_dev, OriginConfig { cow_threshold, mutations });
+    let mut built = engine::testing::Rig::new(&queue, origin_dev, OriginConfig { cow_threshold, mutations, ..OriginConfig::default() });
     let config = StoreConfig { chunk_sectors: Some(CHUNK_SECTORS), ..StoreConfig::default() };
     let k = built.add_snapshot(cow, config).expect("snapshot created");
     let (origin, snapshot) = (Arc::clone(&built.origin), Arc::clone(&built.snapshots[k]));

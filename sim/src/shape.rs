@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use engine::store::StoreKind;
+use engine::store::{HeaderWrites, StoreKind};
 use serde::{Deserialize, Serialize};
 
 use crate::explore::Bounds;
@@ -45,6 +45,10 @@ pub struct RunShape {
     /// With `stale_cow`: area 0 is stale too (only the header is wiped).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stale_area_zero: bool,
+    /// How the engine writes COW headers: `"stock"` (the default, the stock
+    /// kernel's) or `"durable"` (the kernel with the kernel-patches/ series).
+    #[serde(default, skip_serializing_if = "is_stock", with = "header_writes")]
+    pub header_writes: HeaderWrites,
     /// The scripted workload, one operation a line (see [`crate::world::script`]).
     pub ops: String,
 }
@@ -57,6 +61,25 @@ fn default_queue_depth() -> usize {
 }
 fn default_writes_max() -> usize {
     Bounds::default().writes_max
+}
+
+fn is_stock(header_writes: &HeaderWrites) -> bool {
+    *header_writes == HeaderWrites::Stock
+}
+
+/// `HeaderWrites` as its name, `stock` or `durable`: parsed here and nowhere else.
+mod header_writes {
+    use engine::store::HeaderWrites;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(header_writes: &HeaderWrites, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(header_writes.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<HeaderWrites, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        HeaderWrites::parse(&name).ok_or_else(|| serde::de::Error::custom(format!("header_writes {name:?} is neither \"stock\" nor \"durable\"")))
+    }
 }
 
 /// `StoreKind` as its table name, `P` or `PO`: parsed here and nowhere else.
@@ -394,6 +417,7 @@ mod tests {
             faults: vec![],
             stale_cow: false,
             stale_area_zero: false,
+            header_writes: HeaderWrites::Stock,
             ops: "write origin 0 8\n\n# a comment\nwrite origin 64 8\n".into(),
         };
         let error = shape.parse_checked().unwrap_err();

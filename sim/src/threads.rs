@@ -281,8 +281,13 @@ impl Rig {
         let origin_sectors = shape.origin_chunks * BASE_CHUNK_SECTORS;
         let (origin_image, initial) = initial_origin(origin_sectors);
         let specs = shape.chunk_sectors.iter().map(|&chunk_sectors| SnapshotSpec { chunk_sectors, overflow_store: false }).collect();
-        let mut oracle =
-            Oracle::new(OracleConfig { initial: Arc::clone(&initial), snapshots: specs, strict: false, cow_threshold: shape.cow_threshold as u32 });
+        let mut oracle = Oracle::new(OracleConfig {
+            initial: Arc::clone(&initial),
+            snapshots: specs,
+            strict: false,
+            cow_threshold: shape.cow_threshold as u32,
+            durable_headers: false,
+        });
         label_sectors(&mut oracle, &origin_image, &initial);
         let (sender, receiver) = channel();
         let outstanding = Arc::new(AtomicUsize::new(0));
@@ -302,7 +307,7 @@ impl Rig {
                 shuttle::thread::spawn(move || completion_thread(receiver, disks, outstanding))
             })
             .collect();
-        let config = OriginConfig { cow_threshold: shape.cow_threshold, mutations };
+        let config = OriginConfig { cow_threshold: shape.cow_threshold, mutations, ..OriginConfig::default() };
         let origin = Origin::new(Arc::clone(&threaded[0]), Arc::new(jobs.clone()), config);
         let mut rig = Self {
             jobs,

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use super::persistent::State;
-use super::{LoadOutcome, Loaded, PersistentStore, StoreConfig, StoreError};
+use super::{HeaderWrites, LoadOutcome, Loaded, PersistentStore, StoreConfig, StoreError};
 use crate::chunk::{ChunkSize, DEFAULT_CHUNK_SECTORS};
 use crate::exception_table::ExceptionTable;
 use crate::format::{DISK_VERSION, DiskHeader, HEADER_CHUNKS, Layout, Record, SNAP_MAGIC};
@@ -32,18 +32,32 @@ pub type LoadDone<D> = Box<dyn FnOnce(Result<Loaded<D>, StoreError>) + Send + 's
 struct Setup<D: BlockDevice> {
     cow: Arc<D>,
     config: StoreConfig,
+    header_writes: HeaderWrites,
     layout: Layout,
     device_chunks: u64,
     chunk_size_override: Option<(u32, u32)>,
 }
 
 impl<D: BlockDevice> PersistentStore<D> {
-    /// Loads (or, on a zeroed header, creates) the store on `cow`.
+    /// Loads (or, on a zeroed header, creates) the store on `cow`, writing
+    /// headers as the stock kernel does ([`HeaderWrites::Stock`]).
     ///
     /// A table chunk size that is invalid for the devices is refused at once
     /// with an error, and `done` is never called. Otherwise `done` is called
     /// exactly once, after every I/O of the load has completed.
     pub fn load(cow: Arc<D>, origin_block_bytes: u32, config: StoreConfig, done: LoadDone<D>) -> Result<(), StoreError> {
+        Self::load_with_header_writes(cow, origin_block_bytes, config, HeaderWrites::Stock, done)
+    }
+
+    /// [`PersistentStore::load`], with the store writing its headers (a new
+    /// snapshot's, and the invalidated one) as `header_writes` says.
+    pub fn load_with_header_writes(
+        cow: Arc<D>,
+        origin_block_bytes: u32,
+        config: StoreConfig,
+        header_writes: HeaderWrites,
+        done: LoadDone<D>,
+    ) -> Result<(), StoreError> {
         let cow_block_bytes = cow.logical_block_bytes();
         let table_chunk = match config.chunk_sectors {
             Some(sectors) => ChunkSize::new(sectors, cow_block_bytes, origin_block_bytes).map_err(StoreError::TableChunkSize)?,
@@ -63,7 +77,7 @@ impl<D: BlockDevice> PersistentStore<D> {
         reader.read(
             0,
             header_sectors,
-            Box::new(move |result| match on_header(cow, origin_block_bytes, config, table_chunk, result) {
+            Box::new(move |result| match on_header(cow, origin_block_bytes, (config, header_writes), table_chunk, result) {
                 HeaderNext::Finished(outcome) => done(outcome),
                 HeaderNext::CreateNew(setup) => create_new(setup, done),
                 HeaderNext::ReadAreas(setup) => AreaReader::start(setup, done),
@@ -88,7 +102,7 @@ enum HeaderNext<D: BlockDevice> {
 fn on_header<D: BlockDevice>(
     cow: Arc<D>,
     origin_block_bytes: u32,
-    config: StoreConfig,
+    (config, header_writes): (StoreConfig, HeaderWrites),
     table_chunk: ChunkSize,
     result: Result<Vec<u8>, IoError>,
 ) -> HeaderNext<D> {
@@ -103,7 +117,7 @@ fn on_header<D: BlockDevice>(
         if device_chunks < HEADER_CHUNKS + 2 {
             return Err(too_small(device_sectors, chunk));
         }
-        Ok(Setup { cow: Arc::clone(&cow), config, layout: Layout::new(chunk), device_chunks, chunk_size_override })
+        Ok(Setup { cow: Arc::clone(&cow), config, header_writes, layout: Layout::new(chunk), device_chunks, chunk_size_override })
     };
     if header.magic == 0 {
         return match setup(table_chunk, None) {
@@ -158,44 +172,68 @@ fn finish<D: BlockDevice>(setup: Setup<D>, state: State, outcome: LoadOutcome, e
         kind: setup.config.kind,
         layout: setup.layout,
         mutations: setup.config.mutations,
+        header_writes: setup.header_writes,
         state: Mutex::new(state),
     };
     Loaded { store: Arc::new(store), outcome, exceptions, chunk_size_override: setup.chunk_size_override }
 }
 
-/// A new snapshot: write the header, then zero the first metadata area. Both
-/// are plain writes, as in the kernel; the first commit's PREFLUSH makes them
-/// durable.
+/// A new snapshot: its header and an empty metadata area 0. The stock
+/// kernel writes the header, then zeroes the area, both plain writes that
+/// the first commit's PREFLUSH makes durable; a crash before it can keep
+/// the header and lose the zeroing (K3). With [`HeaderWrites::Durable`] the
+/// zeroing goes first and the header follows with PREFLUSH, so the header
+/// can reach the media only after the zeroing has.
 fn create_new<D: BlockDevice>(setup: Setup<D>, done: LoadDone<D>) {
     crate::cov::hit(crate::cov::Mark::LoadCreatedNewCow);
     let chunk = setup.layout.chunk();
     let header = DiskHeader::new(true, chunk).encode_chunk(chunk);
     // What a new snapshot writes, the next load reads back as valid with this chunk size.
     debug_assert_eq!(DiskHeader::decode(&header), DiskHeader { magic: SNAP_MAGIC, valid: 1, version: DISK_VERSION, chunk_size: chunk.sectors() });
+    assert_eq!(setup.layout.area_location(0), HEADER_CHUNKS, "area 0 follows the header");
+    let area_sector = chunk.chunk_to_sector(setup.layout.area_location(0));
+    let zeros =
+        NewWrite { sector: area_sector, bytes: vec![0; chunk.bytes()], flags: WriteFlags::PLAIN, what: "zeroing metadata area 0 of a new snapshot" };
+    let writes = match setup.header_writes {
+        HeaderWrites::Stock => {
+            let header = NewWrite { sector: 0, bytes: header, flags: WriteFlags::PLAIN, what: "writing the header of a new snapshot" };
+            [header, zeros]
+        }
+        HeaderWrites::Durable => {
+            // The flush before the header makes the zeroing, completed by then, durable.
+            let flags = WriteFlags { preflush: true, ..WriteFlags::PLAIN };
+            [zeros, NewWrite { sector: 0, bytes: header, flags, what: "writing the header of a new snapshot" }]
+        }
+    };
+    write_in_order(setup, writes.into(), done);
+}
+
+/// One write of a new snapshot's metadata, and what it is (for its error).
+struct NewWrite {
+    sector: u64,
+    bytes: Vec<u8>,
+    flags: WriteFlags,
+    what: &'static str,
+}
+
+/// Issues `writes` one after the other, each once the previous one has
+/// completed; the store is ready once the last has.
+fn write_in_order<D: BlockDevice>(setup: Setup<D>, mut writes: std::collections::VecDeque<NewWrite>, done: LoadDone<D>) {
+    let Some(write) = writes.pop_front() else {
+        let state = State::new(setup.layout.chunk());
+        return done(Ok(finish(setup, state, LoadOutcome::New, ExceptionTable::new())));
+    };
+    // Only the header chunk and area 0 are written for a new snapshot.
+    debug_assert!(write.sector < setup.layout.chunk().chunk_to_sector(HEADER_CHUNKS + 1), "new-snapshot write at sector {}", write.sector);
+    assert!(!write.flags.fua, "a new snapshot's {} with FUA", write.what);
     let cow = Arc::clone(&setup.cow);
     cow.write(
-        0,
-        header,
-        WriteFlags::PLAIN,
-        Box::new(move |result| {
-            if let Err(error) = result {
-                return done(Err(StoreError::io("writing the header of a new snapshot", error)));
-            }
-            assert_eq!(setup.layout.area_location(0), HEADER_CHUNKS, "area 0 follows the header");
-            let area_sector = chunk.chunk_to_sector(setup.layout.area_location(0));
-            let cow = Arc::clone(&setup.cow);
-            cow.write(
-                area_sector,
-                vec![0; chunk.bytes()],
-                WriteFlags::PLAIN,
-                Box::new(move |result| match result {
-                    Err(error) => done(Err(StoreError::io("zeroing metadata area 0 of a new snapshot", error))),
-                    Ok(()) => {
-                        let state = State::new(chunk);
-                        done(Ok(finish(setup, state, LoadOutcome::New, ExceptionTable::new())));
-                    }
-                }),
-            );
+        write.sector,
+        write.bytes,
+        write.flags,
+        Box::new(move |result| match result {
+            Err(error) => done(Err(StoreError::io(write.what, error))),
+            Ok(()) => write_in_order(setup, writes, done),
         }),
     );
 }

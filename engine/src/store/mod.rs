@@ -11,12 +11,16 @@
 //!   [`commit_merge`](PersistentStore::commit_merge) walk the records backwards
 //!   for snapshot-merge.
 //! - [`drop_snapshot`](PersistentStore::drop_snapshot) marks the header invalid.
+//!
+//! [`HeaderWrites`] chooses how the two header writes go to disk: as the
+//! stock kernel writes them, or as the kernel with the kernel-patches/
+//! series does (durable before anything relies on them).
 
 mod load;
 mod persistent;
 
 pub use load::LoadDone;
-pub use persistent::{CommitCallback, MergeRun, MergeStep, PersistentStore, StoreDone};
+pub use persistent::{CommitCallback, HeaderWaiter, MergeRun, MergeStep, PersistentStore, StoreDone};
 
 use crate::chunk::ChunkSizeError;
 use crate::exception_table::{ExceptionTable, TableError};
@@ -51,6 +55,55 @@ impl StoreKind {
         match name.to_ascii_uppercase().as_str() {
             "P" | "PERSISTENT" => Some(StoreKind::Persistent),
             "PO" => Some(StoreKind::PersistentOverflow),
+            _ => None,
+        }
+    }
+}
+
+/// How the store writes the COW header: the stock kernel's way (the
+/// default, what this port reproduces) or the way of the kernel with the
+/// kernel-patches/ series applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum HeaderWrites {
+    /// As the stock kernel (6.1). `persistent_read_metadata` writes a new
+    /// snapshot's header, then zeroes metadata area 0, both plain writes
+    /// that only the first commit's PREFLUSH makes durable: a crash before
+    /// it can keep the header and lose the zeroing (K3).
+    /// `persistent_drop_snapshot` writes the `valid = 0` header as a plain
+    /// write and origin writes go ahead at once: a crash can keep them and
+    /// lose the header (K1).
+    #[default]
+    Stock,
+    /// As the kernel with the kernel-patches/ series.
+    /// `0001-dm-snapshot-make-the-invalidated-header-durable`:
+    /// `persistent_drop_snapshot` writes the `valid = 0` header with FUA,
+    /// and since the kernel writes it synchronously under the snapshot's
+    /// lock, no origin write released by the invalidation (or issued after
+    /// it) reaches the origin before that write has completed.
+    /// `0002-…-zero-area-0-before-the-header`: `persistent_read_metadata`
+    /// zeroes area 0 first and only then writes the new header, with
+    /// PREFLUSH, so no header that makes the snapshot valid can be durable
+    /// before the zeroing is.
+    Durable,
+}
+
+impl HeaderWrites {
+    /// The name a scenario file or a command line uses: `stock` or `durable`.
+    pub fn name(self) -> &'static str {
+        let name = match self {
+            HeaderWrites::Stock => "stock",
+            HeaderWrites::Durable => "durable",
+        };
+        // Every name parses back to what printed it.
+        debug_assert_eq!(HeaderWrites::parse(name), Some(self));
+        name
+    }
+
+    /// Parses `stock` or `durable` (any case).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "stock" => Some(HeaderWrites::Stock),
+            "durable" => Some(HeaderWrites::Durable),
             _ => None,
         }
     }

@@ -6,10 +6,17 @@
 //! next area) is in flight, further commits wait in a queue, in arrival order,
 //! and are taken up when it completes — exactly the order the kernel's worker
 //! would have run them in. Callbacks never run under the store's lock.
+//!
+//! With [`HeaderWrites::Durable`] the invalidated header is written with FUA
+//! and, until that write completes, the store says so
+//! ([`header_in_flight`](PersistentStore::header_in_flight)) and keeps
+//! whatever must wait for it ([`hold_until_header_written`](PersistentStore::hold_until_header_written)):
+//! the kernel writes that header synchronously under the snapshot's lock, so
+//! no origin write gets past the snapshot before the write has completed.
 
 use std::collections::VecDeque;
 
-use super::{StoreError, StoreKind, Usage};
+use super::{HeaderWrites, StoreError, StoreKind, Usage};
 use crate::chunk::ChunkSize;
 use crate::format::{DiskHeader, Layout, Record, clear_record};
 use crate::io::{BlockDevice, IoError, WriteFlags};
@@ -22,6 +29,10 @@ pub type CommitCallback = Box<dyn FnOnce(bool) + Send + 'static>;
 
 /// Receives the outcome of a merge step or of dropping the snapshot.
 pub type StoreDone = Box<dyn FnOnce(Result<(), StoreError>) + Send + 'static>;
+
+/// Work that waits for the invalidated header's write to complete (an
+/// origin write to retry), run once it has, outside the store's lock.
+pub type HeaderWaiter = Box<dyn FnOnce() + Send + 'static>;
 
 /// A run of exceptions to merge, found by [`PersistentStore::prepare_merge`]:
 /// origin chunks `last_old_chunk + 1 - count ..= last_old_chunk` live in COW
@@ -82,6 +93,10 @@ pub(super) struct State {
     callbacks: Vec<CommitCallback>,
     /// Commits that arrived while metadata I/O was in flight.
     queued: VecDeque<QueuedCommit>,
+    /// The durable `valid = 0` header write is in flight ([`HeaderWrites::Durable`] only).
+    header_in_flight: bool,
+    /// What waits for that write to complete.
+    header_waiters: Vec<HeaderWaiter>,
 }
 
 impl State {
@@ -100,6 +115,8 @@ impl State {
             phase: Phase::Idle,
             callbacks: Vec::new(),
             queued: VecDeque::new(),
+            header_in_flight: false,
+            header_waiters: Vec::new(),
         }
     }
 }
@@ -126,6 +143,9 @@ impl State {
         );
         assert!(self.phase != Phase::WritingArea || self.current_committed > 0, "area {} written with no record in it", self.current_area);
         assert_eq!(self.area.len(), layout.chunk().bytes(), "the in-memory area is one chunk");
+        // Only an invalidated store writes the invalid header, and only while it is in flight is anything held for it.
+        assert!(!self.header_in_flight || !self.valid, "the invalid header in flight for a valid store");
+        assert!(self.header_in_flight || self.header_waiters.is_empty(), "{} waiters held for no header write", self.header_waiters.len());
         // Z1: the allocator may resume on a metadata chunk after a load.
         let z1 = mutations.has(Mutation::Z1NoSkipMetadataAfterLoad);
         assert!(z1 || !layout.is_metadata_chunk(self.next_free), "allocator at metadata chunk {}", self.next_free);
@@ -164,6 +184,7 @@ pub struct PersistentStore<D: BlockDevice> {
     pub(super) layout: Layout,
     pub(super) state: Mutex<State>,
     pub(super) mutations: Mutations,
+    pub(super) header_writes: HeaderWrites,
 }
 
 impl<D: BlockDevice> std::fmt::Debug for PersistentStore<D> {
@@ -178,16 +199,19 @@ impl<D: BlockDevice> std::fmt::Debug for PersistentStore<D> {
             .field("next_free", &state.next_free)
             .field("pending_count", &state.pending_count)
             .field("phase", &state.phase)
+            .field("header_writes", &self.header_writes)
+            .field("header_in_flight", &state.header_in_flight)
             .finish()
     }
 }
 
 impl<D: BlockDevice> PersistentStore<D> {
     /// Power loss: the callbacks of commits not yet durable are dropped
-    /// without being called, and queued commits are forgotten. Nothing is
-    /// written; the store must not be used afterwards.
+    /// without being called, and queued commits and what waits for the
+    /// invalid header are forgotten. Nothing is written; the store must not
+    /// be used afterwards.
     pub fn power_off(&self) {
-        let (callbacks, queued) = {
+        let (callbacks, queued, header_waiters) = {
             let mut state = self.state.lock();
             // Callbacks wait only for records already in the area.
             assert!(
@@ -196,10 +220,41 @@ impl<D: BlockDevice> PersistentStore<D> {
                 state.callbacks.len(),
                 state.current_committed
             );
-            (std::mem::take(&mut state.callbacks), std::mem::take(&mut state.queued))
+            (std::mem::take(&mut state.callbacks), std::mem::take(&mut state.queued), std::mem::take(&mut state.header_waiters))
         };
         // Dropped outside the lock: a callback's captures may lead back here.
-        drop((callbacks, queued));
+        drop((callbacks, queued, header_waiters));
+    }
+
+    /// How this store writes its headers.
+    pub fn header_writes(&self) -> HeaderWrites {
+        self.header_writes
+    }
+
+    /// Whether the durable `valid = 0` header is being written: until it
+    /// has completed, no origin write may pass this snapshot (always false
+    /// with [`HeaderWrites::Stock`], whose header write nothing waits for).
+    pub fn header_in_flight(&self) -> bool {
+        let state = self.state.lock();
+        assert!(!state.header_in_flight || self.header_writes == HeaderWrites::Durable, "a stock store waits for its header");
+        state.header_in_flight
+    }
+
+    /// If the durable `valid = 0` header is being written, keeps what
+    /// `waiter` makes (if anything) to run once that write has completed
+    /// and returns true; otherwise returns false without calling `waiter`.
+    /// The check and the keeping are one step under the store's lock, so a
+    /// completion in between cannot strand a waiter.
+    pub fn hold_until_header_written(&self, waiter: impl FnOnce() -> Option<HeaderWaiter>) -> bool {
+        let mut state = self.state.lock();
+        if !state.header_in_flight {
+            return false;
+        }
+        assert!(!state.valid, "a valid store holding writes for its header");
+        if let Some(waiter) = waiter() {
+            state.header_waiters.push(waiter);
+        }
+        true
     }
 
     /// The chunk size in force (the header's, once loaded).
@@ -615,11 +670,22 @@ impl<D: BlockDevice> PersistentStore<D> {
     }
 
     /// Invalidates the snapshot: clears `valid` and rewrites the header with
-    /// `valid = 0` (a plain write, as the kernel's). The header is built in
-    /// its own buffer, never in the area buffer a commit may be writing.
-    pub fn drop_snapshot(&self, done: Option<StoreDone>) {
+    /// `valid = 0` — a plain write, as the stock kernel's, or with FUA under
+    /// [`HeaderWrites::Durable`], which also holds back what
+    /// [`hold_until_header_written`](Self::hold_until_header_written) is
+    /// given until the write completes (failed or not: the kernel only warns).
+    /// `done` runs after those waiters. The header is built in its own
+    /// buffer, never in the area buffer a commit may be writing.
+    pub fn drop_snapshot(self: &Arc<Self>, done: Option<StoreDone>) {
         crate::cov::hit(crate::cov::Mark::HeaderInvalidated);
-        self.state.lock().valid = false;
+        let durable = self.header_writes == HeaderWrites::Durable;
+        {
+            let mut state = self.state.lock();
+            // A store is invalidated once: its snapshot stops asking after the first time.
+            assert!(!state.header_in_flight, "the invalid header written twice at once");
+            state.valid = false;
+            state.header_in_flight = durable;
+        }
         let chunk = self.layout.chunk();
         let header = DiskHeader::new(false, chunk).encode_chunk(chunk);
         assert_eq!(header.len(), chunk.bytes(), "the header is one chunk");
@@ -628,20 +694,30 @@ impl<D: BlockDevice> PersistentStore<D> {
             DiskHeader::decode(&header),
             DiskHeader { magic: crate::format::SNAP_MAGIC, valid: 0, version: crate::format::DISK_VERSION, chunk_size: chunk.sectors() }
         );
-        self.cow.write(
-            0,
-            header,
-            WriteFlags::PLAIN,
-            Box::new(move |result| {
-                let outcome = result.map_err(|error| {
-                    crate::cov::hit(crate::cov::Mark::HeaderInvalidationFailed);
-                    log::warn!("writing the invalidated header failed: {error}");
-                    StoreError::io("writing the invalidated header", error)
-                });
-                if let Some(done) = done {
-                    done(outcome);
-                }
-            }),
-        );
+        let flags = if durable { WriteFlags { fua: true, ..WriteFlags::PLAIN } } else { WriteFlags::PLAIN };
+        let this = Arc::clone(self);
+        self.cow.write(0, header, flags, Box::new(move |result| this.on_header_written(result, done)));
+    }
+
+    /// The invalid header's write completed: let go of what waited for it.
+    fn on_header_written(&self, result: Result<(), IoError>, done: Option<StoreDone>) {
+        let outcome = result.map_err(|error| {
+            crate::cov::hit(crate::cov::Mark::HeaderInvalidationFailed);
+            log::warn!("writing the invalidated header failed: {error}");
+            StoreError::io("writing the invalidated header", error)
+        });
+        let waiters = {
+            let mut state = self.state.lock();
+            assert!(!state.valid, "the invalid header written for a valid store");
+            assert!(state.header_in_flight || state.header_waiters.is_empty(), "waiters held for a stock header write");
+            state.header_in_flight = false;
+            std::mem::take(&mut state.header_waiters)
+        };
+        for waiter in waiters {
+            waiter();
+        }
+        if let Some(done) = done {
+            done(outcome);
+        }
     }
 }

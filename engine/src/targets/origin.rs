@@ -28,7 +28,7 @@ use std::collections::VecDeque;
 use super::bio::{WriteBio, next_target_identity, split_write};
 use super::snapshot::{Role, Snapshot, State};
 use crate::io::{BlockDevice, Defer, DeviceIdentity, IoDone, IoOp, WriteFlags};
-use crate::store::{LoadOutcome, Loaded, PersistentStore, StoreConfig, StoreError};
+use crate::store::{HeaderWrites, LoadOutcome, Loaded, PersistentStore, StoreConfig, StoreError};
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex};
 use crate::zoo::Mutation;
@@ -44,11 +44,15 @@ pub struct OriginConfig {
     pub cow_threshold: usize,
     /// Historical bugs to re-create (only with the `bug-zoo` feature).
     pub mutations: crate::zoo::Mutations,
+    /// How the snapshots' stores write their headers: the stock kernel's
+    /// way (the default) or the kernel-patches/ series' (see [`HeaderWrites`]).
+    /// Like the threshold, a setting of the whole target type in the kernel.
+    pub header_writes: HeaderWrites,
 }
 
 impl Default for OriginConfig {
     fn default() -> Self {
-        Self { cow_threshold: DEFAULT_COW_THRESHOLD, mutations: crate::zoo::Mutations::NONE }
+        Self { cow_threshold: DEFAULT_COW_THRESHOLD, mutations: crate::zoo::Mutations::NONE, header_writes: HeaderWrites::Stock }
     }
 }
 
@@ -147,16 +151,18 @@ impl<D: BlockDevice> Origin<D> {
     }
 
     /// Creates a snapshot (the `snapshot` table line, then resume): loads or
-    /// initialises the store on `cow` and registers the snapshot, active.
+    /// initialises the store on `cow`, writing headers as this origin's
+    /// [`OriginConfig::header_writes`] says, and registers the snapshot, active.
     /// Refused at once if `cow` is the origin or the chunk size is invalid.
     pub fn create_snapshot(self: &Arc<Self>, cow: Arc<D>, config: StoreConfig, done: SnapshotCreated<D>) -> Result<(), StoreError> {
         crate::view::check_distinct(self.dev.as_ref(), cow.as_ref())?;
         let origin = Arc::clone(self);
         let config = StoreConfig { mutations: self.config.mutations, ..config };
-        PersistentStore::load(
+        PersistentStore::load_with_header_writes(
             cow,
             self.dev.logical_block_bytes(),
             config,
+            self.config.header_writes,
             Box::new(move |loaded| {
                 done(loaded.map(|loaded| origin.register(loaded, Role::Snapshot)));
             }),
@@ -326,6 +332,13 @@ impl<D: BlockDevice> Origin<D> {
         must_wait
     }
 
+    /// A snapshot's durable invalid header has been written: a merge that
+    /// found it in flight (in [`Origin::write_extent`]) waits for this as
+    /// for an exception, so it is counted as one.
+    pub(super) fn header_written(&self) {
+        self.exception_done();
+    }
+
     /// A pending exception of one of this origin's snapshots has completed.
     pub(super) fn exception_done(&self) {
         let waiters = {
@@ -338,7 +351,8 @@ impl<D: BlockDevice> Origin<D> {
         }
     }
 
-    /// How many pending exceptions have completed so far.
+    /// How many pending exceptions have completed so far (and durable
+    /// invalid headers been written: what a merge waits for).
     pub(super) fn exceptions_done_count(&self) -> u64 {
         self.exceptions_done.lock().0
     }
@@ -358,8 +372,8 @@ impl<D: BlockDevice> Origin<D> {
 }
 
 /// The kernel's `__origin_write` over `snapshots` for the chunk(s) holding
-/// `sector`: returns whether any exception is pending (must be waited for),
-/// and the bio back if it was not queued on one.
+/// `sector`: returns whether any exception is pending or invalid header in
+/// flight (must be waited for), and the bio back if it was not queued on one.
 fn origin_write<D: BlockDevice>(snapshots: &[Arc<Snapshot<D>>], sector: u64, mut bio: Option<WriteBio>) -> (bool, Option<WriteBio>) {
     assert!(bio.as_ref().is_none_or(|b| b.sector == sector), "origin write preserved at another sector");
     let mut must_wait = false;
@@ -371,6 +385,12 @@ fn origin_write<D: BlockDevice>(snapshots: &[Arc<Snapshot<D>>], sector: u64, mut
         }
         let start_now = {
             let mut state = snapshot.state.lock();
+            // Its durable invalid header is in flight: the kernel's writer
+            // would block on the snapshot's lock until it has completed.
+            if snapshot.hold_for_header(&state, &mut bio) {
+                must_wait = true;
+                continue;
+            }
             let Some(chunk) = snapshot.chunk_to_preserve(&state, sector) else {
                 continue;
             };
@@ -384,6 +404,9 @@ fn origin_write<D: BlockDevice>(snapshots: &[Arc<Snapshot<D>>], sector: u64, mut
                 snapshot.forget_pending(&mut state, chunk);
             }
             if !snapshot.allocate_pending(&mut state, chunk, false) {
+                // No room: a `P` store has just been invalidated, and the
+                // write that found it full waits for the header too.
+                must_wait |= snapshot.hold_for_header(&state, &mut bio);
                 continue;
             }
             must_wait = true;

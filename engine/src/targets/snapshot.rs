@@ -23,7 +23,7 @@ use crate::chunk::ChunkSize;
 use crate::exception_table::ExceptionTable;
 use crate::format::Record;
 use crate::io::{BlockDevice, Defer, DeviceIdentity, IoDone, IoError, IoErrorKind, IoOp, SECTOR_BYTES, WriteFlags};
-use crate::store::{PersistentStore, StoreKind};
+use crate::store::{HeaderWrites, PersistentStore, StoreKind};
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex, Weak};
 use crate::zoo::Mutation;
@@ -364,8 +364,50 @@ impl<D: BlockDevice> Snapshot<D> {
             crate::cov::hit(crate::cov::Mark::InvalidatedWithCommitsQueued);
         }
         log::error!("invalidating snapshot: {why}");
-        state.store.drop_snapshot(None);
+        // A durable header holds origin writes back (`hold_for_header`), and
+        // a merge waiting in `write_extent` must hear when it is written.
+        let done: Option<crate::store::StoreDone> = match state.store.header_writes() {
+            HeaderWrites::Stock => None,
+            HeaderWrites::Durable => {
+                let origin = Weak::clone(&self.origin);
+                Some(Box::new(move |_| {
+                    if let Some(origin) = origin.upgrade() {
+                        origin.header_written();
+                    }
+                }))
+            }
+        };
+        state.store.drop_snapshot(done);
         state.valid = false;
+        // Origin writes pass an invalid snapshot only once its store has no header in flight.
+        assert!(!state.store.is_valid(), "a snapshot invalidated over a valid store");
+    }
+
+    /// If this snapshot's durable invalid header is being written, holds
+    /// origin write `bio` (if not already held elsewhere) until it has been,
+    /// then retries it, and returns true: the kernel writes that header
+    /// synchronously under the lock every origin write takes, so none gets
+    /// past this snapshot before the invalidation is on the media.
+    pub(super) fn hold_for_header(&self, state: &State<D>, bio: &mut Option<WriteBio>) -> bool {
+        assert_eq!(self.role, Role::Snapshot, "a merging snapshot holds no origin writes");
+        // Only an invalidated store writes the invalid header.
+        if state.valid {
+            return false;
+        }
+        let origin = Weak::clone(&self.origin);
+        let held = state.store.hold_until_header_written(|| {
+            let write = bio.take()?;
+            Some(Box::new(move || match origin.upgrade() {
+                Some(origin) => origin.retry(write),
+                None => {
+                    let (sector, sectors) = (write.sector, write.sectors());
+                    write.fail(IoError::new(IoOp::Write, sector, sectors, IoErrorKind::SnapshotInvalid));
+                }
+            }))
+        });
+        // A held write is given up to the store, never kept as well.
+        debug_assert!(!held || bio.is_none(), "a write held and returned");
+        held
     }
 
     /// Allocates a pending exception for `chunk` (the kernel's `__find_pending_exception`).

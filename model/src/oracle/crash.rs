@@ -41,6 +41,19 @@ impl Oracle {
         );
     }
 
+    /// The snapshots brought back valid by a crash since the last call,
+    /// with durable headers: their views must be read now, before a write
+    /// (the world's next exception, say) can invalidate them again and
+    /// hide what the crash left. Empty with stock headers.
+    pub fn take_revived(&mut self) -> Vec<usize> {
+        let revived: Vec<usize> = (0..self.snapshots.len()).filter(|&k| self.snapshots[k].revived_to_read).collect();
+        for &k in &revived {
+            self.snapshots[k].revived_to_read = false;
+        }
+        debug_assert!(revived.is_empty() || self.config.durable_headers, "snapshots revived to be read with stock headers");
+        revived
+    }
+
     /// Loading snapshot `k` failed and will be tried again: a COW write
     /// that failed during it was the load's own, which no exception waits
     /// for, so it obliges no invalidation (I8). The errors stay seen.
@@ -53,10 +66,13 @@ impl Oracle {
     /// The engine was rebuilt and snapshot `k` loaded valid iff `valid[k]`:
     /// an invalidated snapshot may come back valid only if a crash or a
     /// failed COW write could have lost its header (I8), and then only as
-    /// kernel behaviour K1 (counted, or an I8 violation when strict). Starts
-    /// a new load epoch for the sticky states I8 and I9 judge.
+    /// kernel behaviour K1 (counted, or an I8 violation when strict). With
+    /// durable headers a crash alone revives a snapshot whose view nothing
+    /// has changed since: judged on from here, as if never invalidated.
+    /// Starts a new load epoch for the sticky states I8 and I9 judge.
     pub(super) fn on_reloaded(&mut self, valid: &[bool]) -> Result<(), Violation> {
         for (k, &valid) in valid.iter().enumerate() {
+            let durable = self.config.durable_headers;
             let state = &mut self.snapshots[k];
             if valid && state.ever_invalid && !state.revived {
                 if !state.invalid_header_may_be_lost && !state.header_write_failed {
@@ -65,16 +81,25 @@ impl Oracle {
                     );
                     return Err(Violation::new(Invariant::I8Invalidation, message));
                 }
-                if self.config.strict {
+                if durable && !state.header_write_failed {
+                    // The FUA header write was in flight at the crash, and no
+                    // origin write got past the snapshot while it was: the
+                    // view is what it was, and what it reads is judged (I2).
+                    state.ever_invalid = false;
+                    state.invalid_header_may_be_lost = false;
+                    state.revived_to_read = true;
+                } else if self.config.strict && !durable {
                     let message = format!(
                         "snapshot {k} was invalidated before a crash but loaded valid after it (kernel behaviour K1: the valid=0 header is a plain write and origin writes went ahead)"
                     );
                     return Err(Violation::new(Invariant::I8Invalidation, message));
+                } else {
+                    state.revived = true;
+                    self.allowances.revived_invalid += 1;
                 }
-                state.revived = true;
-                self.allowances.revived_invalid += 1;
             }
             debug_assert!(!state.revived || state.ever_invalid, "only an invalidated snapshot can be revived");
+            debug_assert!(!state.revived_to_read || durable, "a snapshot revived to be read with stock headers");
             state.origin_written = false;
             state.io_error_seen = false;
             state.valid_at_load = valid;

@@ -17,6 +17,9 @@
 //!   The kernel writes the `valid = 0` header without FUA or a flush and lets
 //!   origin writes go ahead at once, so a crash can lose the header while the
 //!   origin changes stay. Such a snapshot's view is not checked after that.
+//!   With [`OracleConfig::durable_headers`] (the kernel-patches/ series) a
+//!   snapshot a crash revives is judged on instead, and only a failed header
+//!   write is K1.
 //! - **K2 (I13)**: a snapshot read that was still in flight when its snapshot
 //!   was invalidated may return origin data written after the snapshot: a
 //!   failed exception releases its origin writes without waiting for tracked
@@ -84,6 +87,15 @@ pub struct OracleConfig {
     /// Most exceptions a snapshot may have in progress at once (the COW
     /// throttle's `cow_threshold`); 0 = unlimited.
     pub cow_threshold: u32,
+    /// The engine writes headers as the kernel with the kernel-patches/
+    /// series does: the `valid = 0` header with FUA, no origin write let
+    /// past an invalidated snapshot before that write has completed. A
+    /// snapshot that a crash brings back valid then had its header write
+    /// in flight, after which nothing changed its view: it is judged on,
+    /// not counted as K1, and its view must be intact. Only a failed header
+    /// write (the kernel warns and goes on) still revives a snapshot whose
+    /// view may have changed: counted as K1, never a failure, strict or not.
+    pub durable_headers: bool,
 }
 
 /// How often the run showed each allowed kernel behaviour.
@@ -155,6 +167,9 @@ struct SnapshotState {
     ever_invalid: bool,
     /// Came back valid after being invalid (K1): its view is no longer checked.
     revived: bool,
+    /// Came back valid after a crash with durable headers, its view still
+    /// judged: to be read back at once ([`Oracle::take_revived`]).
+    revived_to_read: bool,
     /// Since it went invalid, something could have lost its `valid = 0`
     /// header: a crash, or a failed write to its COW. Only then may it load
     /// valid again (K1); after a clean reload with neither it must load invalid.

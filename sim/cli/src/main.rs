@@ -148,6 +148,11 @@ struct SoakArgs {
     /// Fail on the kernel behaviours the oracle otherwise allows and counts (K1, K2).
     #[arg(long)]
     strict: bool,
+    /// How the engine writes COW headers: `stock` (the stock kernel's, the
+    /// default) or `durable` (the kernel with the kernel-patches/ series:
+    /// closes K1 and K3).
+    #[arg(long, value_name = "stock|durable", value_parser = parse_header_writes)]
+    header_writes: Option<engine::store::HeaderWrites>,
     /// Re-create a historical kernel bug in the engine (`Z3`); needs a build with `--features bug-zoo`.
     #[arg(long)]
     mutation: Option<String>,
@@ -161,6 +166,19 @@ struct SoakArgs {
 
 fn parse_bias(text: &str) -> Result<sim::world::knobs::SwarmBias, String> {
     text.parse()
+}
+
+fn parse_header_writes(text: &str) -> Result<engine::store::HeaderWrites, String> {
+    engine::store::HeaderWrites::parse(text).ok_or_else(|| format!("{text:?} is neither stock nor durable"))
+}
+
+/// What a settings line adds for `header_writes`: nothing for the stock
+/// kernel's, so that the default runs print what they always have.
+fn header_writes_note(header_writes: engine::store::HeaderWrites) -> String {
+    match header_writes {
+        engine::store::HeaderWrites::Stock => String::new(),
+        engine::store::HeaderWrites::Durable => "; header writes durable (the kernel-patches/ series)".to_string(),
+    }
 }
 
 /// Refuses a path the soak could write only at its end: the report's
@@ -246,6 +264,7 @@ fn soak(args: &SoakArgs) -> Result<(), CliError> {
         shard: args.shard,
         mutations: mutations(args.mutation.as_deref())?,
         strict: args.strict,
+        header_writes: args.header_writes.unwrap_or_default(),
         traces_max: args.traces_max,
         traces_dir: args.traces_dir.clone(),
         bias: args.bias.unwrap_or_default(),
@@ -280,7 +299,7 @@ fn soak(args: &SoakArgs) -> Result<(), CliError> {
     let plain = !std::io::stderr().is_terminal();
     let mut last_plain = std::time::Duration::ZERO;
     println!(
-        "soak: shard {} from seed {}, {} workers, {}",
+        "soak: shard {} from seed {}, {} workers, {}{}",
         config.shard,
         config.seed_start,
         config.jobs,
@@ -288,7 +307,8 @@ fn soak(args: &SoakArgs) -> Result<(), CliError> {
             (Some(seeds), _) => format!("the first {seeds} seeds of the range"),
             (None, Some(duration)) => format!("for {}", humantime::format_duration(duration)),
             (None, None) => unreachable!(),
-        }
+        },
+        header_writes_note(config.header_writes)
     );
     let report = sim::soak::soak(&config, &interrupt, &mut |p| {
         let seconds = p.elapsed.as_secs_f64().max(1e-9);
@@ -506,6 +526,11 @@ struct ExploreArgs {
     /// Fail on the kernel behaviours the oracle otherwise allows and counts (K1, K2).
     #[arg(long)]
     strict: bool,
+    /// How the engine writes COW headers: `stock` (the stock kernel's, the
+    /// default) or `durable` (the kernel with the kernel-patches/ series:
+    /// closes K1 and K3).
+    #[arg(long, value_name = "stock|durable", value_parser = parse_header_writes)]
+    header_writes: Option<engine::store::HeaderWrites>,
     /// Re-create a historical kernel bug in the engine (`Z3`); needs a build with `--features bug-zoo`.
     #[arg(long)]
     mutation: Option<String>,
@@ -543,6 +568,9 @@ impl ExploreArgs {
         }
         if self.strict {
             command.push_str(" --strict");
+        }
+        if let Some(header_writes) = self.header_writes {
+            command.push_str(&format!(" --header-writes {}", header_writes.name()));
         }
         if let Some(mutation) = &self.mutation {
             command.push_str(&format!(" --mutation {mutation}"));
@@ -649,11 +677,16 @@ fn explore(
 fn explore_command(args: &ExploreArgs) -> Result<(), CliError> {
     let out = Out { json: args.json };
     let mutations = mutations(args.mutation.as_deref())?;
-    let scenarios = if args.scenario == "all" {
+    let mut scenarios = if args.scenario == "all" {
         sim::scenario::all_in(&sim::scenario::scenarios_dir()).map_err(CliError::bad_input)?
     } else {
         vec![sim::scenario::Scenario::load(&args.scenario).map_err(CliError::bad_input)?]
     };
+    // The flag overrides the scenarios' own `header_writes`, in their runs and in their traces.
+    if let Some(header_writes) = args.header_writes {
+        scenarios.iter_mut().for_each(|scenario| scenario.file.shape.header_writes = header_writes);
+        out.line(format!("explore: {} scenario(s){}", scenarios.len(), header_writes_note(header_writes)));
+    }
     // Never write where this command reads: checked before anything runs.
     for scenario in &scenarios {
         if let Some(timeline) = &args.timeline {
@@ -698,6 +731,11 @@ struct RunArgs {
     /// Fail on the kernel behaviours the oracle otherwise allows and counts (K1, K2).
     #[arg(long)]
     strict: bool,
+    /// How the engine writes COW headers: `stock` (the stock kernel's, the
+    /// default) or `durable` (the kernel with the kernel-patches/ series:
+    /// closes K1 and K3).
+    #[arg(long, value_name = "stock|durable", value_parser = parse_header_writes)]
+    header_writes: Option<engine::store::HeaderWrites>,
     /// On failure, minimize the run and write it to `crash-traces/`.
     #[arg(long)]
     save_trace: bool,
@@ -764,7 +802,7 @@ fn print_run(out: Out, report: &sim::world::Report) -> Result<(), CliError> {
 
 /// Runs one seed as `config` says and prints it.
 fn run_seed(out: Out, config: &sim::world::RunConfig) -> (sim::world::Report, Result<(), CliError>) {
-    out.line(format!("seed {}: {}", config.seed, config.knobs()));
+    out.line(format!("seed {}: {}{}", config.seed, config.knobs(), header_writes_note(config.header_writes)));
     let report = sim::world::run(config);
     let verdict = print_run(out, &report);
     (report, verdict)
@@ -890,6 +928,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let mut config = sim::world::RunConfig::new(args.seed);
             config.max_steps = args.max_steps;
             config.strict |= args.strict;
+            config.header_writes = args.header_writes.unwrap_or_default();
             config.mutations = mutations(args.mutation.as_deref())?;
             config.bias = args.bias.unwrap_or_default();
             config.timeline = args.timeline.is_some();

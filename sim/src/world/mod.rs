@@ -21,6 +21,7 @@ pub mod knobs;
 pub mod observer;
 pub mod script;
 
+use engine::store::HeaderWrites;
 use model::{Allowances, Event};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -55,6 +56,12 @@ pub struct RunConfig {
     /// Fail on the kernel behaviours the oracle otherwise counts (K1, K2).
     /// Default off; `SNAPSIM_STRICT=1` turns it on.
     pub strict: bool,
+    /// How the engine writes COW headers: [`HeaderWrites::Stock`] (the
+    /// default, the stock kernel's) or [`HeaderWrites::Durable`] (the kernel
+    /// with the kernel-patches/ series, which closes K1 and K3; the oracle
+    /// is told, see `model::OracleConfig::durable_headers`).
+    /// `SNAPSIM_HEADER_WRITES` for `replay_seed`.
+    pub header_writes: HeaderWrites,
     /// Keep every event in the report (for trace files). Default off.
     pub keep_events: bool,
     /// A schedule to follow instead of the seed's scheduling draws (see
@@ -102,6 +109,7 @@ impl RunConfig {
             seed,
             max_steps: Self::MAX_STEPS_DEFAULT,
             strict,
+            header_writes: HeaderWrites::Stock,
             keep_events: false,
             schedule: None,
             record_schedule: false,
@@ -123,6 +131,12 @@ impl RunConfig {
     /// The same run with [`RunConfig::strict`] set to `strict`.
     pub fn with_strict(mut self, strict: bool) -> Self {
         self.strict = strict;
+        self
+    }
+
+    /// The same run with the engine writing COW headers as `header_writes` says.
+    pub fn with_header_writes(mut self, header_writes: HeaderWrites) -> Self {
+        self.header_writes = header_writes;
         self
     }
 
@@ -165,6 +179,9 @@ impl RunConfig {
         let mut options = Vec::new();
         if self.strict {
             options.push(("--strict", "SNAPSIM_STRICT", None));
+        }
+        if self.header_writes != HeaderWrites::Stock {
+            options.push(("--header-writes", "SNAPSIM_HEADER_WRITES", Some(self.header_writes.name().to_string())));
         }
         if let Some(mutation) = crate::crash_trace::mutation_id(self.mutations) {
             options.push(("--mutation", "SNAPSIM_MUTATION", Some(mutation)));

@@ -47,8 +47,11 @@ impl World {
             disks.iter().for_each(|disk| disk.record_submissions());
         }
         let deferred = Arc::new(DeferQueue::default());
-        let origin =
-            Origin::new(Arc::clone(&disks[0]), deferred.clone(), OriginConfig { cow_threshold: self.knobs.cow_threshold, mutations: self.mutations });
+        let origin = Origin::new(
+            Arc::clone(&disks[0]),
+            deferred.clone(),
+            OriginConfig { cow_threshold: self.knobs.cow_threshold, mutations: self.mutations, header_writes: self.header_writes },
+        );
         self.engine = Engine { disks, deferred, origin: Arc::new(OriginDevice::new(Arc::clone(&origin))), snapshots: Vec::new() };
         for index in 0..self.knobs.snapshots {
             let mut attempt = 0;
@@ -80,6 +83,16 @@ impl World {
         for (index, decoded) in decoded.into_iter().enumerate() {
             if let Err(violation) = self.check_loaded(index, decoded) {
                 return lock(&self.shared).fail(violation);
+            }
+        }
+        // A snapshot a crash revived over durable headers is read whole
+        // now: its view must be what it was, and a later write may
+        // invalidate it again before the run's read-back.
+        let revived = lock(&self.shared).oracle.take_revived();
+        for k in revived {
+            let device = Arc::clone(&self.engine.snapshots[k]);
+            if !self.read_back(device.as_ref(), true, |oracle, sector, value| oracle.check_view_sector(k, sector, value, false, true)) {
+                return;
             }
         }
         if let Some((k, _)) = self.merging {

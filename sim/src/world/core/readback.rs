@@ -40,7 +40,12 @@ impl World {
 
     /// Reads all of `device` in 64-sector pieces and has `check` judge each
     /// sector; `false` once a read stalled or a sector failed its check.
-    fn read_back(&mut self, device: &dyn BlockDevice, count_checked: bool, check: impl Fn(&mut Oracle, u64, u64) -> Result<(), Violation>) -> bool {
+    pub(super) fn read_back(
+        &mut self,
+        device: &dyn BlockDevice,
+        count_checked: bool,
+        check: impl Fn(&mut Oracle, u64, u64) -> Result<(), Violation>,
+    ) -> bool {
         let origin_sectors = self.knobs.origin_sectors();
         for sector in (0..origin_sectors).step_by(64) {
             let count = (origin_sectors - sector).min(64);
