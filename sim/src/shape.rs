@@ -78,7 +78,7 @@ mod header_writes {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<HeaderWrites, D::Error> {
         let name = String::deserialize(deserializer)?;
-        HeaderWrites::parse(&name).ok_or_else(|| serde::de::Error::custom(format!("header_writes {name:?} is neither \"stock\" nor \"durable\"")))
+        HeaderWrites::parse(&name).ok_or_else(|| serde::de::Error::custom(format!("`header_writes` = {name:?}: neither \"stock\" nor \"durable\"")))
     }
 }
 
