@@ -25,6 +25,7 @@
 
 mod interop;
 mod kernel_crash;
+mod kernel_mutants;
 mod load_export;
 mod vm;
 
@@ -47,6 +48,8 @@ enum Task {
     KernelCrash(kernel_crash::KernelCrashArgs),
     /// A crash state `snapsim explore --export` wrote, loaded by the kernel; its status and view printed beside ours.
     LoadExport(load_export::LoadExportArgs),
+    /// Mutants of the kernel's dm-snapshot C, each built and run on a subset of kernel-crash's workloads: killed or not.
+    KernelMutants(kernel_mutants::KernelMutantsArgs),
 }
 
 /// Why a task stopped before its verdict.
@@ -96,5 +99,6 @@ fn main() -> ExitCode {
         Task::Interop(args) => exit("interop", interop::run(&args), 1),
         Task::LoadExport(args) => exit("load-export", load_export::run(&args), 2),
         Task::KernelCrash(args) => exit("kernel-crash", kernel_crash::run(&args), 2),
+        Task::KernelMutants(args) => exit("kernel-mutants", kernel_mutants::run(&args), 2),
     }
 }

@@ -63,6 +63,7 @@ pub mod workload;
 
 use std::path::{Path, PathBuf};
 
+use engine::store::HeaderWrites;
 use judge::{JudgeConfig, Judgement, judge_log};
 use sim::logwrites::Log;
 use workload::{Workload, random_workload, reused_cow_workloads, scenario_workloads};
@@ -107,6 +108,15 @@ pub struct KernelCrashArgs {
     /// (recordings and report under `OUT/patched`).
     #[arg(long, value_name = "DIR")]
     pub patches: Option<PathBuf>,
+    /// How our engine writes headers in the write-stream differential:
+    /// `stock` or `durable` (the kernel-patches/ series). Default: `durable`
+    /// with `--patches`, `stock` without.
+    #[arg(long, value_name = "stock|durable", value_parser = parse_header_writes)]
+    pub engine_headers: Option<HeaderWrites>,
+}
+
+fn parse_header_writes(text: &str) -> Result<HeaderWrites, String> {
+    HeaderWrites::parse(text).ok_or_else(|| format!("{text:?} is neither `stock` nor `durable`"))
 }
 
 /// A recording kept in a directory: the log (`cow.img`), the disk before
@@ -152,12 +162,104 @@ fn judge_recording(workload: &Workload, recording: &Recording, config: JudgeConf
     judgement
 }
 
-/// Records (unless `judge_only`) and judges every workload; prints a line
-/// each and a summary, writes `kernel-crash.json`. Whether no finding was made.
-pub fn run(args: &KernelCrashArgs) -> Result<bool, crate::TaskError> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().map_err(|e| e.to_string())?;
-    let base = args.out.clone().unwrap_or_else(|| root.join("target/interop"));
-    let out = if args.patches.is_some() { base.join("patched") } else { base.clone() };
+/// How each workload is judged and compared.
+#[derive(Debug, Clone, Copy)]
+pub struct Pipeline {
+    /// Crash states per workload kept for the kernel to load.
+    pub samples: usize,
+    pub strict: bool,
+    pub per_sector_states_max: u64,
+    /// How our engine writes headers in the write-stream differential: as
+    /// the stock kernel, or as the kernel with the kernel-patches/ series.
+    pub header_writes: HeaderWrites,
+}
+
+/// One workload recorded (or read back), judged and compared.
+pub struct WorkloadRun {
+    pub judgement: Judgement,
+    /// The write-stream differential: single-writer workloads only (a
+    /// parallel batch completes in an order neither side fixes).
+    pub differential: Option<differential::Differential>,
+}
+
+/// Records `workload` in `dir` (with a machine), then judges the recording
+/// kept there and compares our engine's write stream with the kernel's.
+/// A recording that fails is a finding, not an error.
+pub fn run_workload(machine: Option<&vm::Machine>, dir: &Path, workload: &Workload, pipeline: &Pipeline) -> Result<WorkloadRun, String> {
+    if let Some(machine) = machine {
+        if let Err(error) = record::record(machine, dir, workload) {
+            let judgement =
+                Judgement { workload: workload.name.clone(), findings: vec![format!("recording failed: {error}")], ..Judgement::default() };
+            return Ok(WorkloadRun { judgement, differential: None });
+        }
+    }
+    let recording = load_recording(dir)?;
+    let config = JudgeConfig { per_sector_states_max: pipeline.per_sector_states_max, strict: pipeline.strict, samples: pipeline.samples };
+    let judgement = judge_recording(workload, &recording, config);
+    let single_writer = workload.ops.iter().all(|op| !matches!(op, workload::GuestOp::Parallel(_)));
+    let differential = single_writer.then(|| match differential::record_engine(workload, &recording.initial, pipeline.header_writes) {
+        Ok(ours) => differential::compare(workload, &recording.initial, &recording.log, &ours),
+        Err(error) => differential::Differential { workload: workload.name.clone(), divergences: vec![error], ..Default::default() },
+    });
+    Ok(WorkloadRun { judgement, differential })
+}
+
+/// The kernel loads every sampled state of `runs` in one boot.
+pub fn confirm_runs(machine: &vm::Machine, dir: &Path, workloads: &[Workload], runs: &[WorkloadRun]) -> Result<Vec<confirm::Confirmation>, String> {
+    let by_name = |name: &str| workloads.iter().find(|w| w.name == name);
+    let samples: Vec<_> =
+        runs.iter().flat_map(|r| r.judgement.samples.iter().filter_map(move |s| Some((by_name(&r.judgement.workload)?, s)))).collect();
+    if samples.is_empty() {
+        return Ok(Vec::new());
+    }
+    confirm::confirm(machine, dir, &samples)
+}
+
+fn print_judgement(judgement: &Judgement) {
+    println!(
+        "{} {:<48} {:>6} entries {:>4} flush epochs {:>5} classes ({} complete) {:>8} states judged ({} distinct), space about 2^{:.1}, K1 {}, K3 {}, {} finding(s), {:.1} s{}",
+        if judgement.findings.is_empty() { "PASS" } else { "FAIL" },
+        judgement.workload,
+        judgement.entries,
+        judgement.flush_epochs,
+        judgement.classes,
+        judgement.classes_complete,
+        judgement.states_judged,
+        judgement.distinct_states,
+        judgement.space_log2,
+        judgement.kernel_behaviour_k1,
+        judgement.kernel_behaviour_k3,
+        judgement.findings.len(),
+        judgement.seconds,
+        if judgement.replay_matches_disk { "" } else { "; the replayed log differs from the disk" }
+    );
+    for finding in &judgement.findings {
+        println!("    {finding}");
+    }
+}
+
+fn print_differential(differential: &differential::Differential) {
+    println!(
+        "{} {:<48} {:>6} kernel entries {:>6} ours; {} metadata writes ({} commits, ours {}), {} COW data sectors, {} origin sectors compared; {} divergence(s)",
+        if differential.divergences.is_empty() { "SAME" } else { "DIFF" },
+        differential.workload,
+        differential.kernel_entries,
+        differential.engine_entries,
+        differential.metadata_writes,
+        differential.commits.0,
+        differential.commits.1,
+        differential.data_sectors,
+        differential.origin_sectors,
+        differential.divergences.len()
+    );
+    for divergence in &differential.divergences {
+        println!("    {divergence}");
+    }
+}
+
+/// The workloads of a run: the scenario translations, the reused-COW
+/// workloads, and `runs` random ones; those whose name contains `only`.
+fn workloads(args: &KernelCrashArgs) -> Vec<Workload> {
     let mut workloads = scenario_workloads();
     workloads.extend(reused_cow_workloads());
     for run in 0..args.runs {
@@ -167,82 +269,42 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, crate::TaskError> {
     if let Some(only) = &args.only {
         workloads.retain(|w| w.name.contains(only.as_str()));
     }
+    workloads
+}
+
+/// Records (unless `judge_only`) and judges every workload; prints a line
+/// each and a summary, writes `kernel-crash.json`. Whether no finding was made.
+pub fn run(args: &KernelCrashArgs) -> Result<bool, crate::TaskError> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().map_err(|e| e.to_string())?;
+    let base = args.out.clone().unwrap_or_else(|| root.join("target/interop"));
+    let out = if args.patches.is_some() { base.join("patched") } else { base.clone() };
+    let workloads = workloads(args);
     let needs_machine = !args.judge_only || args.confirm_per_workload > 0;
     let machine = if needs_machine { Some(vm::prepare(&base.join("cache"), args.patches.as_deref())?) } else { None };
     if let Some(machine) = &machine {
         println!("kernel: {} ({}), qemu TCG; {}; {} workloads", machine.release, machine.package, machine.module, workloads.len());
     }
-    let mut judgements = Vec::new();
-    let mut differentials = Vec::new();
+    // With a patch series our engine writes headers as the kernel-patches/ series does, unless told otherwise.
+    let header_writes = args.engine_headers.unwrap_or(if args.patches.is_some() { HeaderWrites::Durable } else { HeaderWrites::Stock });
+    println!("write-stream differential against our engine with {} header writes", header_writes.name());
+    let pipeline =
+        Pipeline { samples: args.confirm_per_workload, strict: args.strict, per_sector_states_max: args.per_sector_states_max, header_writes };
+    let recorder = machine.as_ref().filter(|_| !args.judge_only);
+    let mut runs = Vec::new();
     for workload in &workloads {
         let dir = out.join("kernel-crash").join(format!("w{}", workload.id));
-        if let Some(machine) = machine.as_ref().filter(|_| !args.judge_only) {
-            if let Err(error) = record::record(machine, &dir, workload) {
-                println!("ERROR {}: {error}", workload.name);
-                judgements.push(Judgement {
-                    workload: workload.name.clone(),
-                    findings: vec![format!("recording failed: {error}")],
-                    ..Judgement::default()
-                });
-                continue;
-            }
+        let run = run_workload(recorder, &dir, workload, &pipeline)?;
+        if args.print_log && recorder.is_none_or(|_| run.judgement.findings.iter().all(|f| !f.starts_with("recording failed"))) {
+            print_log(workload, &load_recording(&dir)?.log);
         }
-        let recording = load_recording(&dir)?;
-        if args.print_log {
-            print_log(workload, &recording.log);
+        print_judgement(&run.judgement);
+        if let Some(differential) = &run.differential {
+            print_differential(differential);
         }
-        let judgement = judge_recording(
-            workload,
-            &recording,
-            JudgeConfig { per_sector_states_max: args.per_sector_states_max, strict: args.strict, samples: args.confirm_per_workload },
-        );
-        println!(
-            "{} {:<48} {:>6} entries {:>4} flush epochs {:>5} classes ({} complete) {:>8} states judged ({} distinct), space about 2^{:.1}, K1 {}, K3 {}, {} finding(s), {:.1} s{}",
-            if judgement.findings.is_empty() { "PASS" } else { "FAIL" },
-            judgement.workload,
-            judgement.entries,
-            judgement.flush_epochs,
-            judgement.classes,
-            judgement.classes_complete,
-            judgement.states_judged,
-            judgement.distinct_states,
-            judgement.space_log2,
-            judgement.kernel_behaviour_k1,
-            judgement.kernel_behaviour_k3,
-            judgement.findings.len(),
-            judgement.seconds,
-            if judgement.replay_matches_disk { "" } else { "; the replayed log differs from the disk" }
-        );
-        for finding in &judgement.findings {
-            println!("    {finding}");
-        }
-        judgements.push(judgement);
-        // The write-stream differential: single-writer workloads only (a
-        // parallel batch completes in an order neither side fixes).
-        if workload.ops.iter().all(|op| !matches!(op, workload::GuestOp::Parallel(_))) {
-            let differential = match differential::record_engine(workload, &recording.initial) {
-                Ok(ours) => differential::compare(workload, &recording.initial, &recording.log, &ours),
-                Err(error) => differential::Differential { workload: workload.name.clone(), divergences: vec![error], ..Default::default() },
-            };
-            println!(
-                "{} {:<48} {:>6} kernel entries {:>6} ours; {} metadata writes ({} commits, ours {}), {} COW data sectors, {} origin sectors compared; {} divergence(s)",
-                if differential.divergences.is_empty() { "SAME" } else { "DIFF" },
-                differential.workload,
-                differential.kernel_entries,
-                differential.engine_entries,
-                differential.metadata_writes,
-                differential.commits.0,
-                differential.commits.1,
-                differential.data_sectors,
-                differential.origin_sectors,
-                differential.divergences.len()
-            );
-            for divergence in &differential.divergences {
-                println!("    {divergence}");
-            }
-            differentials.push(differential);
-        }
+        runs.push(run);
     }
+    let judgements: Vec<&Judgement> = runs.iter().map(|r| &r.judgement).collect();
+    let differentials: Vec<&differential::Differential> = runs.iter().filter_map(|r| r.differential.as_ref()).collect();
     let states: u64 = judgements.iter().map(|j| j.states_judged).sum();
     let distinct: u64 = judgements.iter().map(|j| j.distinct_states).sum();
     let seconds: f64 = judgements.iter().map(|j| j.seconds).sum();
@@ -257,9 +319,7 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, crate::TaskError> {
     );
     let mut confirmations = Vec::new();
     if let Some(machine) = machine.as_ref().filter(|_| args.confirm_per_workload > 0) {
-        let by_name = |name: &str| workloads.iter().find(|w| w.name == name);
-        let samples: Vec<_> = judgements.iter().flat_map(|j| j.samples.iter().filter_map(move |s| Some((by_name(&j.workload)?, s)))).collect();
-        confirmations = confirm::confirm(machine, &out.join("kernel-crash").join("confirm"), &samples)?;
+        confirmations = confirm_runs(machine, &out.join("kernel-crash").join("confirm"), &workloads, &runs)?;
         for c in confirmations.iter().filter(|c| !c.agree) {
             println!(
                 "DIFFER {}: kernel {:?} view {}, ours {:?} view {}",
@@ -281,6 +341,7 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, crate::TaskError> {
     let report = serde_json::json!({
         "kernel": machine.as_ref().map(|m| m.release.clone()),
         "module": machine.as_ref().map(|m| m.module.clone()),
+        "engine_header_writes": header_writes.name(),
         "workloads": judgements,
         "states_judged": states,
         "kernel_behaviour_k1": k1,
@@ -350,7 +411,7 @@ mod kernel_logs {
         assert_eq!(judgement.findings, Vec::<String>::new());
         assert_eq!(judgement.kernel_behaviour_k1, 0);
         assert!(judgement.states_judged > 1000, "{} states", judgement.states_judged);
-        let ours = differential::record_engine(&workload, &initial).expect("our engine runs basic-cow");
+        let ours = differential::record_engine(&workload, &initial, HeaderWrites::Stock).expect("our engine runs basic-cow");
         assert_eq!(differential::compare(&workload, &initial, &log, &ours).divergences, Vec::<String>::new());
     }
 

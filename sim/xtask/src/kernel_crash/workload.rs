@@ -362,6 +362,30 @@ pub fn reused_cow_workloads() -> Vec<Workload> {
     ]
 }
 
+/// Origin writes that fill four metadata areas of 1 KiB chunks (64
+/// records an area), a reload, then writes over the same chunks and a few
+/// new ones: a load that misses an area (or misplaces one) shows as chunks
+/// copied twice. Not one of `kernel-crash`'s workloads: `kernel-mutants`
+/// runs it.
+pub fn reload_over_areas() -> Workload {
+    let mut ops: Vec<GuestOp> = (0..50).map(|page| GuestOp::Write { snapshot: false, sector: page * 16, sectors: 8 }).collect();
+    ops.push(GuestOp::Flush { snapshot: false });
+    ops.push(GuestOp::Reload);
+    ops.extend((0..50).map(|page| GuestOp::Write { snapshot: false, sector: page * 16 + 4, sectors: 4 }));
+    ops.push(GuestOp::Write { snapshot: false, sector: 900, sectors: 8 });
+    ops.push(GuestOp::Flush { snapshot: false });
+    Workload {
+        name: "reload over four areas, 1024 B chunks".into(),
+        id: 300,
+        chunk_sectors: 2,
+        store: StoreKind::Persistent,
+        origin_sectors: 1024,
+        cow_sectors: 2 * 300,
+        ops,
+        reused_cow: false,
+    }
+}
+
 /// The records an earlier snapshot left in area 0 of a reused COW, in
 /// their order there: one per origin chunk (as many as area 0 holds), the
 /// last origin chunk first, each in the next data chunk from chunk 2 on.
