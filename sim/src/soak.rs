@@ -104,6 +104,9 @@ pub struct SoakConfig {
     /// that behave otherwise (one that panics, say). Minimization replays
     /// traces in the world itself.
     pub run_seed: fn(&RunConfig) -> Report,
+    /// How often [`soak_checkpointed`] hands out the report so far (so that
+    /// a killed soak keeps what it found). Default a minute.
+    pub checkpoint_every: Duration,
 }
 
 impl Default for SoakConfig {
@@ -122,6 +125,7 @@ impl Default for SoakConfig {
             traces_dir: PathBuf::from("crash-traces"),
             minimize_budget: 400,
             run_seed: run,
+            checkpoint_every: Duration::from_secs(60),
         }
     }
 }
@@ -368,6 +372,25 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 /// Runs the soak until its seeds are done, its duration is up or
 /// `interrupt` is set; then minimizes failures into traces.
 pub fn soak(config: &SoakConfig, interrupt: &AtomicBool, progress: &mut dyn FnMut(&Progress)) -> SoakReport {
+    soak_checkpointed(config, interrupt, progress, &mut |_| {})
+}
+
+/// What the soak has counted so far.
+struct Tally {
+    totals: Progress,
+    disk_requests: u64,
+    operations: u64,
+    marks: BTreeMap<&'static str, MarkHits>,
+}
+
+/// [`soak`], handing `checkpoint` the report so far (failures unminimized,
+/// stopped by `running`) every [`SoakConfig::checkpoint_every`].
+pub fn soak_checkpointed(
+    config: &SoakConfig,
+    interrupt: &AtomicBool,
+    progress: &mut dyn FnMut(&Progress),
+    checkpoint: &mut dyn FnMut(&SoakReport),
+) -> SoakReport {
     assert!(config.jobs > 0, "a soak needs at least one worker");
     assert!(config.shard.index < config.shard.count, "shard {} out of range", config.shard);
     let limit = config.seeds.map(|seeds| config.shard.seeds_of(seeds));
@@ -375,10 +398,8 @@ pub fn soak(config: &SoakConfig, interrupt: &AtomicBool, progress: &mut dyn FnMu
     let stop = AtomicBool::new(false);
     let start = Instant::now();
     let (sender, receiver) = mpsc::channel::<SeedDone>();
-    let mut totals = Progress { seeds_total: limit, ..Progress::default() };
-    let (mut disk_requests, mut operations) = (0u64, 0u64);
+    let mut tally = Tally { totals: Progress { seeds_total: limit, ..Progress::default() }, disk_requests: 0, operations: 0, marks: BTreeMap::new() };
     let mut failures = Vec::new();
-    let mut marks: BTreeMap<&'static str, MarkHits> = BTreeMap::new();
     let mut stopped_by = "seeds";
     std::thread::scope(|scope| {
         for _ in 0..config.jobs {
@@ -400,16 +421,17 @@ pub fn soak(config: &SoakConfig, interrupt: &AtomicBool, progress: &mut dyn FnMu
             });
         }
         drop(sender);
-        let mut last_progress = Instant::now();
+        let (mut last_progress, mut last_checkpoint) = (Instant::now(), Instant::now());
         loop {
+            let totals = &mut tally.totals;
             match receiver.recv_timeout(PROGRESS_INTERVAL) {
                 Ok(done) => {
                     totals.seeds_run += 1;
                     totals.crash_states += done.crashes;
-                    disk_requests += done.disk_requests;
-                    operations += done.operations;
+                    tally.disk_requests += done.disk_requests;
+                    tally.operations += done.operations;
                     for (&name, &hits) in &done.marks.hits {
-                        let mark = marks.entry(name).or_insert(MarkHits { hits: 0, first_seed: done.seed });
+                        let mark = tally.marks.entry(name).or_insert(MarkHits { hits: 0, first_seed: done.seed });
                         mark.hits += hits;
                         mark.first_seed = mark.first_seed.min(done.seed);
                     }
@@ -432,17 +454,24 @@ pub fn soak(config: &SoakConfig, interrupt: &AtomicBool, progress: &mut dyn FnMu
                 }
             }
             if last_progress.elapsed() >= PROGRESS_INTERVAL {
-                progress(&totals);
+                progress(totals);
                 last_progress = Instant::now();
+            }
+            if last_checkpoint.elapsed() >= config.checkpoint_every {
+                let mut so_far: Vec<SoakFailure> = failures.iter().map(|(f, _): &(SoakFailure, _)| f.clone()).collect();
+                so_far.sort_by_key(|f| f.seed);
+                checkpoint(&assemble(config, &tally, so_far, &BTreeMap::new(), "running"));
+                last_checkpoint = Instant::now();
             }
         }
     });
+    let totals = &mut tally.totals;
     // The workers may have seen the interrupt and ended before the loop did.
     if stopped_by == "seeds" && interrupt.load(Ordering::Relaxed) && limit.is_none_or(|limit| totals.seeds_run < limit) {
         stopped_by = "interrupt";
     }
-    progress(&totals);
-    let seconds = start.elapsed().as_secs_f64();
+    progress(totals);
+    totals.elapsed = start.elapsed();
     // Workers stop only between seeds, so the seeds run are exactly the
     // shard's first ones: a soak is resumable from `seeds_run`.
     let taken = next.load(Ordering::Relaxed).min(limit.unwrap_or(u64::MAX));
@@ -450,7 +479,13 @@ pub fn soak(config: &SoakConfig, interrupt: &AtomicBool, progress: &mut dyn FnMu
     failures.sort_by_key(|(f, _): &(SoakFailure, Option<CrashTrace>)| f.seed);
     let shapes = minimize_failures(config, &mut failures);
     let failures: Vec<SoakFailure> = failures.into_iter().map(|(failure, _)| failure).collect();
-    let signatures = group_signatures(&failures, &shapes);
+    assemble(config, &tally, failures, &shapes, stopped_by)
+}
+
+/// The report of `tally` and `failures` (in seed order).
+fn assemble(config: &SoakConfig, tally: &Tally, failures: Vec<SoakFailure>, shapes: &BTreeMap<u64, String>, stopped_by: &str) -> SoakReport {
+    let seconds = tally.totals.elapsed.as_secs_f64();
+    let signatures = group_signatures(&failures, shapes);
     let per_second = |count: u64| count as f64 / seconds.max(1e-9);
     SoakReport {
         seed_start: config.seed_start,
@@ -461,16 +496,16 @@ pub fn soak(config: &SoakConfig, interrupt: &AtomicBool, progress: &mut dyn FnMu
         header_writes: config.header_writes.name().to_string(),
         bias: config.bias.to_string(),
         stopped_by: stopped_by.to_string(),
-        seeds_run: totals.seeds_run,
+        seeds_run: tally.totals.seeds_run,
         seconds,
-        seeds_per_second: per_second(totals.seeds_run),
-        crash_states: totals.crash_states,
-        crash_states_per_second: per_second(totals.crash_states),
-        disk_requests,
-        operations,
+        seeds_per_second: per_second(tally.totals.seeds_run),
+        crash_states: tally.totals.crash_states,
+        crash_states_per_second: per_second(tally.totals.crash_states),
+        disk_requests: tally.disk_requests,
+        operations: tally.operations,
         signatures,
         failures,
-        marks,
+        marks: tally.marks.clone(),
     }
 }
 
@@ -505,7 +540,7 @@ fn run_config(config: &SoakConfig, seed: u64) -> RunConfig {
     let mut run_config = RunConfig::new(seed);
     run_config.bias = config.bias;
     run_config.mutations = config.mutations;
-    run_config.strict |= config.strict;
+    run_config.strict = config.strict;
     run_config.header_writes = config.header_writes;
     run_config
 }
@@ -616,12 +651,13 @@ fn minimize_failures(config: &SoakConfig, failures: &mut [(SoakFailure, Option<C
         // still replays to its verdict, so it is kept unminimized.
         let trace = catch_panic(|| trace.minimize(config.minimize_budget)).unwrap_or_else(|_| trace.clone());
         shapes.insert(failure.seed, ops_shape(&trace.shape.ops));
-        failure.trace = Some(match trace.write(&config.traces_dir) {
+        failure.trace = Some(match write_new(&config.traces_dir, &trace.file_name(), |name| trace.to_text(name)) {
             Ok(path) => {
                 // The minimized run's timeline beside it: the trace's name, `.html`.
                 if let Ok(Ok(Some(mut timeline))) = catch_panic(|| trace.replay_recording(true).map(|r| r.timeline)) {
                     timeline.title = format!("snapsim replay {}", path.display());
-                    let _ = std::fs::write(path.with_extension("html"), timeline.to_html());
+                    let page = path.with_extension("html");
+                    let _ = page.file_name().map(|name| write_new(&config.traces_dir, &name.to_string_lossy(), |_| timeline.to_html()));
                 }
                 path.display().to_string()
             }
@@ -631,9 +667,39 @@ fn minimize_failures(config: &SoakConfig, failures: &mut [(SoakFailure, Option<C
     shapes
 }
 
+/// Writes a new file in `dir` named `name`, or `stem-N.ext` if that exists
+/// (an earlier soak's trace is never replaced), through a temporary file
+/// renamed into place (a full disk leaves no partial trace). `text` gets
+/// the name chosen.
+fn write_new(dir: &std::path::Path, name: &str, text: impl FnOnce(&str) -> String) -> std::io::Result<PathBuf> {
+    let context = |path: &std::path::Path, e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    std::fs::create_dir_all(dir).map_err(|e| context(dir, e))?;
+    let (stem, extension) = name.rsplit_once('.').unwrap_or((name, "toml"));
+    let chosen = std::iter::once(name.to_string())
+        .chain((2u32..).map(|n| format!("{stem}-{n}.{extension}")))
+        .find(|candidate| std::fs::symlink_metadata(dir.join(candidate)).is_err())
+        .expect("some number is free");
+    let (path, temp) = (dir.join(&chosen), dir.join(format!(".{chosen}.{}.partial", std::process::id())));
+    let written = std::fs::write(&temp, text(&chosen)).and_then(|()| std::fs::rename(&temp, &path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(context(&path, e));
+    }
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_trace_never_replaces_an_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = write_new(dir.path(), "t.toml", |name| name.to_string()).unwrap();
+        let second = write_new(dir.path(), "t.toml", |name| name.to_string()).unwrap();
+        assert_eq!(std::fs::read_to_string(first).unwrap(), "t.toml");
+        assert_eq!(std::fs::read_to_string(second).unwrap(), "t-2.toml");
+    }
 
     #[test]
     fn a_signature_blanks_every_number_and_keeps_the_words() {

@@ -20,6 +20,7 @@ use super::devices::{Opened, open_read_only, read_header};
 
 /// Options of `snapsim inspect`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Examples:\n  snapsim inspect cow.img\n  snapsim inspect --json cow.img\n  snapsim inspect --records cow.img | head")]
 pub struct InspectArgs {
     /// The COW device or image (a `.gz` image is decompressed in memory).
     pub cow: PathBuf,

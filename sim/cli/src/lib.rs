@@ -16,7 +16,11 @@ pub mod devices;
 pub mod inspect;
 pub use sim::limits;
 pub mod live;
+pub mod outcome;
 pub mod paths;
+pub mod scenarios;
+pub mod settings;
+pub mod verbs;
 pub mod view;
 pub mod workload;
 
@@ -57,31 +61,22 @@ impl ErrorKind {
 pub struct CliError {
     pub kind: ErrorKind,
     pub message: String,
-    /// The command already printed its verdict (and its JSON object, under
-    /// `--json`); `main` only adds the one-line error on stderr.
-    pub reported: bool,
 }
 
 impl CliError {
     /// A violation, or a real-file operation that failed (exit 1).
     pub fn failed(message: impl std::fmt::Display) -> Self {
-        Self { kind: ErrorKind::Failed, message: message.to_string(), reported: false }
+        Self { kind: ErrorKind::Failed, message: message.to_string() }
     }
 
     /// A bad invocation or input file (exit 2).
     pub fn bad_input(message: impl std::fmt::Display) -> Self {
-        Self { kind: ErrorKind::BadInput, message: message.to_string(), reported: false }
+        Self { kind: ErrorKind::BadInput, message: message.to_string() }
     }
 
     /// A run that stopped before checking everything (exit 3).
     pub fn partial(message: impl std::fmt::Display) -> Self {
-        Self { kind: ErrorKind::Partial, message: message.to_string(), reported: false }
-    }
-
-    /// Marks the verdict as already printed.
-    pub fn reported(mut self) -> Self {
-        self.reported = true;
-        self
+        Self { kind: ErrorKind::Partial, message: message.to_string() }
     }
 
     /// Prefixes the message with what it is about (a path, a field).

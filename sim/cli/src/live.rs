@@ -206,14 +206,25 @@ fn check_mergeable(args: &LiveArgs) -> Result<(), CliError> {
         // The data's state, not a wrong invocation: as `view` of it, exit 1.
         return Err(CliError::failed(format!("--cow {}: the snapshot is invalid: it cannot be merged (nothing was written)", args.cow.display())));
     }
-    // A chunk partly past the end is merged clipped, as in the kernel.
-    let origin_chunks = origin.size_sectors().div_ceil(u64::from(loaded.store.chunk_size().sectors()));
+    check_exceptions_fit(&args.cow, &args.origin, origin.size_sectors(), &loaded)
+}
+
+/// Refuses a COW with an exception for a chunk past the origin's end (a
+/// chunk partly past it is served and merged clipped, as in the kernel):
+/// the COW is another origin's snapshot, and `view` would drop, `merge`
+/// would write past the end.
+pub fn check_exceptions_fit(
+    cow: &std::path::Path,
+    origin: &std::path::Path,
+    origin_sectors: u64,
+    loaded: &engine::store::Loaded<crate::devices::Opened>,
+) -> Result<(), CliError> {
+    let origin_chunks = origin_sectors.div_ceil(u64::from(loaded.store.chunk_size().sectors()));
     if let Some((old_chunk, _)) = loaded.exceptions.iter().find(|&(old, _)| old >= origin_chunks) {
         return Err(CliError::bad_input(format!(
-            "--cow {}: an exception for origin chunk {old_chunk}, past the end of the {}-sector origin {}: is this the snapshot of another origin?",
-            args.cow.display(),
-            origin.size_sectors(),
-            args.origin.display()
+            "--cow {}: an exception for origin chunk {old_chunk}, past the end of the {origin_sectors}-sector origin {}: is this the snapshot of another origin?",
+            cow.display(),
+            origin.display()
         )));
     }
     Ok(())

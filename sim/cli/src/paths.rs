@@ -113,17 +113,145 @@ impl AtomicOutput {
         self.temp.as_file_mut()
     }
 
-    /// Syncs the file and renames it over the target.
+    /// Syncs the file and renames it over the target, which keeps its mode
+    /// if it existed (a replaced file is not made more or less readable).
     pub fn commit(self) -> Result<(), CliError> {
+        if let Ok(meta) = std::fs::metadata(&self.target) {
+            self.temp
+                .as_file()
+                .set_permissions(meta.permissions())
+                .map_err(|e| CliError::failed(format!("keeping the mode of {}: {e}", self.target.display())))?;
+        }
         self.temp.as_file().sync_all().map_err(|e| CliError::failed(format!("writing {}: {e}", self.target.display())))?;
         self.temp.persist(&self.target).map_err(|e| CliError::failed(format!("renaming into {}: {}", self.target.display(), e.error)))?;
         Ok(())
     }
 }
 
+/// The directory a file path is written in (`.` for a bare name).
+fn directory_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Refuses, before any work, an output file the command could write only
+/// after it (`flag` names it): a directory or special file, a missing or
+/// unwritable directory, or an existing file without `force`.
+pub fn check_output(flag: &str, path: &Path, force: bool) -> Result<(), CliError> {
+    let shown = path.display();
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.is_dir() {
+            return Err(CliError::bad_input(format!("{flag} {shown}: is a directory, not a file")));
+        }
+        if !meta.is_file() {
+            return Err(CliError::bad_input(format!("{flag} {shown}: not a regular file (the output is written as a new file)")));
+        }
+        if !force {
+            return Err(CliError::bad_input(format!("{flag} {shown}: the file exists; pass --force to replace it")));
+        }
+    }
+    if path.file_name().is_none() {
+        return Err(CliError::bad_input(format!("{flag} {shown}: names no file")));
+    }
+    check_writable_dir(flag, path, &directory_of(path))
+}
+
+/// Refuses an output directory (`--export`) that is a file, or whose files
+/// `names` exist without `force`, or that cannot be created or written.
+pub fn check_output_dir(flag: &str, dir: &Path, names: &[&str], force: bool) -> Result<(), CliError> {
+    let shown = dir.display();
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Err(CliError::bad_input(format!("{flag} {shown}: is not a directory"))),
+        Ok(_) => {
+            for name in names {
+                let path = dir.join(name);
+                if std::fs::symlink_metadata(&path).is_ok() && !force {
+                    return Err(CliError::bad_input(format!(
+                        "{flag} {shown}: {} exists; pass --force to replace it, or name a new directory",
+                        path.display()
+                    )));
+                }
+            }
+            check_writable_dir(flag, dir, dir)
+        }
+        Err(_) => check_writable_dir(flag, dir, &directory_of(dir)),
+    }
+}
+
+/// Refuses `path` unless `dir` exists and takes a new file.
+fn check_writable_dir(flag: &str, path: &Path, dir: &Path) -> Result<(), CliError> {
+    if !dir.is_dir() {
+        return Err(CliError::bad_input(format!("{flag} {}: the directory {} does not exist", path.display(), dir.display())));
+    }
+    tempfile::tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| CliError::bad_input(format!("{flag} {}: cannot write in {}: {e}", path.display(), dir.display())))
+}
+
+/// Writes `bytes` to `path` through a temporary file renamed into place:
+/// a full disk leaves the old file, or none, never a partial one.
+pub fn write_atomic(flag: &str, path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    let mut output = AtomicOutput::create(flag, path)?;
+    std::io::Write::write_all(output.file(), bytes).map_err(|e| CliError::failed(format!("{flag} {}: {e}", path.display())))?;
+    output.commit().map_err(|e| e.context(flag))
+}
+
+/// `dir/name`, or, if that exists, the first free `dir/stem-N.ext`: a new
+/// trace never replaces an old one.
+pub fn free_name(dir: &Path, name: &str) -> PathBuf {
+    let first = dir.join(name);
+    if std::fs::symlink_metadata(&first).is_err() {
+        return first;
+    }
+    let (stem, extension) = name.rsplit_once('.').unwrap_or((name, ""));
+    (2u32..)
+        .map(|n| dir.join(if extension.is_empty() { format!("{stem}-{n}") } else { format!("{stem}-{n}.{extension}") }))
+        .find(|path| std::fs::symlink_metadata(path).is_err())
+        .expect("some number is free")
+}
+
+/// Refuses an input (`what` names it) that is not a regular file: opening
+/// a FIFO for reading would block until a writer came, a directory reads
+/// as an error far from its cause.
+pub fn check_regular_input(what: &str, path: &Path) -> Result<(), CliError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(CliError::bad_input(format!("{what} {}: is a directory, not a regular file", path.display()))),
+        Ok(meta) if !meta.is_file() => {
+            Err(CliError::bad_input(format!("{what} {}: not a regular file (a pipe or device would block or mislead)", path.display())))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_free_name_never_replaces_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(free_name(dir.path(), "t.toml"), dir.path().join("t.toml"));
+        std::fs::write(dir.path().join("t.toml"), "x").unwrap();
+        std::fs::write(dir.path().join("t-2.toml"), "x").unwrap();
+        assert_eq!(free_name(dir.path(), "t.toml"), dir.path().join("t-3.toml"));
+    }
+
+    #[test]
+    fn a_replaced_file_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write_atomic("--out", &path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+        assert!(check_output("--out", &path, false).unwrap_err().message.contains("pass --force"));
+        assert!(check_output("--out", &path, true).is_ok());
+        assert!(check_output("--out", &dir.path().join("no/x"), true).unwrap_err().message.contains("does not exist"));
+    }
 
     #[test]
     fn links_to_one_file_are_the_same_file() {

@@ -50,6 +50,8 @@ pub fn run(args: &ViewArgs) -> Result<ViewStats, CliError> {
     }
     let config = StoreConfig { kind: StoreKind::Persistent, chunk_sectors: args.chunk_size, ..StoreConfig::default() };
     let loaded = load_blocking(&queue, cow, engine::io::BlockDevice::logical_block_bytes(&origin), config)?;
+    // As merge does: a view would silently drop these exceptions.
+    super::live::check_exceptions_fit(&args.cow, &args.origin, engine::io::BlockDevice::size_sectors(&origin), &loaded)?;
     let mut output = AtomicOutput::create("--out", &args.out)?;
     let stats = {
         let mut sink = std::io::BufWriter::new(output.file());

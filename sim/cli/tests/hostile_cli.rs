@@ -149,22 +149,30 @@ fn view_refuses_to_write_over_its_inputs() {
     case(&view("cow-link.img"), &files, 2, "is the same file as --cow", &[]);
     case(&view("{}/./cow.img"), &files, 2, "is the same file as --cow", &[]);
     case(&view("out.img.gz"), &files, 2, "is a compressed file", &[]);
-    case(&view("missing-dir/out.img"), &files, 2, "cannot create a file in", &[]);
-    case(&view("subdir"), &with(files.clone(), &[("subdir", File::Dir)]), 2, "not a regular file", &[]);
+    case(&view("missing-dir/out.img"), &files, 2, "--out missing-dir/out.img: the directory missing-dir does not exist", &[]);
+    case(&view("subdir"), &with(files.clone(), &[("subdir", File::Dir)]), 2, "--out subdir: is a directory", &[]);
+    case(&view("out.img"), &files, 2, "--out out.img: the file exists; pass --force to replace it", &[]);
     // A refused view leaves an existing --out as it was.
-    case(&["view", "--origin", "origin.img", "--cow", "zero.img", "--out", "out.img"], &files, 2, "zero magic", &[]);
-    case(&["view", "--origin", "origin.img", "--cow", "origin.img.gz", "--out", "out.img"], &files, 2, "magic", &[]);
+    case(&["view", "--origin", "origin.img", "--cow", "zero.img", "--out", "out.img", "--force"], &files, 2, "zero magic", &[]);
+    case(&["view", "--origin", "origin.img", "--cow", "origin.img.gz", "--out", "out.img", "--force"], &files, 2, "magic", &[]);
     case(
-        &["view", "--origin", "subdir", "--cow", "cow.img", "--out", "out.img"],
+        &["view", "--origin", "subdir", "--cow", "cow.img", "--out", "out.img", "--force"],
         &with(files.clone(), &[("subdir", File::Dir)]),
         2,
         "is a directory",
         &[],
     );
-    case(&["view", "--origin", "origin.img", "--cow", "nothing.img", "--out", "out.img"], &files, 2, "cannot open nothing.img", &[]);
-    case(&["view", "--origin", "origin.img", "--cow", "cow.img", "--out", "out.img", "--chunk-size", "3"], &files, 2, "not a power of two", &[]);
-    // The control: a good view replaces out.img, and leaves no temporary file.
-    let done = case(&view("out.img"), &files, 0, "wrote out.img", &["out.img"]);
+    case(&["view", "--origin", "origin.img", "--cow", "nothing.img", "--out", "out.img", "--force"], &files, 2, "cannot open nothing.img", &[]);
+    case(
+        &["view", "--origin", "origin.img", "--cow", "cow.img", "--out", "out.img", "--force", "--chunk-size", "3"],
+        &files,
+        2,
+        "not a power of two",
+        &[],
+    );
+    // The control: a good view with --force replaces out.img, and leaves no temporary file.
+    let forced = ["view", "--origin", "origin.img", "--cow", "cow.img", "--out", "out.img", "--force"];
+    let done = case(&forced, &files, 0, "wrote out.img", &["out.img"]);
     assert_eq!(done.files["out.img"], gunzip(&vectors_dir().join("basic-4k/snapshot.img.gz")));
 }
 
@@ -404,9 +412,10 @@ fn harness_flags_are_checked_before_running() {
     case(&["zoo", "--only", "Z99"], &[], 2, "unknown mutation", &[]);
     case(&["soak", "--seeds", "5", "--duration", "1s"], &[], 2, "cannot be used with", &[]);
     case(&["soak", "--seeds", "0"], &[], 2, "--seeds 0", &[]);
-    case(&["soak", "--seeds", "1", "--jobs", "0"], &[], 2, "--jobs 0", &[]);
+    case(&["soak", "--seeds", "1", "--jobs", "0"], &[], 2, "--jobs", &[]);
+    case(&["soak", "--seeds", "1", "--jobs", "100000"], &[], 2, "100000 is not in 1..=1024", &[]);
     case(&["soak", "--duration", "0s"], &[], 2, "--duration 0s", &[]);
-    case(&["soak", "--seeds", "1", "--report", "no-dir/r.json"], &[], 2, "--report no-dir/r.json: cannot write in no-dir", &[]);
+    case(&["soak", "--seeds", "1", "--report", "no-dir/r.json"], &[], 2, "--report no-dir/r.json: the directory no-dir does not exist", &[]);
     case(&["soak", "--seeds", "1", "--report", "d"], &[("d", File::Dir)], 2, "is a directory", &[]);
     case(&["soak", "--seeds", "1", "--traces-dir", "f"], &[("f", File::Text("x"))], 2, "is not a directory", &[]);
     case(&["soak", "--seeds", "1", "--mutation", "Z99"], &[], 2, "unknown mutation", &[]);
@@ -523,7 +532,7 @@ fn a_reader_that_goes_away_ends_the_command_quietly() {
         .unwrap();
     let mut first = String::new();
     std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-    assert!(first.contains("seed"), "{first}");
+    assert!(first.starts_with("explore: "), "{first}");
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("panicked"), "a closed pipe made snapsim panic:\n{stderr}");
