@@ -100,7 +100,12 @@ impl AtomicOutput {
             _ => PathBuf::from("."),
         };
         let name = target.file_name().ok_or_else(|| CliError::bad_input(format!("{flag} {}: names no file", target.display())))?;
-        let temp = tempfile::Builder::new()
+        let mut builder = tempfile::Builder::new();
+        // A new output gets the mode any new file gets (0666 less the
+        // umask), not the private 0600 of a temporary file.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let temp = builder
             .prefix(&format!(".{}.", name.to_string_lossy()))
             .suffix(".partial")
             .tempfile_in(&dir)

@@ -544,3 +544,239 @@ fn a_reader_that_goes_away_ends_the_command_quietly() {
 fn libc_sigpipe() -> i32 {
     13
 }
+
+// ---- one shape for every verb: outputs first, inputs checked, one JSON object ----
+
+/// Runs `snapsim args` in `dir` with `env` set; returns exit, stdout, stderr.
+fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_snapsim"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("SNAPSIM_STRICT")
+        .env_remove("SNAPSIM_SCENARIOS")
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .output()
+        .expect("snapsim runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned());
+    assert!(!stderr.contains("panicked"), "a panic is a bug:\n{stderr}");
+    (output.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+/// Every file under `dir`, recursively, by its path from `dir`.
+fn all_files(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(all_files(&path).into_iter().map(|f| format!("{}/{f}", path.file_name().unwrap().to_string_lossy())));
+        } else {
+            files.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn outputs_are_refused_before_any_work_naming_the_flag_and_path() {
+    let existing = [("t.html", File::Text("keep me")), ("r.json", File::Text("keep me")), ("d", File::Dir), ("f", File::Text("x"))];
+    let refused = |args: &[&str], says: &str| {
+        let outcome = case(args, &existing, 2, says, &[]);
+        assert!(!outcome.stdout.contains("steps ") && !outcome.stdout.contains("verdict"), "ran before refusing:\n{}", outcome.stdout);
+    };
+    refused(&["run", "--seed", "4", "--strict", "--timeline", "no-dir/t.html"], "--timeline no-dir/t.html: the directory no-dir does not exist");
+    refused(&["run", "--seed", "4", "--timeline", "t.html"], "--timeline t.html: the file exists; pass --force to replace it");
+    refused(&["run", "--seed", "4", "--timeline", "d"], "--timeline d: is a directory");
+    refused(&["replay", "--seed", "4", "--timeline", "t.html"], "--timeline t.html: the file exists");
+    refused(&["explore", "basic-cow", "--timeline", "t.html"], "--timeline t.html: the file exists");
+    refused(&["explore", "basic-cow", "--export", "f"], "--export f: is not a directory");
+    refused(&["explore", "basic-cow", "--export", "no-dir/x"], "--export no-dir/x: the directory no-dir does not exist");
+    refused(&["soak", "--seeds", "1", "--report", "r.json"], "--report r.json: the file exists; pass --force");
+    let traces_file = [("crash-traces", File::Text("a file"))];
+    case(&["run", "--seed", "4", "--strict", "--save-trace"], &traces_file, 2, "--save-trace crash-traces: is not a directory", &[]);
+    case(&["explore", "basic-cow", "--save-trace"], &traces_file, 2, "--save-trace crash-traces: is not a directory", &[]);
+    // An export directory holding an earlier crash state is not written over.
+    let earlier = [("st", File::Dir), ("st/origin.img", File::Text("earlier"))];
+    case(&["explore", "basic-cow", "--export", "st"], &earlier, 2, "st/origin.img exists; pass --force", &[]);
+}
+
+#[test]
+fn under_json_every_refusal_is_one_object() {
+    for args in [
+        &["run", "--seed", "x", "--json"][..],
+        &["run", "--frobnicate", "--json"],
+        &["run", "--seed", "4", "--timeline", "no-dir/t.html", "--json"],
+        &["explore", "no-such-scenario", "--json"],
+        &["coverage", "--scenarios", "no-dir", "--json"],
+    ] {
+        let (outcome, _) = check(args, &[]);
+        assert_eq!(outcome.exit, 2, "{args:?}: {}", outcome.stderr);
+        let value: serde_json::Value = serde_json::from_str(outcome.stdout.trim())
+            .unwrap_or_else(|e| panic!("{args:?}: stdout is not one JSON object ({e}):\n{}", outcome.stdout));
+        assert_eq!(value["verdict"], "BAD INPUT", "{args:?}: {value}");
+        assert!(value["error"].is_string(), "{args:?}: {value}");
+    }
+}
+
+#[test]
+fn a_replaced_output_keeps_its_mode_and_a_new_trace_takes_a_free_name() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("t.html");
+    std::fs::write(&page, "old").unwrap();
+    std::fs::set_permissions(&page, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::create_dir(dir.path().join("crash-traces")).unwrap();
+    let old_trace = dir.path().join("crash-traces/i8-run-seed4-strict.toml");
+    std::fs::write(&old_trace, "keep me").unwrap();
+    let (exit, stdout, _) = run_in(dir.path(), &["run", "--seed", "4", "--strict", "--timeline", "t.html", "--force", "--save-trace"], &[]);
+    assert_eq!(exit, 1, "{stdout}");
+    assert!(std::fs::read_to_string(&page).unwrap().contains("<html"), "the timeline replaced the old file");
+    assert_eq!(std::fs::metadata(&page).unwrap().permissions().mode() & 0o777, 0o640, "its mode is kept");
+    assert_eq!(std::fs::read_to_string(&old_trace).unwrap(), "keep me", "an existing trace is never replaced");
+    assert!(stdout.contains("replay it: snapsim replay crash-traces/i8-run-seed4-strict-2.toml"), "{stdout}");
+    assert_eq!(all_files(dir.path()), ["crash-traces/i8-run-seed4-strict-2.toml", "crash-traces/i8-run-seed4-strict.toml", "t.html"]);
+}
+
+/// Runs `snapsim args` in `dir` with files limited to `kib` KiB (`ulimit
+/// -f`, SIGXFSZ ignored): a write past it fails as on a full disk.
+fn run_on_a_full_disk(dir: &Path, kib: u32, args: &[&str]) -> (i32, String) {
+    let script = format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\"");
+    let output = Command::new("sh").arg("-c").arg(script).arg(env!("CARGO_BIN_EXE_snapsim")).args(args).current_dir(dir).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    assert!(!stdout.contains("panicked"), "{stdout}");
+    (output.status.code().unwrap_or(-1), stdout)
+}
+
+#[test]
+fn a_full_disk_leaves_no_partial_file_and_never_turns_a_pass_into_a_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    // A passing run whose timeline does not fit: PARTIAL (3), not FAIL (1).
+    let (exit, stdout) = run_on_a_full_disk(dir.path(), 4, &["run", "--seed", "42", "--timeline", "t.html"]);
+    assert_eq!(exit, 3, "{stdout}");
+    assert!(stdout.contains("not written: --timeline t.html") && stdout.contains("verdict: PARTIAL"), "{stdout}");
+    // A failing run stays FAIL; its timeline is not left half-written.
+    let (exit, stdout) = run_on_a_full_disk(dir.path(), 4, &["run", "--seed", "4", "--strict", "--timeline", "t.html"]);
+    assert_eq!(exit, 1, "{stdout}");
+    let (exit, stdout) = run_on_a_full_disk(dir.path(), 1, &["soak", "--seeds", "2", "--jobs", "1", "--report", "r.json"]);
+    assert_eq!(exit, 3, "{stdout}");
+    assert!(stdout.contains("not written: --report r.json"), "{stdout}");
+    assert!(all_files(dir.path()).is_empty(), "left behind: {:?}", all_files(dir.path()));
+}
+
+#[test]
+fn inputs_that_are_not_regular_files_are_refused_before_they_block() {
+    let fifo = |name: &'static str| [(name, File::Fifo)];
+    case(&["explore", "p.toml"], &fifo("p.toml"), 2, "the scenario p.toml: not a regular file", &[]);
+    case(&["explore", "all", "--scenarios", "d"], &[("d", File::Dir), ("d/x.toml", File::Fifo)], 2, "not a regular file", &[]);
+    case(&["replay", "t.toml"], &fifo("t.toml"), 2, "the trace t.toml: not a regular file", &[]);
+    let files = with(basic_files(), &fifo("w.txt"));
+    case(&["apply", "--origin", "before.img", "--cow", "zero.img", "w.txt"], &files, 2, "the workload w.txt: not a regular file", &[]);
+}
+
+#[test]
+fn the_strict_variable_is_parsed_strictly_and_shown_on_the_settings_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["yes", "FALSE", ""] {
+        let (exit, _, stderr) = run_in(dir.path(), &["run", "--seed", "4"], &[("SNAPSIM_STRICT", bad)]);
+        assert_eq!(exit, 2, "SNAPSIM_STRICT={bad:?}: {stderr}");
+        assert!(stderr.contains("must be 0, 1, true or false"), "{stderr}");
+    }
+    // Seed 4 fails only when strict.
+    let (exit, stdout, _) = run_in(dir.path(), &["run", "--seed", "4"], &[("SNAPSIM_STRICT", "false")]);
+    assert_eq!(exit, 0, "false is not strict:\n{stdout}");
+    assert!(!stdout.lines().next().unwrap().contains("strict"), "{stdout}");
+    let (exit, stdout, _) = run_in(dir.path(), &["run", "--seed", "4"], &[("SNAPSIM_STRICT", "true")]);
+    assert_eq!(exit, 1, "{stdout}");
+    assert!(stdout.lines().next().unwrap().ends_with("; strict (SNAPSIM_STRICT set)"), "{stdout}");
+    assert!(stdout.contains("replay: snapsim run --seed 4 --strict"), "the replay line reproduces it without the variable:\n{stdout}");
+}
+
+#[test]
+fn scenarios_are_found_at_run_time_and_replay_lines_can_be_typed() {
+    let basic = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenarios/basic-cow.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // No ./scenarios: the built-in set, by name.
+    let (exit, stdout, _) = run_in(dir.path(), &["explore", "basic-cow", "--states-max", "3", "--json"], &[]);
+    assert_eq!(exit, 3, "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["runs"][0]["replay"], "snapsim explore basic-cow --states-max 3");
+    let (exit, _, stderr) = run_in(dir.path(), &["explore", "no-such"], &[]);
+    assert!(exit == 2 && stderr.contains("no built-in scenario called \"no-such\""), "{stderr}");
+    let (exit, _, stderr) = run_in(dir.path(), &["explore", "all", "--scenarios", "nope"], &[]);
+    assert!(exit == 2 && stderr.contains("--scenarios nope: not a directory"), "{stderr}");
+    // SNAPSIM_SCENARIOS names a directory; its scenarios, by name and all.
+    std::fs::create_dir(dir.path().join("mine")).unwrap();
+    std::fs::write(dir.path().join("mine/only.toml"), &basic).unwrap();
+    let env = [("SNAPSIM_SCENARIOS", "mine")];
+    let (exit, stdout, _) = run_in(dir.path(), &["explore", "all", "--states-max", "3"], &env);
+    assert_eq!(exit, 3, "{stdout}");
+    assert!(stdout.starts_with("explore: 1 scenario(s) (scenarios from mine (SNAPSIM_SCENARIOS))"), "{stdout}");
+    let (exit, stdout, _) = run_in(dir.path(), &["explore", "only", "--states-max", "3", "--json"], &env);
+    assert_eq!(exit, 3, "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let replay = report["runs"][0]["replay"].as_str().unwrap().to_string();
+    assert_eq!(replay, "snapsim explore mine/only.toml --states-max 3");
+    let args: Vec<&str> = replay.split_whitespace().skip(1).collect();
+    assert_eq!(run_in(dir.path(), &args, &[]).0, 3, "the printed replay line runs as typed");
+}
+
+#[test]
+fn view_refuses_exceptions_past_the_origin_as_merge_does() {
+    let origin = gunzip(&vectors_dir().join("basic-4k/origin.after.img.gz"));
+    let files = with(basic_files(), &[("small.img", File::Bytes(origin[..4096].to_vec()))]);
+    case(&["view", "--origin", "small.img", "--cow", "cow.img", "--out", "v.img"], &files, 2, "past the end of the 8-sector origin", &[]);
+    case(&["merge", "--origin", "small.img", "--cow", "cow.img"], &files, 2, "past the end of the 8-sector origin", &[]);
+}
+
+#[allow(clippy::disallowed_methods)] // a real process interrupted on the wall clock
+#[test]
+fn an_interrupted_explore_prints_its_summary_and_is_partial() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_snapsim"))
+        .args(["explore", "all", "--json"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("verdict: PARTIAL: interrupted after"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(report["verdict"], "PARTIAL");
+    assert_eq!(report["interrupted"], true);
+}
+
+#[allow(clippy::disallowed_methods)] // a real process killed on the wall clock
+#[test]
+fn a_killed_soak_keeps_the_report_it_last_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_snapsim"))
+        .args(["soak", "--seeds", "1000000", "--jobs", "1", "--report", "r.json", "--report-every", "500ms"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).unwrap()).expect("a whole report");
+    assert_eq!(report["stopped_by"], "running");
+    assert!(report["seeds_run"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(all_files(dir.path()), ["r.json"], "no partial file beside it");
+}
+
+#[test]
+fn every_verb_ends_its_help_with_examples() {
+    for verb in ["inspect", "view", "apply", "merge", "run", "explore", "replay", "zoo", "soak", "coverage", "bench"] {
+        let (outcome, _) = check(&[verb, "--help"], &[]);
+        assert_eq!(outcome.exit, 0, "{verb}");
+        let examples = outcome.stdout.split("Examples").nth(1).unwrap_or_else(|| panic!("{verb} --help has no examples:\n{}", outcome.stdout));
+        assert!(examples.contains(&format!("snapsim {verb}")), "{verb}: {examples}");
+    }
+}

@@ -151,6 +151,9 @@ pub fn run(args: &ExploreArgs, out: Out) -> Result<Outcome, CliError> {
     }
     let progress = progress.lock().unwrap_or_else(PoisonError::into_inner);
     let mut done = progress.outcome(args.states_max, false);
+    if let (Some(timeline), true) = (&args.timeline, progress.failed.is_empty()) {
+        outcome.lines.push(format!("no timeline written to {}: no crash state failed", timeline.display()));
+    }
     done.lines = std::mem::take(&mut outcome.lines);
     done.after = std::mem::take(&mut outcome.after);
     if let Value::Object(fields) = outcome.body {

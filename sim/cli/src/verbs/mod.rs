@@ -35,7 +35,7 @@ pub fn check_traces_dir(save_trace: bool) -> Result<(), CliError> {
 pub fn write_timeline(outcome: &mut Outcome, path: Option<&Path>, timeline: Option<&sim::timeline::Timeline>) {
     let Some(path) = path else { return };
     let Some(timeline) = timeline else {
-        outcome.lines.push(format!("no timeline written to {}: the run passed, so no crash state was recorded", path.display()));
+        outcome.lines.push(format!("no timeline written to {}: nothing was recorded", path.display()));
         return;
     };
     match write_atomic("--timeline", path, timeline.to_html().as_bytes()) {
