@@ -32,7 +32,7 @@ pub struct LiveArgs {
     /// The origin device or file (written).
     #[arg(long)]
     pub origin: PathBuf,
-    /// The COW device or file (written; a zeroed one becomes a new snapshot).
+    /// The COW device or file (written; `apply` makes a zeroed one a new snapshot, `merge` refuses it).
     #[arg(long)]
     pub cow: PathBuf,
     /// The table's chunk size in sectors (a COW header's overrides it).

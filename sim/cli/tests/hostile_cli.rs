@@ -780,3 +780,22 @@ fn every_verb_ends_its_help_with_examples() {
         assert!(examples.contains(&format!("snapsim {verb}")), "{verb}: {examples}");
     }
 }
+
+/// The README's first failure example: its replay command, run as printed,
+/// gives the verdict and replay lines the README shows.
+#[test]
+fn the_readme_failure_example_is_what_its_command_prints() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let block = readme.split("```text\nverdict: FAIL").nth(1).expect("the README shows a failing verdict").split("```").next().unwrap();
+    let shown: Vec<&str> = block.lines().collect();
+    let replay = shown.iter().find_map(|l| l.strip_prefix("replay: snapsim ")).expect("a replay line");
+    let args: Vec<&str> = replay.split_whitespace().collect();
+    let (outcome, _) = check(&args, &[]);
+    assert_eq!(outcome.exit, 1, "the README's example must fail:\n{}", outcome.stdout);
+    let verdict = outcome.stdout.lines().find(|l| l.starts_with("verdict: FAIL")).unwrap();
+    let (head, tail) = shown[0].split_once(" … ").unwrap_or((shown[0], ""));
+    assert!(verdict.starts_with(&format!("verdict: FAIL{head}")) && verdict.ends_with(tail), "README: {}\nprinted: {verdict}", shown[0]);
+    for line in &shown[1..] {
+        assert!(outcome.stdout.lines().any(|l| l == *line), "README line {line:?} not printed:\n{}", outcome.stdout);
+    }
+}
