@@ -383,6 +383,58 @@ struct Tally {
     marks: BTreeMap<&'static str, MarkHits>,
 }
 
+/// A worker: takes the shard's seeds in order from `next` and runs them
+/// until `limit`, or until either flag of `stops` is set. Workers heed an
+/// interrupt themselves, so a Ctrl-C stops them right after the seed in
+/// hand, not after the next progress tick.
+fn work(config: &SoakConfig, limit: Option<u64>, next: &AtomicU64, stops: [&AtomicBool; 2], sender: &mpsc::Sender<SeedDone>) {
+    while !stops.iter().any(|flag| flag.load(Ordering::Relaxed)) {
+        let m = next.fetch_add(1, Ordering::Relaxed);
+        if limit.is_some_and(|limit| m >= limit) {
+            break;
+        }
+        let seed = config.shard.seed(config.seed_start, m);
+        if sender.send(soak_seed(config, seed)).is_err() {
+            break;
+        }
+    }
+}
+
+/// Why the soak should stop now, if it should: an interrupt, or its time is up.
+fn stop_reason(config: &SoakConfig, interrupt: &AtomicBool, elapsed: Duration) -> Option<&'static str> {
+    if interrupt.load(Ordering::Relaxed) {
+        Some("interrupt")
+    } else if config.duration.is_some_and(|d| elapsed >= d) {
+        Some("duration")
+    } else {
+        None
+    }
+}
+
+/// The failures so far, in seed order, without their traces.
+fn in_seed_order(failures: &[(SoakFailure, Option<CrashTrace>)]) -> Vec<SoakFailure> {
+    let mut failures: Vec<SoakFailure> = failures.iter().map(|(failure, _)| failure.clone()).collect();
+    failures.sort_by_key(|failure| failure.seed);
+    failures
+}
+
+impl Tally {
+    /// Counts one seed's figures and marks; returns its failure.
+    fn add(&mut self, done: SeedDone) -> Option<(SoakFailure, Option<CrashTrace>)> {
+        self.totals.seeds_run += 1;
+        self.totals.crash_states += done.crashes;
+        self.disk_requests += done.disk_requests;
+        self.operations += done.operations;
+        for (&name, &hits) in &done.marks.hits {
+            let mark = self.marks.entry(name).or_insert(MarkHits { hits: 0, first_seed: done.seed });
+            mark.hits += hits;
+            mark.first_seed = mark.first_seed.min(done.seed);
+        }
+        self.totals.failures += u64::from(done.failure.is_some());
+        done.failure
+    }
+}
+
 /// [`soak`], handing `checkpoint` the report so far (failures unminimized,
 /// stopped by `running`) every [`SoakConfig::checkpoint_every`].
 pub fn soak_checkpointed(
@@ -405,62 +457,28 @@ pub fn soak_checkpointed(
         for _ in 0..config.jobs {
             let sender = sender.clone();
             let (next, stop) = (&next, &stop);
-            // Workers heed an interrupt themselves, so a Ctrl-C stops them
-            // right after the seed in hand, not after the next progress tick.
-            scope.spawn(move || {
-                while !stop.load(Ordering::Relaxed) && !interrupt.load(Ordering::Relaxed) {
-                    let m = next.fetch_add(1, Ordering::Relaxed);
-                    if limit.is_some_and(|limit| m >= limit) {
-                        break;
-                    }
-                    let seed = config.shard.seed(config.seed_start, m);
-                    if sender.send(soak_seed(config, seed)).is_err() {
-                        break;
-                    }
-                }
-            });
+            scope.spawn(move || work(config, limit, next, [stop, interrupt], &sender));
         }
         drop(sender);
         let (mut last_progress, mut last_checkpoint) = (Instant::now(), Instant::now());
         loop {
-            let totals = &mut tally.totals;
             match receiver.recv_timeout(PROGRESS_INTERVAL) {
-                Ok(done) => {
-                    totals.seeds_run += 1;
-                    totals.crash_states += done.crashes;
-                    tally.disk_requests += done.disk_requests;
-                    tally.operations += done.operations;
-                    for (&name, &hits) in &done.marks.hits {
-                        let mark = tally.marks.entry(name).or_insert(MarkHits { hits: 0, first_seed: done.seed });
-                        mark.hits += hits;
-                        mark.first_seed = mark.first_seed.min(done.seed);
-                    }
-                    if let Some(failure) = done.failure {
-                        totals.failures += 1;
-                        failures.push(failure);
-                    }
-                }
+                Ok(done) => failures.extend(tally.add(done)),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
+            let totals = &mut tally.totals;
             totals.elapsed = start.elapsed();
-            if !stop.load(Ordering::Relaxed) {
-                if interrupt.load(Ordering::Relaxed) {
-                    stopped_by = "interrupt";
-                    stop.store(true, Ordering::Relaxed);
-                } else if config.duration.is_some_and(|d| totals.elapsed >= d) {
-                    stopped_by = "duration";
-                    stop.store(true, Ordering::Relaxed);
-                }
+            if let (false, Some(why)) = (stop.load(Ordering::Relaxed), stop_reason(config, interrupt, totals.elapsed)) {
+                stopped_by = why;
+                stop.store(true, Ordering::Relaxed);
             }
             if last_progress.elapsed() >= PROGRESS_INTERVAL {
                 progress(totals);
                 last_progress = Instant::now();
             }
             if last_checkpoint.elapsed() >= config.checkpoint_every {
-                let mut so_far: Vec<SoakFailure> = failures.iter().map(|(f, _): &(SoakFailure, _)| f.clone()).collect();
-                so_far.sort_by_key(|f| f.seed);
-                checkpoint(&assemble(config, &tally, so_far, &BTreeMap::new(), "running"));
+                checkpoint(&assemble(config, &tally, in_seed_order(&failures), &BTreeMap::new(), "running"));
                 last_checkpoint = Instant::now();
             }
         }
