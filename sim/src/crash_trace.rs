@@ -173,7 +173,7 @@ impl CrashTrace {
     pub fn from_run(config: &RunConfig, report: &Report) -> Self {
         let violation = report.failure.as_ref().map(|f| &f.violation);
         let mut trace = Self::of(&report.knobs, &report.ops, Mode::Run, report.seed, config.mutations, config.strict, violation);
-        trace.shape.header_writes = config.header_writes;
+        trace.shape.kernel_patches = config.kernel_patches;
         trace.crashes = report.knobs.crashes;
         let faults = report.knobs.faults;
         (trace.read_error, trace.write_error, trace.flush_error) = (faults.read_error, faults.write_error, faults.flush_error);
@@ -185,7 +185,7 @@ impl CrashTrace {
         let mut trace = Self::of(&scenario.knobs, &scenario.ops, Mode::Explore, seed, mutations, strict, Some(violation));
         trace.shape.writes_max = scenario.file.shape.writes_max;
         trace.shape.faults = scenario.file.shape.faults.clone();
-        trace.shape.header_writes = scenario.file.shape.header_writes;
+        trace.shape.kernel_patches = scenario.file.shape.kernel_patches;
         trace
     }
 
@@ -217,7 +217,7 @@ impl CrashTrace {
                 faults: Vec::new(),
                 stale_cow: knobs.stale_cow,
                 stale_area_zero: knobs.stale_area_zero,
-                header_writes: engine::store::HeaderWrites::Stock,
+                kernel_patches: engine::store::KernelPatches::Stock,
                 ops: ops_text(ops),
             },
         }
@@ -271,8 +271,8 @@ impl CrashTrace {
     pub fn file_name(&self) -> String {
         let mutation = self.mutation.as_ref().map_or(String::new(), |m| format!("-{}", m.to_lowercase()));
         let strict = if self.strict { "-strict" } else { "" };
-        let durable = if self.shape.header_writes == engine::store::HeaderWrites::Durable { "-durable" } else { "" };
-        format!("{}-{}-seed{}{mutation}{strict}{durable}.toml", self.verdict.to_string().to_lowercase(), self.mode, self.seed)
+        let patched = if self.shape.kernel_patches == engine::store::KernelPatches::Applied { "-patched" } else { "" };
+        format!("{}-{}-seed{}{mutation}{strict}{patched}.toml", self.verdict.to_string().to_lowercase(), self.mode, self.seed)
     }
 
     /// Writes the trace into `dir`; returns its path.

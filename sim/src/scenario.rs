@@ -17,7 +17,7 @@
 //! # faults = ["fail-writes cow0 8 8 1", "latent origin 0 8"]
 //! # stale_cow = true        # reused COWs: old records past the header and area 0
 //! # stale_area_zero = true  # with stale_cow: area 0 is stale too (only the header is wiped)
-//! # header_writes = "durable"  # headers as the kernel-patches/ series writes them (default "stock")
+//! # kernel_patches = "applied"  # behave as the kernel with the kernel-patches/ series (default "stock")
 //! ops = """
 //! write origin 0 8
 //! flush origin
@@ -133,7 +133,7 @@ impl Scenario {
         config.knobs = Some(self.knobs.clone());
         config.script = Some(self.ops.clone());
         config.injections = self.injections.clone();
-        config.header_writes = self.file.shape.header_writes;
+        config.kernel_patches = self.file.shape.kernel_patches;
         config
     }
 

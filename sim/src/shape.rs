@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use engine::store::{HeaderWrites, StoreKind};
+use engine::store::{KernelPatches, StoreKind};
 use serde::{Deserialize, Serialize};
 
 use crate::explore::Bounds;
@@ -45,10 +45,10 @@ pub struct RunShape {
     /// With `stale_cow`: area 0 is stale too (only the header is wiped).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stale_area_zero: bool,
-    /// How the engine writes COW headers: `"stock"` (the default, the stock
-    /// kernel's) or `"durable"` (the kernel with the kernel-patches/ series).
-    #[serde(default, skip_serializing_if = "is_stock", with = "header_writes")]
-    pub header_writes: HeaderWrites,
+    /// Which kernel the engine behaves as: `"stock"` (the default) or
+    /// `"applied"` (the kernel with the kernel-patches/ series).
+    #[serde(default, skip_serializing_if = "is_stock", with = "kernel_patches")]
+    pub kernel_patches: KernelPatches,
     /// The scripted workload, one operation a line (see [`crate::world::script`]).
     pub ops: String,
 }
@@ -63,22 +63,22 @@ fn default_writes_max() -> usize {
     Bounds::default().writes_max
 }
 
-fn is_stock(header_writes: &HeaderWrites) -> bool {
-    *header_writes == HeaderWrites::Stock
+fn is_stock(kernel_patches: &KernelPatches) -> bool {
+    *kernel_patches == KernelPatches::Stock
 }
 
-/// `HeaderWrites` as its name, `stock` or `durable`: parsed here and nowhere else.
-mod header_writes {
-    use engine::store::HeaderWrites;
+/// `KernelPatches` as its name, `stock` or `durable`: parsed here and nowhere else.
+mod kernel_patches {
+    use engine::store::KernelPatches;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(header_writes: &HeaderWrites, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(header_writes.name())
+    pub fn serialize<S: Serializer>(kernel_patches: &KernelPatches, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(kernel_patches.name())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<HeaderWrites, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<KernelPatches, D::Error> {
         let name = String::deserialize(deserializer)?;
-        HeaderWrites::parse(&name).ok_or_else(|| serde::de::Error::custom(format!("`header_writes` = {name:?}: neither \"stock\" nor \"durable\"")))
+        KernelPatches::parse(&name).ok_or_else(|| serde::de::Error::custom(format!("`kernel_patches` = {name:?}: neither \"stock\" nor \"applied\"")))
     }
 }
 
@@ -417,7 +417,7 @@ mod tests {
             faults: vec![],
             stale_cow: false,
             stale_area_zero: false,
-            header_writes: HeaderWrites::Stock,
+            kernel_patches: KernelPatches::Stock,
             ops: "write origin 0 8\n\n# a comment\nwrite origin 64 8\n".into(),
         };
         let error = shape.parse_checked().unwrap_err();

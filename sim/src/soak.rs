@@ -88,8 +88,8 @@ pub struct SoakConfig {
     pub mutations: Mutations,
     /// Fail on the kernel behaviours K1 and K2 too (`--strict`).
     pub strict: bool,
-    /// How the engine writes COW headers (`--header-writes`; default the stock kernel's).
-    pub header_writes: engine::store::HeaderWrites,
+    /// How the engine writes COW headers (`--kernel-patches`; default the stock kernel's).
+    pub kernel_patches: engine::store::KernelPatches,
     /// The odds the seeds' knobs are drawn with (`--bias`, or a pilot's
     /// with `--directed`; default the plain swarm's).
     pub bias: crate::world::knobs::SwarmBias,
@@ -119,7 +119,7 @@ impl Default for SoakConfig {
             jobs: std::thread::available_parallelism().map_or(1, usize::from),
             mutations: Mutations::NONE,
             strict: false,
-            header_writes: engine::store::HeaderWrites::Stock,
+            kernel_patches: engine::store::KernelPatches::Stock,
             bias: crate::world::knobs::SwarmBias::default(),
             traces_max: 5,
             traces_dir: PathBuf::from("crash-traces"),
@@ -262,8 +262,8 @@ pub struct SoakReport {
     pub jobs: usize,
     pub mutation: Option<String>,
     pub strict: bool,
-    /// How the engine wrote COW headers: `stock` or `durable` (`--header-writes`).
-    pub header_writes: String,
+    /// Which kernel the engine behaved as: `stock` or `applied` (`--kernel-patches`).
+    pub kernel_patches: String,
     /// The odds the knobs were drawn with (`--bias`).
     pub bias: String,
     /// `seeds`, `duration` or `interrupt`.
@@ -511,7 +511,7 @@ fn assemble(config: &SoakConfig, tally: &Tally, failures: Vec<SoakFailure>, shap
         jobs: config.jobs,
         mutation: mutation_id(config.mutations),
         strict: config.strict,
-        header_writes: config.header_writes.name().to_string(),
+        kernel_patches: config.kernel_patches.name().to_string(),
         bias: config.bias.to_string(),
         stopped_by: stopped_by.to_string(),
         seeds_run: tally.totals.seeds_run,
@@ -559,7 +559,7 @@ fn run_config(config: &SoakConfig, seed: u64) -> RunConfig {
     run_config.bias = config.bias;
     run_config.mutations = config.mutations;
     run_config.strict = config.strict;
-    run_config.header_writes = config.header_writes;
+    run_config.kernel_patches = config.kernel_patches;
     run_config
 }
 

@@ -286,7 +286,7 @@ impl Rig {
             snapshots: specs,
             strict: false,
             cow_threshold: shape.cow_threshold as u32,
-            durable_headers: false,
+            kernel_patches_applied: false,
         });
         label_sectors(&mut oracle, &origin_image, &initial);
         let (sender, receiver) = channel();

@@ -55,8 +55,8 @@ fn replay_seed() {
     if let Ok(bias) = std::env::var("SNAPSIM_BIAS") {
         config.bias = bias.parse().expect("SNAPSIM_BIAS holds five odds");
     }
-    if let Ok(header_writes) = std::env::var("SNAPSIM_HEADER_WRITES") {
-        config.header_writes = engine::store::HeaderWrites::parse(&header_writes).expect("SNAPSIM_HEADER_WRITES is stock or durable");
+    if let Ok(kernel_patches) = std::env::var("SNAPSIM_KERNEL_PATCHES") {
+        config.kernel_patches = engine::store::KernelPatches::parse(&kernel_patches).expect("SNAPSIM_KERNEL_PATCHES is stock or durable");
     }
     let mutation = std::env::var("SNAPSIM_MUTATION").ok();
     config.mutations = sim::crash_trace::mutations_of(mutation.as_deref()).expect("SNAPSIM_MUTATION names a mutation");

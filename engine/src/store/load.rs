@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use super::persistent::State;
-use super::{HeaderWrites, LoadOutcome, Loaded, PersistentStore, StoreConfig, StoreError};
+use super::{KernelPatches, LoadOutcome, Loaded, PersistentStore, StoreConfig, StoreError};
 use crate::chunk::{ChunkSize, DEFAULT_CHUNK_SECTORS};
 use crate::exception_table::ExceptionTable;
 use crate::format::{DISK_VERSION, DiskHeader, HEADER_CHUNKS, Layout, Record, SNAP_MAGIC};
@@ -32,7 +32,7 @@ pub type LoadDone<D> = Box<dyn FnOnce(Result<Loaded<D>, StoreError>) + Send + 's
 struct Setup<D: BlockDevice> {
     cow: Arc<D>,
     config: StoreConfig,
-    header_writes: HeaderWrites,
+    kernel_patches: KernelPatches,
     layout: Layout,
     device_chunks: u64,
     chunk_size_override: Option<(u32, u32)>,
@@ -40,22 +40,22 @@ struct Setup<D: BlockDevice> {
 
 impl<D: BlockDevice> PersistentStore<D> {
     /// Loads (or, on a zeroed header, creates) the store on `cow`, writing
-    /// headers as the stock kernel does ([`HeaderWrites::Stock`]).
+    /// headers as the stock kernel does ([`KernelPatches::Stock`]).
     ///
     /// A table chunk size that is invalid for the devices is refused at once
     /// with an error, and `done` is never called. Otherwise `done` is called
     /// exactly once, after every I/O of the load has completed.
     pub fn load(cow: Arc<D>, origin_block_bytes: u32, config: StoreConfig, done: LoadDone<D>) -> Result<(), StoreError> {
-        Self::load_with_header_writes(cow, origin_block_bytes, config, HeaderWrites::Stock, done)
+        Self::load_with_kernel_patches(cow, origin_block_bytes, config, KernelPatches::Stock, done)
     }
 
     /// [`PersistentStore::load`], with the store writing its headers (a new
-    /// snapshot's, and the invalidated one) as `header_writes` says.
-    pub fn load_with_header_writes(
+    /// snapshot's, and the invalidated one) as `kernel_patches` says.
+    pub fn load_with_kernel_patches(
         cow: Arc<D>,
         origin_block_bytes: u32,
         config: StoreConfig,
-        header_writes: HeaderWrites,
+        kernel_patches: KernelPatches,
         done: LoadDone<D>,
     ) -> Result<(), StoreError> {
         let cow_block_bytes = cow.logical_block_bytes();
@@ -77,7 +77,7 @@ impl<D: BlockDevice> PersistentStore<D> {
         reader.read(
             0,
             header_sectors,
-            Box::new(move |result| match on_header(cow, origin_block_bytes, (config, header_writes), table_chunk, result) {
+            Box::new(move |result| match on_header(cow, origin_block_bytes, (config, kernel_patches), table_chunk, result) {
                 HeaderNext::Finished(outcome) => done(outcome),
                 HeaderNext::CreateNew(setup) => create_new(setup, done),
                 HeaderNext::ReadAreas(setup) => AreaReader::start(setup, done),
@@ -102,7 +102,7 @@ enum HeaderNext<D: BlockDevice> {
 fn on_header<D: BlockDevice>(
     cow: Arc<D>,
     origin_block_bytes: u32,
-    (config, header_writes): (StoreConfig, HeaderWrites),
+    (config, kernel_patches): (StoreConfig, KernelPatches),
     table_chunk: ChunkSize,
     result: Result<Vec<u8>, IoError>,
 ) -> HeaderNext<D> {
@@ -117,7 +117,7 @@ fn on_header<D: BlockDevice>(
         if device_chunks < HEADER_CHUNKS + 2 {
             return Err(too_small(device_sectors, chunk));
         }
-        Ok(Setup { cow: Arc::clone(&cow), config, header_writes, layout: Layout::new(chunk), device_chunks, chunk_size_override })
+        Ok(Setup { cow: Arc::clone(&cow), config, kernel_patches, layout: Layout::new(chunk), device_chunks, chunk_size_override })
     };
     if header.magic == 0 {
         return match setup(table_chunk, None) {
@@ -172,7 +172,7 @@ fn finish<D: BlockDevice>(setup: Setup<D>, state: State, outcome: LoadOutcome, e
         kind: setup.config.kind,
         layout: setup.layout,
         mutations: setup.config.mutations,
-        header_writes: setup.header_writes,
+        kernel_patches: setup.kernel_patches,
         state: Mutex::new(state),
     };
     Loaded { store: Arc::new(store), outcome, exceptions, chunk_size_override: setup.chunk_size_override }
@@ -181,7 +181,7 @@ fn finish<D: BlockDevice>(setup: Setup<D>, state: State, outcome: LoadOutcome, e
 /// A new snapshot: its header and an empty metadata area 0. The stock
 /// kernel writes the header, then zeroes the area, both plain writes that
 /// the first commit's PREFLUSH makes durable; a crash before it can keep
-/// the header and lose the zeroing (K3). With [`HeaderWrites::Durable`] the
+/// the header and lose the zeroing (K3). With [`KernelPatches::Applied`] the
 /// zeroing goes first and the header follows with PREFLUSH, so the header
 /// can reach the media only after the zeroing has.
 fn create_new<D: BlockDevice>(setup: Setup<D>, done: LoadDone<D>) {
@@ -194,12 +194,12 @@ fn create_new<D: BlockDevice>(setup: Setup<D>, done: LoadDone<D>) {
     let area_sector = chunk.chunk_to_sector(setup.layout.area_location(0));
     let zeros =
         NewWrite { sector: area_sector, bytes: vec![0; chunk.bytes()], flags: WriteFlags::PLAIN, what: "zeroing metadata area 0 of a new snapshot" };
-    let writes = match setup.header_writes {
-        HeaderWrites::Stock => {
+    let writes = match setup.kernel_patches {
+        KernelPatches::Stock => {
             let header = NewWrite { sector: 0, bytes: header, flags: WriteFlags::PLAIN, what: "writing the header of a new snapshot" };
             [header, zeros]
         }
-        HeaderWrites::Durable => {
+        KernelPatches::Applied => {
             // The flush before the header makes the zeroing, completed by then, durable.
             let flags = WriteFlags { preflush: true, ..WriteFlags::PLAIN };
             [zeros, NewWrite { sector: 0, bytes: header, flags, what: "writing the header of a new snapshot" }]

@@ -12,9 +12,9 @@
 //!   for snapshot-merge.
 //! - [`drop_snapshot`](PersistentStore::drop_snapshot) marks the header invalid.
 //!
-//! [`HeaderWrites`] chooses how the two header writes go to disk: as the
-//! stock kernel writes them, or as the kernel with the kernel-patches/
-//! series does (durable before anything relies on them).
+//! [`KernelPatches`] chooses the stock kernel's behaviour or that of the
+//! kernel with the kernel-patches/ series: headers durable before anything
+//! relies on them.
 
 mod load;
 mod persistent;
@@ -60,11 +60,11 @@ impl StoreKind {
     }
 }
 
-/// How the store writes the COW header: the stock kernel's way (the
-/// default, what this port reproduces) or the way of the kernel with the
-/// kernel-patches/ series applied.
+/// Which dm-snapshot the engine behaves as: the stock kernel (the default,
+/// what this port reproduces, K1–K3 included), or the kernel with the
+/// project's `kernel-patches/` series applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum HeaderWrites {
+pub enum KernelPatches {
     /// As the stock kernel (6.1). `persistent_read_metadata` writes a new
     /// snapshot's header, then zeroes metadata area 0, both plain writes
     /// that only the first commit's PREFLUSH makes durable: a crash before
@@ -75,35 +75,37 @@ pub enum HeaderWrites {
     #[default]
     Stock,
     /// As the kernel with the kernel-patches/ series.
-    /// `0001-dm-snapshot-make-the-invalidated-header-durable`:
+    /// `0001-dm-snapshot-make-the-invalidated-header-durable…`:
     /// `persistent_drop_snapshot` writes the `valid = 0` header with FUA,
     /// and since the kernel writes it synchronously under the snapshot's
     /// lock, no origin write released by the invalidation (or issued after
     /// it) reaches the origin before that write has completed.
-    /// `0002-…-zero-area-0-before-the-header`: `persistent_read_metadata`
-    /// zeroes area 0 first and only then writes the new header, with
-    /// PREFLUSH, so no header that makes the snapshot valid can be durable
-    /// before the zeroing is.
-    Durable,
+    /// `0002-dm-snapshot-zero-metadata-area-0-before-writing…`:
+    /// `persistent_read_metadata` zeroes area 0 first and only then writes
+    /// the new header, with PREFLUSH, so no header that makes the snapshot
+    /// valid can be durable before the zeroing is.
+    /// K2 (a snapshot read in flight when the snapshot is invalidated may
+    /// return origin data written after) is not addressed by the series.
+    Applied,
 }
 
-impl HeaderWrites {
-    /// The name a scenario file or a command line uses: `stock` or `durable`.
+impl KernelPatches {
+    /// The name a scenario file or a command line uses: `stock` or `applied`.
     pub fn name(self) -> &'static str {
         let name = match self {
-            HeaderWrites::Stock => "stock",
-            HeaderWrites::Durable => "durable",
+            KernelPatches::Stock => "stock",
+            KernelPatches::Applied => "applied",
         };
         // Every name parses back to what printed it.
-        debug_assert_eq!(HeaderWrites::parse(name), Some(self));
+        debug_assert_eq!(KernelPatches::parse(name), Some(self));
         name
     }
 
-    /// Parses `stock` or `durable` (any case).
+    /// Parses `stock` or `applied` (any case).
     pub fn parse(name: &str) -> Option<Self> {
         match name.to_ascii_lowercase().as_str() {
-            "stock" => Some(HeaderWrites::Stock),
-            "durable" => Some(HeaderWrites::Durable),
+            "stock" => Some(KernelPatches::Stock),
+            "applied" => Some(KernelPatches::Applied),
             _ => None,
         }
     }

@@ -7,7 +7,7 @@
 //! and are taken up when it completes — exactly the order the kernel's worker
 //! would have run them in. Callbacks never run under the store's lock.
 //!
-//! With [`HeaderWrites::Durable`] the invalidated header is written with FUA
+//! With [`KernelPatches::Applied`] the invalidated header is written with FUA
 //! and, until that write completes, the store says so
 //! ([`header_in_flight`](PersistentStore::header_in_flight)) and keeps
 //! whatever must wait for it ([`hold_until_header_written`](PersistentStore::hold_until_header_written)):
@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 
-use super::{HeaderWrites, StoreError, StoreKind, Usage};
+use super::{KernelPatches, StoreError, StoreKind, Usage};
 use crate::chunk::ChunkSize;
 use crate::format::{DiskHeader, Layout, Record, clear_record};
 use crate::io::{BlockDevice, IoError, WriteFlags};
@@ -93,7 +93,7 @@ pub(super) struct State {
     callbacks: Vec<CommitCallback>,
     /// Commits that arrived while metadata I/O was in flight.
     queued: VecDeque<QueuedCommit>,
-    /// The durable `valid = 0` header write is in flight ([`HeaderWrites::Durable`] only).
+    /// The durable `valid = 0` header write is in flight ([`KernelPatches::Applied`] only).
     header_in_flight: bool,
     /// What waits for that write to complete.
     header_waiters: Vec<HeaderWaiter>,
@@ -184,7 +184,7 @@ pub struct PersistentStore<D: BlockDevice> {
     pub(super) layout: Layout,
     pub(super) state: Mutex<State>,
     pub(super) mutations: Mutations,
-    pub(super) header_writes: HeaderWrites,
+    pub(super) kernel_patches: KernelPatches,
 }
 
 impl<D: BlockDevice> std::fmt::Debug for PersistentStore<D> {
@@ -199,7 +199,7 @@ impl<D: BlockDevice> std::fmt::Debug for PersistentStore<D> {
             .field("next_free", &state.next_free)
             .field("pending_count", &state.pending_count)
             .field("phase", &state.phase)
-            .field("header_writes", &self.header_writes)
+            .field("kernel_patches", &self.kernel_patches)
             .field("header_in_flight", &state.header_in_flight)
             .finish()
     }
@@ -227,16 +227,16 @@ impl<D: BlockDevice> PersistentStore<D> {
     }
 
     /// How this store writes its headers.
-    pub fn header_writes(&self) -> HeaderWrites {
-        self.header_writes
+    pub fn kernel_patches(&self) -> KernelPatches {
+        self.kernel_patches
     }
 
     /// Whether the durable `valid = 0` header is being written: until it
     /// has completed, no origin write may pass this snapshot (always false
-    /// with [`HeaderWrites::Stock`], whose header write nothing waits for).
+    /// with [`KernelPatches::Stock`], whose header write nothing waits for).
     pub fn header_in_flight(&self) -> bool {
         let state = self.state.lock();
-        assert!(!state.header_in_flight || self.header_writes == HeaderWrites::Durable, "a stock store waits for its header");
+        assert!(!state.header_in_flight || self.kernel_patches == KernelPatches::Applied, "a stock store waits for its header");
         state.header_in_flight
     }
 
@@ -671,14 +671,14 @@ impl<D: BlockDevice> PersistentStore<D> {
 
     /// Invalidates the snapshot: clears `valid` and rewrites the header with
     /// `valid = 0` — a plain write, as the stock kernel's, or with FUA under
-    /// [`HeaderWrites::Durable`], which also holds back what
+    /// [`KernelPatches::Applied`], which also holds back what
     /// [`hold_until_header_written`](Self::hold_until_header_written) is
     /// given until the write completes (failed or not: the kernel only warns).
     /// `done` runs after those waiters. The header is built in its own
     /// buffer, never in the area buffer a commit may be writing.
     pub fn drop_snapshot(self: &Arc<Self>, done: Option<StoreDone>) {
         crate::cov::hit(crate::cov::Mark::HeaderInvalidated);
-        let durable = self.header_writes == HeaderWrites::Durable;
+        let durable = self.kernel_patches == KernelPatches::Applied;
         {
             let mut state = self.state.lock();
             // A store is invalidated once: its snapshot stops asking after the first time.

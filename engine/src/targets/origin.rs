@@ -28,7 +28,7 @@ use std::collections::VecDeque;
 use super::bio::{WriteBio, next_target_identity, split_write};
 use super::snapshot::{Role, Snapshot, State};
 use crate::io::{BlockDevice, Defer, DeviceIdentity, IoDone, IoOp, WriteFlags};
-use crate::store::{HeaderWrites, LoadOutcome, Loaded, PersistentStore, StoreConfig, StoreError};
+use crate::store::{KernelPatches, LoadOutcome, Loaded, PersistentStore, StoreConfig, StoreError};
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex};
 use crate::zoo::Mutation;
@@ -45,14 +45,14 @@ pub struct OriginConfig {
     /// Historical bugs to re-create (only with the `bug-zoo` feature).
     pub mutations: crate::zoo::Mutations,
     /// How the snapshots' stores write their headers: the stock kernel's
-    /// way (the default) or the kernel-patches/ series' (see [`HeaderWrites`]).
+    /// way (the default) or the kernel-patches/ series' (see [`KernelPatches`]).
     /// Like the threshold, a setting of the whole target type in the kernel.
-    pub header_writes: HeaderWrites,
+    pub kernel_patches: KernelPatches,
 }
 
 impl Default for OriginConfig {
     fn default() -> Self {
-        Self { cow_threshold: DEFAULT_COW_THRESHOLD, mutations: crate::zoo::Mutations::NONE, header_writes: HeaderWrites::Stock }
+        Self { cow_threshold: DEFAULT_COW_THRESHOLD, mutations: crate::zoo::Mutations::NONE, kernel_patches: KernelPatches::Stock }
     }
 }
 
@@ -152,17 +152,17 @@ impl<D: BlockDevice> Origin<D> {
 
     /// Creates a snapshot (the `snapshot` table line, then resume): loads or
     /// initialises the store on `cow`, writing headers as this origin's
-    /// [`OriginConfig::header_writes`] says, and registers the snapshot, active.
+    /// [`OriginConfig::kernel_patches`] says, and registers the snapshot, active.
     /// Refused at once if `cow` is the origin or the chunk size is invalid.
     pub fn create_snapshot(self: &Arc<Self>, cow: Arc<D>, config: StoreConfig, done: SnapshotCreated<D>) -> Result<(), StoreError> {
         crate::view::check_distinct(self.dev.as_ref(), cow.as_ref())?;
         let origin = Arc::clone(self);
         let config = StoreConfig { mutations: self.config.mutations, ..config };
-        PersistentStore::load_with_header_writes(
+        PersistentStore::load_with_kernel_patches(
             cow,
             self.dev.logical_block_bytes(),
             config,
-            self.config.header_writes,
+            self.config.kernel_patches,
             Box::new(move |loaded| {
                 done(loaded.map(|loaded| origin.register(loaded, Role::Snapshot)));
             }),

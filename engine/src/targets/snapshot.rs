@@ -23,7 +23,7 @@ use crate::chunk::ChunkSize;
 use crate::exception_table::ExceptionTable;
 use crate::format::Record;
 use crate::io::{BlockDevice, Defer, DeviceIdentity, IoDone, IoError, IoErrorKind, IoOp, SECTOR_BYTES, WriteFlags};
-use crate::store::{HeaderWrites, PersistentStore, StoreKind};
+use crate::store::{KernelPatches, PersistentStore, StoreKind};
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex, Weak};
 use crate::zoo::Mutation;
@@ -366,9 +366,9 @@ impl<D: BlockDevice> Snapshot<D> {
         log::error!("invalidating snapshot: {why}");
         // A durable header holds origin writes back (`hold_for_header`), and
         // a merge waiting in `write_extent` must hear when it is written.
-        let done: Option<crate::store::StoreDone> = match state.store.header_writes() {
-            HeaderWrites::Stock => None,
-            HeaderWrites::Durable => {
+        let done: Option<crate::store::StoreDone> = match state.store.kernel_patches() {
+            KernelPatches::Stock => None,
+            KernelPatches::Applied => {
                 let origin = Weak::clone(&self.origin);
                 Some(Box::new(move |_| {
                     if let Some(origin) = origin.upgrade() {

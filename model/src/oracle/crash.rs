@@ -50,7 +50,7 @@ impl Oracle {
         for &k in &revived {
             self.snapshots[k].revived_to_read = false;
         }
-        debug_assert!(revived.is_empty() || self.config.durable_headers, "snapshots revived to be read with stock headers");
+        debug_assert!(revived.is_empty() || self.config.kernel_patches_applied, "snapshots revived to be read with stock headers");
         revived
     }
 
@@ -72,7 +72,7 @@ impl Oracle {
     /// Starts a new load epoch for the sticky states I8 and I9 judge.
     pub(super) fn on_reloaded(&mut self, valid: &[bool]) -> Result<(), Violation> {
         for (k, &valid) in valid.iter().enumerate() {
-            let durable = self.config.durable_headers;
+            let durable = self.config.kernel_patches_applied;
             let state = &mut self.snapshots[k];
             if valid && state.ever_invalid && !state.revived {
                 if !state.invalid_header_may_be_lost && !state.header_write_failed {

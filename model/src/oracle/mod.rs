@@ -17,7 +17,7 @@
 //!   The kernel writes the `valid = 0` header without FUA or a flush and lets
 //!   origin writes go ahead at once, so a crash can lose the header while the
 //!   origin changes stay. Such a snapshot's view is not checked after that.
-//!   With [`OracleConfig::durable_headers`] (the kernel-patches/ series) a
+//!   With [`OracleConfig::kernel_patches_applied`] (the kernel-patches/ series) a
 //!   snapshot a crash revives is judged on instead, and only a failed header
 //!   write is K1.
 //! - **K2 (I13)**: a snapshot read that was still in flight when its snapshot
@@ -95,7 +95,7 @@ pub struct OracleConfig {
     /// not counted as K1, and its view must be intact. Only a failed header
     /// write (the kernel warns and goes on) still revives a snapshot whose
     /// view may have changed: counted as K1, never a failure, strict or not.
-    pub durable_headers: bool,
+    pub kernel_patches_applied: bool,
 }
 
 /// How often the run showed each allowed kernel behaviour.

@@ -7,7 +7,7 @@ use crate::invariant::Invariant;
 fn oracle(strict: bool) -> Oracle {
     let initial: Arc<[u64]> = (0..16).map(|s| 1000 + s).collect();
     let snapshots = vec![SnapshotSpec { chunk_sectors: 2, overflow_store: true }];
-    Oracle::new(OracleConfig { initial, snapshots, strict, cow_threshold: 2, durable_headers: false })
+    Oracle::new(OracleConfig { initial, snapshots, strict, cow_threshold: 2, kernel_patches_applied: false })
 }
 
 fn run(oracle: &mut Oracle, events: &[Event]) -> Result<(), Violation> {

@@ -1,8 +1,8 @@
 //! The settings every harness verb shares: `--strict` and `SNAPSIM_STRICT`,
-//! `--header-writes`, `--mutation`, `--bias`, and the note each adds to a
+//! `--kernel-patches`, `--mutation`, `--bias`, and the note each adds to a
 //! run's settings line.
 
-use engine::store::HeaderWrites;
+use engine::store::KernelPatches;
 
 use crate::CliError;
 
@@ -62,9 +62,9 @@ impl Strict {
     }
 }
 
-/// Parses `--header-writes`.
-pub fn parse_header_writes(text: &str) -> Result<HeaderWrites, String> {
-    HeaderWrites::parse(text).ok_or_else(|| format!("{text:?} is neither stock nor durable"))
+/// Parses `--kernel-patches`.
+pub fn parse_kernel_patches(text: &str) -> Result<KernelPatches, String> {
+    KernelPatches::parse(text).ok_or_else(|| format!("{text:?} is neither stock nor applied"))
 }
 
 /// Parses `--bias`.
@@ -72,12 +72,12 @@ pub fn parse_bias(text: &str) -> Result<sim::world::knobs::SwarmBias, String> {
     text.parse()
 }
 
-/// What a settings line adds for `header_writes`: nothing for the stock
+/// What a settings line adds for `kernel_patches`: nothing for the stock
 /// kernel's, so that the default runs print what they always have.
-pub fn header_writes_note(header_writes: HeaderWrites) -> String {
-    match header_writes {
-        HeaderWrites::Stock => String::new(),
-        HeaderWrites::Durable => "; header writes durable (the kernel-patches/ series)".to_string(),
+pub fn kernel_patches_note(kernel_patches: KernelPatches) -> String {
+    match kernel_patches {
+        KernelPatches::Stock => String::new(),
+        KernelPatches::Applied => "; the kernel-patches/ series applied".to_string(),
     }
 }
 

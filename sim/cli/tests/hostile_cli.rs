@@ -338,7 +338,7 @@ fn explore_refuses_bad_scenarios_with_the_field_and_value() {
         (scenario_with("writes_max", "writes_max = 100"), "writes_max = 100: must be 0..=12"),
         (scenario_with("seeds", "seeds = []"), "seeds (entries) = 0"),
         (scenario_with("store", "store = \"Q\""), "store \"Q\" is neither P nor PO"),
-        (scenario_with("header_writes", "header_writes = \"fua\""), "`header_writes` = \"fua\": neither \"stock\" nor \"durable\""),
+        (scenario_with("kernel_patches", "kernel_patches = \"fua\""), "`kernel_patches` = \"fua\": neither \"stock\" nor \"applied\""),
         (scenario_with("bogus", "bogus = 1"), "unknown field `bogus`"),
         (scenario_with("faults", "faults = [\"latent cow3 0 8\"]"), "there is no cow3"),
         (scenario_with("faults", "faults = [\"latent origin 60 8\"]"), "past the end of the 64-sector origin"),

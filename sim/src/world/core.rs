@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use engine::io::Defer;
-use engine::store::{HeaderWrites, StoreKind};
+use engine::store::{KernelPatches, StoreKind};
 use engine::targets::{MergeOutcome, Origin, OriginConfig, OriginDevice, SnapshotDevice};
 use engine::zoo::Mutations;
 use model::{Event, Invariant, Oracle, OracleConfig, SnapshotSpec, Target, UserFlags, Violation};
@@ -93,7 +93,7 @@ pub struct World {
     read_back_at_end: bool,
     mutations: Mutations,
     /// How the engine writes COW headers (stock, or the kernel-patches/ series').
-    header_writes: HeaderWrites,
+    kernel_patches: KernelPatches,
     /// Every operation run, as a script that replays the workload.
     ops: Vec<ScriptOp>,
     /// The disk requests so far, when a timeline was asked for.
@@ -130,7 +130,7 @@ impl World {
             snapshots: specs,
             strict: config.strict,
             cow_threshold: knobs.cow_threshold as u32,
-            durable_headers: config.header_writes == HeaderWrites::Durable,
+            kernel_patches_applied: config.kernel_patches == KernelPatches::Applied,
         });
         label_sectors(&mut oracle, &origin_image, &initial);
         let cow_sectors = knobs.cow_chunks * u64::from(knobs.chunk_sectors);
@@ -139,7 +139,7 @@ impl World {
         // area 0, or the header alone (`stale_area_zero`).
         let wiped = if knobs.stale_area_zero { 1 } else { 2 } * u64::from(knobs.chunk_sectors);
         images.extend((0..knobs.snapshots).map(|_| if knobs.stale_cow { stale_cow(cow_sectors, wiped) } else { Image::zeroed(cow_sectors) }));
-        let mut world = Self::unbooted(seed, "", knobs, Observer::new(oracle, config.keep_events), (config.mutations, config.header_writes));
+        let mut world = Self::unbooted(seed, "", knobs, Observer::new(oracle, config.keep_events), (config.mutations, config.kernel_patches));
         world.images = images;
         world.script = config.script.clone().map(VecDeque::from);
         world.injections = config.injections.clone();
@@ -151,7 +151,7 @@ impl World {
 
     /// A world with no disks yet, no workload and nothing run. Its random
     /// streams are the seed's, named with `streams` appended.
-    fn unbooted(seed: u64, streams: &str, knobs: Knobs, observer: Observer, (mutations, header_writes): (Mutations, HeaderWrites)) -> Self {
+    fn unbooted(seed: u64, streams: &str, knobs: Knobs, observer: Observer, (mutations, kernel_patches): (Mutations, KernelPatches)) -> Self {
         Self {
             seed,
             scheduler: stream(seed, &format!("scheduler{streams}")),
@@ -171,7 +171,7 @@ impl World {
             merge_runs_judged: 0,
             read_back_at_end: true,
             mutations,
-            header_writes,
+            kernel_patches,
             ops: Vec::new(),
             timeline: None,
             guide: None,

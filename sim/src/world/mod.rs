@@ -21,7 +21,7 @@ pub mod knobs;
 pub mod observer;
 pub mod script;
 
-use engine::store::HeaderWrites;
+use engine::store::KernelPatches;
 use model::{Allowances, Event};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -56,12 +56,12 @@ pub struct RunConfig {
     /// Fail on the kernel behaviours the oracle otherwise counts (K1, K2).
     /// Default off; `SNAPSIM_STRICT=1` turns it on.
     pub strict: bool,
-    /// How the engine writes COW headers: [`HeaderWrites::Stock`] (the
-    /// default, the stock kernel's) or [`HeaderWrites::Durable`] (the kernel
+    /// How the engine writes COW headers: [`KernelPatches::Stock`] (the
+    /// default, the stock kernel's) or [`KernelPatches::Applied`] (the kernel
     /// with the kernel-patches/ series, which closes K1 and K3; the oracle
-    /// is told, see `model::OracleConfig::durable_headers`).
-    /// `SNAPSIM_HEADER_WRITES` for `replay_seed`.
-    pub header_writes: HeaderWrites,
+    /// is told, see `model::OracleConfig::kernel_patches_applied`).
+    /// `SNAPSIM_KERNEL_PATCHES` for `replay_seed`.
+    pub kernel_patches: KernelPatches,
     /// Keep every event in the report (for trace files). Default off.
     pub keep_events: bool,
     /// A schedule to follow instead of the seed's scheduling draws (see
@@ -109,7 +109,7 @@ impl RunConfig {
             seed,
             max_steps: Self::MAX_STEPS_DEFAULT,
             strict,
-            header_writes: HeaderWrites::Stock,
+            kernel_patches: KernelPatches::Stock,
             keep_events: false,
             schedule: None,
             record_schedule: false,
@@ -134,9 +134,9 @@ impl RunConfig {
         self
     }
 
-    /// The same run with the engine writing COW headers as `header_writes` says.
-    pub fn with_header_writes(mut self, header_writes: HeaderWrites) -> Self {
-        self.header_writes = header_writes;
+    /// The same run with the engine writing COW headers as `kernel_patches` says.
+    pub fn with_kernel_patches(mut self, kernel_patches: KernelPatches) -> Self {
+        self.kernel_patches = kernel_patches;
         self
     }
 
@@ -180,8 +180,8 @@ impl RunConfig {
         if self.strict {
             options.push(("--strict", "SNAPSIM_STRICT", None));
         }
-        if self.header_writes != HeaderWrites::Stock {
-            options.push(("--header-writes", "SNAPSIM_HEADER_WRITES", Some(self.header_writes.name().to_string())));
+        if self.kernel_patches != KernelPatches::Stock {
+            options.push(("--kernel-patches", "SNAPSIM_KERNEL_PATCHES", Some(self.kernel_patches.name().to_string())));
         }
         if let Some(mutation) = crate::crash_trace::mutation_id(self.mutations) {
             options.push(("--mutation", "SNAPSIM_MUTATION", Some(mutation)));

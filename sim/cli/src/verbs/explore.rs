@@ -13,7 +13,7 @@ use crate::CliError;
 use crate::outcome::{Out, Outcome, Verdict};
 use crate::paths::{check_not_an_input, check_output, check_output_dir};
 use crate::scenarios::Source;
-use crate::settings::{Strict, header_writes_note, mutations, parse_header_writes};
+use crate::settings::{Strict, kernel_patches_note, mutations, parse_kernel_patches};
 
 /// Options of `snapsim explore`.
 #[derive(Debug, clap::Args)]
@@ -40,11 +40,11 @@ pub struct ExploreArgs {
     /// Fail on the kernel behaviours the oracle otherwise allows and counts (K1, K2); SNAPSIM_STRICT=1 too.
     #[arg(long)]
     pub strict: bool,
-    /// How the engine writes COW headers: `stock` (the stock kernel's, the
-    /// default) or `durable` (the kernel with the kernel-patches/ series:
-    /// closes K1 and K3).
-    #[arg(long, value_name = "stock|durable", value_parser = parse_header_writes)]
-    pub header_writes: Option<engine::store::HeaderWrites>,
+    /// Which kernel the engine behaves as: `stock` (the default) or
+    /// `applied` (the kernel with the kernel-patches/ series: closes K1
+    /// and K3).
+    #[arg(long, value_name = "stock|applied", value_parser = parse_kernel_patches)]
+    pub kernel_patches: Option<engine::store::KernelPatches>,
     /// Re-create a historical kernel bug in the engine (`Z3`); needs a build with `--features bug-zoo`.
     #[arg(long)]
     pub mutation: Option<String>,
@@ -78,7 +78,7 @@ impl ExploreArgs {
             (self.brute_force_max != defaults.brute_force_max).then(|| format!("--brute-force-max {}", self.brute_force_max)),
             (self.per_sector_max != defaults.per_sector_states_max).then(|| format!("--per-sector-max {}", self.per_sector_max)),
             strict.then(|| "--strict".to_string()),
-            self.header_writes.map(|h| format!("--header-writes {}", h.name())),
+            self.kernel_patches.map(|h| format!("--kernel-patches {}", h.name())),
             self.mutation.as_ref().map(|m| format!("--mutation {m}")),
         ];
         for option in options.into_iter().flatten() {
@@ -129,11 +129,11 @@ pub fn run(args: &ExploreArgs, out: Out) -> Result<Outcome, CliError> {
     let strict = Strict::resolve(args.strict)?;
     let plan = Plan { args, out, mutations: mutations(args.mutation.as_deref(), "--mutation")?, strict: strict.on() };
     check_outputs(args, &scenarios)?;
-    // The flag overrides the scenarios' own `header_writes`, in their runs and in their traces.
-    if let Some(header_writes) = args.header_writes {
-        scenarios.iter_mut().for_each(|scenario| scenario.file.shape.header_writes = header_writes);
+    // The flag overrides the scenarios' own `kernel_patches`, in their runs and in their traces.
+    if let Some(kernel_patches) = args.kernel_patches {
+        scenarios.iter_mut().for_each(|scenario| scenario.file.shape.kernel_patches = kernel_patches);
     }
-    let note = args.header_writes.map(header_writes_note).unwrap_or_default();
+    let note = args.kernel_patches.map(kernel_patches_note).unwrap_or_default();
     let from = if args.scenario == "all" { format!(" ({})", source.describe()) } else { String::new() };
     out.line(format!("explore: {} scenario(s){from}{note}{}", scenarios.len(), strict.note()));
     let progress = Arc::new(Mutex::new(Progress::default()));

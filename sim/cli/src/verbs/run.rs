@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::CliError;
 use crate::outcome::{Out, Outcome, Verdict};
 use crate::paths::check_output;
-use crate::settings::{Strict, header_writes_note, mutations, parse_bias, parse_header_writes};
+use crate::settings::{Strict, kernel_patches_note, mutations, parse_bias, parse_kernel_patches};
 
 /// Options of `snapsim run`.
 #[derive(Debug, clap::Args)]
@@ -22,11 +22,11 @@ pub struct RunArgs {
     /// Fail on the kernel behaviours the oracle otherwise allows and counts (K1, K2); SNAPSIM_STRICT=1 too.
     #[arg(long)]
     pub strict: bool,
-    /// How the engine writes COW headers: `stock` (the stock kernel's, the
-    /// default) or `durable` (the kernel with the kernel-patches/ series:
-    /// closes K1 and K3).
-    #[arg(long, value_name = "stock|durable", value_parser = parse_header_writes)]
-    pub header_writes: Option<engine::store::HeaderWrites>,
+    /// Which kernel the engine behaves as: `stock` (the default) or
+    /// `applied` (the kernel with the kernel-patches/ series: closes K1
+    /// and K3).
+    #[arg(long, value_name = "stock|applied", value_parser = parse_kernel_patches)]
+    pub kernel_patches: Option<engine::store::KernelPatches>,
     /// On failure, minimize the run and write it to `crash-traces/` (under a new name if one exists).
     #[arg(long)]
     pub save_trace: bool,
@@ -58,7 +58,7 @@ pub fn run(args: &RunArgs, out: Out) -> Result<Outcome, CliError> {
     let mut config = sim::world::RunConfig::new(args.seed);
     config.max_steps = args.max_steps;
     config.strict = strict.on();
-    config.header_writes = args.header_writes.unwrap_or_default();
+    config.kernel_patches = args.kernel_patches.unwrap_or_default();
     config.mutations = mutations(args.mutation.as_deref(), "--mutation")?;
     config.bias = args.bias.unwrap_or_default();
     config.timeline = args.timeline.is_some();
@@ -77,7 +77,7 @@ pub fn run(args: &RunArgs, out: Out) -> Result<Outcome, CliError> {
 
 /// The line that opens a run: its seed, knobs and every setting that is not the default.
 pub fn settings_line(config: &sim::world::RunConfig, strict: Strict) -> String {
-    format!("seed {}: {}{}{}", config.seed, config.knobs(), header_writes_note(config.header_writes), strict.note())
+    format!("seed {}: {}{}{}", config.seed, config.knobs(), kernel_patches_note(config.kernel_patches), strict.note())
 }
 
 /// A run's summary, verdict and JSON object.

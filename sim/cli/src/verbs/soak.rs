@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::CliError;
 use crate::outcome::{Out, Outcome, Verdict};
 use crate::paths::{check_output, write_atomic};
-use crate::settings::{Strict, header_writes_note, mutations, parse_bias, parse_header_writes};
+use crate::settings::{Strict, kernel_patches_note, mutations, parse_bias, parse_kernel_patches};
 
 /// The most worker threads a soak starts: more is a typo, not a machine.
 pub const JOBS_MAX: u64 = 1024;
@@ -51,11 +51,11 @@ pub struct SoakArgs {
     /// Fail on the kernel behaviours the oracle otherwise allows and counts (K1, K2); SNAPSIM_STRICT=1 too.
     #[arg(long)]
     pub strict: bool,
-    /// How the engine writes COW headers: `stock` (the stock kernel's, the
-    /// default) or `durable` (the kernel with the kernel-patches/ series:
-    /// closes K1 and K3).
-    #[arg(long, value_name = "stock|durable", value_parser = parse_header_writes)]
-    pub header_writes: Option<engine::store::HeaderWrites>,
+    /// Which kernel the engine behaves as: `stock` (the default) or
+    /// `applied` (the kernel with the kernel-patches/ series: closes K1
+    /// and K3).
+    #[arg(long, value_name = "stock|applied", value_parser = parse_kernel_patches)]
+    pub kernel_patches: Option<engine::store::KernelPatches>,
     /// Re-create a historical kernel bug in the engine (`Z3`); needs a build with `--features bug-zoo`.
     #[arg(long)]
     pub mutation: Option<String>,
@@ -89,7 +89,7 @@ fn config(args: &SoakArgs, strict: Strict) -> Result<sim::soak::SoakConfig, CliE
         shard: args.shard,
         mutations: mutations(args.mutation.as_deref(), "--mutation")?,
         strict: strict.on(),
-        header_writes: args.header_writes.unwrap_or_default(),
+        kernel_patches: args.kernel_patches.unwrap_or_default(),
         traces_max: args.traces_max,
         traces_dir: args.traces_dir.clone(),
         bias: args.bias.unwrap_or_default(),
@@ -130,7 +130,7 @@ pub fn run(args: &SoakArgs, out: Out) -> Result<Outcome, CliError> {
         (None, Some(duration)) => format!("for {}", humantime::format_duration(duration)),
         (None, None) => unreachable!("a duration was set above"),
     };
-    let note = header_writes_note(config.header_writes);
+    let note = kernel_patches_note(config.kernel_patches);
     out.line(format!("soak: shard {} from seed {}, {} workers, {what}{note}{}", config.shard, config.seed_start, config.jobs, strict.note()));
     let mut progress = super::soak_progress::Display::new(&config)?;
     let mut checkpoint = |report: &sim::soak::SoakReport| {

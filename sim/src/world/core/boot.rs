@@ -50,7 +50,7 @@ impl World {
         let origin = Origin::new(
             Arc::clone(&disks[0]),
             deferred.clone(),
-            OriginConfig { cow_threshold: self.knobs.cow_threshold, mutations: self.mutations, header_writes: self.header_writes },
+            OriginConfig { cow_threshold: self.knobs.cow_threshold, mutations: self.mutations, kernel_patches: self.kernel_patches },
         );
         self.engine = Engine { disks, deferred, origin: Arc::new(OriginDevice::new(Arc::clone(&origin))), snapshots: Vec::new() };
         for index in 0..self.knobs.snapshots {

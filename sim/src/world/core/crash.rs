@@ -34,7 +34,7 @@ pub struct CrashPoint {
     merging: Option<usize>,
     epoch: u64,
     mutations: Mutations,
-    header_writes: engine::store::HeaderWrites,
+    kernel_patches: engine::store::KernelPatches,
     /// Each snapshot's completed (committed) exceptions at the crash point.
     committed: Vec<u64>,
 }
@@ -204,7 +204,7 @@ impl World {
             merging: self.merging.as_ref().map(|(k, _)| *k),
             epoch: self.epoch + 1,
             mutations: self.mutations,
-            header_writes: self.header_writes,
+            kernel_patches: self.kernel_patches,
             committed: self.engine.snapshots.iter().map(|d| d.snapshot().exception_count()).collect(),
         })
     }
@@ -232,7 +232,7 @@ impl World {
         knobs.faults = FaultRates::default();
         knobs.crashes = 0;
         let mut world =
-            Self::unbooted(point.seed, "-after-crash", knobs, Observer::quiet(point.oracle.clone()), (point.mutations, point.header_writes));
+            Self::unbooted(point.seed, "-after-crash", knobs, Observer::quiet(point.oracle.clone()), (point.mutations, point.kernel_patches));
         world.durable_cows = point.durable_cows.clone();
         world.epoch = point.epoch;
         world.merging = point.merging.map(|k| (k, Arc::default()));

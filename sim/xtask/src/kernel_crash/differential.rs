@@ -29,7 +29,7 @@ use std::sync::Mutex;
 use engine::ChunkSize;
 use engine::format::Layout;
 use engine::io::{BlockDevice, CompletionQueue, DeviceIdentity, IoDone, MemDevice, WriteFlags, run_until_done};
-use engine::store::{HeaderWrites, StoreConfig};
+use engine::store::{KernelPatches, StoreConfig};
 use engine::sync::Arc;
 use engine::targets::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Snapshot, SnapshotDevice};
 use serde::Serialize;
@@ -124,9 +124,9 @@ fn create(
     origin: &Arc<Recording>,
     cow: &Arc<Recording>,
     workload: &Workload,
-    header_writes: HeaderWrites,
+    kernel_patches: KernelPatches,
 ) -> Result<Live, String> {
-    let target = Origin::new(Arc::clone(origin), queue.clone(), OriginConfig { header_writes, ..OriginConfig::default() });
+    let target = Origin::new(Arc::clone(origin), queue.clone(), OriginConfig { kernel_patches, ..OriginConfig::default() });
     let config = StoreConfig { kind: workload.store, chunk_sectors: Some(workload.chunk_sectors), ..StoreConfig::default() };
     let mut refused = None;
     let created = run_until_done(queue, |done| {
@@ -169,9 +169,9 @@ fn page_write(
 
 /// Runs `workload` (no parallel batches) through our engine over the
 /// recorder, as the guest's `record` job runs it through the kernel; the
-/// engine writes headers as `header_writes` says (the stock kernel, or the
+/// engine writes headers as `kernel_patches` says (the stock kernel, or the
 /// kernel with the kernel-patches/ series).
-pub fn record_engine(workload: &Workload, initial: &[u8], header_writes: HeaderWrites) -> Result<Log, String> {
+pub fn record_engine(workload: &Workload, initial: &[u8], kernel_patches: KernelPatches) -> Result<Log, String> {
     let origin_bytes = workload.origin_sectors as usize * 512;
     let queue = CompletionQueue::new();
     let recorder = std::sync::Arc::new(Mutex::new(Recorder::default()));
@@ -181,7 +181,7 @@ pub fn record_engine(workload: &Workload, initial: &[u8], header_writes: HeaderW
     let origin = device(&initial[..origin_bytes], 0);
     let cow = device(&initial[origin_bytes..], workload.origin_sectors);
     mark(&recorder, "start");
-    let (mut target, mut snapshot) = create(&queue, &origin, &cow, workload, header_writes)?;
+    let (mut target, mut snapshot) = create(&queue, &origin, &cow, workload, kernel_patches)?;
     mark(&recorder, "created");
     for n in workload.numbered() {
         let result = match n.kind {
@@ -204,7 +204,7 @@ pub fn record_engine(workload: &Workload, initial: &[u8], header_writes: HeaderW
             }
             GuestOp::Reload => {
                 target.remove(&snapshot);
-                (target, snapshot) = create(&queue, &origin, &cow, workload, header_writes)?;
+                (target, snapshot) = create(&queue, &origin, &cow, workload, kernel_patches)?;
                 Some(Ok(()))
             }
             GuestOp::Merge => {
@@ -494,7 +494,7 @@ mod tests {
     fn basic_cow() -> (Workload, Vec<u8>, Log) {
         let workload = scenario_workloads().into_iter().find(|w| w.name == "basic-cow").expect("scenarios/basic-cow.toml translates");
         let initial = initial_image(&workload);
-        let log = record_engine(&workload, &initial, HeaderWrites::Stock).expect("our engine runs basic-cow");
+        let log = record_engine(&workload, &initial, KernelPatches::Stock).expect("our engine runs basic-cow");
         (workload, initial, log)
     }
 
@@ -526,7 +526,7 @@ mod tests {
         let mut judged = 0;
         for workload in scenario_workloads() {
             let initial = initial_image(&workload);
-            let log = record_engine(&workload, &initial, HeaderWrites::Stock).expect("our engine runs the workload");
+            let log = record_engine(&workload, &initial, KernelPatches::Stock).expect("our engine runs the workload");
             let judgement = crate::kernel_crash::judge::judge_log(&workload, &log, &initial, None, config);
             assert_eq!(judgement.findings, Vec::<String>::new(), "{}", workload.name);
             judged += judgement.states_judged;
@@ -538,7 +538,7 @@ mod tests {
     fn a_merge_that_clears_a_record_before_its_copy_is_durable_is_found() {
         let workload = scenario_workloads().into_iter().find(|w| w.name == "merge-crash").expect("merge-crash translates");
         let initial = initial_image(&workload);
-        let mut log = record_engine(&workload, &initial, HeaderWrites::Stock).expect("our engine merges");
+        let mut log = record_engine(&workload, &initial, KernelPatches::Stock).expect("our engine merges");
         let config = crate::kernel_crash::judge::JudgeConfig { per_sector_states_max: 1 << 12, strict: false, samples: 0 };
         let clean = crate::kernel_crash::judge::judge_log(&workload, &log, &initial, None, config);
         assert_eq!(clean.findings, Vec::<String>::new());

@@ -63,7 +63,7 @@ pub mod workload;
 
 use std::path::{Path, PathBuf};
 
-use engine::store::HeaderWrites;
+use engine::store::KernelPatches;
 use judge::{JudgeConfig, Judgement, judge_log};
 use sim::logwrites::Log;
 use workload::{Workload, random_workload, reused_cow_workloads, scenario_workloads};
@@ -111,12 +111,12 @@ pub struct KernelCrashArgs {
     /// How our engine writes headers in the write-stream differential:
     /// `stock` or `durable` (the kernel-patches/ series). Default: `durable`
     /// with `--patches`, `stock` without.
-    #[arg(long, value_name = "stock|durable", value_parser = parse_header_writes)]
-    pub engine_headers: Option<HeaderWrites>,
+    #[arg(long, value_name = "stock|applied", value_parser = parse_kernel_patches)]
+    pub engine_headers: Option<KernelPatches>,
 }
 
-fn parse_header_writes(text: &str) -> Result<HeaderWrites, String> {
-    HeaderWrites::parse(text).ok_or_else(|| format!("{text:?} is neither `stock` nor `durable`"))
+fn parse_kernel_patches(text: &str) -> Result<KernelPatches, String> {
+    KernelPatches::parse(text).ok_or_else(|| format!("{text:?} is neither `stock` nor `applied`"))
 }
 
 /// A recording kept in a directory: the log (`cow.img`), the disk before
@@ -171,7 +171,7 @@ pub struct Pipeline {
     pub per_sector_states_max: u64,
     /// How our engine writes headers in the write-stream differential: as
     /// the stock kernel, or as the kernel with the kernel-patches/ series.
-    pub header_writes: HeaderWrites,
+    pub kernel_patches: KernelPatches,
 }
 
 /// One workload recorded (or read back), judged and compared.
@@ -197,7 +197,7 @@ pub fn run_workload(machine: Option<&vm::Machine>, dir: &Path, workload: &Worklo
     let config = JudgeConfig { per_sector_states_max: pipeline.per_sector_states_max, strict: pipeline.strict, samples: pipeline.samples };
     let judgement = judge_recording(workload, &recording, config);
     let single_writer = workload.ops.iter().all(|op| !matches!(op, workload::GuestOp::Parallel(_)));
-    let differential = single_writer.then(|| match differential::record_engine(workload, &recording.initial, pipeline.header_writes) {
+    let differential = single_writer.then(|| match differential::record_engine(workload, &recording.initial, pipeline.kernel_patches) {
         Ok(ours) => differential::compare(workload, &recording.initial, &recording.log, &ours),
         Err(error) => differential::Differential { workload: workload.name.clone(), divergences: vec![error], ..Default::default() },
     });
@@ -285,10 +285,10 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, crate::TaskError> {
         println!("kernel: {} ({}), qemu TCG; {}; {} workloads", machine.release, machine.package, machine.module, workloads.len());
     }
     // With a patch series our engine writes headers as the kernel-patches/ series does, unless told otherwise.
-    let header_writes = args.engine_headers.unwrap_or(if args.patches.is_some() { HeaderWrites::Durable } else { HeaderWrites::Stock });
-    println!("write-stream differential against our engine with {} header writes", header_writes.name());
+    let kernel_patches = args.engine_headers.unwrap_or(if args.patches.is_some() { KernelPatches::Applied } else { KernelPatches::Stock });
+    println!("write-stream differential against our engine with {} header writes", kernel_patches.name());
     let pipeline =
-        Pipeline { samples: args.confirm_per_workload, strict: args.strict, per_sector_states_max: args.per_sector_states_max, header_writes };
+        Pipeline { samples: args.confirm_per_workload, strict: args.strict, per_sector_states_max: args.per_sector_states_max, kernel_patches };
     let recorder = machine.as_ref().filter(|_| !args.judge_only);
     let mut runs = Vec::new();
     for workload in &workloads {
@@ -341,7 +341,7 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, crate::TaskError> {
     let report = serde_json::json!({
         "kernel": machine.as_ref().map(|m| m.release.clone()),
         "module": machine.as_ref().map(|m| m.module.clone()),
-        "engine_header_writes": header_writes.name(),
+        "engine_kernel_patches": kernel_patches.name(),
         "workloads": judgements,
         "states_judged": states,
         "kernel_behaviour_k1": k1,
@@ -411,7 +411,7 @@ mod kernel_logs {
         assert_eq!(judgement.findings, Vec::<String>::new());
         assert_eq!(judgement.kernel_behaviour_k1, 0);
         assert!(judgement.states_judged > 1000, "{} states", judgement.states_judged);
-        let ours = differential::record_engine(&workload, &initial, HeaderWrites::Stock).expect("our engine runs basic-cow");
+        let ours = differential::record_engine(&workload, &initial, KernelPatches::Stock).expect("our engine runs basic-cow");
         assert_eq!(differential::compare(&workload, &initial, &log, &ours).divergences, Vec::<String>::new());
     }
 

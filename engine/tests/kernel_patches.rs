@@ -1,8 +1,8 @@
-//! The two ways a store writes its headers ([`HeaderWrites`]), checked
+//! The two ways a store writes its headers ([`KernelPatches`]), checked
 //! request by request on [`ScriptedDevice`]s.
 //!
 //! - Stock: the kernel's order and flags, which K1 and K3 come from.
-//! - Durable (the kernel-patches/ series): a new snapshot zeroes area 0
+//! - Applied (the kernel-patches/ series): a new snapshot zeroes area 0
 //!   before writing its header with PREFLUSH; the invalidated header is
 //!   written with FUA, and no origin write passes the snapshot before that
 //!   write has completed — the write that overflowed the store, writes
@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use engine::SECTOR_BYTES;
 use engine::io::{BlockDevice, CompletionQueue, IoDone, IoOp, WriteFlags};
-use engine::store::{HeaderWrites, PersistentStore, StoreConfig, StoreKind};
+use engine::store::{KernelPatches, PersistentStore, StoreConfig, StoreKind};
 use engine::sync::{Arc, Mutex};
 use engine::targets::{Origin, OriginConfig, OriginDevice, Snapshot};
 use engine::testing::{ScriptedDevice, Slot, Submitted};
@@ -26,23 +26,23 @@ fn writes(device: &ScriptedDevice) -> Vec<Submitted> {
 }
 
 /// Creates a store on a zeroed COW of `chunks` chunks, completing requests oldest first.
-fn new_store(header_writes: HeaderWrites, chunks: u64) -> (Arc<ScriptedDevice>, Arc<PersistentStore<ScriptedDevice>>) {
+fn new_store(kernel_patches: KernelPatches, chunks: u64) -> (Arc<ScriptedDevice>, Arc<PersistentStore<ScriptedDevice>>) {
     let device = Arc::new(ScriptedDevice::new(vec![0; (chunks * u64::from(CHUNK)) as usize * SECTOR_BYTES]));
     let slot = Slot::new();
     let config = StoreConfig { chunk_sectors: Some(CHUNK), ..StoreConfig::default() };
-    PersistentStore::load_with_header_writes(Arc::clone(&device), 512, config, header_writes, slot.callback()).unwrap();
+    PersistentStore::load_with_kernel_patches(Arc::clone(&device), 512, config, kernel_patches, slot.callback()).unwrap();
     device.drain_oldest_first();
     (device, slot.take().expect("the load reported").expect("a new store").store)
 }
 
 #[test]
-fn durable_a_new_snapshot_zeroes_area_0_before_writing_its_header_with_preflush() {
+fn applied_a_new_snapshot_zeroes_area_0_before_writing_its_header_with_preflush() {
     let mut image = vec![0xab; 64 * CHUNK as usize * SECTOR_BYTES];
     image[..4].fill(0);
     let device = Arc::new(ScriptedDevice::new(image));
     let config = StoreConfig { chunk_sectors: Some(CHUNK), ..StoreConfig::default() };
     let slot = Slot::new();
-    PersistentStore::load_with_header_writes(Arc::clone(&device), 512, config, HeaderWrites::Durable, slot.callback()).unwrap();
+    PersistentStore::load_with_kernel_patches(Arc::clone(&device), 512, config, KernelPatches::Applied, slot.callback()).unwrap();
     // A COW whose magic is zero is new; the rest of it holds old bytes.
     device.complete(0, false);
     assert!(slot.is_empty());
@@ -55,21 +55,21 @@ fn durable_a_new_snapshot_zeroes_area_0_before_writing_its_header_with_preflush(
     assert_eq!((header[1].sector, header[1].flags), (0, PREFLUSH), "the header with PREFLUSH: the zeroing is durable before it can be");
     assert!(device.complete_oldest());
     let loaded = slot.take().expect("the load reported").expect("a new store");
-    assert_eq!(loaded.store.header_writes(), HeaderWrites::Durable);
+    assert_eq!(loaded.store.kernel_patches(), KernelPatches::Applied);
     assert!(device.contents()[CHUNK as usize * SECTOR_BYTES..2 * CHUNK as usize * SECTOR_BYTES].iter().all(|&b| b == 0), "area 0 zeroed");
 }
 
 #[test]
 fn stock_a_new_snapshot_writes_its_header_then_zeroes_area_0_both_plain() {
-    let (device, store) = new_store(HeaderWrites::Stock, 64);
+    let (device, store) = new_store(KernelPatches::Stock, 64);
     let done: Vec<(u64, WriteFlags)> = writes(&device).iter().map(|w| (w.sector, w.flags)).collect();
     assert_eq!(done, vec![(0, WriteFlags::PLAIN), (u64::from(CHUNK), WriteFlags::PLAIN)]);
-    assert_eq!(store.header_writes(), HeaderWrites::Stock);
+    assert_eq!(store.kernel_patches(), KernelPatches::Stock);
 }
 
 #[test]
-fn durable_the_invalid_header_is_written_with_fua_and_holds_waiters_until_it_completes() {
-    let (device, store) = new_store(HeaderWrites::Durable, 64);
+fn applied_the_invalid_header_is_written_with_fua_and_holds_waiters_until_it_completes() {
+    let (device, store) = new_store(KernelPatches::Applied, 64);
     let ran = Arc::new(Mutex::new(0));
     assert!(!store.hold_until_header_written(|| unreachable!("no header in flight")), "nothing held before the drop");
     let dropped = Slot::new();
@@ -87,8 +87,8 @@ fn durable_the_invalid_header_is_written_with_fua_and_holds_waiters_until_it_com
 }
 
 #[test]
-fn durable_a_failed_invalid_header_write_still_lets_its_waiters_go() {
-    let (device, store) = new_store(HeaderWrites::Durable, 64);
+fn applied_a_failed_invalid_header_write_still_lets_its_waiters_go() {
+    let (device, store) = new_store(KernelPatches::Applied, 64);
     let ran = Arc::new(Mutex::new(false));
     store.drop_snapshot(None);
     let counter = Arc::clone(&ran);
@@ -101,7 +101,7 @@ fn durable_a_failed_invalid_header_write_still_lets_its_waiters_go() {
 
 #[test]
 fn stock_the_invalid_header_is_plain_and_holds_nothing() {
-    let (device, store) = new_store(HeaderWrites::Stock, 64);
+    let (device, store) = new_store(KernelPatches::Stock, 64);
     store.drop_snapshot(None);
     assert_eq!(writes(&device).pop().unwrap().flags, WriteFlags::PLAIN);
     assert!(!store.header_in_flight());
@@ -119,11 +119,11 @@ struct Targets {
 }
 
 impl Targets {
-    fn new(header_writes: HeaderWrites, cow_chunks: u64) -> Self {
+    fn new(kernel_patches: KernelPatches, cow_chunks: u64) -> Self {
         let queue = CompletionQueue::new();
         let origin_dev = Arc::new(ScriptedDevice::new(vec![0x11; 8 * CHUNK as usize * SECTOR_BYTES]));
         let cow = Arc::new(ScriptedDevice::new(vec![0; (cow_chunks * u64::from(CHUNK)) as usize * SECTOR_BYTES]));
-        let origin = Origin::new(Arc::clone(&origin_dev), queue.clone(), OriginConfig { header_writes, ..OriginConfig::default() });
+        let origin = Origin::new(Arc::clone(&origin_dev), queue.clone(), OriginConfig { kernel_patches, ..OriginConfig::default() });
         let slot = Slot::new();
         let config = StoreConfig { kind: StoreKind::Persistent, chunk_sectors: Some(CHUNK), ..StoreConfig::default() };
         origin.create_snapshot(Arc::clone(&cow), config, slot.callback()).unwrap();
@@ -173,8 +173,8 @@ fn settle(queue: &CompletionQueue, devices: &[&ScriptedDevice]) {
 }
 
 /// Fills the 3 data chunks of a 5-chunk COW, then overflows it with chunk 3.
-fn overflow(header_writes: HeaderWrites) -> Targets {
-    let targets = Targets::new(header_writes, 5);
+fn overflow(kernel_patches: KernelPatches) -> Targets {
+    let targets = Targets::new(kernel_patches, 5);
     for chunk in 0..3 {
         targets.write_chunk(chunk);
     }
@@ -186,8 +186,8 @@ fn overflow(header_writes: HeaderWrites) -> Targets {
 }
 
 #[test]
-fn durable_the_write_that_overflows_a_p_store_waits_for_the_invalid_header() {
-    let targets = overflow(HeaderWrites::Durable);
+fn applied_the_write_that_overflows_a_p_store_waits_for_the_invalid_header() {
+    let targets = overflow(KernelPatches::Applied);
     let header = targets.header_in_flight().expect("the invalid header is being written");
     assert_eq!(header.flags, FUA);
     targets.write_chunk(4);
@@ -200,8 +200,8 @@ fn durable_the_write_that_overflows_a_p_store_waits_for_the_invalid_header() {
 }
 
 #[test]
-fn durable_a_failed_invalid_header_write_releases_the_held_origin_writes() {
-    let targets = overflow(HeaderWrites::Durable);
+fn applied_a_failed_invalid_header_write_releases_the_held_origin_writes() {
+    let targets = overflow(KernelPatches::Applied);
     let header = targets.header_in_flight().expect("the invalid header is being written");
     targets.cow.complete(header.id, true);
     targets.settle();
@@ -211,7 +211,7 @@ fn durable_a_failed_invalid_header_write_releases_the_held_origin_writes() {
 
 #[test]
 fn stock_the_write_that_overflows_a_p_store_goes_ahead_at_once() {
-    let targets = overflow(HeaderWrites::Stock);
+    let targets = overflow(KernelPatches::Stock);
     let header = targets.header_in_flight().expect("the invalid header is being written");
     assert_eq!(header.flags, WriteFlags::PLAIN);
     assert!(targets.origin_writes().contains(&24), "K1: the origin write is issued beside the plain header");
@@ -219,8 +219,8 @@ fn stock_the_write_that_overflows_a_p_store_goes_ahead_at_once() {
 }
 
 #[test]
-fn durable_origin_writes_a_failed_copy_releases_wait_for_the_invalid_header() {
-    let targets = Targets::new(HeaderWrites::Durable, 16);
+fn applied_origin_writes_a_failed_copy_releases_wait_for_the_invalid_header() {
+    let targets = Targets::new(KernelPatches::Applied, 16);
     targets.write_chunk(2);
     // The copy reads the origin, then writes the COW: that write fails.
     targets.origin_dev.complete_oldest();
