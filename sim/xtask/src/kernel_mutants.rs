@@ -63,7 +63,7 @@ pub struct MutantResult {
 /// copies in flight, a reused COW), small enough that one mutant takes at
 /// most about 5 minutes on 2 cores under TCG.
 pub fn subset() -> Vec<workload::Workload> {
-    const NAMES: [&str; 4] = ["basic-cow", "multi-area", "overflow-po", "merge-run-writes"];
+    const NAMES: [&str; 4] = ["basic-cow", "multi-area", "overflow-po", "merge-multi-area"];
     let mut out: Vec<workload::Workload> = workload::scenario_workloads().into_iter().filter(|w| NAMES.contains(&w.name.as_str())).collect();
     out.extend(workload::reused_cow_workloads().into_iter().take(1));
     out.push(workload::reload_over_areas());
@@ -232,6 +232,13 @@ mod tests {
             count += 1;
         }
         assert!(count >= 12, "{count} mutants");
+    }
+
+    #[test]
+    fn the_subset_finds_every_workload_it_names() {
+        let names: Vec<String> = subset().into_iter().map(|w| w.name).collect();
+        assert_eq!(names.len(), 6, "{names:?}");
+        assert!(names.iter().any(|n| n == "merge-multi-area"), "a merge reaches the merge mutants: {names:?}");
     }
 
     #[test]

@@ -108,11 +108,11 @@ pub struct KernelCrashArgs {
     /// (recordings and report under `OUT/patched`).
     #[arg(long, value_name = "DIR")]
     pub patches: Option<PathBuf>,
-    /// How our engine writes headers in the write-stream differential:
-    /// `stock` or `durable` (the kernel-patches/ series). Default: `durable`
+    /// Which kernel our engine behaves as in the write-stream differential:
+    /// `stock`, or `applied` (the kernel-patches/ series). Default: `applied`
     /// with `--patches`, `stock` without.
     #[arg(long, value_name = "stock|applied", value_parser = parse_kernel_patches)]
-    pub engine_headers: Option<KernelPatches>,
+    pub engine: Option<KernelPatches>,
 }
 
 fn parse_kernel_patches(text: &str) -> Result<KernelPatches, String> {
@@ -284,9 +284,9 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, crate::TaskError> {
     if let Some(machine) = &machine {
         println!("kernel: {} ({}), qemu TCG; {}; {} workloads", machine.release, machine.package, machine.module, workloads.len());
     }
-    // With a patch series our engine writes headers as the kernel-patches/ series does, unless told otherwise.
-    let kernel_patches = args.engine_headers.unwrap_or(if args.patches.is_some() { KernelPatches::Applied } else { KernelPatches::Stock });
-    println!("write-stream differential against our engine with {} header writes", kernel_patches.name());
+    // With a patch series our engine behaves as the kernel with the kernel-patches/ series, unless told otherwise.
+    let kernel_patches = args.engine.unwrap_or(if args.patches.is_some() { KernelPatches::Applied } else { KernelPatches::Stock });
+    println!("write-stream differential against our engine with the kernel-patches series {}", kernel_patches.name());
     let pipeline =
         Pipeline { samples: args.confirm_per_workload, strict: args.strict, per_sector_states_max: args.per_sector_states_max, kernel_patches };
     let recorder = machine.as_ref().filter(|_| !args.judge_only);
