@@ -137,4 +137,10 @@ fn the_nightly_runs_on_a_schedule_and_only_documented_commands() {
     assert!(readme.contains("cargo xtask interop"));
     assert!(commands.iter().any(|(_, run)| run.contains("cargo xtask kernel-crash")), "the nightly does not judge the kernel's crash states");
     assert!(readme.contains("cargo xtask kernel-crash"));
+    assert!(
+        commands.iter().any(|(_, run)| run.contains("cargo xtask kernel-crash --patches kernel-patches")),
+        "the nightly does not judge the patched kernel"
+    );
+    assert!(commands.iter().any(|(_, run)| run.contains("cargo xtask kernel-mutants")), "the nightly does not run the kernel mutants");
+    assert!(readme.contains("cargo xtask kernel-mutants"));
 }
