@@ -17,6 +17,12 @@ use serde::Serialize;
 
 use crate::disk::{RequestKind, SimDisk};
 
+mod page;
+mod style;
+mod table;
+
+use style::{LEGEND, SCRIPT, STYLE};
+
 /// What became of a non-durable write in the failing crash state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Fate {
@@ -200,142 +206,22 @@ impl Timeline {
         }
         if !self.sectors.is_empty() {
             let list: Vec<String> = self.sectors.iter().map(u64::to_string).collect();
-            let _ = writeln!(page, "<p>sectors the violation names: {} (their origin requests are outlined in yellow)</p>", list.join(", "));
+            let _ = writeln!(page, "<p>sectors the violation names: {} (origin requests over them are framed, dashed)</p>", list.join(", "));
         }
         page += LEGEND;
         page += &self.svg();
-        page += "<pre id=\"info\">hover a request for its sectors and flags</pre>\n";
+        page += "<pre id=\"info\">hover a request for its sectors, flags and fate</pre>\n";
+        page += &self.table();
         let _ = write!(page, "<script>{SCRIPT}</script>\n</body></html>\n");
         page
     }
 
-    fn svg(&self) -> String {
-        const LEFT: f64 = 70.0;
-        const WIDTH: f64 = 1300.0;
-        const ROW: f64 = 9.0;
-        const ROWS_MAX: usize = 16;
-        let scale = (WIDTH - LEFT - 10.0) / (self.end.max(1) as f64);
-        let x = |tick: u64| LEFT + tick as f64 * scale;
-        // Rows inside each lane, so that bars in flight together do not overlap.
-        let mut rows = vec![0usize; self.bars.len()];
-        let mut lane_rows = vec![1usize; self.devices.len()];
-        for (lane, lane_rows) in lane_rows.iter_mut().enumerate() {
-            let mut row_free: Vec<u64> = Vec::new();
-            for (i, bar) in self.bars.iter().enumerate().filter(|(_, b)| b.disk == lane) {
-                let stopped = self.markers.iter().map(|m| m.tick).filter(|&t| t >= bar.submitted).min().unwrap_or(self.end);
-                let end = bar.completed.unwrap_or(stopped) + 1;
-                let row = row_free.iter().position(|&free| free <= bar.submitted).unwrap_or_else(|| {
-                    row_free.push(0);
-                    row_free.len() - 1
-                });
-                row_free[row] = end;
-                rows[i] = row.min(ROWS_MAX - 1);
-            }
-            *lane_rows = row_free.len().clamp(1, ROWS_MAX);
-        }
-        let mut lane_top = Vec::new();
-        let mut y = 20.0;
-        for &n in &lane_rows {
-            lane_top.push(y);
-            y += n as f64 * ROW + 16.0;
-        }
-        let height = y + 10.0;
-        let mut svg = String::new();
-        let _ = writeln!(svg, "<svg id=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\">");
-        // Lanes, shaded by flush epoch: each completed flush (or PREFLUSH
-        // write) makes what completed before it durable and starts a band.
-        for (lane, name) in self.devices.iter().enumerate() {
-            let (top, h) = (lane_top[lane], lane_rows[lane] as f64 * ROW + 8.0);
-            let _ = writeln!(svg, "<g class=\"lane\" data-device=\"{name}\">");
-            let mut bounds: Vec<u64> = self
-                .bars
-                .iter()
-                .filter(|b| b.disk == lane && b.preflush && b.ok)
-                .filter_map(|b| b.completed)
-                .chain(self.markers.iter().map(|m| m.tick))
-                .collect();
-            bounds.push(0);
-            bounds.push(self.end);
-            bounds.sort_unstable();
-            bounds.dedup();
-            for (i, w) in bounds.windows(2).enumerate() {
-                let class = if i % 2 == 0 { "epoch" } else { "epoch odd" };
-                let _ = writeln!(
-                    svg,
-                    "<rect class=\"{class}\" x=\"{:.1}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{h:.1}\"/>",
-                    x(w[0]),
-                    (x(w[1]) - x(w[0])).max(0.5)
-                );
-            }
-            let _ = writeln!(svg, "<text class=\"lane-name\" x=\"4\" y=\"{:.1}\">{name}</text></g>", top + h / 2.0 + 4.0);
-        }
-        for (i, bar) in self.bars.iter().enumerate() {
-            let top = lane_top[bar.disk] + 4.0 + rows[i] as f64 * ROW;
-            // A request never completed ends at the crash that stopped it.
-            let stopped = self.markers.iter().map(|m| m.tick).filter(|&t| t >= bar.submitted).min().unwrap_or(self.end);
-            let end = bar.completed.unwrap_or(stopped);
-            let (x0, x1) = (x(bar.submitted), x(end).max(x(bar.submitted) + 2.0));
-            let mut class = vec![bar.kind];
-            if bar.completed.is_none() {
-                class.push("unfinished");
-            }
-            if !bar.ok {
-                class.push("failed");
-            }
-            match bar.fate {
-                Some(Fate::Persisted) => class.push("persisted"),
-                Some(Fate::Lost) => class.push("lost"),
-                Some(Fate::Torn { .. }) => class.push("torn"),
-                None => {}
-            }
-            if bar.needed {
-                class.push("needed");
-            }
-            if bar.disk == 0 && self.sectors.iter().any(|&s| (bar.sector..bar.sector + bar.sectors).contains(&s)) {
-                class.push("involved");
-            }
-            let detail = escape(&self.describe(bar));
-            let _ = writeln!(
-                svg,
-                "<rect class=\"req {}\" x=\"{x0:.1}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{:.1}\" data-detail=\"{detail}\"><title>{detail}</title></rect>",
-                class.join(" "),
-                x1 - x0,
-                ROW - 2.0
-            );
-            if bar.preflush {
-                let _ = writeln!(svg, "<rect class=\"preflush-mark\" x=\"{x0:.1}\" y=\"{top:.1}\" width=\"2\" height=\"{:.1}\"/>", ROW - 2.0);
-            }
-            if bar.fua {
-                let _ = writeln!(svg, "<rect class=\"fua-mark\" x=\"{:.1}\" y=\"{top:.1}\" width=\"2\" height=\"{:.1}\"/>", x1 - 2.0, ROW - 2.0);
-            }
-        }
-        for marker in &self.markers {
-            let id = if marker.failing { " id=\"crash-marker\"" } else { "" };
-            let class = if marker.failing { "marker failing" } else { "marker" };
-            let _ = writeln!(
-                svg,
-                "<g class=\"{class}\"{id}><line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"12\" y2=\"{1:.1}\"/><text x=\"{2:.1}\" y=\"11\">{3}</text></g>",
-                x(marker.tick),
-                height - 6.0,
-                x(marker.tick) + 3.0,
-                escape(&marker.label)
-            );
-        }
-        svg += "</svg>\n";
-        svg
-    }
-
+    /// The bar's hover text: device, sectors, flags, ticks, fate.
     fn describe(&self, bar: &Bar) -> String {
-        let mut flags = Vec::new();
-        if bar.preflush && bar.kind == "write" {
-            flags.push("PREFLUSH");
-        }
-        if bar.fua {
-            flags.push("FUA");
-        }
+        let flags = table::flags(bar);
         let flags = if flags.is_empty() { String::new() } else { format!(" {}", flags.join("|")) };
         let completed = match bar.completed {
-            Some(tick) => format!("completed at {tick}{}", if bar.ok { "" } else { " with an ERROR" }),
+            Some(tick) => format!("completed at tick {tick}{}", if bar.ok { "" } else { " with an I/O ERROR" }),
             None => "never completed (in flight when the machine stopped)".into(),
         };
         let fate = match bar.fate {
@@ -345,19 +231,16 @@ impl Timeline {
             None => String::new(),
         };
         let needed = if bar.needed { "; the failure needs it" } else { "" };
-        let letter = match bar.kind {
-            "write" => "W",
-            "read" => "R",
-            _ => "F",
+        let sectors = match table::sectors(bar) {
+            s if s.is_empty() => String::new(),
+            s => format!(" sectors {s}"),
         };
         format!(
-            "{letter}{} on {} (boot {}): {} sectors {}+{}{flags}; submitted at {}, {completed}{fate}{needed}",
-            bar.request,
-            self.devices.get(bar.disk).map_or("?", String::as_str),
+            "{} on {} (boot {}): {}{sectors}{flags}; submitted at tick {}, {completed}{fate}{needed}",
+            bar.name(),
+            self.device(bar),
             bar.boot,
             bar.kind,
-            bar.sector,
-            bar.sectors,
             bar.submitted
         )
     }
@@ -379,33 +262,6 @@ fn apply_fates(bars: &mut [Bar], boot: u64, fates: &[(usize, u64, u64, u64)]) {
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
-
-const STYLE: &str = "body{font-family:sans-serif;margin:16px;color:#222}h1{font-size:18px}\
-.failure{color:#b00;font-weight:bold}.cause{color:#630}\
-.epoch{fill:#f4f4f4}.epoch.odd{fill:#e6ecf2}.lane-name{font-size:12px;fill:#333}\
-.req{stroke:#444;stroke-width:0.5}.req.read{fill:#8fb3d9}.req.write{fill:#7cc47c}.req.flush{fill:#b08fd9}\
-.req.unfinished{stroke-dasharray:2,2;fill-opacity:0.5}.req.failed{fill:#e05050}\
-.req.persisted{stroke:#000;stroke-width:1.5}.req.lost{fill-opacity:0.2;stroke:#999}.req.torn{fill:#e0c040}\
-.req.needed{stroke:#d00000;stroke-width:2.5}.req.involved{stroke:#f0c000;stroke-width:2.5}\
-.preflush-mark{fill:#e07000}.fua-mark{fill:#004080}\
-.marker line{stroke:#900;stroke-width:1.5;stroke-dasharray:4,2}.marker text{font-size:11px;fill:#900}\
-.marker.failing line{stroke:#f00;stroke-width:2.5;stroke-dasharray:none}\
-#info{background:#fafafa;border:1px solid #ccc;padding:6px;min-height:1.5em}\
-.legend span{display:inline-block;margin-right:12px;font-size:12px}.legend i{display:inline-block;width:18px;height:9px;margin-right:4px;border:1px solid #444}";
-
-const LEGEND: &str = "<p class=\"legend\"><span><i style=\"background:#8fb3d9\"></i>read</span><span><i style=\"background:#7cc47c\"></i>write</span>\
-<span><i style=\"background:#b08fd9\"></i>flush</span><span><i style=\"background:#e07000\"></i>PREFLUSH (left edge)</span>\
-<span><i style=\"background:#004080\"></i>FUA (right edge)</span><span><i style=\"background:#e05050\"></i>failed</span>\
-<span><i style=\"background:#e0c040\"></i>torn</span><span><i style=\"background:#fff;opacity:0.4\"></i>lost</span>\
-<span><i style=\"border:2px solid #000\"></i>persisted</span><span><i style=\"border:2px solid #d00000\"></i>needed by the failure</span>\
-<span>bands: flush epochs; red lines: crashes and reloads</span></p>\n";
-
-const SCRIPT: &str = "(function(){var info=document.getElementById('info');\
-var reqs=document.querySelectorAll('#timeline .req');\
-reqs.forEach(function(r){r.addEventListener('mouseover',function(){info.textContent=r.getAttribute('data-detail');});});\
-document.body.setAttribute('data-lanes',String(document.querySelectorAll('#timeline .lane').length));\
-document.body.setAttribute('data-requests',String(reqs.length));\
-document.body.setAttribute('data-timeline-ready','yes');})();";
 
 #[cfg(test)]
 mod tests {
@@ -439,7 +295,57 @@ mod tests {
         assert_eq!(page.matches("class=\"lane\"").count(), 2);
         assert!(page.contains("id=\"crash-marker\""));
         assert!(page.contains("req write unfinished torn needed"), "{page}");
-        assert!(page.contains("W4 on cow0 (boot 0): write sectors 8+8 PREFLUSH|FUA"));
+        assert!(page.contains("W4 on cow0 (boot 0): write sectors 8+8 (8-15) PREFLUSH|FUA; submitted at tick 0"), "{page}");
         assert!(page.contains("basic-cow &lt;Z7&gt;"));
+        // Labelled, on an axis, and listed in the table.
+        assert!(page.contains(">W4 8+8</text>"), "{page}");
+        assert!(page.contains("id=\"axis\""));
+        assert!(page.contains("<tr class=\"needed\" data-request=\"W4\" data-device=\"cow0\" data-boot=\"0\">"), "{page}");
+        assert!(page.contains("<td>torn: 3 of 8 sectors persisted</td><td>yes</td>"), "{page}");
+    }
+
+    #[test]
+    fn a_label_too_long_for_its_bar_falls_back_to_the_request_number() {
+        let bar = |request, submitted, completed| Bar {
+            disk: 0,
+            boot: 0,
+            request,
+            kind: "write",
+            preflush: false,
+            fua: false,
+            sector: 123_456,
+            sectors: 128,
+            submitted,
+            completed: Some(completed),
+            ok: true,
+            fate: None,
+            needed: false,
+        };
+        // 2,000 ticks: a one-tick bar is 16px wide, a 20-tick bar 320px.
+        let timeline = Timeline { devices: vec!["origin".into()], bars: vec![bar(1, 0, 1), bar(2, 10, 30)], end: 2000, ..Timeline::default() };
+        let page = timeline.to_html();
+        assert!(page.contains(">W1</text>"), "{page}");
+        assert!(page.contains(">W2 123456+128</text>"), "{page}");
+    }
+
+    /// Each colour of the page means one thing: every colour the style and
+    /// the patterns use is either listed once with its meaning or neutral.
+    #[test]
+    fn each_colour_means_one_thing() {
+        let meanings: Vec<&str> = style::COLOURS.iter().map(|(colour, _)| *colour).collect();
+        let mut distinct = meanings.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), meanings.len(), "a colour listed twice");
+        assert!(meanings.iter().all(|c| !style::NEUTRAL.contains(c)));
+        let page = Timeline::default().to_html();
+        let used: Vec<&str> =
+            page.match_indices('#').filter_map(|(i, _)| page.get(i..i + 7)).filter(|c| c[1..].chars().all(|h| h.is_ascii_hexdigit())).collect();
+        for colour in &used {
+            assert!(meanings.contains(colour) || style::NEUTRAL.contains(colour), "{colour} has no meaning listed");
+        }
+        // Torn writes are yellow; nothing else is.
+        let torn = style::COLOURS.iter().find(|(_, meaning)| meaning.starts_with("torn")).unwrap().0;
+        assert_eq!(style::STYLE.matches(torn).count(), 1, "yellow means torn only");
     }
 }
