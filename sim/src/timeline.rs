@@ -224,10 +224,13 @@ impl Timeline {
             Some(tick) => format!("completed at tick {tick}{}", if bar.ok { "" } else { " with an I/O ERROR" }),
             None => "never completed (in flight when the machine stopped)".into(),
         };
+        // A run's earlier crashes gave their writes fates too.
+        let state =
+            if self.failing_boot() == Some(bar.boot) { "in the failing state".to_string() } else { format!("at the crash ending boot {}", bar.boot) };
         let fate = match bar.fate {
-            Some(Fate::Persisted) => "; in the failing state: persisted".to_string(),
-            Some(Fate::Lost) => "; in the failing state: lost".to_string(),
-            Some(Fate::Torn { held, sectors }) => format!("; in the failing state: torn, {held} of {sectors} sectors persisted"),
+            Some(Fate::Persisted) => format!("; {state}: persisted"),
+            Some(Fate::Lost) => format!("; {state}: lost"),
+            Some(Fate::Torn { held, sectors }) => format!("; {state}: torn, {held} of {sectors} sectors persisted"),
             None => String::new(),
         };
         let needed = if bar.needed { "; the failure needs it" } else { "" };
@@ -326,6 +329,46 @@ mod tests {
         let page = timeline.to_html();
         assert!(page.contains(">W1</text>"), "{page}");
         assert!(page.contains(">W2 123456+128</text>"), "{page}");
+    }
+
+    #[test]
+    fn fates_from_an_earlier_crash_of_a_run_say_so() {
+        let mut recorder = Recorder::default();
+        for (disk, request) in [(0, 1), (0, 2)] {
+            recorder.bars.push(Bar {
+                disk,
+                boot: recorder.boot,
+                request,
+                kind: "write",
+                preflush: false,
+                fua: false,
+                sector: 0,
+                sectors: 8,
+                submitted: recorder.tick,
+                completed: Some(recorder.tick + 1),
+                ok: true,
+                fate: None,
+                needed: false,
+            });
+            recorder.tick += 2;
+            recorder.crash_fates(&[(disk, request, 0, 8)]);
+            recorder.reboot("crash");
+        }
+        let mut timeline = recorder.timeline("a run", 0);
+        // As the world marks a failing run: its last crash made the failing state.
+        timeline.markers[1].failing = true;
+        let page = timeline.to_html();
+        assert!(
+            page.contains(
+                "W1 on origin (boot 0): write sectors 0+8 (0-7); submitted at tick 0, completed at tick 1; at the crash ending boot 0: lost"
+            ),
+            "{page}"
+        );
+        assert!(
+            page.contains("W2 on origin (boot 1): write sectors 0+8 (0-7); submitted at tick 3, completed at tick 4; in the failing state: lost"),
+            "{page}"
+        );
+        assert!(page.contains("<td>lost (an earlier crash)</td>"), "{page}");
     }
 
     /// Each colour of the page means one thing: every colour the style and

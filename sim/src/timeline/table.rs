@@ -1,5 +1,5 @@
 //! The table under the timeline's picture: every request with its device,
-//! op, sectors, flags, ticks, fate in the failing state and whether the
+//! op, sectors, flags, ticks, fate at its crash and whether the
 //! failure needs it, as text one can copy into a report.
 
 use std::fmt::Write as _;
@@ -12,7 +12,7 @@ impl Timeline {
         let failing = self.failing_boot();
         let mut table = String::from(
             "<table id=\"requests\"><thead><tr><th>request</th><th>boot</th><th>device</th><th>op</th><th>sectors</th><th>flags</th>\
-<th>submitted</th><th>completed</th><th>in the failing state</th><th>needed by the failure</th></tr></thead><tbody>\n",
+<th>submitted</th><th>completed</th><th>at the crash</th><th>needed by the failure</th></tr></thead><tbody>\n",
         );
         for bar in &self.bars {
             let completed = match (bar.completed, bar.ok) {
@@ -66,14 +66,17 @@ pub(super) fn flags(bar: &Bar) -> Vec<&'static str> {
     flags
 }
 
-/// What the failing crash state holds of a write: its fate where it was not
-/// durable, `durable` for a completed write of that boot the crash could not lose.
+/// What the crash that ended a write's boot kept of it: its fate where it
+/// was not durable, `durable` for a completed write of the failing boot the
+/// crash could not lose. Fates from a run's earlier crashes say so.
 fn fate(bar: &Bar, failing: Option<u64>) -> String {
-    match bar.fate {
+    let earlier = if bar.fate.is_some() && failing.is_some_and(|boot| boot != bar.boot) { " (an earlier crash)" } else { "" };
+    let fate: String = match bar.fate {
         Some(Fate::Persisted) => "persisted".into(),
         Some(Fate::Lost) => "lost".into(),
         Some(Fate::Torn { held, sectors }) => format!("torn: {held} of {sectors} sectors persisted"),
         None if failing == Some(bar.boot) && bar.kind == "write" && bar.ok && bar.completed.is_some() => "durable".into(),
         None => String::new(),
-    }
+    };
+    fate + earlier
 }
