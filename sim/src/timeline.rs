@@ -204,6 +204,12 @@ impl Timeline {
         if let Some(cause) = &self.cause {
             let _ = writeln!(page, "<p class=\"cause\" id=\"cause\">{}</p>", escape(cause));
         }
+        // Only explore shrinks a crash state to the writes it needs; say
+        // so rather than let an unmarked picture read as "none needed".
+        if self.failing_boot().is_some() && self.cause.is_none() && !self.bars.iter().any(|b| b.needed) {
+            page += "<p class=\"note\" id=\"no-cause\">the writes the failure needs are not marked here: \
+`snapsim explore` computes them for the crash states it judges</p>\n";
+        }
         if !self.sectors.is_empty() {
             let list: Vec<String> = self.sectors.iter().map(u64::to_string).collect();
             let _ = writeln!(page, "<p>sectors the violation names: {} (origin requests over them are framed, dashed)</p>", list.join(", "));
@@ -303,6 +309,7 @@ mod tests {
         // Labelled, on an axis, and listed in the table.
         assert!(page.contains(">W4 8+8</text>"), "{page}");
         assert!(page.contains("id=\"axis\""));
+        assert!(!page.contains("id=\"no-cause\""), "{page}");
         assert!(page.contains("<tr class=\"needed\" data-request=\"W4\" data-device=\"cow0\" data-boot=\"0\">"), "{page}");
         assert!(page.contains("<td>torn: 3 of 8 sectors persisted</td><td>yes</td>"), "{page}");
     }
@@ -369,6 +376,7 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("<td>lost (an earlier crash)</td>"), "{page}");
+        assert!(page.contains("id=\"no-cause\""), "a run's page says its needed writes are not marked: {page}");
     }
 
     /// Each colour of the page means one thing: every colour the style and
