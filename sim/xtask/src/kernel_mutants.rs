@@ -60,13 +60,17 @@ pub struct MutantResult {
 /// The workloads every mutant runs: the scenario translations and extra
 /// workloads that reach the code paths the mutants change (commits, full
 /// areas, reloads over several areas, overflow of `P` and `PO`, merges,
-/// copies in flight, a reused COW), small enough that one mutant takes at
-/// most about 5 minutes on 2 cores under TCG.
+/// copies in flight, a reused COW, parallel writers), small enough that one
+/// mutant takes at most about 5 minutes on 2 cores under TCG.
 pub fn subset() -> Vec<workload::Workload> {
     const NAMES: [&str; 4] = ["basic-cow", "multi-area", "overflow-po", "merge-multi-area"];
     let mut out: Vec<workload::Workload> = workload::scenario_workloads().into_iter().filter(|w| NAMES.contains(&w.name.as_str())).collect();
     out.extend(workload::reused_cow_workloads().into_iter().take(1));
     out.push(workload::reload_over_areas());
+    // Four writers at once: marks fall while other writes' commits are
+    // still in flight, the only crash points that see an origin write
+    // released before its own commit is durable.
+    out.push(workload::random_workload(1000, 1000, false, false));
     out
 }
 
@@ -237,7 +241,7 @@ mod tests {
     #[test]
     fn the_subset_finds_every_workload_it_names() {
         let names: Vec<String> = subset().into_iter().map(|w| w.name).collect();
-        assert_eq!(names.len(), 6, "{names:?}");
+        assert_eq!(names.len(), 7, "{names:?}");
         assert!(names.iter().any(|n| n == "merge-multi-area"), "a merge reaches the merge mutants: {names:?}");
     }
 
