@@ -470,6 +470,29 @@ fn printed_replay_commands_reproduce_verdict_and_trace_hash() {
     }
 }
 
+/// A failing scenario stops at its first failing seed (a broken engine
+/// gives every scenario's verdict fast); `--keep-going` explores the rest.
+/// Under Z3, basic-cow fails on seed 1 and passes on seed 2.
+#[test]
+fn explore_stops_a_scenario_at_its_first_failure_unless_told_to_keep_going() {
+    let dir = tempfile::tempdir().unwrap();
+    let (exit, stdout, stderr) = run_in(dir.path(), &["explore", "basic-cow", "--mutation", "Z3", "--json"], &[]);
+    assert_eq!(exit, 1, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["failed"], serde_json::json!(["basic-cow seed 1 failed I5"]));
+    assert_eq!(report["skipped"], serde_json::json!([{ "scenario": "basic-cow", "seeds": [2] }]));
+    assert_eq!(report["runs"].as_array().map(Vec::len), Some(1), "seed 2 was not explored");
+    assert!(stderr.contains("basic-cow: stopped at its first failure (seed 1); seed(s) 2 not explored"), "{stderr}");
+    let replay = report["runs"][0]["replay"].as_str().unwrap().to_string();
+    assert_eq!(replay, "snapsim explore basic-cow --seed 1 --mutation Z3");
+    let args: Vec<&str> = replay.split_whitespace().skip(1).collect();
+    let (exit, stdout, _) = run_in(dir.path(), &args, &[]);
+    assert!(exit == 1 && stdout.contains("verdict: FAIL: basic-cow seed 1 failed I5"), "the replay line fails as typed:\n{stdout}");
+    let (exit, stdout, _) = run_in(dir.path(), &["explore", "basic-cow", "--mutation", "Z3", "--keep-going"], &[]);
+    assert_eq!(exit, 1, "{stdout}");
+    assert!(stdout.contains("basic-cow seed 2: ") && !stdout.contains("not explored"), "--keep-going explores seed 2:\n{stdout}");
+}
+
 // A real process is interrupted on the wall clock: outside any simulation.
 #[allow(clippy::disallowed_methods)]
 #[test]
@@ -700,7 +723,7 @@ fn scenarios_are_found_at_run_time_and_replay_lines_can_be_typed() {
     let (exit, stdout, _) = run_in(dir.path(), &["explore", "basic-cow", "--states-max", "3", "--json"], &[]);
     assert_eq!(exit, 3, "{stdout}");
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert_eq!(report["runs"][0]["replay"], "snapsim explore basic-cow --states-max 3");
+    assert_eq!(report["runs"][0]["replay"], "snapsim explore basic-cow --seed 1 --states-max 3");
     let (exit, _, stderr) = run_in(dir.path(), &["explore", "no-such"], &[]);
     assert!(exit == 2 && stderr.contains("no built-in scenario called \"no-such\""), "{stderr}");
     let (exit, _, stderr) = run_in(dir.path(), &["explore", "all", "--scenarios", "nope"], &[]);
@@ -716,7 +739,7 @@ fn scenarios_are_found_at_run_time_and_replay_lines_can_be_typed() {
     assert_eq!(exit, 3, "{stdout}");
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     let replay = report["runs"][0]["replay"].as_str().unwrap().to_string();
-    assert_eq!(replay, "snapsim explore mine/only.toml --states-max 3");
+    assert_eq!(replay, "snapsim explore mine/only.toml --seed 1 --states-max 3");
     let args: Vec<&str> = replay.split_whitespace().skip(1).collect();
     assert_eq!(run_in(dir.path(), &args, &[]).0, 3, "the printed replay line runs as typed");
 }

@@ -1,5 +1,11 @@
 //! `snapsim explore`: every crash state of a scenario within its bound.
 //!
+//! Each scenario stops at its first failure: its remaining seeds are
+//! skipped (`--keep-going` explores them), so a broken engine gives every
+//! scenario's verdict fast. A panic in a run (the engine's, or the
+//! harness's) is that seed's failure, reported with its place, message and
+//! replay command, and `explore all` goes on with the next scenario.
+//!
 //! Ctrl-C stops it at once with the summary of the runs finished so far and
 //! exit 3 (PARTIAL), or 1 if one had already failed, as the soak does.
 
@@ -8,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::{Value, json};
 use sim::scenario::Scenario;
+use sim::soak::Cause;
 
 use crate::CliError;
 use crate::outcome::{Out, Outcome, Verdict};
@@ -22,6 +29,13 @@ use crate::settings::{Strict, kernel_patches_note, mutations, parse_kernel_patch
 pub struct ExploreArgs {
     /// A scenario file, or the name of one (`basic-cow`); `all` for every one.
     pub scenario: String,
+    /// Explore this seed only, instead of each of the scenario's `seeds`.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// After a scenario's first failing seed, explore its remaining seeds
+    /// too (each seed still stops at its first failing crash state).
+    #[arg(long)]
+    pub keep_going: bool,
     /// Where named scenarios are read from; else SNAPSIM_SCENARIOS, else ./scenarios, else the built-in set.
     #[arg(long, value_name = "DIR")]
     pub scenarios: Option<PathBuf>,
@@ -68,9 +82,10 @@ pub struct ExploreArgs {
 }
 
 impl ExploreArgs {
-    /// The command that replays the exploration of `path` with these options.
-    fn replay_command(&self, path: &Path, strict: bool) -> String {
-        let mut command = format!("snapsim explore {}", path.display());
+    /// The command that replays the exploration of `seed` of `path` with
+    /// these options.
+    fn replay_command(&self, path: &Path, seed: u64, strict: bool) -> String {
+        let mut command = format!("snapsim explore {} --seed {seed}", path.display());
         let defaults = sim::explore::Bounds::default();
         let options = [
             self.writes_max.map(|w| format!("--writes-max {w}")),
@@ -89,20 +104,39 @@ impl ExploreArgs {
     }
 }
 
+/// A seed of a scenario that failed, and why.
+#[derive(Debug, Clone)]
+struct Failed {
+    scenario: String,
+    seed: u64,
+    /// The invariant broken, or a panic.
+    cause: Cause,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} seed {} failed {}", self.scenario, self.seed, self.cause)
+    }
+}
+
 /// What the runs so far found; Ctrl-C prints it.
 #[derive(Debug, Default)]
 struct Progress {
     runs: Vec<Value>,
-    failed: Vec<String>,
+    failed: Vec<Failed>,
     partial: Vec<String>,
+    /// The seeds of each failing scenario left unexplored after its failure.
+    skipped: Vec<(String, Vec<u64>)>,
 }
 
 impl Progress {
     /// The outcome of the runs so far; `interrupted` when Ctrl-C cut it short.
     fn outcome(&self, states_max: u64, interrupted: bool) -> Outcome {
-        let body = json!({ "failed": self.failed, "partial": self.partial, "runs": self.runs, "interrupted": interrupted });
-        if !self.failed.is_empty() {
-            Outcome::new(Verdict::Fail, body).detail(self.failed.join("; "))
+        let failed: Vec<String> = self.failed.iter().map(ToString::to_string).collect();
+        let skipped: Vec<Value> = self.skipped.iter().map(|(scenario, seeds)| json!({ "scenario": scenario, "seeds": seeds })).collect();
+        let body = json!({ "failed": failed, "skipped": skipped, "partial": self.partial, "runs": self.runs, "interrupted": interrupted });
+        if !failed.is_empty() {
+            Outcome::new(Verdict::Fail, body).detail(failed.join("; "))
         } else if interrupted {
             Outcome::new(Verdict::Partial, body).detail(format!("interrupted after {} run(s); none failed", self.runs.len()))
         } else if !self.partial.is_empty() {
@@ -143,15 +177,18 @@ pub fn run(args: &ExploreArgs, out: Out) -> Result<Outcome, CliError> {
         let explored = explore(&plan, scenario, &mut outcome);
         let mut progress = progress.lock().unwrap_or_else(PoisonError::into_inner);
         progress.runs.extend(explored.runs);
-        match explored.ended {
-            Ended::Passed => {}
-            Ended::Partial => progress.partial.push(scenario.name.clone()),
-            Ended::Failed(why) => progress.failed.push(why),
+        progress.failed.extend(explored.failed);
+        if explored.partial {
+            progress.partial.push(scenario.name.clone());
+        }
+        if !explored.skipped.is_empty() {
+            progress.skipped.push((scenario.name.clone(), explored.skipped));
         }
     }
     let progress = progress.lock().unwrap_or_else(PoisonError::into_inner);
     let mut done = progress.outcome(args.states_max, false);
-    if let (Some(timeline), true) = (&args.timeline, progress.failed.is_empty()) {
+    // Only a crash-state failure has a timeline: not a panic.
+    if let (Some(timeline), true) = (&args.timeline, outcome.body.get("first_failure").is_none()) {
         outcome.lines.push(format!("no timeline written to {}: no crash state failed", timeline.display()));
     }
     done.lines = std::mem::take(&mut outcome.lines);
@@ -210,20 +247,26 @@ fn export_names(snapshots: usize) -> Vec<String> {
     names
 }
 
-/// How one scenario's exploration ended.
-enum Ended {
-    Passed,
-    Partial,
-    Failed(String),
-}
-
-/// One scenario's runs and how it ended.
+/// One scenario's runs and what they found.
+#[derive(Default)]
 struct Explored {
     runs: Vec<Value>,
-    ended: Ended,
+    failed: Vec<Failed>,
+    /// Some run stopped at `--states-max`.
+    partial: bool,
+    /// The seeds not explored after the scenario's first failure.
+    skipped: Vec<u64>,
 }
 
-/// Explores one scenario over each of its seeds and prints the figures.
+/// How one seed's exploration ended.
+enum SeedEnded {
+    Passed,
+    Partial,
+    Failed(Cause),
+}
+
+/// Explores one scenario over each of its seeds (or `--seed`), stopping
+/// at its first failure unless `--keep-going`, and prints the figures.
 fn explore(plan: &Plan, scenario: &Scenario, outcome: &mut Outcome) -> Explored {
     let args = plan.args;
     let mut bounds = scenario.bounds();
@@ -231,38 +274,91 @@ fn explore(plan: &Plan, scenario: &Scenario, outcome: &mut Outcome) -> Explored 
     bounds.states_max = args.states_max;
     bounds.brute_force_max = args.brute_force_max;
     bounds.per_sector_states_max = args.per_sector_max;
-    let replay = args.replay_command(&scenario.path, plan.strict);
-    let (mut runs, mut partial) = (Vec::new(), false);
-    for &seed in &scenario.file.seeds {
-        let mut config = scenario.run_config(seed);
-        config.mutations = plan.mutations;
-        config.strict = plan.strict;
-        config.timeline = args.timeline.is_some();
-        #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // a throughput figure for the user, not engine time
-        let start = std::time::Instant::now();
-        let (coverage, result) = sim::explore::explore(&config, &bounds);
-        #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
-        let seconds = start.elapsed().as_secs_f64();
-        plan.out.line(run_line(scenario, seed, &coverage, &bounds, seconds));
-        let failure = result.as_ref().err();
-        runs.push(json!({
-            "scenario": scenario.name, "path": scenario.path.display().to_string(), "seed": seed,
-            "verdict": if failure.is_some() { Verdict::Fail } else if coverage.truncated { Verdict::Partial } else { Verdict::Pass },
-            "invariant": failure.map(|f| f.violation.invariant.id()), "message": failure.map(ToString::to_string),
-            "cause": failure.and_then(|f| f.cause.as_ref()).map(ToString::to_string),
-            "steps": coverage.steps, "crash_points": coverage.crash_points, "states": coverage.states, "distinct": coverage.distinct,
-            "pending_max": coverage.pending_max, "writes_max": bounds.writes_max, "allowed_k3": coverage.allowed_k3,
-            "complete": coverage.complete, "space": coverage.space.to_string(), "space_log2": coverage.space.log2, "covered": coverage.covered,
-            "trace_hash": format!("{:016x}", coverage.trace_hash), "replay": replay,
-        }));
-        partial |= coverage.truncated;
-        if let Err(failure) = result {
-            let why = format!("{} seed {seed} failed {}", scenario.name, failure.violation.invariant.id());
-            report_failure(plan, scenario, seed, &replay, failure, outcome);
-            return Explored { runs, ended: Ended::Failed(why) };
+    let seeds = args.seed.map_or_else(|| scenario.file.seeds.clone(), |seed| vec![seed]);
+    let mut explored = Explored::default();
+    for (done, &seed) in seeds.iter().enumerate() {
+        let (run, ended) = explore_seed(plan, scenario, &bounds, seed, outcome);
+        explored.runs.push(run);
+        match ended {
+            SeedEnded::Passed => {}
+            SeedEnded::Partial => explored.partial = true,
+            SeedEnded::Failed(cause) => {
+                explored.failed.push(Failed { scenario: scenario.name.clone(), seed, cause });
+                if !args.keep_going {
+                    explored.skipped = seeds[done + 1..].to_vec();
+                    break;
+                }
+            }
         }
     }
-    Explored { runs, ended: if partial { Ended::Partial } else { Ended::Passed } }
+    if let (Some(failed), false) = (explored.failed.first(), explored.skipped.is_empty()) {
+        let list: Vec<String> = explored.skipped.iter().map(u64::to_string).collect();
+        let line = format!(
+            "{}: stopped at its first failure (seed {}); seed(s) {} not explored (--keep-going explores them)",
+            scenario.name,
+            failed.seed,
+            list.join(", ")
+        );
+        // Printed with the summary, before the verdict line it explains.
+        outcome.lines.push(line);
+    }
+    explored
+}
+
+/// Explores one seed of a scenario: its JSON run and how it ended. A
+/// panic in the run is its failure, reported as a crash state's is.
+fn explore_seed(plan: &Plan, scenario: &Scenario, bounds: &sim::explore::Bounds, seed: u64, outcome: &mut Outcome) -> (Value, SeedEnded) {
+    let args = plan.args;
+    let replay = args.replay_command(&scenario.path, seed, plan.strict);
+    let mut config = scenario.run_config(seed);
+    config.mutations = plan.mutations;
+    config.strict = plan.strict;
+    config.timeline = args.timeline.is_some();
+    #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // a throughput figure for the user, not engine time
+    let start = std::time::Instant::now();
+    let explored = sim::explore::explore_catching(&config, bounds);
+    #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+    let seconds = start.elapsed().as_secs_f64();
+    let run = json!({ "scenario": scenario.name, "path": scenario.path.display().to_string(), "seed": seed, "replay": replay });
+    let (coverage, result) = match explored {
+        Ok(explored) => explored,
+        Err(panic) => {
+            plan.out.line(format!("{} seed {seed}: FAIL: {panic} ({seconds:.2} s)", scenario.name));
+            plan.out.line(format!("replay: {replay}"));
+            let fields = json!({ "verdict": Verdict::Fail, "invariant": Cause::Panic, "message": panic.to_string(), "panic": {
+                "place": panic.place, "message": panic.message } });
+            return (merged(run, fields), SeedEnded::Failed(Cause::Panic));
+        }
+    };
+    plan.out.line(run_line(scenario, seed, &coverage, bounds, seconds));
+    let failure = result.as_ref().err();
+    let fields = json!({
+        "verdict": if failure.is_some() { Verdict::Fail } else if coverage.truncated { Verdict::Partial } else { Verdict::Pass },
+        "invariant": failure.map(|f| f.violation.invariant.id()), "message": failure.map(ToString::to_string),
+        "cause": failure.and_then(|f| f.cause.as_ref()).map(ToString::to_string),
+        "steps": coverage.steps, "crash_points": coverage.crash_points, "states": coverage.states, "distinct": coverage.distinct,
+        "pending_max": coverage.pending_max, "writes_max": bounds.writes_max, "allowed_k3": coverage.allowed_k3,
+        "complete": coverage.complete, "space": coverage.space.to_string(), "space_log2": coverage.space.log2, "covered": coverage.covered,
+        "trace_hash": format!("{:016x}", coverage.trace_hash),
+    });
+    let run = merged(run, fields);
+    match result {
+        Err(failure) => {
+            let cause = Cause::Broke(failure.violation.invariant);
+            report_failure(plan, scenario, seed, &replay, failure, outcome);
+            (run, SeedEnded::Failed(cause))
+        }
+        Ok(()) if coverage.truncated => (run, SeedEnded::Partial),
+        Ok(()) => (run, SeedEnded::Passed),
+    }
+}
+
+/// `into` with the fields of `more` added (both JSON objects).
+fn merged(mut into: Value, more: Value) -> Value {
+    if let (Some(into), Value::Object(more)) = (into.as_object_mut(), more) {
+        into.extend(more);
+    }
+    into
 }
 
 /// The figures line of one explored seed.
