@@ -100,7 +100,8 @@ fn signature(runs: &[WorkloadRun], disagreements: Vec<String>) -> Signature {
 /// Records, judges and compares the subset on `machine`; confirms one
 /// sampled state per workload (and every state with a finding) in the kernel.
 fn run_subset(machine: &Machine, dir: &Path, workloads: &[workload::Workload]) -> Result<Signature, String> {
-    let pipeline = Pipeline { samples: 1, strict: false, per_sector_states_max: 65_536, kernel_patches: engine::store::KernelPatches::Stock };
+    let pipeline =
+        Pipeline { samples: 1, strict: false, per_sector_states_max: 65_536, kernel_patches: engine::store::KernelPatches::Stock, print_log: false };
     let mut runs = Vec::new();
     for workload in workloads {
         let run = kernel_crash::run_workload(Some(machine), &dir.join(format!("w{}", workload.id)), workload, &pipeline)?;

@@ -64,12 +64,6 @@ impl std::fmt::Display for PrepareError {
     }
 }
 
-impl From<PrepareError> for String {
-    fn from(error: PrepareError) -> Self {
-        error.to_string()
-    }
-}
-
 /// The exit status `setup.sh` gives a patch series it cannot apply or build.
 const SETUP_REFUSED_PATCHES: i32 = 3;
 

@@ -169,9 +169,11 @@ pub struct Pipeline {
     pub samples: usize,
     pub strict: bool,
     pub per_sector_states_max: u64,
-    /// How our engine writes headers in the write-stream differential: as
-    /// the stock kernel, or as the kernel with the kernel-patches/ series.
+    /// Which kernel our engine behaves as in the write-stream differential:
+    /// the stock one, or the one with the kernel-patches/ series.
     pub kernel_patches: KernelPatches,
+    /// Print each recorded log entry by entry before judging it.
+    pub print_log: bool,
 }
 
 /// One workload recorded (or read back), judged and compared.
@@ -194,6 +196,9 @@ pub fn run_workload(machine: Option<&vm::Machine>, dir: &Path, workload: &Worklo
         }
     }
     let recording = load_recording(dir)?;
+    if pipeline.print_log {
+        print_log(workload, &recording.log);
+    }
     let config = JudgeConfig { per_sector_states_max: pipeline.per_sector_states_max, strict: pipeline.strict, samples: pipeline.samples };
     let judgement = judge_recording(workload, &recording, config);
     let single_writer = workload.ops.iter().all(|op| !matches!(op, workload::GuestOp::Parallel(_)));
@@ -287,16 +292,18 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, crate::TaskError> {
     // With a patch series our engine behaves as the kernel with the kernel-patches/ series, unless told otherwise.
     let kernel_patches = args.engine.unwrap_or(if args.patches.is_some() { KernelPatches::Applied } else { KernelPatches::Stock });
     println!("write-stream differential against our engine with the kernel-patches series {}", kernel_patches.name());
-    let pipeline =
-        Pipeline { samples: args.confirm_per_workload, strict: args.strict, per_sector_states_max: args.per_sector_states_max, kernel_patches };
+    let pipeline = Pipeline {
+        samples: args.confirm_per_workload,
+        strict: args.strict,
+        per_sector_states_max: args.per_sector_states_max,
+        kernel_patches,
+        print_log: args.print_log,
+    };
     let recorder = machine.as_ref().filter(|_| !args.judge_only);
     let mut runs = Vec::new();
     for workload in &workloads {
         let dir = out.join("kernel-crash").join(format!("w{}", workload.id));
         let run = run_workload(recorder, &dir, workload, &pipeline)?;
-        if args.print_log && recorder.is_none_or(|_| run.judgement.findings.iter().all(|f| !f.starts_with("recording failed"))) {
-            print_log(workload, &load_recording(&dir)?.log);
-        }
         print_judgement(&run.judgement);
         if let Some(differential) = &run.differential {
             print_differential(differential);
