@@ -39,6 +39,7 @@ pub enum Mark {
     CopyFinishedOutOfOrder,
     ReadRacesCopy,
     CommitWaitsForTrackedRead,
+    OriginWriteWaitsForInvalidSnapshotRead,
     OverflowRefusedWrite,
     OverflowWithCopiesInFlight,
     InvalidatedWithCommitsQueued,
@@ -52,7 +53,7 @@ pub enum Mark {
 
 impl Mark {
     /// Every engine mark, in declaration order.
-    pub const ALL: [Mark; 36] = [
+    pub const ALL: [Mark; 37] = [
         Mark::CommitBatched,
         Mark::CommitQueuedBehindAreaWrite,
         Mark::AreaFilled,
@@ -80,6 +81,7 @@ impl Mark {
         Mark::CopyFinishedOutOfOrder,
         Mark::ReadRacesCopy,
         Mark::CommitWaitsForTrackedRead,
+        Mark::OriginWriteWaitsForInvalidSnapshotRead,
         Mark::OverflowRefusedWrite,
         Mark::OverflowWithCopiesInFlight,
         Mark::InvalidatedWithCommitsQueued,
@@ -147,6 +149,10 @@ impl Mark {
             Mark::CopyFinishedOutOfOrder => ("copy-finished-out-of-order", "a later copy finishes first: the sequencer holds it (Z3)"),
             Mark::ReadRacesCopy => ("read-races-copy", "a snapshot read hits a chunk whose copy is in flight (Z19)"),
             Mark::CommitWaitsForTrackedRead => ("commit-waits-for-tracked-read", "a commit waits for reads of the origin chunk to drain"),
+            Mark::OriginWriteWaitsForInvalidSnapshotRead => (
+                "origin-write-waits-for-invalid-snapshot-read",
+                "with the kernel-patches series, an origin write waits for reads an invalidated snapshot still has in flight (K2)",
+            ),
             Mark::OverflowRefusedWrite => ("overflow-refused-write", "a PO snapshot refuses a write for space and reports Overflow"),
             Mark::OverflowWithCopiesInFlight => ("overflow-with-copies-in-flight", "a PO snapshot fills while other copies are still in flight"),
             Mark::InvalidatedWithCommitsQueued => ("invalidated-with-commits-queued", "a snapshot invalidates while commits wait: each must fail"),

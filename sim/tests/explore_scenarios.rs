@@ -70,6 +70,7 @@ scenarios! {
     cow_throttle => "cow-throttle",
     descending_writes => "descending-writes",
     four_snapshots_faults => "four-snapshots-faults",
+    invalidated_reads => "invalidated-reads",
     merge_concurrent_writes => "merge-concurrent-writes",
     merge_commit_error => "merge-commit-error",
     merge_copy_error => "merge-copy-error",

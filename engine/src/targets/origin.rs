@@ -391,6 +391,11 @@ fn origin_write<D: BlockDevice>(snapshots: &[Arc<Snapshot<D>>], sector: u64, mut
                 must_wait = true;
                 continue;
             }
+            // With the kernel-patches series, not past reads an invalid snapshot still has in flight (K2).
+            if snapshot.hold_for_tracked_io(&mut state, sector, &mut bio) {
+                must_wait = true;
+                continue;
+            }
             let Some(chunk) = snapshot.chunk_to_preserve(&state, sector) else {
                 continue;
             };

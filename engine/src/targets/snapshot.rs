@@ -57,6 +57,11 @@ enum Waiter {
     Complete { success: bool },
     /// The merge of a run, once every chunk of it has drained.
     Merge,
+    /// An origin write held by an invalidated snapshot (with the
+    /// kernel-patches series, see [`Snapshot::hold_for_tracked_io`]), retried
+    /// once the chunk has drained; `None`: a merge's extent, told through the
+    /// origin's completed-exception count as for a pending exception.
+    OriginWrite(Option<WriteBio>),
 }
 
 /// A snapshot's mutable state (the kernel's `struct dm_snapshot` under `s->lock`).
@@ -408,6 +413,51 @@ impl<D: BlockDevice> Snapshot<D> {
         // A held write is given up to the store, never kept as well.
         debug_assert!(!held || bio.is_none(), "a write held and returned");
         held
+    }
+
+    /// With the kernel-patches series: if this snapshot is invalid and I/O
+    /// mapped before the invalidation is still in flight on the chunk holding
+    /// origin `sector` (a snapshot read served by the origin), holds origin
+    /// write `bio` (if not already held elsewhere) until that I/O has
+    /// drained, then retries it, and returns true. The stock kernel skips an
+    /// invalid snapshot at once, so such a read can return the write's data
+    /// (K2); the series' `__origin_write` waits as `pending_complete` does for
+    /// a valid one. An exception that failed sends its origin writes back
+    /// through here too, so this covers both of K2's paths.
+    pub(super) fn hold_for_tracked_io(&self, state: &mut State<D>, sector: u64, bio: &mut Option<WriteBio>) -> bool {
+        assert_eq!(self.role, Role::Snapshot, "a merging snapshot holds no origin writes");
+        if state.valid || sector >= self.target_sectors || state.store.kernel_patches() == KernelPatches::Stock {
+            return false;
+        }
+        let chunk = self.chunk.sector_to_chunk(sector);
+        if !state.tracked.is_tracked(chunk) {
+            return false;
+        }
+        // An invalid snapshot serves no reads, so nothing new is tracked and the wait ends.
+        crate::cov::hit(crate::cov::Mark::OriginWriteWaitsForInvalidSnapshotRead);
+        state.tracked.wait(chunk, Waiter::OriginWrite(bio.take()));
+        // A held write is given to the waiter, never kept as well.
+        debug_assert!(bio.is_none(), "a write held and returned");
+        true
+    }
+
+    /// Retries an origin write [`hold_for_tracked_io`](Self::hold_for_tracked_io)
+    /// held, or wakes a merge that waited on the chunk.
+    fn retry_held_origin_write(&self, bio: Option<WriteBio>) {
+        // Only an invalidated snapshot holds origin writes here, and it never becomes valid again.
+        assert!(!self.state.lock().valid, "a snapshot valid again released a write it held for its reads");
+        debug_assert!(bio.as_ref().is_none_or(|b| b.sectors() > 0), "an empty origin write was held");
+        let Some(origin) = self.origin.upgrade() else {
+            if let Some(write) = bio {
+                let (sector, sectors) = (write.sector, write.sectors());
+                write.fail(IoError::new(IoOp::Write, sector, sectors, IoErrorKind::SnapshotInvalid));
+            }
+            return;
+        };
+        match bio {
+            Some(write) => origin.retry(write),
+            None => origin.exception_done(),
+        }
     }
 
     /// Allocates a pending exception for `chunk` (the kernel's `__find_pending_exception`).
@@ -787,6 +837,7 @@ impl<D: BlockDevice> Snapshot<D> {
             match waiter {
                 Waiter::Complete { success } => self.pending_complete(chunk, success),
                 Waiter::Merge => self.merge_drained(),
+                Waiter::OriginWrite(bio) => self.retry_held_origin_write(bio),
             }
         }
     }

@@ -24,7 +24,7 @@ CACHE=${1:?usage: setup.sh CACHE_DIR [PATCHES_DIR]}
 PATCHES=${2:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
 PKGS=(qemu-system-x86 busybox-static dmsetup kmod cpio gzip)
-WANT_MODULES=(virtio_pci virtio_blk dm_mod dm_bufio dm_snapshot dm_log_writes)
+WANT_MODULES=(virtio_pci virtio_blk dm_mod dm_bufio dm_snapshot dm_log_writes dm_delay)
 log() { printf '[setup] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 # A patch series that cannot be applied or built: the caller's input is at fault.
@@ -68,7 +68,8 @@ if [ -z "$DEB" ]; then
     (cd "$CACHE/debs" && apt-get download -q "$KERNEL_PKG") || { apt_update; (cd "$CACHE/debs" && apt-get download -q "$KERNEL_PKG"); }
     DEB=$(ls -1 "$CACHE/debs/${KERNEL_PKG}"_*.deb | tail -1)
 fi
-KDIR=$CACHE/kernel/${KERNEL_PKG}_$(dpkg-deb -f "$DEB" Version)
+# Keyed by the modules wanted too: a new one unpacks the kernel again.
+KDIR=$CACHE/kernel/${KERNEL_PKG}_$(dpkg-deb -f "$DEB" Version)_$(echo "${WANT_MODULES[*]}" | sha256sum | cut -c1-8)
 if [ ! -f "$KDIR/.done" ]; then
     log "unpacking $(basename "$DEB")"
     rm -rf "$KDIR" "$KDIR.tmp"
