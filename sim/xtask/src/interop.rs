@@ -325,6 +325,7 @@ pub fn run(args: &InteropArgs) -> Result<bool, crate::TaskError> {
         );
         rows.push(row);
     };
+    print(run_k2_case(&machine, &out, args.seed * 1000 + 200)?);
     for (index, case) in engine_cases().iter().enumerate() {
         print(run_engine_case(&machine, &out, case, args.seed * 1000 + index as u64)?);
     }
@@ -347,7 +348,6 @@ pub fn run(args: &InteropArgs) -> Result<bool, crate::TaskError> {
         }
         print(row);
     }
-    print(run_k2_case(&machine, &out, args.seed * 1000 + 200)?);
     let passed = rows.iter().filter(|r| r.pass).count();
     println!("{passed} of {} comparisons passed", rows.len());
     let report = serde_json::json!({ "kernel": machine.release, "package": machine.package, "module": machine.module, "rows": rows });

@@ -59,6 +59,7 @@ pub mod confirm;
 pub mod differential;
 pub mod judge;
 pub mod record;
+pub mod schedule;
 pub mod workload;
 
 use std::path::{Path, PathBuf};
@@ -182,6 +183,8 @@ pub struct WorkloadRun {
     /// The write-stream differential: single-writer workloads only (a
     /// parallel batch completes in an order neither side fixes).
     pub differential: Option<differential::Differential>,
+    /// The schedule-following differential: every workload.
+    pub following: Option<schedule::Following>,
 }
 
 /// Records `workload` in `dir` (with a machine), then judges the recording
@@ -192,7 +195,7 @@ pub fn run_workload(machine: Option<&vm::Machine>, dir: &Path, workload: &Worklo
         if let Err(error) = record::record(machine, dir, workload) {
             let judgement =
                 Judgement { workload: workload.name.clone(), findings: vec![format!("recording failed: {error}")], ..Judgement::default() };
-            return Ok(WorkloadRun { judgement, differential: None });
+            return Ok(WorkloadRun { judgement, differential: None, following: None });
         }
     }
     let recording = load_recording(dir)?;
@@ -206,7 +209,8 @@ pub fn run_workload(machine: Option<&vm::Machine>, dir: &Path, workload: &Worklo
         Ok(ours) => differential::compare(workload, &recording.initial, &recording.log, &ours),
         Err(error) => differential::Differential { workload: workload.name.clone(), divergences: vec![error], ..Default::default() },
     });
-    Ok(WorkloadRun { judgement, differential })
+    let following = schedule::follow(workload, &recording.initial, &recording.log, pipeline.kernel_patches, schedule::Budget::default());
+    Ok(WorkloadRun { judgement, differential, following: Some(following) })
 }
 
 /// The kernel loads every sampled state of `runs` in one boot.
@@ -262,6 +266,21 @@ fn print_differential(differential: &differential::Differential) {
     }
 }
 
+fn print_following(following: &schedule::Following) {
+    let count = if following.exhausted { format!("{}", following.matching_schedules) } else { format!("at least {}", following.matching_schedules) };
+    println!(
+        "{} {:<48} {:>6} kernel entries; {count} schedule(s) of ours write them exactly ({} moves; {} runs searched)",
+        if following.same() { "FOLLOWS" } else { "DIVERGES" },
+        following.workload,
+        following.kernel_entries,
+        following.moves,
+        following.replays
+    );
+    if let Some(divergence) = &following.divergence {
+        println!("    {divergence}");
+    }
+}
+
 /// The workloads of a run: the scenario translations, the reused-COW
 /// workloads, and `runs` random ones; those whose name contains `only`.
 fn workloads(args: &KernelCrashArgs) -> Vec<Workload> {
@@ -308,6 +327,9 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, crate::TaskError> {
         if let Some(differential) = &run.differential {
             print_differential(differential);
         }
+        if let Some(following) = &run.following {
+            print_following(following);
+        }
         runs.push(run);
     }
     let judgements: Vec<&Judgement> = runs.iter().map(|r| &r.judgement).collect();
@@ -344,6 +366,12 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, crate::TaskError> {
     let confirmed = confirmations.iter().all(|c| c.agree);
     let same = differentials.iter().filter(|d| d.divergences.is_empty()).count();
     println!("write-stream differential: {same} of {} single-writer workloads issue the kernel's writes", differentials.len());
+    let followings: Vec<&schedule::Following> = runs.iter().filter_map(|r| r.following.as_ref()).collect();
+    let follows = followings.iter().filter(|f| f.same()).count();
+    println!(
+        "schedule-following differential: {follows} of {} workloads written exactly as the kernel wrote them under the kernel's timing",
+        followings.len()
+    );
     let path = out.join("kernel-crash.json");
     let report = serde_json::json!({
         "kernel": machine.as_ref().map(|m| m.release.clone()),
@@ -356,6 +384,7 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, crate::TaskError> {
         "distinct_states": distinct,
         "confirmations": confirmations,
         "differentials": differentials,
+        "schedule_following": followings,
     });
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     std::fs::write(&path, serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n")
