@@ -270,7 +270,11 @@ fn print_following(following: &schedule::Following) {
     let count = if following.exhausted { format!("{}", following.matching_schedules) } else { format!("at least {}", following.matching_schedules) };
     println!(
         "{} {:<48} {:>6} kernel entries; {count} schedule(s) of ours write them exactly ({} moves; {} runs searched)",
-        if following.same() { "FOLLOWS" } else { "DIVERGES" },
+        match following.verdict() {
+            schedule::Verdict::Follows => "FOLLOWS",
+            schedule::Verdict::Diverges => "DIVERGES",
+            schedule::Verdict::Undecided => "UNDECIDED",
+        },
         following.workload,
         following.kernel_entries,
         following.moves,
@@ -367,10 +371,13 @@ pub fn run(args: &KernelCrashArgs) -> Result<bool, crate::TaskError> {
     let same = differentials.iter().filter(|d| d.divergences.is_empty()).count();
     println!("write-stream differential: {same} of {} single-writer workloads issue the kernel's writes", differentials.len());
     let followings: Vec<&schedule::Following> = runs.iter().filter_map(|r| r.following.as_ref()).collect();
-    let follows = followings.iter().filter(|f| f.same()).count();
+    let count = |v: schedule::Verdict| followings.iter().filter(|f| f.verdict() == v).count();
     println!(
-        "schedule-following differential: {follows} of {} workloads written exactly as the kernel wrote them under the kernel's timing",
-        followings.len()
+        "schedule-following differential: {} of {} workloads written exactly as the kernel wrote them under the kernel's timing, {} diverge, {} undecided (search bounded)",
+        count(schedule::Verdict::Follows),
+        followings.len(),
+        count(schedule::Verdict::Diverges),
+        count(schedule::Verdict::Undecided)
     );
     let path = out.join("kernel-crash.json");
     let report = serde_json::json!({

@@ -2,12 +2,20 @@
 //! engine as the guest issues them to the kernel, one step at a time so
 //! that the search can put device completions between any two steps.
 //!
-//! A write goes through the page cache as in the guest: the pages it
-//! touches are read through the target, the labels laid over them, and the
-//! pages written back as clones of at most one chunk, mapped one after the
-//! other as dm core maps them (a copy may complete between two clones).
-//! The writes of a batch are writers of their own, in any interleaving; the
-//! batch's marks follow when every writer is done, in operation order.
+//! A write goes through the guest's page cache, one per device: the pages
+//! it touches are read through the target if the cache lacks them, the
+//! labels laid over the cached pages, and the device closed. The last
+//! writer to close a device writes every dirty page back (as the kernel's
+//! last close of a block device does), in page order, each page as clones
+//! of at most one chunk mapped one after the other as dm core maps them (a
+//! copy may complete between two clones), waits for them, and drops the
+//! cache. So the writers of a batch share pages, and a page written back
+//! carries every label laid over it by then. A failed writeback is not the
+//! writer's failure (nothing reports it to `dd`); the next fsync of that
+//! device reports it and issues no flush. A write whose page read fails
+//! (an invalid snapshot) fails. The writes of a batch are writers of their
+//! own, in any interleaving; the batch's marks follow when every writer is
+//! done, in operation order.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -27,11 +35,16 @@ enum Step {
     Mark(String),
     Create,
     Remove,
-    /// Read the pages a write touches (then [`Step::Compose`]).
+    /// Open the device and read the pages a write touches that the cache lacks (then [`Step::Compose`]).
     Write { op: u64, snapshot: bool, sector: u64, sectors: u64 },
-    /// Lay the labels over the pages read and queue the clones.
+    /// Lay the labels over the cached pages (then [`Step::Close`]).
     Compose { op: u64, snapshot: bool, sector: u64, sectors: u64 },
+    /// Close the device: the last writer writes the dirty pages back.
+    Close { op: u64, snapshot: bool },
     Flush { op: u64, snapshot: bool },
+    /// The guest's fsync before a merge: a failed writeback it reports is
+    /// noted, not the merge's failure.
+    FlushBeforeMerge { op: u64, snapshot: bool },
     StartMerge,
     /// Writers of their own, one per write; waits for all of them.
     Batch(Vec<(u64, bool, u64, u64)>),
@@ -57,13 +70,24 @@ enum Wait {
 /// snapshot created, what went wrong outside the workload's terms.
 #[derive(Default)]
 struct Outcomes {
-    pages: Option<Vec<u8>>,
+    /// Pages read for each operation, until composed.
+    pages: BTreeMap<u64, Vec<u8>>,
     failed: BTreeMap<u64, bool>,
     created: Option<Arc<Snapshot<HeldDevice>>>,
     /// An operation our engine failed where the guest's did not fail, or a load that failed.
     error: Option<String>,
     /// Clones of each operation still in flight, and the flag set when none is.
     in_flight: BTreeMap<u64, (usize, std::sync::Arc<Mutex<bool>>)>,
+    /// A writeback to the device (origin, snapshot) failed and no fsync has reported it yet.
+    unreported: [bool; 2],
+}
+
+/// One device's page cache in the guest.
+#[derive(Default)]
+struct PageCache {
+    pages: BTreeMap<u64, Vec<u8>>,
+    dirty: std::collections::BTreeSet<u64>,
+    openers: usize,
 }
 
 pub struct Driver {
@@ -77,6 +101,8 @@ pub struct Driver {
     snapshot: Option<Arc<Snapshot<HeldDevice>>>,
     writers: Vec<Writer>,
     outcomes: std::sync::Arc<Mutex<Outcomes>>,
+    /// The origin's and the snapshot's page caches.
+    caches: [PageCache; 2],
 }
 
 fn flag() -> std::sync::Arc<Mutex<bool>> {
@@ -104,8 +130,8 @@ fn script(workload: &Workload) -> VecDeque<Step> {
             GuestOp::Flush { snapshot } => steps.extend([Step::Flush { op, snapshot: *snapshot }, Step::Done(op)]),
             GuestOp::Reload => steps.extend([Step::Remove, Step::Create, Step::Done(op)]),
             GuestOp::Merge => steps.extend([
-                Step::Flush { op, snapshot: false },
-                Step::Flush { op, snapshot: true },
+                Step::FlushBeforeMerge { op, snapshot: false },
+                Step::FlushBeforeMerge { op, snapshot: true },
                 Step::Mark("merging".into()),
                 Step::StartMerge,
                 Step::Done(op),
@@ -143,6 +169,7 @@ impl Driver {
             snapshot: None,
             writers: vec![Writer { steps: script(workload), wait: None, clones: VecDeque::new() }],
             outcomes: std::sync::Arc::default(),
+            caches: Default::default(),
         }
     }
 
@@ -193,6 +220,30 @@ impl Driver {
         (0..self.writers.len()).all(|w| self.finished(w))
     }
 
+    /// Origin clones queued by writebacks and not mapped yet, in the order
+    /// they will be: their sectors and data are known before they are
+    /// issued, so a writeback the kernel did not do is refused at once.
+    pub fn queued_origin_clones(&self) -> Vec<(u64, &[u8])> {
+        self.writers.iter().flat_map(|w| w.clones.iter()).filter(|c| !c.0).map(|c| (c.1, c.2.as_slice())).collect()
+    }
+
+    /// The operation writer `w` works on next, if its next step names one.
+    pub fn op_of(&self, w: usize) -> Option<u64> {
+        let writer = &self.writers[w];
+        if let Some((_, _, _, op)) = writer.clones.front() {
+            return Some(*op);
+        }
+        match writer.steps.front()? {
+            Step::Write { op, .. }
+            | Step::Compose { op, .. }
+            | Step::Close { op, .. }
+            | Step::Flush { op, .. }
+            | Step::FlushBeforeMerge { op, .. }
+            | Step::Done(op) => Some(*op),
+            _ => None,
+        }
+    }
+
     /// What writer `w` would do next, for a report.
     pub fn next_step(&self, w: usize) -> String {
         let writer = &self.writers[w];
@@ -216,12 +267,15 @@ impl Driver {
             Step::Mark(text) => lock(&self.disk).entries.push(Entry::mark(&text)),
             Step::Create => self.create(w),
             Step::Remove => {
-                let (target, snapshot) = (self.target.take().expect("a target to remove"), self.snapshot.take().expect("a snapshot"));
-                target.remove(&snapshot);
+                let snapshot = self.snapshot();
+                self.snapshot = None;
+                self.target.take().expect("a target to remove").remove(&snapshot);
             }
             Step::Write { op, snapshot, sector, sectors } => self.read_pages(w, op, snapshot, sector, sectors),
             Step::Compose { op, snapshot, sector, sectors } => self.compose(w, op, snapshot, sector, sectors),
-            Step::Flush { op, snapshot } => self.flush(w, op, snapshot),
+            Step::Close { op, snapshot } => self.close(w, op, snapshot),
+            Step::Flush { op, snapshot } => self.flush(w, op, snapshot, true),
+            Step::FlushBeforeMerge { op, snapshot } => self.flush(w, op, snapshot, false),
             Step::StartMerge => self.start_merge(w),
             Step::Batch(writes) => {
                 let first = self.writers.len();
@@ -296,6 +350,12 @@ impl Driver {
 
     fn read_pages(&mut self, w: usize, op: u64, snapshot: bool, sector: u64, sectors: u64) {
         let (first, end) = pages(sector, sectors, self.workload.origin_sectors);
+        self.caches[usize::from(snapshot)].openers += 1;
+        self.writers[w].steps.push_front(Step::Compose { op, snapshot, sector, sectors });
+        let cached = (first..end).step_by(PAGE_SECTORS as usize).all(|p| self.caches[usize::from(snapshot)].pages.contains_key(&p));
+        if cached {
+            return;
+        }
         let device = self.device(snapshot);
         let done = self.wait_on(w);
         let outcomes = std::sync::Arc::clone(&self.outcomes);
@@ -305,35 +365,66 @@ impl Driver {
             Box::new(move |result| {
                 let mut outcomes = outcomes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 match result {
-                    Ok(data) => outcomes.pages = Some(data),
-                    Err(error) => outcomes.error = Some(format!("op {op}: reading its pages failed in our engine: {error}")),
+                    Ok(data) => {
+                        outcomes.pages.insert(op, data);
+                    }
+                    // An invalid snapshot fails the read, and the guest's write with it.
+                    Err(_) => {
+                        outcomes.failed.insert(op, true);
+                    }
                 }
                 set(&done);
             }),
         );
-        self.writers[w].steps.push_front(Step::Compose { op, snapshot, sector, sectors });
     }
 
+    /// Lays the labels of `op` over the cached pages (reading in what the cache lacked).
     fn compose(&mut self, w: usize, op: u64, snapshot: bool, sector: u64, sectors: u64) {
-        let (first, _) = pages(sector, sectors, self.workload.origin_sectors);
-        let Some(mut data) = self.outcomes().pages.take() else {
-            return; // the read failed: the error is reported
-        };
-        for s in sector..sector + sectors {
-            let at = ((s - first) * 512) as usize;
-            data[at..at + 512].copy_from_slice(&Label { workload: self.workload.id, op, snapshot, sector: s }.bytes());
+        let (first, end) = pages(sector, sectors, self.workload.origin_sectors);
+        self.writers[w].steps.push_front(Step::Close { op, snapshot });
+        let read = self.outcomes().pages.remove(&op);
+        let cache = &mut self.caches[usize::from(snapshot)];
+        if let Some(data) = read {
+            for (k, page) in (first..end).step_by(PAGE_SECTORS as usize).enumerate() {
+                let bytes = data[k * PAGE_SECTORS as usize * 512..][..((end - page).min(PAGE_SECTORS) * 512) as usize].to_vec();
+                cache.pages.entry(page).or_insert(bytes);
+            }
         }
-        // dm core maps a bio as clones of at most one chunk, one after the other.
+        if !(first..end).step_by(PAGE_SECTORS as usize).all(|p| cache.pages.contains_key(&p)) {
+            return; // the read failed: the write fails, nothing is dirtied
+        }
+        for s in sector..(sector + sectors).min(end) {
+            let page = s / PAGE_SECTORS * PAGE_SECTORS;
+            let at = ((s - page) * 512) as usize;
+            let label = Label { workload: self.workload.id, op, snapshot, sector: s }.bytes();
+            cache.pages.get_mut(&page).expect("a cached page")[at..at + 512].copy_from_slice(&label);
+            cache.dirty.insert(page);
+        }
+    }
+
+    /// Closes the device: the last writer writes every dirty page back as
+    /// clones of at most one chunk, and waits for them.
+    fn close(&mut self, w: usize, op: u64, snapshot: bool) {
+        let cache = &mut self.caches[usize::from(snapshot)];
+        assert!(cache.openers > 0, "op {op} closes a device nobody opened");
+        cache.openers -= 1;
+        if cache.openers > 0 || cache.dirty.is_empty() {
+            return;
+        }
         let chunk = u64::from(self.workload.chunk_sectors);
-        let mut at = first;
         let mut clones = VecDeque::new();
-        while at < first + (data.len() / 512) as u64 {
-            let end = ((at / chunk + 1) * chunk).min(first + (data.len() / 512) as u64);
-            let bytes = data[((at - first) * 512) as usize..((end - first) * 512) as usize].to_vec();
-            clones.push_back((snapshot, at, bytes, op));
-            at = end;
+        for page in std::mem::take(&mut cache.dirty) {
+            let data = &cache.pages[&page];
+            let end = page + (data.len() / 512) as u64;
+            let mut at = page;
+            while at < end {
+                let stop = ((at / chunk + 1) * chunk).min(end);
+                clones.push_back((snapshot, at, data[((at - page) * 512) as usize..((stop - page) * 512) as usize].to_vec(), op));
+                at = stop;
+            }
         }
-        // Once its clones are mapped, the writer waits for them all.
+        // The last close drops the cache once the writeback is done.
+        cache.pages.clear();
         let done = self.wait_on(w);
         self.outcomes().in_flight.insert(op, (clones.len(), done));
         self.writers[w].clones = clones;
@@ -345,11 +436,12 @@ impl Driver {
         let done: IoDone<()> = Box::new(move |result| {
             let mut outcomes = outcomes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Err(error) = result {
-                // A full PO snapshot refuses a snapshot write: the guest marks it failed.
+                // A full PO snapshot refuses a snapshot write; nothing tells the
+                // writer, the device's next fsync reports it.
                 if !snapshot {
                     outcomes.error.get_or_insert(format!("op {op}: an origin write failed in our engine: {error}"));
                 }
-                outcomes.failed.insert(op, true);
+                outcomes.unreported[usize::from(snapshot)] = true;
             }
             let (left, flag) = outcomes.in_flight.get_mut(&op).expect("a clone of an operation in flight");
             *left -= 1;
@@ -360,7 +452,15 @@ impl Driver {
         device.write(sector, data, WriteFlags::PLAIN, done);
     }
 
-    fn flush(&mut self, w: usize, op: u64, snapshot: bool) {
+    fn flush(&mut self, w: usize, op: u64, snapshot: bool, fails_op: bool) {
+        let unreported = std::mem::take(&mut self.outcomes().unreported[usize::from(snapshot)]);
+        if unreported {
+            // fsync reports the failed writeback and issues no flush.
+            if fails_op {
+                self.outcomes().failed.insert(op, true);
+            }
+            return;
+        }
         let device = self.device(snapshot);
         let done = self.wait_on(w);
         let outcomes = std::sync::Arc::clone(&self.outcomes);
@@ -388,6 +488,14 @@ impl Driver {
             }
             set(&done);
         }));
+    }
+
+    /// Drops everything a run given up still holds: the engine's deferred
+    /// work, the writers' clones, what the engine handed back.
+    pub fn forget(&mut self) {
+        while self.queue.run_one() {}
+        self.writers.clear();
+        *self.outcomes() = Outcomes::default();
     }
 
     /// Drops the targets at the end of the run, as the guest removes them.

@@ -96,8 +96,12 @@ pub struct Disk {
     pub fua_submitted: Vec<Entry>,
     /// The first write to each COW chunk, with how many FUA writes had
     /// been submitted by then: when a new exception's chunk was allocated.
-    pub first_writes: Vec<(u64, usize)>,
+    pub first_writes: Vec<(u64, usize, Vec<u8>)>,
     written_chunks: std::collections::BTreeSet<u64>,
+    /// Every write as submitted: its sector, data and how many writes to
+    /// that sector were submitted before it.
+    pub submitted: Vec<(u64, Vec<u8>, usize)>,
+    pub per_sector: std::collections::BTreeMap<u64, usize>,
     /// The COW's first sector and chunk size, to tell chunks apart.
     pub cow: (u64, u64),
 }
@@ -199,12 +203,18 @@ impl BlockDevice for HeldDevice {
             let entry = Entry::write(self.base + sector, data.clone(), EntryFlags::FUA);
             disk.fua_submitted.push(entry);
         }
+        let nth = {
+            let count = disk.per_sector.entry(self.base + sector).or_insert(0);
+            *count += 1;
+            *count - 1
+        };
+        disk.submitted.push((self.base + sector, data.clone(), nth));
         let (cow_start, chunk) = disk.cow;
         if self.base == cow_start && chunk > 0 {
             let c = sector / chunk;
             if disk.written_chunks.insert(c) {
                 let fua = disk.fua_submitted.len();
-                disk.first_writes.push((c, fua));
+                disk.first_writes.push((c, fua, data.clone()));
             }
         }
         disk.hold(Request::Write { sector: self.base + sector, data, flags, covered, done });

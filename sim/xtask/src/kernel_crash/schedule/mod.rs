@@ -63,10 +63,26 @@ pub struct Following {
     pub divergence: Option<String>,
 }
 
+/// The differential's verdict on one workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Verdict {
+    /// A schedule of ours writes exactly the kernel's log.
+    Follows,
+    /// Every schedule was tried and none does: our engine cannot write this log.
+    Diverges,
+    /// The search ran out of budget before finding one: no verdict.
+    Undecided,
+}
+
 impl Following {
-    pub fn same(&self) -> bool {
-        self.matching_schedules > 0
+    pub fn verdict(&self) -> Verdict {
+        match (self.matching_schedules > 0, self.exhausted) {
+            (true, _) => Verdict::Follows,
+            (false, true) => Verdict::Diverges,
+            (false, false) => Verdict::Undecided,
+        }
     }
+
 }
 
 /// One move: complete a held request, or let a writer take a step.
@@ -89,13 +105,32 @@ struct Commits {
     full: Vec<bool>,
     /// COW chunk -> index (among `fua`) of the first commit recording it.
     batch: std::collections::BTreeMap<u64, usize>,
+    /// COW chunk -> the first write the kernel logged to it (its sector and
+    /// data): a copy's data names the origin chunk allocated there.
+    first: std::collections::BTreeMap<u64, (u64, Vec<u8>)>,
+    /// Sector -> the data of every write the kernel logged starting there, in log order.
+    by_sector: std::collections::BTreeMap<u64, Vec<Vec<u8>>>,
+    /// Operation -> the first entry whose data carries one of its labels:
+    /// writers whose labels the kernel logged first are stepped first.
+    first_label: std::collections::BTreeMap<u64, usize>,
 }
 
 impl Commits {
     fn of(workload: &Workload, kernel: &[Entry]) -> Self {
         let chunk = u64::from(workload.chunk_sectors);
         let layout = engine::format::Layout::new(engine::ChunkSize::from_sectors(workload.chunk_sectors));
-        let mut out = Commits { fua: Vec::new(), full: Vec::new(), batch: std::collections::BTreeMap::new() };
+        let mut out = Commits { fua: Vec::new(), full: Vec::new(), batch: std::collections::BTreeMap::new(), first: std::collections::BTreeMap::new(), by_sector: std::collections::BTreeMap::new(), first_label: std::collections::BTreeMap::new() };
+        for (i, e) in kernel.iter().enumerate() {
+            if let Some(data) = e.data() {
+                out.by_sector.entry(e.sector).or_default().push(data.to_vec());
+                for label in data.chunks(512).filter_map(Label::parse).filter(|l| l.workload == workload.id && l.op > 0) {
+                    out.first_label.entry(label.op).or_insert(i);
+                }
+            }
+            if let (Some(data), Some(s)) = (e.data(), e.sector.checked_sub(workload.origin_sectors)) {
+                out.first.entry(s / chunk).or_insert_with(|| (e.sector, data.to_vec()));
+            }
+        }
         for e in kernel.iter().filter(|e| e.flags.fua() && e.data().is_some()) {
             let index = out.fua.len();
             out.fua.push(e.clone());
@@ -130,6 +165,9 @@ struct Run<'a> {
     /// FUA writes and first COW writes already checked.
     checked_fua: usize,
     checked_first: usize,
+    checked_submitted: usize,
+    origin_sectors: u64,
+    chunk_sectors: u64,
     disk: SharedDisk,
     driver: Driver,
     /// Entries of our log already checked against the kernel's.
@@ -163,7 +201,8 @@ impl<'a> Run<'a> {
     fn new(workload: &Workload, initial: &[u8], kernel: &'a [Entry], commits: &'a Commits, kernel_patches: KernelPatches) -> Self {
         let disk = Disk::new(Vec::new());
         let driver = Driver::new(workload, initial, kernel_patches, std::sync::Arc::clone(&disk));
-        let mut run = Self { kernel, commits, checked_fua: 0, checked_first: 0, disk, driver, checked: 0 };
+        let (origin_sectors, chunk_sectors) = (workload.origin_sectors, u64::from(workload.chunk_sectors));
+        let mut run = Self { kernel, commits, checked_fua: 0, checked_first: 0, checked_submitted: 0, origin_sectors, chunk_sectors, disk, driver, checked: 0 };
         run.settle();
         run
     }
@@ -201,7 +240,9 @@ impl<'a> Run<'a> {
         }
         let delivers: Vec<Move> = disk.completed.iter().map(|(id, _)| Move::Deliver(*id)).collect();
         drop(disk);
-        let steps = self.driver.ready().into_iter().map(Move::Step);
+        let mut ready = self.driver.ready();
+        ready.sort_by_key(|&w| self.driver.op_of(w).and_then(|op| self.commits.first_label.get(&op).copied()).unwrap_or(usize::MAX));
+        let steps = ready.into_iter().map(Move::Step);
         // dm core maps clones in the submitter's context, faster than
         // copies complete, and a waiter usually wakes before the next
         // completion: steps first, then completions seen, then what the
@@ -236,8 +277,44 @@ impl<'a> Run<'a> {
             }
         }
         self.checked_fua = disk.fua_submitted.len();
-        for &(chunk, submitted) in &disk.first_writes[self.checked_first..] {
-            if let Some(why) = self.commits.early(chunk, submitted) {
+        // Each write as submitted is the kernel's write to the same sector at the same turn.
+        for (sector, data, nth) in &disk.submitted[self.checked_submitted..] {
+            match self.commits.by_sector.get(sector).and_then(|writes| writes.get(*nth)) {
+                Some(theirs) if theirs == data => {}
+                Some(theirs) => {
+                    let (k, o) = (describe(&Entry::write(*sector, theirs.clone(), 0)), describe(&Entry::write(*sector, data.clone(), 0)));
+                    return Some(format!("write {} to sector {sector}: the kernel's is {k}, ours {o}", nth + 1));
+                }
+                None => return Some(format!("ours writes sector {sector} a {} time ({}); the kernel does not", nth + 1, describe(&Entry::write(*sector, data.clone(), 0)))),
+            }
+        }
+        self.checked_submitted = disk.submitted.len();
+        let mut queued: std::collections::BTreeMap<u64, usize> = std::collections::BTreeMap::new();
+        for (sector, data) in self.driver.queued_origin_clones() {
+            let turn = queued.entry(sector).or_insert(0);
+            let nth = disk.per_sector.get(&sector).copied().unwrap_or(0) + *turn;
+            *turn += 1;
+            match self.commits.by_sector.get(&sector).and_then(|writes| writes.get(nth)) {
+                Some(theirs) if theirs.as_slice() == data => {}
+                Some(theirs) => {
+                    let (k, o) = (describe(&Entry::write(sector, theirs.clone(), 0)), describe(&Entry::write(sector, data.to_vec(), 0)));
+                    return Some(format!("writeback {} of origin sector {sector}: the kernel's is {k}, ours {o}", nth + 1));
+                }
+                None => return Some(format!("ours writes origin sector {sector} back a {} time; the kernel does not", nth + 1)),
+            }
+        }
+        for (chunk, submitted, data) in &disk.first_writes[self.checked_first..] {
+            // The kernel's first write to the chunk is ours: the same chunk allocated to the same origin chunk.
+            let sector = self.origin_sectors + chunk * self.chunk_sectors;
+            match self.commits.first.get(chunk) {
+                Some((at, theirs)) if *at == sector && theirs == data => {}
+                Some((at, theirs)) => {
+                    let (k, o) = (describe(&Entry::write(*at, theirs.clone(), 0)), describe(&Entry::write(sector, data.clone(), 0)));
+                    return Some(format!("the first write to COW chunk {chunk} is {k} in the kernel's log, ours {o}"));
+                }
+                None => return Some(format!("ours writes COW chunk {chunk}, which the kernel never writes")),
+            }
+            if let Some(why) = self.commits.early(*chunk, *submitted) {
                 return Some(why);
             }
         }
@@ -311,6 +388,20 @@ impl<'a> Run<'a> {
         drop(disk);
         let writers: Vec<String> = self.driver.ready().into_iter().map(|w| self.driver.next_step(w)).collect();
         format!("ours cannot log kernel entry {at} ({next}): nothing held but {held:?}, writers ready {writers:?}")
+    }
+}
+
+impl Drop for Run<'_> {
+    /// A run given up holds completions that hold the engine's targets,
+    /// which hold the devices: dropped here, or every run searched stays in memory.
+    fn drop(&mut self) {
+        let (held, completed) = {
+            let mut disk = lock(&self.disk);
+            (std::mem::take(&mut disk.held), std::mem::take(&mut disk.completed))
+        };
+        drop((held, completed));
+        self.driver.finish();
+        self.driver.forget();
     }
 }
 
@@ -400,7 +491,7 @@ pub fn follow(workload: &Workload, initial: &[u8], kernel: &Log, kernel_patches:
     }
     if out.matching_schedules == 0 {
         let bounded = if out.exhausted { "every schedule tried" } else { "search bounded" };
-        out.divergence = Some(format!("no schedule matches ({bounded}, {} runs); furthest: {}", out.replays, furthest.1));
+        out.divergence = Some(format!("no schedule found ({bounded}, {} runs); furthest: {}", out.replays, furthest.1));
     }
     out
 }
