@@ -10,6 +10,9 @@
 //!   recording that failed);
 //! - a K1 or K3 count that is zero in one run and not in the other;
 //! - a write-stream divergence the stock run does not show;
+//! - a workload whose log the schedule-following differential follows for
+//!   the stock module and not for the mutant (our engine, in the kernel's
+//!   own timing, cannot write what the mutant wrote);
 //! - a crash state the kernel loads with another status line or view than
 //!   our engine gives it.
 //!
@@ -81,6 +84,8 @@ struct Signature {
     findings: Vec<String>,
     k_counts: Vec<(String, bool, bool)>,
     divergences: BTreeSet<String>,
+    /// Each workload's schedule-following verdict, and why it did not follow.
+    following: Vec<(String, kernel_crash::schedule::Verdict, String)>,
     disagreements: Vec<String>,
 }
 
@@ -92,6 +97,9 @@ fn signature(runs: &[WorkloadRun], disagreements: Vec<String>) -> Signature {
         signature.k_counts.push((name.clone(), run.judgement.kernel_behaviour_k1 > 0, run.judgement.kernel_behaviour_k3 > 0));
         if let Some(differential) = &run.differential {
             signature.divergences.extend(differential.divergences.iter().map(|d| format!("{name}: {d}")));
+        }
+        if let Some(following) = &run.following {
+            signature.following.push((name.clone(), following.verdict(), following.divergence.clone().unwrap_or_default()));
         }
     }
     signature
@@ -125,6 +133,11 @@ fn kills(stock: &Signature, mutant: &Signature) -> Vec<String> {
         }
     }
     why.extend(mutant.divergences.difference(&stock.divergences).map(|d| format!("differential: {d}")));
+    for ((name, verdict, reason), (_, stock_verdict, _)) in mutant.following.iter().zip(&stock.following) {
+        if *stock_verdict == kernel_crash::schedule::Verdict::Follows && *verdict != kernel_crash::schedule::Verdict::Follows {
+            why.push(format!("schedule-following: {name}: {verdict:?} where the stock module's log is followed: {reason}"));
+        }
+    }
     why.extend(mutant.disagreements.iter().map(|d| format!("confirmation: {d}")));
     why
 }
@@ -259,5 +272,15 @@ mod tests {
         assert!(kills(&stock, &k3)[0].starts_with("K-count"));
         let diverged = Signature { divergences: ["a: known".to_string(), "a: new".to_string()].into_iter().collect(), ..stock.clone() };
         assert_eq!(kills(&stock, &diverged), vec!["differential: a: new".to_string()]);
+        // Schedule-following: only a workload the stock module's log is followed on counts.
+        use kernel_crash::schedule::Verdict;
+        let stock = Signature { following: vec![("a".into(), Verdict::Follows, String::new()), ("b".into(), Verdict::Undecided, String::new())], ..stock };
+        let unfollowed = Signature {
+            following: vec![("a".into(), Verdict::Diverges, "why".into()), ("b".into(), Verdict::Undecided, String::new())],
+            ..stock.clone()
+        };
+        assert_eq!(kills(&stock, &unfollowed), vec!["schedule-following: a: Diverges where the stock module's log is followed: why".to_string()]);
+        let still_undecided = Signature { following: vec![("a".into(), Verdict::Follows, String::new()), ("b".into(), Verdict::Diverges, "x".into())], ..stock.clone() };
+        assert!(kills(&stock, &still_undecided).is_empty());
     }
 }
