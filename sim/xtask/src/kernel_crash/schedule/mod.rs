@@ -395,11 +395,10 @@ impl Drop for Run<'_> {
     /// A run given up holds completions that hold the engine's targets,
     /// which hold the devices: dropped here, or every run searched stays in memory.
     fn drop(&mut self) {
-        let (held, completed) = {
-            let mut disk = lock(&self.disk);
-            (std::mem::take(&mut disk.held), std::mem::take(&mut disk.completed))
-        };
-        drop((held, completed));
+        // The engine's own reference cycles (a store's waiting commit
+        // callbacks hold their snapshot) may keep the disk alive: empty it.
+        let emptied = std::mem::take(&mut *lock(&self.disk));
+        drop(emptied);
         self.driver.finish();
         self.driver.forget();
     }
