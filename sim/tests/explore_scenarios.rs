@@ -85,6 +85,7 @@ scenarios! {
     multi_area => "multi-area",
     overflow_p => "overflow-p",
     overflow_po => "overflow-po",
+    po_commit_before_invalidation => "po-commit-before-invalidation",
     po_fills_in_flight => "po-fills-in-flight",
     reads_racing_copies => "reads-racing-copies",
     reload_midway => "reload-midway",
