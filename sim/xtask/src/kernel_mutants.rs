@@ -70,6 +70,8 @@ pub fn subset() -> Vec<workload::Workload> {
     let mut out: Vec<workload::Workload> = workload::scenario_workloads().into_iter().filter(|w| NAMES.contains(&w.name.as_str())).collect();
     out.extend(workload::reused_cow_workloads().into_iter().take(1));
     out.push(workload::reload_over_areas());
+    // An origin write released before its commit is durable shows in the log.
+    out.push(workload::slow_cow());
     // Four writers at once: marks fall while other writes' commits are
     // still in flight, the only crash points that see an origin write
     // released before its own commit is durable.

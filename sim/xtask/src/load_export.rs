@@ -67,6 +67,7 @@ pub fn run(args: &LoadExportArgs) -> Result<bool, crate::TaskError> {
             cow_sectors: cow.len() as u64 / 512,
             ops: Vec::new(),
             reused_cow: false,
+            slow_cow_ms: 0,
         };
         let sample = Sample { name: format!("snapshot {k} ({} {chunk_sectors})", store.table_name()), image: [origin.as_slice(), &cow].concat() };
         pairs.push((workload, sample));

@@ -705,6 +705,7 @@ mod tests {
             cow_sectors: 8 * 8,
             ops: vec![GuestOp::Write { snapshot: false, sector: 0, sectors: 2 }, GuestOp::Flush { snapshot: false }],
             reused_cow: false,
+            slow_cow_ms: 0,
         }
     }
 

@@ -290,6 +290,7 @@ fn print_following(following: &schedule::Following) {
 fn workloads(args: &KernelCrashArgs) -> Vec<Workload> {
     let mut workloads = scenario_workloads();
     workloads.extend(reused_cow_workloads());
+    workloads.push(workload::slow_cow());
     for run in 0..args.runs {
         // One in three ends with a merge, one in three fills a PO snapshot.
         workloads.push(random_workload(args.seed * 1000 + u64::from(run), 1000 + u64::from(run), run % 3 == 1, run % 3 == 2));

@@ -24,12 +24,13 @@ pub fn record(machine: &Machine, dir: &Path, workload: &Workload) -> Result<(), 
     script.resize(script.len().max(1 << 20), 0);
     write(disks.results(), &script)?;
     let args = format!(
-        "osect={} csect={} chunk={} store={} w={} wsect={script_sectors}",
+        "osect={} csect={} chunk={} store={} w={} wsect={script_sectors} cowdelay={}",
         workload.origin_sectors,
         workload.cow_sectors,
         workload.chunk_sectors,
         workload.store.table_name(),
-        workload.id
+        workload.id,
+        workload.slow_cow_ms
     );
     let boot = vm::boot(machine, &disks, "record", &args, None)?;
     std::fs::write(dir.join("status.txt"), format!("{}\n{}\n", boot.marker("STATUS").unwrap_or(""), boot.marker("LOGSTATUS").unwrap_or("")))

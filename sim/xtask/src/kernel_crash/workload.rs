@@ -60,6 +60,11 @@ pub struct Workload {
     /// records in area 0 and its copies in the data chunks, and only the
     /// first 4 KiB were zeroed since, as `lvcreate` does (see [`reused_cow`]).
     pub reused_cow: bool,
+    /// Writes and flushes to the COW are held this long by a dm-delay
+    /// target under the COW's slice (0: none), so that an origin write the
+    /// kernel issues before a commit is durable completes, and is logged,
+    /// before the commit's flush reaches the log.
+    pub slow_cow_ms: u32,
 }
 
 /// What `lvcreate` zeroes of a new snapshot's COW: its first 4 KiB, and
@@ -270,6 +275,7 @@ pub fn translate(scenario: &Scenario, id: u64) -> Option<Workload> {
         cow_sectors: file.cow_chunks * chunk,
         ops,
         reused_cow: false,
+        slow_cow_ms: 0,
     })
 }
 
@@ -318,6 +324,7 @@ pub fn random_workload(seed: u64, id: u64, merge: bool, overflow: bool) -> Workl
         cow_sectors: cow_chunks * chunk,
         ops,
         reused_cow: false,
+        slow_cow_ms: 0,
     }
 }
 
@@ -345,6 +352,7 @@ pub fn reused_cow_workloads() -> Vec<Workload> {
             cow_sectors: cow_chunks * chunk,
             ops,
             reused_cow: true,
+            slow_cow_ms: 0,
         }
     };
     vec![
@@ -383,7 +391,20 @@ pub fn reload_over_areas() -> Workload {
         cow_sectors: 2 * 300,
         ops,
         reused_cow: false,
+        slow_cow_ms: 0,
     }
+}
+
+/// `basic-cow` with the COW's writes and flushes held 50 ms: a kernel that
+/// releases an origin write before the commit of its chunk's record is
+/// durable has that write logged inside the commit's flush (see
+/// [`Workload::slow_cow_ms`]), where the judge and both differentials see it.
+pub fn slow_cow() -> Workload {
+    let mut workload = scenario_workloads().into_iter().find(|w| w.name == "basic-cow").expect("scenarios/basic-cow.toml translates");
+    workload.name = "basic-cow, COW writes held 50 ms".into();
+    workload.id = 301;
+    workload.slow_cow_ms = 50;
+    workload
 }
 
 /// The records an earlier snapshot left in area 0 of a reused COW, in
@@ -460,6 +481,7 @@ mod tests {
             cow_sectors: 40,
             ops,
             reused_cow: false,
+            slow_cow_ms: 0,
         }
     }
 

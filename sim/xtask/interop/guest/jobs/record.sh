@@ -10,6 +10,8 @@
 #                        `merging`, merge with snapshot-merge until the COW
 #                        is empty (the last operation)
 #   P K                  the next K lines are writes run at once
+# With cowdelay=MS, a dm-delay target under the COW's slice holds its
+# writes and flushes MS milliseconds.
 # Every sector written carries a label naming workload, operation, target
 # and sector; a mark `opN` follows each operation's completion (`failN` if
 # it failed: a write to a full `PO` snapshot), so the log says what was
@@ -25,7 +27,15 @@ W=${ARG_w:-0}
 ST=${ARG_store:-P}
 dmsetup create lw --table "0 $((OS + CS)) log-writes $ORIG $COW" || fail "create log-writes"
 dmsetup create o --table "0 $OS linear /dev/mapper/lw 0" || fail "create origin slice"
-dmsetup create c --table "0 $CS linear /dev/mapper/lw $OS" || fail "create cow slice"
+if [ "${ARG_cowdelay:-0}" -gt 0 ]; then
+    # The COW's writes and flushes held cowdelay ms (reads not): an origin
+    # write issued before a commit is durable reaches the log first.
+    D=$ARG_cowdelay
+    dmsetup create cdl --table "0 $CS delay /dev/mapper/lw $OS 0 /dev/mapper/lw $OS $D /dev/mapper/lw $OS $D" || fail "create cow delay"
+    dmsetup create c --table "0 $CS linear /dev/mapper/cdl 0" || fail "create cow slice"
+else
+    dmsetup create c --table "0 $CS linear /dev/mapper/lw $OS" || fail "create cow slice"
+fi
 mark() { dmsetup message lw 0 mark "$1" || fail "mark $1"; }
 create() {
     dmsetup create snap --table "0 $OS snapshot /dev/mapper/o /dev/mapper/c $ST $CH" || fail "create snap"
@@ -112,6 +122,7 @@ else
     remove
 fi
 dmsetup remove c || fail "remove cow slice"
+[ "${ARG_cowdelay:-0}" -gt 0 ] && { dmsetup remove cdl || fail "remove cow delay"; }
 dmsetup remove o || fail "remove origin slice"
 echo "@@LOGSTATUS $(dmsetup status lw)"
 dmsetup remove lw || fail "remove log-writes"
