@@ -257,8 +257,9 @@ mod tests {
     #[test]
     fn the_subset_finds_every_workload_it_names() {
         let names: Vec<String> = subset().into_iter().map(|w| w.name).collect();
-        assert_eq!(names.len(), 7, "{names:?}");
+        assert_eq!(names.len(), 8, "{names:?}");
         assert!(names.iter().any(|n| n == "merge-multi-area"), "a merge reaches the merge mutants: {names:?}");
+        assert!(subset().iter().any(|w| w.slow_cow_ms > 0), "a slowed COW shows an origin write released before its commit: {names:?}");
     }
 
     #[test]
