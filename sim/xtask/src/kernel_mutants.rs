@@ -153,6 +153,12 @@ fn describe(patch: &str) -> (String, Option<String>) {
     (breaks, equivalent)
 }
 
+/// A mutant's job still running after this long has hung (the stock
+/// module's longest job of the subset takes well under a minute under
+/// TCG): the recording fails, a finding, and the mutant stays within its
+/// 5 minutes.
+const MUTANT_JOB_SECONDS_MAX: u64 = 90;
+
 /// One mutant: its module built, the subset run, the verdict.
 fn run_mutant(cache: &Path, out: &Path, patch: &Path, stock: &Signature, workloads: &[workload::Workload]) -> Result<MutantResult, crate::TaskError> {
     let started = Instant::now();
@@ -163,7 +169,8 @@ fn run_mutant(cache: &Path, out: &Path, patch: &Path, stock: &Signature, workloa
     let series = out.join("series").join(&name);
     std::fs::create_dir_all(&series).map_err(|e| format!("{}: {e}", series.display()))?;
     std::fs::copy(patch, series.join(patch.file_name().unwrap_or_default())).map_err(|e| format!("{}: {e}", patch.display()))?;
-    let machine = vm::prepare(cache, Some(&series))?;
+    let mut machine = vm::prepare(cache, Some(&series))?;
+    machine.job_seconds_max = MUTANT_JOB_SECONDS_MAX;
     let signature = run_subset(&machine, &out.join(&name), workloads)?;
     let killed_by = kills(stock, &signature);
     let killed = !killed_by.is_empty();

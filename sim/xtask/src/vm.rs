@@ -19,6 +19,10 @@ pub struct Machine {
     pub package: String,
     /// The dm-snapshot module it boots.
     pub module: Module,
+    /// A job still running after this long is stopped and reported as not
+    /// finishing (600 s; `kernel-mutants` sets less, so that a mutant that
+    /// hangs a recording is killed within its 5 minutes).
+    pub job_seconds_max: u64,
 }
 
 /// The dm-snapshot module a machine boots: Debian's, or one built from
@@ -110,6 +114,7 @@ pub fn prepare(cache: &Path, patches: Option<&Path>) -> Result<Machine, PrepareE
         release: field("KVER")?,
         package: field("KERNEL_PACKAGE")?,
         module,
+        job_seconds_max: 600,
     })
 }
 
@@ -193,7 +198,7 @@ pub fn boot(machine: &Machine, disks: &Disks, job: &str, args: &str, kill_after:
             }
         }
     });
-    let deadline = start + Duration::from_secs(600);
+    let deadline = start + Duration::from_secs(machine.job_seconds_max);
     let mut markers = Vec::new();
     let mut kill_at = None;
     let mut writing_since = None;
@@ -228,7 +233,7 @@ pub fn boot(machine: &Machine, disks: &Disks, job: &str, args: &str, kill_after:
     markers.extend(received.try_iter().map(|l| l.trim_start_matches("@@").to_string()));
     let seconds = start.elapsed().as_secs_f64();
     if !killed && Instant::now() >= deadline {
-        return Err(format!("the {job} job did not finish within 600 s; guest said: {markers:?}"));
+        return Err(format!("the {job} job did not finish within {} s; guest said: {markers:?}", machine.job_seconds_max));
     }
     if !killed && !status.success() {
         let mut stderr = String::new();
