@@ -129,8 +129,19 @@ struct Recording {
     kernel_status: String,
 }
 
-fn load_recording(dir: &Path) -> Result<Recording, String> {
+fn load_recording(dir: &Path, workload: &Workload) -> Result<Recording, String> {
     let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()));
+    // The guest read its operations from the results disk: a recording of
+    // another workload (the list changed since, numbering shifted) is refused.
+    let script = workload.script().into_bytes();
+    let recorded = read("results.img")?;
+    if !recorded.starts_with(&script) || recorded.get(script.len()).is_some_and(|&b| b != 0) {
+        return Err(format!(
+            "{}: this recording is not of workload {:?} (its operations differ: the workload list changed since it was recorded); record it again",
+            dir.display(),
+            workload.name
+        ));
+    }
     let log = Log::parse(&read("cow.img")?).map_err(|e| format!("{}: {e}", dir.join("cow.img").display()))?;
     let kernel_status = std::fs::read_to_string(dir.join("status.txt")).unwrap_or_default().lines().next().unwrap_or("").to_string();
     Ok(Recording { log, initial: read("initial.img")?, final_disk: read("origin.img")?, kernel_status })
@@ -198,7 +209,7 @@ pub fn run_workload(machine: Option<&vm::Machine>, dir: &Path, workload: &Worklo
             return Ok(WorkloadRun { judgement, differential: None, following: None });
         }
     }
-    let recording = load_recording(dir)?;
+    let recording = load_recording(dir, workload)?;
     if pipeline.print_log {
         print_log(workload, &recording.log);
     }

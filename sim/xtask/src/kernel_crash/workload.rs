@@ -224,14 +224,30 @@ impl Label {
 
 /// The scenarios the kernel can run as they are: one snapshot, `P`, no
 /// faults, no user flags, no mixed chunk sizes, a merge only as the last operation.
+///
+/// Each is numbered from its scenario's name (10,000 to 909,999), not its
+/// place in the list, so that a new scenario leaves every other workload's
+/// number, labels and recording directory as they were.
 pub fn scenario_workloads() -> Vec<Workload> {
-    let mut out = Vec::new();
+    let mut out: Vec<Workload> = Vec::new();
     for scenario in all_in(&scenarios_dir()).unwrap_or_default() {
-        if let Some(workload) = translate(&scenario, 100 + out.len() as u64) {
+        let mut id = name_number(&scenario.name);
+        while out.iter().any(|w| w.id == id) {
+            id = 10_000 + (id - 10_000 + 1) % 900_000;
+        }
+        if let Some(workload) = translate(&scenario, id) {
             out.push(workload);
         }
     }
     out
+}
+
+/// A workload number from a scenario's name (FNV-1a), in 10,000..910,000:
+/// clear of the random (1,000+), reused-COW (200+) and other fixed numbers,
+/// and of [`EARLIER_USER`] and above.
+fn name_number(name: &str) -> u64 {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+    10_000 + hash % 900_000
 }
 
 /// A scenario in the guest's words, or `None` if the kernel cannot run it
@@ -470,6 +486,16 @@ pub fn initial_image(workload: &Workload) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scenario_workloads_are_numbered_by_name_uniquely() {
+        let workloads = scenario_workloads();
+        let ids: std::collections::BTreeSet<u64> = workloads.iter().map(|w| w.id).collect();
+        assert_eq!(ids.len(), workloads.len(), "two translations share a number");
+        assert!(ids.iter().all(|id| (10_000..910_000).contains(id)), "{ids:?}");
+        let basic = workloads.iter().find(|w| w.name == "basic-cow").expect("basic-cow translates");
+        assert_eq!(basic.id, name_number("basic-cow"), "a scenario's number depends on its name alone");
+    }
 
     fn workload(ops: Vec<GuestOp>) -> Workload {
         Workload {
