@@ -293,7 +293,11 @@ fn run_k2_case(machine: &Machine, out: &Path, seed: u64) -> Result<Row, String> 
         chunk_bytes: 4096,
         store: "P".to_string(),
         engine_status: if stock { "old, or new (K2)" } else { "old" }.to_string(),
-        kernel_status: if invalid { format!("Invalid, read {read}") } else { format!("{}, read {read}", boot.marker("STATUS").unwrap_or("no status")) },
+        kernel_status: if invalid {
+            format!("Invalid, read {read}")
+        } else {
+            format!("{}, read {read}", boot.marker("STATUS").unwrap_or("no status"))
+        },
         view,
         merge: None,
         seconds: boot.seconds,

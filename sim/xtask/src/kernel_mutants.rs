@@ -284,13 +284,17 @@ mod tests {
         assert_eq!(kills(&stock, &diverged), vec!["differential: a: new".to_string()]);
         // Schedule-following: only a workload the stock module's log is followed on counts.
         use kernel_crash::schedule::Verdict;
-        let stock = Signature { following: vec![("a".into(), Verdict::Follows, String::new()), ("b".into(), Verdict::Undecided, String::new())], ..stock };
+        let stock =
+            Signature { following: vec![("a".into(), Verdict::Follows, String::new()), ("b".into(), Verdict::Undecided, String::new())], ..stock };
         let unfollowed = Signature {
             following: vec![("a".into(), Verdict::Diverges, "why".into()), ("b".into(), Verdict::Undecided, String::new())],
             ..stock.clone()
         };
         assert_eq!(kills(&stock, &unfollowed), vec!["schedule-following: a: Diverges where the stock module's log is followed: why".to_string()]);
-        let still_undecided = Signature { following: vec![("a".into(), Verdict::Follows, String::new()), ("b".into(), Verdict::Diverges, "x".into())], ..stock.clone() };
+        let still_undecided = Signature {
+            following: vec![("a".into(), Verdict::Follows, String::new()), ("b".into(), Verdict::Diverges, "x".into())],
+            ..stock.clone()
+        };
         assert!(kills(&stock, &still_undecided).is_empty());
     }
 }

@@ -36,15 +36,34 @@ enum Step {
     Create,
     Remove,
     /// Open the device and read the pages a write touches that the cache lacks (then [`Step::Compose`]).
-    Write { op: u64, snapshot: bool, sector: u64, sectors: u64 },
+    Write {
+        op: u64,
+        snapshot: bool,
+        sector: u64,
+        sectors: u64,
+    },
     /// Lay the labels over the cached pages (then [`Step::Close`]).
-    Compose { op: u64, snapshot: bool, sector: u64, sectors: u64 },
+    Compose {
+        op: u64,
+        snapshot: bool,
+        sector: u64,
+        sectors: u64,
+    },
     /// Close the device: the last writer writes the dirty pages back.
-    Close { op: u64, snapshot: bool },
-    Flush { op: u64, snapshot: bool },
+    Close {
+        op: u64,
+        snapshot: bool,
+    },
+    Flush {
+        op: u64,
+        snapshot: bool,
+    },
     /// The guest's fsync before a merge: a failed writeback it reports is
     /// noted, not the merge's failure.
-    FlushBeforeMerge { op: u64, snapshot: bool },
+    FlushBeforeMerge {
+        op: u64,
+        snapshot: bool,
+    },
     StartMerge,
     /// Writers of their own, one per write; waits for all of them.
     Batch(Vec<(u64, bool, u64, u64)>),

@@ -82,7 +82,6 @@ impl Following {
             (false, false) => Verdict::Undecided,
         }
     }
-
 }
 
 /// One move: complete a held request, or let a writer take a step.
@@ -119,7 +118,14 @@ impl Commits {
     fn of(workload: &Workload, kernel: &[Entry]) -> Self {
         let chunk = u64::from(workload.chunk_sectors);
         let layout = engine::format::Layout::new(engine::ChunkSize::from_sectors(workload.chunk_sectors));
-        let mut out = Commits { fua: Vec::new(), full: Vec::new(), batch: std::collections::BTreeMap::new(), first: std::collections::BTreeMap::new(), by_sector: std::collections::BTreeMap::new(), first_label: std::collections::BTreeMap::new() };
+        let mut out = Commits {
+            fua: Vec::new(),
+            full: Vec::new(),
+            batch: std::collections::BTreeMap::new(),
+            first: std::collections::BTreeMap::new(),
+            by_sector: std::collections::BTreeMap::new(),
+            first_label: std::collections::BTreeMap::new(),
+        };
         for (i, e) in kernel.iter().enumerate() {
             if let Some(data) = e.data() {
                 out.by_sector.entry(e.sector).or_default().push(data.to_vec());
@@ -202,7 +208,8 @@ impl<'a> Run<'a> {
         let disk = Disk::new(Vec::new());
         let driver = Driver::new(workload, initial, kernel_patches, std::sync::Arc::clone(&disk));
         let (origin_sectors, chunk_sectors) = (workload.origin_sectors, u64::from(workload.chunk_sectors));
-        let mut run = Self { kernel, commits, checked_fua: 0, checked_first: 0, checked_submitted: 0, origin_sectors, chunk_sectors, disk, driver, checked: 0 };
+        let mut run =
+            Self { kernel, commits, checked_fua: 0, checked_first: 0, checked_submitted: 0, origin_sectors, chunk_sectors, disk, driver, checked: 0 };
         run.settle();
         run
     }
@@ -272,7 +279,9 @@ impl<'a> Run<'a> {
         for i in self.checked_fua..disk.fua_submitted.len() {
             match self.commits.fua.get(i) {
                 Some(k) if same_entry(&disk.fua_submitted[i], k) => {}
-                Some(k) => return Some(format!("FUA write {i} submitted: the kernel's is {}, ours {}", describe(k), describe(&disk.fua_submitted[i]))),
+                Some(k) => {
+                    return Some(format!("FUA write {i} submitted: the kernel's is {}, ours {}", describe(k), describe(&disk.fua_submitted[i])));
+                }
                 None => return Some(format!("ours submits FUA write {i} ({}), the kernel logs only {}", describe(&disk.fua_submitted[i]), i)),
             }
         }
@@ -285,7 +294,13 @@ impl<'a> Run<'a> {
                     let (k, o) = (describe(&Entry::write(*sector, theirs.clone(), 0)), describe(&Entry::write(*sector, data.clone(), 0)));
                     return Some(format!("write {} to sector {sector}: the kernel's is {k}, ours {o}", nth + 1));
                 }
-                None => return Some(format!("ours writes sector {sector} a {} time ({}); the kernel does not", nth + 1, describe(&Entry::write(*sector, data.clone(), 0)))),
+                None => {
+                    return Some(format!(
+                        "ours writes sector {sector} a {} time ({}); the kernel does not",
+                        nth + 1,
+                        describe(&Entry::write(*sector, data.clone(), 0))
+                    ));
+                }
             }
         }
         self.checked_submitted = disk.submitted.len();
@@ -408,10 +423,8 @@ impl Drop for Run<'_> {
 fn describe(entry: &Entry) -> String {
     match entry.data() {
         Some(data) => {
-            let label = Label::parse(&data[..512.min(data.len())]).map_or_else(
-                || if data.iter().all(|&b| b == 0) { "zeros".to_string() } else { "unlabelled".to_string() },
-                |l| format!("{l:?}"),
-            );
+            let label = Label::parse(&data[..512.min(data.len())])
+                .map_or_else(|| if data.iter().all(|&b| b == 0) { "zeros".to_string() } else { "unlabelled".to_string() }, |l| format!("{l:?}"));
             format!("{entry} ({label})")
         }
         None => entry.to_string(),
