@@ -98,13 +98,38 @@ pub enum Injection {
     FailWrites { disk: usize, sector: u64, sectors: u64, count: u32, skip: u32 },
 }
 
+/// `SNAPSIM_STRICT` as every part of the harness reads it: unset, `0` or
+/// `false` is off; `1` or `true` is on; anything else is refused, so that
+/// `SNAPSIM_STRICT=false` or a typo never means the opposite of what was meant.
+pub fn strict_from_env() -> Result<bool, String> {
+    match std::env::var("SNAPSIM_STRICT") {
+        Err(std::env::VarError::NotPresent) => Ok(false),
+        Ok(value) => parse_strict(&value),
+        Err(std::env::VarError::NotUnicode(value)) => Err(format!("SNAPSIM_STRICT={value:?}: must be 0, 1, true or false")),
+    }
+}
+
+/// A value of `SNAPSIM_STRICT` (see [`strict_from_env`]).
+pub fn parse_strict(value: &str) -> Result<bool, String> {
+    match value {
+        "0" | "false" => Ok(false),
+        "1" | "true" => Ok(true),
+        other => Err(format!("SNAPSIM_STRICT={other:?}: must be 0, 1, true or false")),
+    }
+}
+
 impl RunConfig {
     /// [`RunConfig::max_steps`] unless changed.
     pub const MAX_STEPS_DEFAULT: u64 = 2_000_000;
 
-    /// The defaults, with `strict` from `SNAPSIM_STRICT`.
+    /// The defaults, with `strict` from `SNAPSIM_STRICT` (see [`strict_from_env`]).
+    ///
+    /// # Panics
+    /// If `SNAPSIM_STRICT` holds anything but `0`, `1`, `true` or `false`:
+    /// a test run told `SNAPSIM_STRICT=yes` must not quietly run lenient.
+    /// (`snapsim` checks the variable before any run and exits 2 instead.)
     pub fn new(seed: u64) -> Self {
-        let strict = std::env::var_os("SNAPSIM_STRICT").is_some_and(|v| v != "0");
+        let strict = strict_from_env().unwrap_or_else(|error| panic!("{error}"));
         Self {
             seed,
             max_steps: Self::MAX_STEPS_DEFAULT,
@@ -259,4 +284,21 @@ pub fn run(config: &RunConfig) -> Report {
     report.replay = config.replay_command();
     report.replay_test = config.replay_test_command();
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_strict;
+
+    #[test]
+    fn snapsim_strict_is_read_strictly() {
+        assert_eq!(parse_strict("1"), Ok(true));
+        assert_eq!(parse_strict("true"), Ok(true));
+        assert_eq!(parse_strict("0"), Ok(false));
+        assert_eq!(parse_strict("false"), Ok(false));
+        // Once read as "anything but 0 is strict": never again.
+        for value in ["no", "off", "", "yes", "TRUE"] {
+            assert!(parse_strict(value).unwrap_err().contains("must be 0, 1, true or false"), "{value:?}");
+        }
+    }
 }
