@@ -117,7 +117,10 @@ fn run_subset(machine: &Machine, dir: &Path, workloads: &[workload::Workload]) -
         let run = kernel_crash::run_workload(Some(machine), &dir.join(format!("w{}", workload.id)), workload, &pipeline)?;
         runs.push(run);
     }
-    let confirmations = kernel_crash::confirm_runs(machine, &dir.join("confirm"), workloads, &runs)?;
+    // The cap on a mutant's jobs is for recordings that hang; confirming
+    // loads one state after another and may take longer.
+    let confirmer = vm::Machine { job_seconds_max: machine.job_seconds_max.max(600), ..machine.clone() };
+    let confirmations = kernel_crash::confirm_runs(&confirmer, &dir.join("confirm"), workloads, &runs)?;
     let disagreements =
         confirmations.iter().filter(|c| !c.agree).map(|c| format!("{}: kernel {} , ours {}", c.state, c.kernel_status, c.engine_status)).collect();
     Ok(signature(&runs, disagreements))
@@ -153,10 +156,10 @@ fn describe(patch: &str) -> (String, Option<String>) {
     (breaks, equivalent)
 }
 
-/// A mutant's job still running after this long has hung (the stock
-/// module's longest job of the subset takes well under a minute under
-/// TCG): the recording fails, a finding, and the mutant stays within its
-/// 5 minutes.
+/// A mutant's recording still running after this long has hung (the stock
+/// module's longest recording of the subset takes well under a minute
+/// under TCG): the recording fails, a finding, and the mutant stays within
+/// its 5 minutes. The boot that confirms sampled states is not capped.
 const MUTANT_JOB_SECONDS_MAX: u64 = 90;
 
 /// One mutant: its module built, the subset run, the verdict.
