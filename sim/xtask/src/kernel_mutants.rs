@@ -117,6 +117,11 @@ fn run_subset(machine: &Machine, dir: &Path, workloads: &[workload::Workload]) -
         let run = kernel_crash::run_workload(Some(machine), &dir.join(format!("w{}", workload.id)), workload, &pipeline)?;
         runs.push(run);
     }
+    // Every state with a finding is a sample: a mutant with many findings
+    // is killed already, and three a workload keep the confirming boot short.
+    for run in &mut runs {
+        run.judgement.samples.truncate(CONFIRMED_PER_WORKLOAD_MAX);
+    }
     // The cap on a mutant's jobs is for recordings that hang; confirming
     // loads one state after another and may take longer.
     let confirmer = vm::Machine { job_seconds_max: machine.job_seconds_max.max(600), ..machine.clone() };
@@ -155,6 +160,9 @@ fn describe(patch: &str) -> (String, Option<String>) {
     let equivalent = paragraphs.iter().find_map(|p| p.strip_prefix("Equivalent:").map(|e| e.trim().to_string()));
     (breaks, equivalent)
 }
+
+/// States a mutant's run has the kernel confirm per workload, at most.
+const CONFIRMED_PER_WORKLOAD_MAX: usize = 3;
 
 /// A mutant's recording still running after this long has hung (the stock
 /// module's longest recording of the subset takes well under a minute
