@@ -237,8 +237,27 @@ impl Mutations {
         }
     }
 
+    /// The id (`Z3`) of the first mutation switched on, if any: what a
+    /// replay line and a crash trace name.
+    pub fn id(self) -> Option<&'static str> {
+        Mutation::ALL.into_iter().find(|&m| self.has(m)).map(Mutation::id)
+    }
+
     /// Whether this build can switch mutations on at all.
     pub const fn available() -> bool {
         cfg!(feature = "bug-zoo")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Mutation, Mutations};
+
+    #[test]
+    fn a_set_of_mutations_names_the_one_switched_on() {
+        assert_eq!(Mutations::NONE.id(), None);
+        let z3 = Mutations::only(Mutation::Z3CommitInCompletionOrder);
+        // Without the bug-zoo feature no mutation can be switched on.
+        assert_eq!(z3.id(), Mutations::available().then_some("Z3"));
     }
 }

@@ -197,7 +197,7 @@ impl CrashTrace {
             mode,
             seed,
             strict,
-            mutation: mutation_id(mutations),
+            mutation: mutations.id().map(str::to_string),
             crashes: 0,
             read_error: 0.0,
             write_error: 0.0,
@@ -412,11 +412,6 @@ impl CrashTrace {
         }
         best
     }
-}
-
-/// The id of the mutation switched on in `mutations` (`Z3`), if any.
-pub fn mutation_id(mutations: Mutations) -> Option<String> {
-    Mutation::ALL.into_iter().find(|&m| mutations.has(m)).map(|m| m.id().to_string())
 }
 
 /// The mutations a trace names (an error if this build cannot make them).

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use engine::zoo::Mutations;
 use serde::Serialize;
 
-use crate::crash_trace::{CrashTrace, mutation_id};
+use crate::crash_trace::CrashTrace;
 use crate::marks::MarkCounts;
 use crate::world::{Report, RunConfig, run};
 
@@ -509,7 +509,7 @@ fn assemble(config: &SoakConfig, tally: &Tally, failures: Vec<SoakFailure>, shap
         seed_start: config.seed_start,
         shard: config.shard.to_string(),
         jobs: config.jobs,
-        mutation: mutation_id(config.mutations),
+        mutation: config.mutations.id().map(str::to_string),
         strict: config.strict,
         kernel_patches: config.kernel_patches.name().to_string(),
         bias: config.bias.to_string(),

@@ -208,8 +208,8 @@ impl RunConfig {
         if self.kernel_patches != KernelPatches::Stock {
             options.push(("--kernel-patches", "SNAPSIM_KERNEL_PATCHES", Some(self.kernel_patches.name().to_string())));
         }
-        if let Some(mutation) = crate::crash_trace::mutation_id(self.mutations) {
-            options.push(("--mutation", "SNAPSIM_MUTATION", Some(mutation)));
+        if let Some(mutation) = self.mutations.id() {
+            options.push(("--mutation", "SNAPSIM_MUTATION", Some(mutation.to_string())));
         }
         if self.max_steps != Self::MAX_STEPS_DEFAULT {
             options.push(("--max-steps", "SNAPSIM_MAX_STEPS", Some(self.max_steps.to_string())));
