@@ -14,8 +14,9 @@ use model::{Invariant, Violation};
 use serde::{Deserialize, Serialize};
 
 use crate::disk::FaultRates;
-use crate::explore::{Bounds, explore};
+use crate::explore::explore;
 use crate::scenario::{Scenario, ScenarioFile};
+use crate::shape::Bounds;
 use crate::shape::{FieldError, FileError, RunShape};
 use crate::world::guide::{self, Decision};
 use crate::world::script::parse_ops;

@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::disk::FaultRates;
-use crate::explore::Bounds;
+use crate::shape::Bounds;
 pub use crate::shape::Limits;
 use crate::shape::{FieldError, FileError, RunShape};
 use crate::world::knobs::Mix;

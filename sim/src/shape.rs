@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use engine::store::{KernelPatches, StoreKind};
 use serde::{Deserialize, Serialize};
 
-use crate::explore::Bounds;
 use crate::world::script::parse_ops;
 use crate::world::{Injection, ScriptOp};
 
@@ -384,6 +383,46 @@ impl RunShape {
             fits(&what, sector, sectors, size, name).map_err(wrong)?;
         }
         Ok(())
+    }
+}
+
+/// How far the enumeration goes at each crash point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounds {
+    /// Non-durable writes whose every subset is tried. Default 5.
+    pub writes_max: usize,
+    /// Tear writes of several sectors. Default on.
+    pub tear: bool,
+    /// Stop after this many distinct states (0: no limit). Default 0.
+    pub states_max: u64,
+    /// A crash point whose whole space holds at most this many states is
+    /// enumerated whole, sector by sector (brute force), instead of within
+    /// the write bound. Default 4096; 0 turns it off.
+    pub brute_force_max: u64,
+    /// A larger point is judged whole per data sector (see the module doc)
+    /// when that takes at most this many states: every combination of its
+    /// metadata sectors' values, times the most values one data sector may
+    /// hold. Default 65,536; 0 turns it off.
+    pub per_sector_states_max: u64,
+    /// At every point enumerated by brute force, also judge it per data
+    /// sector, alone, and record where the two verdicts differ
+    /// (`explore`'s `Coverage::cross_check_mismatches`). Default off (tests).
+    pub cross_check: bool,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self { writes_max: 5, tear: true, states_max: 0, brute_force_max: 4096, per_sector_states_max: 65_536, cross_check: false }
+    }
+}
+
+impl Bounds {
+    /// The sector counts of a torn `sectors`-sector write that reach the media
+    /// (as a prefix, and as a suffix).
+    pub fn tear_cuts(sectors: usize) -> Vec<usize> {
+        let mut cuts: Vec<usize> = [1, sectors / 2, sectors.saturating_sub(1)].into_iter().filter(|&c| c >= 1 && c < sectors).collect();
+        cuts.dedup();
+        cuts
     }
 }
 
