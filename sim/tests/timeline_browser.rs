@@ -158,24 +158,28 @@ fn fixed_timeline() -> Timeline {
     }
 }
 
-/// The kept reference picture of [`fixed_timeline`], and the fonts it was
-/// drawn with (`fc-match sans-serif` and `monospace`).
+/// The kept reference picture of [`fixed_timeline`], and what drew it: the
+/// fonts the page's families resolve to and the browser's version.
 const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/timeline-reference.png");
 const REFERENCE_FONTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/timeline-reference.fonts");
 /// Share of pixels that may differ. The same Chromium and fonts draw the
-/// same pixels (no difference at all); this leaves room for another
-/// Chromium build's antialiasing, not for one bar recoloured (about 0.2%
-/// of the picture) or moved. Labels and rows are checked in the DOM.
+/// same pixels (no difference at all); this leaves room for antialiasing,
+/// not for one bar recoloured (about 0.2% of the picture) or moved. Labels
+/// and rows are checked in the DOM.
 const TOLERANCE: f64 = 0.001;
 
-/// What the page's generic fonts resolve to here; None without fontconfig.
-fn fonts() -> Option<String> {
+/// What draws the page here: the fonts its generic families resolve to,
+/// and the names Chromium asks fontconfig for them (its default sans-serif
+/// is Arial, which resolves to Liberation Sans where fonts-liberation is
+/// installed and to DejaVu Sans where it is not), then the browser's
+/// version. None without fontconfig.
+fn drawing_environment(browser: &Path) -> Option<String> {
     let mut text = String::new();
-    for family in ["sans-serif", "monospace"] {
+    for family in ["sans-serif", "monospace", "Arial", "Courier New"] {
         let out = Command::new("fc-match").arg(family).output().ok()?;
         text += &format!("{family}: {}", String::from_utf8_lossy(&out.stdout));
     }
-    Some(text)
+    Some(text + &format!("browser: {}\n", version(browser)))
 }
 
 fn version(browser: &Path) -> String {
@@ -192,10 +196,10 @@ fn the_fixed_timeline_looks_like_its_reference() {
         return;
     };
     let update = std::env::var_os("SNAPSIM_UPDATE_REFERENCE").is_some();
-    let here = fonts();
+    let here = drawing_environment(&browser);
     let kept = std::fs::read_to_string(REFERENCE_FONTS).ok();
     if !update && (here.is_none() || here != kept) {
-        println!("SKIPPED: the reference was drawn with other fonts ({kept:?}; here {here:?}); its pixels would not compare");
+        println!("SKIPPED: the reference was drawn with other fonts or another browser ({kept:?}; here {here:?}); its pixels would not compare");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
