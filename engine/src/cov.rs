@@ -33,6 +33,8 @@ pub enum Mark {
     OriginWriteSplit,
     SnapshotWriteWholeChunk,
     SnapshotWriteNeedsCopy,
+    CopyClippedAtOriginEnd,
+    ReadPastLastWholeChunk,
     ThrottleParked,
     CopyReadError,
     CopyWriteError,
@@ -53,7 +55,7 @@ pub enum Mark {
 
 impl Mark {
     /// Every engine mark, in declaration order.
-    pub const ALL: [Mark; 37] = [
+    pub const ALL: [Mark; 39] = [
         Mark::CommitBatched,
         Mark::CommitQueuedBehindAreaWrite,
         Mark::AreaFilled,
@@ -75,6 +77,8 @@ impl Mark {
         Mark::OriginWriteSplit,
         Mark::SnapshotWriteWholeChunk,
         Mark::SnapshotWriteNeedsCopy,
+        Mark::CopyClippedAtOriginEnd,
+        Mark::ReadPastLastWholeChunk,
         Mark::ThrottleParked,
         Mark::CopyReadError,
         Mark::CopyWriteError,
@@ -143,6 +147,12 @@ impl Mark {
             Mark::OriginWriteSplit => ("origin-write-split", "an origin write is split at chunk boundaries (mixed chunk sizes)"),
             Mark::SnapshotWriteWholeChunk => ("snapshot-write-whole-chunk", "a snapshot write covers its chunk: no copy, the data goes to the COW"),
             Mark::SnapshotWriteNeedsCopy => ("snapshot-write-needs-copy", "a partial snapshot write copies the chunk first"),
+            Mark::CopyClippedAtOriginEnd => {
+                ("copy-clipped-at-origin-end", "the origin ends mid-chunk: the last chunk's copy stops at the origin's end")
+            }
+            Mark::ReadPastLastWholeChunk => {
+                ("read-past-last-whole-chunk", "a snapshot read reaches the partial chunk past the origin's last whole one")
+            }
             Mark::ThrottleParked => ("throttle-parked", "a write waits at the COW threshold (the 2019 throttle deadlock's shape)"),
             Mark::CopyReadError => ("copy-read-error", "a copy cannot read the origin: the exception fails, the snapshot invalidates"),
             Mark::CopyWriteError => ("copy-write-error", "a copy cannot write the COW: the exception fails, the snapshot invalidates"),

@@ -192,7 +192,7 @@ impl CrashTrace {
 
     /// A trace of `ops` on `knobs`, with no crashes, random faults or scripted ones.
     fn of(knobs: &Knobs, ops: &[ScriptOp], mode: Mode, seed: u64, mutations: Mutations, strict: bool, violation: Option<&Violation>) -> Self {
-        Self {
+        let mut trace = Self {
             post_mortem: violation.map_or("passes".into(), ToString::to_string),
             verdict: Verdict::of(violation),
             mode,
@@ -209,7 +209,9 @@ impl CrashTrace {
                 chunk_sectors: knobs.chunk_sectors,
                 mixed_chunk_sectors: knobs.mixed_chunk_sectors.clone(),
                 origin_chunks: knobs.origin_chunks,
+                exact_origin_sectors: None,
                 cow_chunks: knobs.cow_chunks,
+                exact_cow_sectors: None,
                 snapshots: knobs.snapshots,
                 store: knobs.store,
                 cow_threshold: knobs.cow_threshold,
@@ -221,7 +223,9 @@ impl CrashTrace {
                 kernel_patches: engine::store::KernelPatches::Stock,
                 ops: ops_text(ops),
             },
-        }
+        };
+        trace.shape.set_geometry(knobs);
+        trace
     }
 
     /// Reads and checks a trace file: every field in its range (the

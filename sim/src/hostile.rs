@@ -301,6 +301,8 @@ impl OpSequence {
             chunk_sectors: OP_CHUNK_SECTORS as u32,
             origin_chunks: OP_ORIGIN_CHUNKS,
             cow_chunks: OP_ORIGIN_CHUNKS * 2 + 8,
+            origin_tail_sectors: 0,
+            cow_tail_sectors: 0,
             snapshots: OP_SNAPSHOTS,
             store: StoreKind::Persistent,
             mix: Mix { origin_write: 1, snapshot_write: 1, snapshot_read: 1, flush: 1 },

@@ -5,8 +5,8 @@
 //! ```toml
 //! description = "One snapshot; origin writes copy chunks into the COW."
 //! chunk_sectors = 8          # the snapshots' chunk size (the largest, if mixed)
-//! origin_chunks = 8
-//! cow_chunks = 16            # in chunks of chunk_sectors
+//! origin_chunks = 8          # or origin_sectors = 83: an origin that ends mid-chunk
+//! cow_chunks = 16            # in chunks of chunk_sectors; or cow_sectors = 197
 //! snapshots = 1
 //! store = "P"                # or "PO"
 //! # mixed_chunk_sectors = [8, 2]   # one per snapshot, each at most chunk_sectors
@@ -104,10 +104,13 @@ impl Scenario {
             return Err(FieldError::new("seeds", format!("seeds (entries) = {}: must be 1..={}", file.seeds.len(), Limits::SEEDS_MAX)));
         }
         let shape = &file.shape;
+        let (origin_chunks, origin_tail_sectors, cow_chunks, cow_tail_sectors) = shape.geometry();
         let knobs = Knobs {
             chunk_sectors: shape.chunk_sectors,
-            origin_chunks: shape.origin_chunks,
-            cow_chunks: shape.cow_chunks,
+            origin_chunks,
+            cow_chunks,
+            origin_tail_sectors,
+            cow_tail_sectors,
             snapshots: shape.snapshots,
             store: shape.store,
             mix: Mix { origin_write: 1, snapshot_write: 0, snapshot_read: 0, flush: 0 },

@@ -19,9 +19,18 @@ pub struct RunShape {
     /// One chunk size per snapshot, each at most `chunk_sectors` (empty: all the same).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mixed_chunk_sectors: Vec<u32>,
+    /// The origin's size in chunks of `chunk_sectors` (or `origin_sectors`).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub origin_chunks: u64,
-    /// Each COW's size, in chunks of `chunk_sectors`.
+    /// The origin's size in sectors, for one that ends mid-chunk (instead of `origin_chunks`).
+    #[serde(default, rename = "origin_sectors", skip_serializing_if = "Option::is_none")]
+    pub exact_origin_sectors: Option<u64>,
+    /// Each COW's size, in chunks of `chunk_sectors` (or `cow_sectors`).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub cow_chunks: u64,
+    /// Each COW's size in sectors, for one that ends mid-chunk (instead of `cow_chunks`).
+    #[serde(default, rename = "cow_sectors", skip_serializing_if = "Option::is_none")]
+    pub exact_cow_sectors: Option<u64>,
     pub snapshots: usize,
     /// `"P"` or `"PO"` (default `"P"`).
     #[serde(default, with = "store_kind")]
@@ -60,6 +69,10 @@ fn default_queue_depth() -> usize {
 }
 fn default_writes_max() -> usize {
     Bounds::default().writes_max
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn is_stock(kernel_patches: &KernelPatches) -> bool {
@@ -277,7 +290,30 @@ fn parse_fault(line: &str) -> Result<Injection, String> {
 impl RunShape {
     /// The origin's size in sectors.
     pub fn origin_sectors(&self) -> u64 {
-        self.origin_chunks * u64::from(self.chunk_sectors)
+        self.exact_origin_sectors.unwrap_or(self.origin_chunks.saturating_mul(u64::from(self.chunk_sectors)))
+    }
+
+    /// Each COW's size in sectors.
+    pub fn cow_sectors(&self) -> u64 {
+        self.exact_cow_sectors.unwrap_or(self.cow_chunks.saturating_mul(u64::from(self.chunk_sectors)))
+    }
+
+    /// Sets the devices' sizes as `knobs` have them: in chunks when they
+    /// are whole chunks, else in sectors.
+    pub fn set_geometry(&mut self, knobs: &crate::world::Knobs) {
+        let (origin, cow) = (knobs.origin_sectors(), knobs.cow_sectors());
+        let chunk = u64::from(knobs.chunk_sectors);
+        (self.origin_chunks, self.exact_origin_sectors) = if knobs.origin_tail_sectors == 0 { (origin / chunk, None) } else { (0, Some(origin)) };
+        (self.cow_chunks, self.exact_cow_sectors) = if knobs.cow_tail_sectors == 0 { (cow / chunk, None) } else { (0, Some(cow)) };
+        debug_assert_eq!((self.origin_sectors(), self.cow_sectors()), (origin, cow), "the shape keeps the knobs' sizes");
+    }
+
+    /// The knobs' geometry fields for this shape: whole chunks and the
+    /// sectors past them, for the origin and for each COW.
+    pub fn geometry(&self) -> (u64, u64, u64, u64) {
+        let chunk = u64::from(self.chunk_sectors);
+        let (origin, cow) = (self.origin_sectors(), self.cow_sectors());
+        (origin / chunk, origin % chunk, cow / chunk, cow % chunk)
     }
 
     /// Parses the operations and faults and checks every field against
@@ -297,6 +333,28 @@ impl RunShape {
         Ok((ops, injections))
     }
 
+    /// Checks the devices' sizes: each given once, in chunks or in sectors,
+    /// the origin at least a sector, each COW at least `COW_CHUNKS_MIN` whole chunks.
+    fn check_sizes(&self) -> Result<(), FieldError> {
+        let chunk = u64::from(self.chunk_sectors);
+        let chunks_max = Limits::DEVICE_SECTORS_MAX / chunk;
+        match self.exact_origin_sectors {
+            Some(_) if self.origin_chunks != 0 => {
+                return Err(FieldError::new("origin_sectors", "origin_sectors and origin_chunks are both given: give one"));
+            }
+            Some(sectors) => in_range("origin_sectors", sectors, 1..=Limits::DEVICE_SECTORS_MAX)?,
+            None => in_range("origin_chunks", self.origin_chunks, 1..=chunks_max)?,
+        }
+        match self.exact_cow_sectors {
+            Some(_) if self.cow_chunks != 0 => {
+                return Err(FieldError::new("cow_sectors", "cow_sectors and cow_chunks are both given: give one"));
+            }
+            Some(sectors) => in_range("cow_sectors", sectors, Limits::COW_CHUNKS_MIN * chunk..=Limits::DEVICE_SECTORS_MAX)?,
+            None => in_range("cow_chunks", self.cow_chunks, Limits::COW_CHUNKS_MIN..=chunks_max)?,
+        }
+        Ok(())
+    }
+
     /// Checks every field (and the parsed operations and faults) against [`Limits`].
     fn check(&self, ops: &[ScriptOp], injections: &[Injection]) -> Result<(), FieldError> {
         in_range("chunk_sectors", self.chunk_sectors, 1..=Limits::CHUNK_SECTORS_MAX)?;
@@ -313,21 +371,17 @@ impl RunShape {
             let message = format!("mixed_chunk_sectors: {bad} is not a power of two at most chunk_sectors ({})", self.chunk_sectors);
             return Err(FieldError::new("mixed_chunk_sectors", message));
         }
-        let chunk = u64::from(self.chunk_sectors);
-        let origin_chunks_max = Limits::DEVICE_SECTORS_MAX / chunk;
-        in_range("origin_chunks", self.origin_chunks, 1..=origin_chunks_max)?;
-        in_range("cow_chunks", self.cow_chunks, Limits::COW_CHUNKS_MIN..=origin_chunks_max)?;
+        self.check_sizes()?;
         let origin_sectors = self.origin_sectors();
-        let total = (self.snapshots as u64).checked_mul(self.cow_chunks * chunk).and_then(|c| c.checked_add(origin_sectors));
+        let total = (self.snapshots as u64).checked_mul(self.cow_sectors()).and_then(|c| c.checked_add(origin_sectors));
         if total.is_none_or(|total| total > Limits::DEVICE_SECTORS_MAX) {
             let message = format!(
-                "origin_chunks = {}, snapshots = {} and cow_chunks = {} of {chunk} sectors make more than {} sectors of devices",
-                self.origin_chunks,
+                "an origin of {origin_sectors} sectors and {} COW(s) of {} sectors make more than {} sectors of devices",
                 self.snapshots,
-                self.cow_chunks,
+                self.cow_sectors(),
                 Limits::DEVICE_SECTORS_MAX
             );
-            return Err(FieldError::new("cow_chunks", message));
+            return Err(FieldError::new(if self.exact_cow_sectors.is_some() { "cow_sectors" } else { "cow_chunks" }, message));
         }
         if self.stale_area_zero && !self.stale_cow {
             return Err(FieldError::new("stale_area_zero", "stale_area_zero = true needs stale_cow = true (it leaves area 0 of a reused COW stale)"));
@@ -356,7 +410,7 @@ impl RunShape {
             };
             checked.map_err(|e| FieldError::new("ops", e).at_entry(index + 1))?;
         }
-        let cow_sectors = self.cow_chunks * chunk;
+        let cow_sectors = self.cow_sectors();
         for (index, injection) in injections.iter().enumerate() {
             let what = format!("faults entry {}", index + 1);
             let wrong = |message: String| FieldError::new("faults", message).at_entry(index + 1);
@@ -447,7 +501,9 @@ mod tests {
             chunk_sectors: 8,
             mixed_chunk_sectors: vec![],
             origin_chunks: 4,
+            exact_origin_sectors: None,
             cow_chunks: 8,
+            exact_cow_sectors: None,
             snapshots: 1,
             store: StoreKind::Persistent,
             cow_threshold: 2048,

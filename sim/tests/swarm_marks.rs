@@ -33,7 +33,22 @@ fn a_copy_cannot_write_the_cow() {
 
 #[test]
 fn the_invalid_header_cannot_be_written() {
-    check("header-invalidation-failed", 433);
+    check("header-invalidation-failed", 492);
+}
+
+/// Devices that end mid-chunk are drawn by at least one swarm seed in
+/// five, and the swarm reaches the last chunk's clipped copy and reads past
+/// the last whole chunk (the scenarios `irregular-origin` and
+/// `short-origin` reach them too).
+#[test]
+fn the_swarm_draws_devices_that_end_mid_chunk() {
+    let seeds = 0..1000u64;
+    let irregular = seeds.clone().filter(|&seed| RunConfig::new(seed).knobs().irregular()).count();
+    assert!(irregular * 5 >= seeds.clone().count(), "only {irregular} of {} swarm seeds draw an irregular geometry", seeds.count());
+    let shorter = (0..1000u64).filter(|&seed| RunConfig::new(seed).knobs().origin_chunks == 0).count();
+    assert!(shorter > 0, "no swarm seed draws an origin shorter than one chunk of its largest snapshot");
+    check("copy-clipped-at-origin-end", 1);
+    check("read-past-last-whole-chunk", 1);
 }
 
 /// Every mark is either documented by a scenario file or pinned above.

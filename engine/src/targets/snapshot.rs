@@ -645,6 +645,9 @@ impl<D: BlockDevice> Snapshot<D> {
         let origin_sectors = self.origin_dev.size_sectors();
         assert!(from < origin_sectors, "copy of chunk {chunk} beyond the origin's end");
         let sectors = u64::from(self.chunk.sectors()).min(origin_sectors.saturating_sub(from)) as u32;
+        if sectors < self.chunk.sectors() {
+            crate::cov::hit(crate::cov::Mark::CopyClippedAtOriginEnd);
+        }
         // The allocator hands out only chunks that fit in the COW.
         debug_assert!(self.chunk.chunk_to_sector(new_chunk + 1) <= self.cow.size_sectors(), "COW chunk {new_chunk} beyond the COW's end");
         let this = Arc::clone(self);
@@ -1029,6 +1032,10 @@ impl<D: BlockDevice> BlockDevice for SnapshotDevice<D> {
         let snapshot = &self.snapshot;
         if let Err(error) = crate::io::check_request(IoOp::Read, sector, sectors as usize * SECTOR_BYTES, self.size_sectors()) {
             return snapshot.fail_later(done, error);
+        }
+        let whole_chunks_end = snapshot.chunk.chunk_to_sector(snapshot.chunk.chunks_in(self.size_sectors()));
+        if sector + u64::from(sectors) > whole_chunks_end {
+            crate::cov::hit(crate::cov::Mark::ReadPastLastWholeChunk);
         }
         let pieces = split(sector, u64::from(sectors), snapshot.split_boundary());
         let join = Join::new(pieces.len(), vec![0u8; sectors as usize * SECTOR_BYTES], done);

@@ -333,6 +333,7 @@ impl Oracle {
     /// The COW geometry of snapshot `k`.
     pub fn geometry(&self, k: usize) -> CowGeometry {
         let chunk_sectors = self.config.snapshots[k].chunk_sectors;
-        CowGeometry { chunk_sectors, origin_chunks: self.config.initial.len() as u64 / u64::from(chunk_sectors) }
+        // An origin that ends mid-chunk still has that last chunk.
+        CowGeometry { chunk_sectors, origin_chunks: (self.config.initial.len() as u64).div_ceil(u64::from(chunk_sectors)) }
     }
 }

@@ -133,7 +133,7 @@ impl World {
             kernel_patches_applied: config.kernel_patches == KernelPatches::Applied,
         });
         label_sectors(&mut oracle, &origin_image, &initial);
-        let cow_sectors = knobs.cow_chunks * u64::from(knobs.chunk_sectors);
+        let cow_sectors = knobs.cow_sectors();
         let mut images = vec![Image::from_bytes(origin_image)];
         // A reused COW keeps its stale records past the wipe: the header and
         // area 0, or the header alone (`stale_area_zero`).

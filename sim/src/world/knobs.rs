@@ -20,8 +20,17 @@ pub struct Mix {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Knobs {
     pub chunk_sectors: u32,
+    /// The origin's whole chunks of `chunk_sectors`; see `origin_tail_sectors`.
     pub origin_chunks: u64,
+    /// Each COW's whole chunks of `chunk_sectors`; see `cow_tail_sectors`.
     pub cow_chunks: u64,
+    /// Sectors of the origin past its last whole chunk (0 to `chunk_sectors - 1`):
+    /// an origin that ends mid-chunk, as real ones do. The last chunk's copy
+    /// is clipped at the origin's end.
+    pub origin_tail_sectors: u64,
+    /// Sectors of each COW past its last whole chunk, which the store never
+    /// uses (the kernel counts whole chunks only).
+    pub cow_tail_sectors: u64,
     pub snapshots: usize,
     pub store: StoreKind,
     pub mix: Mix,
@@ -60,6 +69,8 @@ impl Knobs {
             chunk_sectors,
             origin_chunks,
             cow_chunks,
+            origin_tail_sectors: 0,
+            cow_tail_sectors: 0,
             snapshots,
             store: StoreKind::Persistent,
             mix: Mix { origin_write: 1, snapshot_write: 0, snapshot_read: 0, flush: 0 },
@@ -84,7 +95,17 @@ impl Knobs {
 
     /// Sectors of the origin.
     pub fn origin_sectors(&self) -> u64 {
-        self.origin_chunks * u64::from(self.chunk_sectors)
+        self.origin_chunks * u64::from(self.chunk_sectors) + self.origin_tail_sectors
+    }
+
+    /// Sectors of each COW.
+    pub fn cow_sectors(&self) -> u64 {
+        self.cow_chunks * u64::from(self.chunk_sectors) + self.cow_tail_sectors
+    }
+
+    /// Whether a device ends mid-chunk (for the largest chunk size).
+    pub fn irregular(&self) -> bool {
+        self.origin_tail_sectors + self.cow_tail_sectors > 0
     }
 
     /// Draws the knobs from the run's `knobs` stream.
@@ -99,8 +120,32 @@ impl Knobs {
         let mut knobs = Self::draw_before_merges(rng, bias);
         // Drawn after every other knob, so that those stay what they were.
         knobs.merge_after = rng.random_bool(0.2).then(|| rng.random_range(1..knobs.operations));
+        knobs.draw_geometry(rng);
         knobs
     }
+
+    /// Devices as irregular as real ones, drawn last (every earlier knob
+    /// stays what it was): in about one seed in three whose chunks are
+    /// over a sector, an origin that ends mid-chunk (a last chunk of one
+    /// sector in a quarter of them; under mixed chunk sizes, sometimes an
+    /// origin shorter than one chunk of the largest snapshot), and a COW
+    /// that ends mid-chunk, as a COW sized in extents or bytes does.
+    fn draw_geometry(&mut self, rng: &mut ChaCha8Rng) {
+        let chunk = u64::from(self.chunk_sectors);
+        if chunk == 1 || !rng.random_bool(Self::IRREGULAR_ODDS) {
+            return;
+        }
+        self.origin_tail_sectors = if rng.random_bool(0.25) { 1 } else { rng.random_range(1..chunk) };
+        if !self.mixed_chunk_sectors.is_empty() && rng.random_bool(0.2) {
+            self.origin_chunks = 0;
+        }
+        self.cow_tail_sectors = if rng.random_bool(0.5) { rng.random_range(1..chunk) } else { 0 };
+        debug_assert!(self.origin_sectors() > 0 && self.origin_tail_sectors < chunk, "an irregular origin has at least one sector");
+        debug_assert!(self.cow_tail_sectors < chunk, "a COW's tail is less than a chunk");
+    }
+
+    /// The odds that a seed whose chunks are over a sector draws an irregular geometry.
+    pub const IRREGULAR_ODDS: f64 = 0.35;
 
     fn draw_before_merges(rng: &mut ChaCha8Rng, bias: &SwarmBias) -> Self {
         let odds = |p: f64| p.clamp(SwarmBias::ODDS_MIN, 1.0 - SwarmBias::ODDS_MIN);
@@ -122,6 +167,8 @@ impl Knobs {
             mixed_chunk_sectors,
             origin_chunks,
             cow_chunks,
+            origin_tail_sectors: 0,
+            cow_tail_sectors: 0,
             snapshots,
             store: if rng.random_bool(1.0 - odds(bias.odds[3])) { StoreKind::Persistent } else { StoreKind::PersistentOverflow },
             mix: Mix {
@@ -195,7 +242,8 @@ impl Knobs {
     /// Which of [`SwarmBias::FEATURES`] these knobs have.
     pub fn features(&self) -> [bool; 5] {
         [
-            self.cow_chunks != self.origin_chunks * 2 + 16,
+            // The small COW's draw: 4 to 24 chunks (an ample one has at least 48).
+            self.cow_chunks <= 24,
             self.faults.read_error + self.faults.write_error + self.faults.flush_error > 0.0,
             !self.mixed_chunk_sectors.is_empty(),
             self.store == StoreKind::PersistentOverflow,
@@ -204,17 +252,24 @@ impl Knobs {
     }
 }
 
+/// A device's sectors past its last whole chunk, as the knobs line says them.
+fn tail(sectors: u64) -> String {
+    if sectors == 0 { String::new() } else { format!(" + {sectors} sector(s)") }
+}
+
 impl std::fmt::Display for Knobs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let m = self.mix;
         write!(
             f,
-            "chunk {} sectors{}, origin {} chunks, {} snapshot(s) of {} chunks, store {}, mix origin-write {} / snapshot-write {} / snapshot-read {} / flush {}, faults read {} write {} flush {}, queue depth {}, cow threshold {}, crashes {}, {} operations{}{}",
+            "chunk {} sectors{}, origin {} chunks{}, {} snapshot(s) of {} chunks{}, store {}, mix origin-write {} / snapshot-write {} / snapshot-read {} / flush {}, faults read {} write {} flush {}, queue depth {}, cow threshold {}, crashes {}, {} operations{}{}",
             self.chunk_sectors,
             if self.mixed_chunk_sectors.is_empty() { String::new() } else { format!(" (snapshots {:?})", self.mixed_chunk_sectors) },
             self.origin_chunks,
+            tail(self.origin_tail_sectors),
             self.snapshots,
             self.cow_chunks,
+            tail(self.cow_tail_sectors),
             self.store.table_name(),
             m.origin_write,
             m.snapshot_write,

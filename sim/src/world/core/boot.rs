@@ -145,7 +145,8 @@ impl World {
             return Err(Violation::new(Invariant::I6Reload, message));
         }
         if snapshot.is_valid() {
-            let origin_chunks = self.knobs.origin_sectors() / u64::from(self.knobs.snapshot_chunk_sectors(k));
+            // The last chunk may end past the origin's end: it is a chunk all the same.
+            let origin_chunks = self.knobs.origin_sectors().div_ceil(u64::from(self.knobs.snapshot_chunk_sectors(k)));
             for chunk in 0..origin_chunks {
                 let (engine, disk) = (snapshot.lookup(chunk), table.get(&chunk).copied());
                 if engine != disk {

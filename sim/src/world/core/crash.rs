@@ -283,7 +283,7 @@ impl World {
                 (chunk * chunk_sectors / small..(chunk + 1) * chunk_sectors / small).any(|c| d.snapshot().lookup(c).is_some())
             })
         };
-        let chunk = (0..self.knobs.origin_chunks).find(|&c| !copied(c))?;
+        let chunk = (0..self.knobs.origin_sectors().div_ceil(chunk_sectors)).find(|&c| !copied(c))?;
         Some(ScriptOp::Write { target: Target::Origin, sector: chunk * chunk_sectors, sectors: 1, flags: UserFlags::PLAIN })
     }
 }

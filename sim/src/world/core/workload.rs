@@ -20,7 +20,14 @@ impl World {
         let total = mix.origin_write + mix.snapshot_write + mix.snapshot_read + mix.flush;
         let roll = self.workload.random_range(0..total);
         let origin_sectors = self.knobs.origin_sectors();
-        let sector = self.workload.random_range(0..origin_sectors);
+        let mut sector = self.workload.random_range(0..origin_sectors);
+        // On an origin that ends mid-chunk, one operation in eight lands at
+        // its very end: the last whole chunk or the partial one after it
+        // (drawn only then, so that regular seeds keep their workloads).
+        if self.knobs.origin_tail_sectors > 0 && self.workload.random_bool(0.125) {
+            let end = u64::from(self.knobs.chunk_sectors) + self.knobs.origin_tail_sectors;
+            sector = self.workload.random_range(origin_sectors.saturating_sub(end)..origin_sectors);
+        }
         let sectors = self.workload.random_range(1..=16u64).min(origin_sectors - sector);
         let snapshot = self.workload.random_range(0..self.knobs.snapshots);
         // A merging snapshot has no device of its own: snapshot-merge

@@ -281,14 +281,13 @@ pub fn translate(scenario: &Scenario, id: u64) -> Option<Workload> {
             ScriptOp::Crash => return None,
         }
     }
-    let chunk = u64::from(file.chunk_sectors);
     Some(Workload {
         name: scenario.name.clone(),
         id,
         chunk_sectors: file.chunk_sectors,
         store,
-        origin_sectors: file.origin_chunks * chunk,
-        cow_sectors: file.cow_chunks * chunk,
+        origin_sectors: file.origin_sectors(),
+        cow_sectors: file.cow_sectors(),
         ops,
         reused_cow: false,
         slow_cow_ms: 0,
