@@ -17,10 +17,11 @@ pub enum Invariant {
     I12Bounds,
     I13ConflictingReads,
     I14Status,
+    I15Availability,
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 14] = [
+    pub const ALL: [Invariant; 15] = [
         Self::I1AckedOriginWrite,
         Self::I2SnapshotView,
         Self::I3FlushedWrites,
@@ -35,11 +36,12 @@ impl Invariant {
         Self::I12Bounds,
         Self::I13ConflictingReads,
         Self::I14Status,
+        Self::I15Availability,
     ];
 
-    /// The short id, `I1` … `I14`.
+    /// The short id, `I1` … `I15`.
     pub fn id(self) -> &'static str {
-        ["I1", "I2", "I3", "I4", "I5", "I6", "I7", "I8", "I9", "I10", "I11", "I12", "I13", "I14"][self as usize]
+        ["I1", "I2", "I3", "I4", "I5", "I6", "I7", "I8", "I9", "I10", "I11", "I12", "I13", "I14", "I15"][self as usize]
     }
 
     /// The invariant's name as SPEC §5 gives it.
@@ -59,6 +61,7 @@ impl Invariant {
             "bounds",
             "conflicting reads",
             "status",
+            "availability",
         ][self as usize]
     }
 
@@ -108,6 +111,7 @@ mod tests {
             assert_eq!(Invariant::parse(invariant.id()), Some(invariant));
         }
         assert_eq!(Invariant::parse("I10 merge"), Some(Invariant::I10Merge));
-        assert_eq!(Invariant::parse("I15"), None);
+        assert_eq!(Invariant::parse("I15"), Some(Invariant::I15Availability));
+        assert_eq!(Invariant::parse("I16"), None);
     }
 }

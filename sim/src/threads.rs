@@ -280,7 +280,12 @@ impl Rig {
     pub fn new(shape: &Shape, mutations: Mutations) -> Self {
         let origin_sectors = shape.origin_chunks * BASE_CHUNK_SECTORS;
         let (origin_image, initial) = initial_origin(origin_sectors);
-        let specs = shape.chunk_sectors.iter().map(|&chunk_sectors| SnapshotSpec { chunk_sectors, overflow_store: false }).collect();
+        let cow_sectors = |chunk_sectors: u32| u64::from(chunk_sectors) * (origin_sectors / u64::from(chunk_sectors) + 8);
+        let specs = shape
+            .chunk_sectors
+            .iter()
+            .map(|&chunk_sectors| SnapshotSpec { chunk_sectors, overflow_store: false, cow_sectors: cow_sectors(chunk_sectors) })
+            .collect();
         let mut oracle = Oracle::new(OracleConfig {
             initial: Arc::clone(&initial),
             snapshots: specs,
@@ -292,7 +297,6 @@ impl Rig {
         let (sender, receiver) = channel();
         let outstanding = Arc::new(AtomicUsize::new(0));
         let jobs = Jobs { sender: Arc::new(Mutex::new(sender)), outstanding: Arc::clone(&outstanding) };
-        let cow_sectors = |chunk_sectors: u32| u64::from(chunk_sectors) * (origin_sectors / u64::from(chunk_sectors) + 8);
         let mut images = vec![Image::from_bytes(origin_image)];
         images.extend(shape.chunk_sectors.iter().map(|&c| Image::zeroed(cow_sectors(c))));
         images.extend((0..shape.spare_cows).map(|_| Image::zeroed(cow_sectors(BASE_CHUNK_SECTORS as u32))));

@@ -67,6 +67,7 @@ scenarios! {
     basic_cow => "basic-cow",
     big_merge => "big-merge",
     copy_error => "copy-error",
+    cow_ends_at_next_area => "cow-ends-at-next-area",
     cow_throttle => "cow-throttle",
     descending_writes => "descending-writes",
     four_snapshots_faults => "four-snapshots-faults",

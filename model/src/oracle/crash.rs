@@ -71,6 +71,7 @@ impl Oracle {
     /// has changed since: judged on from here, as if never invalidated.
     /// Starts a new load epoch for the sticky states I8 and I9 judge.
     pub(super) fn on_reloaded(&mut self, valid: &[bool]) -> Result<(), Violation> {
+        self.origin_error_seen = false;
         for (k, &valid) in valid.iter().enumerate() {
             let durable = self.config.kernel_patches_applied;
             let state = &mut self.snapshots[k];

@@ -33,6 +33,7 @@ impl Oracle {
         if lands_on_origin {
             self.snapshots.iter_mut().for_each(|s| s.origin_written = true);
         }
+        self.claim(target, sector, values.len() as u64, lands_on_origin);
         let written = sector..sector + values.len() as u64;
         for pending in self.pending.values_mut() {
             if let Pending::Read { snapshot, sector: start, legal } = pending {
@@ -69,13 +70,13 @@ impl Oracle {
         self.pending.insert(op, Pending::Flush { target, covers: self.seq });
     }
 
-    /// A write or flush completed: a failed one is forgotten (its values stay
-    /// possible), a successful one is acknowledged at the next sequence
-    /// number. Checks no invariant.
-    pub(super) fn on_ack(&mut self, op: u64, ok: bool) {
+    /// A write or flush completed: a failed one must have a cause (I15) and
+    /// is forgotten (its values stay possible), a successful one is
+    /// acknowledged at the next sequence number.
+    pub(super) fn on_ack(&mut self, op: u64, ok: bool) -> Result<(), Violation> {
         let pending = self.pending.remove(&op);
         if !ok {
-            return;
+            return pending.map_or(Ok(()), |pending| self.check_failure_cause(op, &pending));
         }
         self.seq += 1;
         match pending {
@@ -83,6 +84,7 @@ impl Oracle {
             Some(Pending::Flush { target, covers }) => self.on_flush_acked(target, covers),
             Some(Pending::Read { .. }) | None => {}
         }
+        Ok(())
     }
 
     /// A user write acknowledged (at the current sequence number): its values hide older ones from
@@ -117,9 +119,18 @@ impl Oracle {
     /// A user read completed: each value a snapshot read returned must be one
     /// its view could hold while the read was in flight (I2; I13 for origin
     /// data, I1 after a crash, I10 during a merge; K2 if it raced its
-    /// snapshot's invalidation). A failed read is not judged.
+    /// snapshot's invalidation). A failed read, and a snapshot found
+    /// invalid, must have a cause (I15).
     pub(super) fn on_read_done(&mut self, op: u64, values: Option<&[u64]>, snapshot_valid: bool) -> Result<(), Violation> {
         let pending = self.pending.remove(&op);
+        if let Some(pending @ Pending::Read { snapshot, .. }) = &pending {
+            if !snapshot_valid {
+                self.check_state_cause(*snapshot, false, false)?;
+            }
+            if values.is_none() {
+                self.check_failure_cause(op, pending)?;
+            }
+        }
         if let (Some(Pending::Read { snapshot, sector, legal }), Some(values)) = (pending, values) {
             debug_assert!(legal.iter().all(|l| !l.is_empty()), "a read's legal values only grow while it is in flight");
             for (j, &value) in values.iter().enumerate() {

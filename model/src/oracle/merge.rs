@@ -11,6 +11,7 @@ impl Oracle {
     pub(super) fn on_merge_start(&mut self, snapshot: usize) {
         if self.merging.is_none() {
             self.merging = Some((snapshot, false));
+            self.claim_merge(snapshot);
         }
         // The merge copies the snapshot's data onto the origin.
         let epoch = self.epoch;

@@ -50,6 +50,7 @@
 //! (crashes and reloads), [`merge`] (a merge's start and end); [`judge`]
 //! checks values read back and COW images against the model.
 
+mod availability;
 mod crash;
 mod io;
 mod judge;
@@ -74,6 +75,9 @@ pub struct SnapshotSpec {
     pub chunk_sectors: u32,
     /// Whether the store is `PO` (overflow does not invalidate on snapshot writes).
     pub overflow_store: bool,
+    /// Its COW's size: how many chunks it can hand out (I15), and where a
+    /// request to it would run past its end.
+    pub cow_sectors: u64,
 }
 
 /// What the oracle is told before a run.
@@ -191,6 +195,9 @@ struct SnapshotState {
     origin_written: bool,
     /// Loaded valid at the last (re)load: only then can it be invalidated in this epoch.
     valid_at_load: bool,
+    /// Its chunks that needed an exception since it was taken (I15: a COW
+    /// is possibly full only once more than its data chunks were needed).
+    claimed: BTreeSet<u64>,
     /// Every value ever written to its view (values are unique per sector):
     /// what an interrupted or failed merge may have copied to the origin.
     ever_written: BTreeSet<u64>,
@@ -212,6 +219,8 @@ pub struct Oracle {
     allowances: Allowances,
     /// The snapshot being merged, and whether its merge completed.
     merging: Option<(usize, bool)>,
+    /// A request to the origin disk failed since the last (re)load (I15).
+    origin_error_seen: bool,
     /// Readable names of values, for messages: the first bytes of the sector
     /// (`o00012s003.` for a tagged one). Appended, searched only on failure.
     labels: Vec<(u64, [u8; 16])>,
@@ -232,6 +241,7 @@ impl Oracle {
             allowances: Allowances::default(),
             labels: Vec::new(),
             merging: None,
+            origin_error_seen: false,
         }
     }
 
@@ -294,9 +304,12 @@ impl Oracle {
             Event::Write { op, target, sector, values, flags } => self.on_write(*op, *target, *sector, values, *flags),
             Event::Read { op, target, sector, sectors } => self.on_read(*op, *target, *sector, *sectors),
             Event::Flush { op, target } => self.on_flush(*op, *target),
-            Event::Ack { op, ok } => self.on_ack(*op, *ok),
+            Event::Ack { op, ok } => self.on_ack(*op, *ok)?,
             Event::ReadDone { op, values, snapshot_valid } => self.on_read_done(*op, values.as_deref(), *snapshot_valid)?,
-            Event::Disk { disk, op, sector, ok: false, .. } => self.on_disk_error(*disk, *op, *sector),
+            Event::Disk { disk, op, sector, sectors, ok: false, .. } => {
+                self.check_disk_request_in_range(*disk, *op, *sector, *sectors)?;
+                self.on_disk_error(*disk, *op, *sector)
+            }
             // A completed disk request and the engine's own work change nothing the model knows.
             Event::Disk { .. } | Event::Deferred => {}
             Event::MergeStart { snapshot } => self.on_merge_start(*snapshot),

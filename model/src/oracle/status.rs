@@ -24,8 +24,11 @@ impl Oracle {
     /// write must (what I8 and I9 judge reported state by). Checks nothing.
     pub(super) fn on_disk_error(&mut self, disk: usize, op: DiskOp, sector: u64) {
         match (disk, op) {
-            (0, DiskOp::Read) => self.snapshots.iter_mut().for_each(|s| s.io_error_seen = true),
-            (0, _) => {}
+            (0, DiskOp::Read) => {
+                self.origin_error_seen = true;
+                self.snapshots.iter_mut().for_each(|s| s.io_error_seen = true);
+            }
+            (0, _) => self.origin_error_seen = true,
             (cow, DiskOp::Write { .. }) => {
                 // A failed copy or metadata write must invalidate; a failed
                 // snapshot write remapped to the COW only fails that write.
@@ -55,6 +58,7 @@ impl Oracle {
     /// and its copies in progress must have stayed under the threshold (I12).
     pub(super) fn on_status(&mut self, snapshot: usize, valid: bool, overflowed: bool, quiescent: bool, copies_max: u32) -> Result<(), Violation> {
         self.check_status(snapshot, valid, overflowed, quiescent)?;
+        self.check_state_cause(snapshot, valid, overflowed)?;
         self.check_bounds(snapshot, copies_max)
     }
 

@@ -6,7 +6,7 @@ use crate::invariant::Invariant;
 
 fn oracle(strict: bool) -> Oracle {
     let initial: Arc<[u64]> = (0..16).map(|s| 1000 + s).collect();
-    let snapshots = vec![SnapshotSpec { chunk_sectors: 2, overflow_store: true }];
+    let snapshots = vec![SnapshotSpec { chunk_sectors: 2, overflow_store: true, cow_sectors: 64 }];
     Oracle::new(OracleConfig { initial, snapshots, strict, cow_threshold: 2, kernel_patches_applied: false })
 }
 
@@ -106,6 +106,8 @@ fn invalid_and_overflow_stay_until_a_reload() {
     let mut o = oracle(false);
     o.snapshots[0].io_error_seen = true;
     o.config.snapshots[0].overflow_store = true;
+    // More chunks needed than the COW's 30 data chunks: it may be full (I15).
+    o.snapshots[0].claimed = (0..31).collect();
     o.apply(&status(true, true)).unwrap();
     assert_eq!(o.clone().apply(&status(true, false)).unwrap_err().invariant, Invariant::I9Overflow);
     o.apply(&Event::MergeStart { snapshot: 0 }).unwrap();
@@ -187,4 +189,69 @@ fn a_failed_load_s_own_write_obliges_no_invalidation() {
     let mut o = oracle(false);
     run(&mut o, &[Event::Crash, Event::Reloaded { valid: vec![true] }, cow_write_failed]).unwrap();
     assert_eq!(o.apply(&valid).unwrap_err().invariant, Invariant::I8Invalidation);
+}
+
+/// I15: the events of one user request that failed, after `before`.
+fn failed(before: &[Event], request: Event, op: u64) -> Result<(), Violation> {
+    let mut o = oracle(false);
+    run(&mut o, &[Event::Reloaded { valid: vec![true] }])?;
+    run(&mut o, before)?;
+    let done = match request {
+        Event::Read { .. } => Event::ReadDone { op, values: None, snapshot_valid: true },
+        _ => Event::Ack { op, ok: false },
+    };
+    run(&mut o, &[request, done])
+}
+
+#[test]
+fn a_failed_request_needs_a_cause() {
+    let origin_write = Event::Write { op: 7, target: Target::Origin, sector: 2, values: Arc::from([9]), flags: UserFlags::PLAIN };
+    assert_eq!(failed(&[], origin_write.clone(), 7).unwrap_err().invariant, Invariant::I15Availability);
+    let origin_error = Event::Disk { disk: 0, request: 1, op: DiskOp::Write { preflush: false, fua: false }, sector: 2, sectors: 1, ok: false };
+    failed(&[origin_error], origin_write, 7).unwrap();
+    let read = Event::Read { op: 8, target: S0, sector: 4, sectors: 2 };
+    let error = failed(&[], read.clone(), 8).unwrap_err();
+    assert_eq!(error.invariant, Invariant::I15Availability);
+    assert!(error.message.contains("read snapshot 0 4+2"), "{}", error.message);
+    let cow_read_error = Event::Disk { disk: 1, request: 1, op: DiskOp::Read, sector: 10, sectors: 2, ok: false };
+    failed(&[cow_read_error], read, 8).unwrap();
+    let flush = Event::Flush { op: 9, target: S0 };
+    assert_eq!(failed(&[], flush, 9).unwrap_err().invariant, Invariant::I15Availability);
+}
+
+#[test]
+fn invalid_or_overflow_needs_a_cause() {
+    let status = |valid, overflowed| Event::Status { snapshot: 0, valid, overflowed, quiescent: true, copies_max: 0 };
+    let mut o = oracle(false);
+    // Every chunk of the 16-sector origin written: 8 chunks of 2 sectors, on a COW with room for 30.
+    let writes: Vec<Event> = (0..8u64)
+        .map(|c| Event::Write { op: 100 + c, target: Target::Origin, sector: 2 * c, values: Arc::from([c, c]), flags: UserFlags::PLAIN })
+        .collect();
+    run(&mut o, &[Event::Reloaded { valid: vec![true] }]).unwrap();
+    run(&mut o, &writes).unwrap();
+    assert_eq!(o.data_capacity(0), 30);
+    assert!(!o.may_be_full(0), "8 chunks needed: the COW has room");
+    assert_eq!(o.clone().apply(&status(false, false)).unwrap_err().invariant, Invariant::I15Availability);
+    assert_eq!(o.clone().apply(&status(true, true)).unwrap_err().invariant, Invariant::I15Availability);
+    let found_invalid = [Event::Read { op: 1, target: S0, sector: 0, sectors: 1 }, Event::ReadDone { op: 1, values: None, snapshot_valid: false }];
+    assert_eq!(run(&mut o.clone(), &found_invalid).unwrap_err().invariant, Invariant::I15Availability);
+    // More chunks needed than the COW holds (a merge's, say): it may be full.
+    o.snapshots[0].claimed.extend(8..31);
+    o.clone().apply(&status(true, true)).unwrap();
+    o.apply(&status(false, false)).unwrap();
+}
+
+#[test]
+fn an_engine_request_past_a_device_end_is_no_cause_but_the_kernels_own_next_area_zeroing_is() {
+    let mut o = oracle(false);
+    let write = DiskOp::Write { preflush: false, fua: false };
+    let past_origin = Event::Disk { disk: 0, request: 1, op: DiskOp::Read, sector: 14, sectors: 4, ok: false };
+    let error = o.clone().apply(&past_origin).unwrap_err();
+    assert_eq!(error.invariant, Invariant::I15Availability);
+    assert!(error.message.contains("past its end (16 sectors)"), "{}", error.message);
+    // The COW's 32 chunks end where area 1 would begin (chunk 66 of 2 sectors is past them anyway).
+    let next_area = Event::Disk { disk: 1, request: 2, op: write, sector: 66 * 2, sectors: 2, ok: false };
+    o.apply(&next_area).unwrap();
+    let past_cow_data = Event::Disk { disk: 1, request: 3, op: write, sector: 64, sectors: 2, ok: false };
+    assert_eq!(o.apply(&past_cow_data).unwrap_err().invariant, Invariant::I15Availability);
 }

@@ -123,7 +123,11 @@ impl World {
         let knobs = config.knobs();
         let (origin_image, initial) = initial_origin(knobs.origin_sectors());
         let specs = (0..knobs.snapshots)
-            .map(|k| SnapshotSpec { chunk_sectors: knobs.snapshot_chunk_sectors(k), overflow_store: knobs.store == StoreKind::PersistentOverflow })
+            .map(|k| SnapshotSpec {
+                chunk_sectors: knobs.snapshot_chunk_sectors(k),
+                overflow_store: knobs.store == StoreKind::PersistentOverflow,
+                cow_sectors: knobs.cow_sectors(),
+            })
             .collect();
         let mut oracle = Oracle::new(OracleConfig {
             initial: Arc::clone(&initial),
