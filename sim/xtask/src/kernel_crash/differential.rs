@@ -35,7 +35,7 @@ use engine::targets::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Sn
 use serde::Serialize;
 use sim::logwrites::{END_MARK, Entry, EntryFlags, Log};
 
-use super::workload::{GuestOp, Label, PAGE_SECTORS, Workload};
+use super::workload::{GuestOp, Label, Workload};
 
 /// The log being written, and the plain writes completed since the last flush.
 #[derive(Default)]
@@ -144,17 +144,18 @@ fn create(
 
 /// Writes sectors `sector..sector+sectors` as the guest's writes reach the
 /// kernel in its logs: through the page cache, whose writeback at close
-/// sends the whole 4 KiB pages they touch, read first through the same
-/// device (busybox dd's oflag=direct does not take effect in the guest).
+/// sends the whole blocks they touch (4 KiB pages, or single sectors on a
+/// device that ends on an odd sector: [`Workload::block_sectors`]), read
+/// first through the same device (busybox dd's oflag=direct does not take
+/// effect in the guest).
 fn page_write(
     queue: &Arc<CompletionQueue>,
     device: &impl BlockDevice,
-    sector: u64,
-    sectors: u64,
+    (sector, sectors, block): (u64, u64, u64),
     labels: impl Fn(u64) -> Vec<u8>,
 ) -> Option<Result<(), engine::io::IoError>> {
-    let first = sector / PAGE_SECTORS * PAGE_SECTORS;
-    let end = (sector + sectors).div_ceil(PAGE_SECTORS) * PAGE_SECTORS;
+    let first = sector / block * block;
+    let end = (sector + sectors).div_ceil(block) * block;
     let end = end.min(device.size_sectors());
     let mut data = match run_until_done(queue, |done| device.read(first, (end - first) as u32, done))? {
         Ok(data) => data,
@@ -188,9 +189,9 @@ pub fn record_engine(workload: &Workload, initial: &[u8], kernel_patches: Kernel
             GuestOp::Write { snapshot: to_snapshot, sector, sectors } => {
                 let labels = |s: u64| Label { workload: workload.id, op: n.op, snapshot: to_snapshot, sector: s }.bytes();
                 if to_snapshot {
-                    page_write(&queue, &SnapshotDevice::new(Arc::clone(&snapshot)), sector, sectors, labels)
+                    page_write(&queue, &SnapshotDevice::new(Arc::clone(&snapshot)), (sector, sectors, workload.block_sectors()), labels)
                 } else {
-                    page_write(&queue, &OriginDevice::new(Arc::clone(&target)), sector, sectors, labels)
+                    page_write(&queue, &OriginDevice::new(Arc::clone(&target)), (sector, sectors, workload.block_sectors()), labels)
                 }
             }
             GuestOp::Flush { snapshot: to_snapshot } => {

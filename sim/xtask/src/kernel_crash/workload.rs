@@ -137,6 +137,21 @@ impl Workload {
         (2..self.cow_sectors / chunk).filter(|&c| !layout.is_metadata_chunk(c)).count() as u64
     }
 
+    /// The guest's block size on the origin and snapshot devices, in
+    /// sectors: the largest power of two up to a page that divides the
+    /// device's size, as the kernel's `set_init_blocksize()` picks it. The
+    /// page cache reads and writes back whole blocks: 4 KiB pages on a
+    /// device whose size is a multiple of 4 KiB, single sectors (each its
+    /// own bio) on one that ends on an odd sector.
+    pub fn block_sectors(&self) -> u64 {
+        let mut block = 1;
+        while block < PAGE_SECTORS && self.origin_sectors % (block * 2) == 0 {
+            block *= 2;
+        }
+        debug_assert!(block.is_power_of_two() && self.origin_sectors % block == 0, "a block divides the device");
+        block
+    }
+
     /// Whether the writes of operations `1..=issued` need more exceptions
     /// than the COW holds: only then may a snapshot be invalidated. Each
     /// write counts the chunks of the whole pages it reaches the device as.
@@ -145,8 +160,9 @@ impl Workload {
         let mut chunks = std::collections::BTreeSet::new();
         for n in self.numbered().iter().filter(|n| n.op <= issued) {
             if let GuestOp::Write { sector, sectors, .. } = n.kind {
-                let first = sector / PAGE_SECTORS * PAGE_SECTORS;
-                let end = ((sector + sectors).div_ceil(PAGE_SECTORS) * PAGE_SECTORS).min(self.origin_sectors);
+                let block = self.block_sectors();
+                let first = sector / block * block;
+                let end = ((sector + sectors).div_ceil(block) * block).min(self.origin_sectors);
                 chunks.extend(first / chunk..=(end - 1) / chunk);
             }
         }

@@ -27,7 +27,7 @@ use engine::targets::{MergeOutcome, Origin, OriginConfig, OriginDevice, Role, Sn
 use sim::logwrites::Entry;
 
 use super::held::{HeldDevice, SharedDisk, lock};
-use crate::kernel_crash::workload::{GuestOp, Label, PAGE_SECTORS, Workload};
+use crate::kernel_crash::workload::{GuestOp, Label, Workload};
 
 /// One step of a writer.
 #[derive(Debug, Clone)]
@@ -368,10 +368,11 @@ impl Driver {
     }
 
     fn read_pages(&mut self, w: usize, op: u64, snapshot: bool, sector: u64, sectors: u64) {
-        let (first, end) = pages(sector, sectors, self.workload.origin_sectors);
+        let block = self.workload.block_sectors();
+        let (first, end) = pages(sector, sectors, self.workload.origin_sectors, block);
         self.caches[usize::from(snapshot)].openers += 1;
         self.writers[w].steps.push_front(Step::Compose { op, snapshot, sector, sectors });
-        let cached = (first..end).step_by(PAGE_SECTORS as usize).all(|p| self.caches[usize::from(snapshot)].pages.contains_key(&p));
+        let cached = (first..end).step_by(block as usize).all(|p| self.caches[usize::from(snapshot)].pages.contains_key(&p));
         if cached {
             return;
         }
@@ -399,21 +400,22 @@ impl Driver {
 
     /// Lays the labels of `op` over the cached pages (reading in what the cache lacked).
     fn compose(&mut self, w: usize, op: u64, snapshot: bool, sector: u64, sectors: u64) {
-        let (first, end) = pages(sector, sectors, self.workload.origin_sectors);
+        let block = self.workload.block_sectors();
+        let (first, end) = pages(sector, sectors, self.workload.origin_sectors, block);
         self.writers[w].steps.push_front(Step::Close { op, snapshot });
         let read = self.outcomes().pages.remove(&op);
         let cache = &mut self.caches[usize::from(snapshot)];
         if let Some(data) = read {
-            for (k, page) in (first..end).step_by(PAGE_SECTORS as usize).enumerate() {
-                let bytes = data[k * PAGE_SECTORS as usize * 512..][..((end - page).min(PAGE_SECTORS) * 512) as usize].to_vec();
+            for (k, page) in (first..end).step_by(block as usize).enumerate() {
+                let bytes = data[k * block as usize * 512..][..((end - page).min(block) * 512) as usize].to_vec();
                 cache.pages.entry(page).or_insert(bytes);
             }
         }
-        if !(first..end).step_by(PAGE_SECTORS as usize).all(|p| cache.pages.contains_key(&p)) {
+        if !(first..end).step_by(block as usize).all(|p| cache.pages.contains_key(&p)) {
             return; // the read failed: the write fails, nothing is dirtied
         }
         for s in sector..(sector + sectors).min(end) {
-            let page = s / PAGE_SECTORS * PAGE_SECTORS;
+            let page = s / block * block;
             let at = ((s - page) * 512) as usize;
             let label = Label { workload: self.workload.id, op, snapshot, sector: s }.bytes();
             cache.pages.get_mut(&page).expect("a cached page")[at..at + 512].copy_from_slice(&label);
@@ -525,9 +527,11 @@ impl Driver {
     }
 }
 
-/// The pages of the guest's page cache that sectors `sector..+sectors` touch, within a device of `device_sectors`.
-fn pages(sector: u64, sectors: u64, device_sectors: u64) -> (u64, u64) {
-    let first = sector / PAGE_SECTORS * PAGE_SECTORS;
-    let end = ((sector + sectors).div_ceil(PAGE_SECTORS) * PAGE_SECTORS).min(device_sectors);
+/// The blocks of the guest's page cache (pages, or single sectors on a
+/// device that ends on an odd sector) that sectors `sector..+sectors`
+/// touch, within a device of `device_sectors`.
+fn pages(sector: u64, sectors: u64, device_sectors: u64, block: u64) -> (u64, u64) {
+    let first = sector / block * block;
+    let end = ((sector + sectors).div_ceil(block) * block).min(device_sectors);
     (first, end)
 }

@@ -18,17 +18,22 @@ pub enum Request {
     Read { sector: u64, sectors: u32, done: IoDone<Vec<u8>> },
     Write { sector: u64, data: Vec<u8>, flags: WriteFlags, covered: Option<Vec<Entry>>, done: IoDone<()> },
     Flush { covered: Vec<Entry>, done: IoDone<()> },
+    /// A write past the device's end (the zeroing of a next area that lies
+    /// past the COW, K4): the block layer fails it before dm-log-writes
+    /// sees it, so it is never logged.
+    Refused { error: IoError, done: IoDone<()> },
 }
 
 impl Request {
+    /// Reads and refused writes are never logged: the search completes them at once.
     pub fn is_read(&self) -> bool {
-        matches!(self, Request::Read { .. })
+        matches!(self, Request::Read { .. } | Request::Refused { .. })
     }
 
     /// What completing it logs at once (plain writes: nothing yet).
     pub fn logs(&self) -> Vec<Entry> {
         match self {
-            Request::Read { .. } => Vec::new(),
+            Request::Read { .. } | Request::Refused { .. } => Vec::new(),
             Request::Write { sector, data, flags, covered, .. } => {
                 let mut out = covered.clone().map(|mut c| {
                     c.push(Entry::flush());
@@ -52,7 +57,7 @@ impl Request {
         match self {
             Request::Write { covered, .. } => covered.as_deref(),
             Request::Flush { covered, .. } => Some(covered),
-            Request::Read { .. } => None,
+            Request::Read { .. } | Request::Refused { .. } => None,
         }
     }
 
@@ -73,6 +78,7 @@ impl Request {
                 format!("{preflush}{fua}write {sector}+{}", data.len() / 512)
             }
             Request::Flush { .. } => "flush".to_string(),
+            Request::Refused { error, .. } => format!("refused: {error}"),
         }
     }
 }
@@ -156,6 +162,7 @@ impl Disk {
                 Box::new(move || done(Ok(())))
             }
             Request::Flush { done, .. } => Box::new(move || done(Ok(()))),
+            Request::Refused { error, done } => Box::new(move || done(Err(error))),
         }
     }
 }
@@ -195,8 +202,10 @@ impl BlockDevice for HeldDevice {
     }
 
     fn write(&self, sector: u64, data: Vec<u8>, flags: WriteFlags, done: IoDone<()>) {
-        // The engine never writes outside its devices; the recording cannot show one.
-        assert!(self.check(IoOp::Write, sector, data.len()).is_ok(), "our engine wrote beyond a device at sector {sector}");
+        // Past the device's end (K4's zeroing): the block layer fails it, unlogged.
+        if let Err(error) = self.check(IoOp::Write, sector, data.len()) {
+            return lock(&self.disk).hold(Request::Refused { error, done });
+        }
         let mut disk = lock(&self.disk);
         let covered = flags.preflush.then(|| std::mem::take(&mut disk.unflushed));
         if flags.fua {
