@@ -406,7 +406,7 @@ impl RunShape {
                 ScriptOp::Read { snapshot: k, sector, sectors } => {
                     snapshot(&what, k).and_then(|()| fits(&what, sector, sectors, origin_sectors, "snapshot"))
                 }
-                ScriptOp::Flush { .. } | ScriptOp::Wait | ScriptOp::Reload | ScriptOp::Crash => Ok(()),
+                ScriptOp::Flush { .. } | ScriptOp::Wait | ScriptOp::Reload | ScriptOp::Crash | ScriptOp::Status => Ok(()),
             };
             checked.map_err(|e| FieldError::new("ops", e).at_entry(index + 1))?;
         }

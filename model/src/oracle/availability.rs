@@ -102,14 +102,18 @@ impl Oracle {
     }
 
     /// Why snapshot `k` may be invalid now, if it may: loaded invalid, an
-    /// I/O error seen on its COW or the origin, or its COW possibly full.
+    /// I/O error seen on its COW or the origin, or its COW possibly full —
+    /// for a `PO` snapshot only once an origin write may have needed a
+    /// chunk (a full `PO` store refuses snapshot writes and stays valid:
+    /// its reads must go on returning its data).
     fn invalid_cause(&self, k: usize) -> Option<&'static str> {
         let state = &self.snapshots[k];
+        let full_invalidates = !self.config.snapshots[k].overflow_store || state.origin_written;
         if !state.valid_at_load {
             Some("it loaded invalid")
         } else if state.io_error_seen || self.origin_error_seen {
             Some("an I/O error of its COW or the origin")
-        } else if self.may_be_full(k) {
+        } else if full_invalidates && self.may_be_full(k) {
             Some("its COW may be full")
         } else {
             None
@@ -137,8 +141,21 @@ impl Oracle {
         Ok(())
     }
 
+    /// A write to a `PO` snapshot failed with no I/O error seen: it was
+    /// refused for room, and the snapshot must say Overflow from now on.
+    pub(super) fn note_refused_for_room(&mut self, pending: &Pending) {
+        let Pending::Write { target: Target::Snapshot(k), .. } = *pending else { return };
+        let merging = self.merging.is_some_and(|(m, _)| m == k);
+        let state = &self.snapshots[k];
+        if self.config.snapshots[k].overflow_store && !merging && state.valid_at_load && !state.io_error_seen && !self.origin_error_seen {
+            debug_assert!(self.may_be_full(k), "a write refused for room on a COW with room passed I15");
+            self.snapshots[k].must_overflow = true;
+        }
+    }
+
     /// I15: a user request `pending` failed; it must have a cause.
     pub(super) fn check_failure_cause(&self, op: u64, pending: &Pending) -> Result<(), Violation> {
+        let is_write = matches!(pending, Pending::Write { .. });
         let (target, what) = match pending {
             Pending::Write { target, sector, values, .. } => (*target, format!("write {target} {sector}+{}", values.len())),
             Pending::Flush { target, .. } => (*target, format!("flush {target}")),
@@ -148,13 +165,16 @@ impl Oracle {
         let explained = match target {
             Target::Origin => self.origin_error_seen,
             Target::Snapshot(_) if merging => self.origin_error_seen || self.invalid_cause(self.merging.map_or(0, |(m, _)| m)).is_some(),
-            Target::Snapshot(k) => self.invalid_cause(k).is_some(),
+            // A full PO store refuses a write that needs a new chunk (Overflow).
+            Target::Snapshot(k) => self.invalid_cause(k).is_some() || (is_write && self.may_be_full(k)),
         };
         if explained {
             return Ok(());
         }
-        let message =
-            format!("op {op} ({what}) failed with no cause: no I/O error on a device it or its copy touched, its snapshot valid, and no COW full");
+        let room = if is_write { "" } else { " (a full PO snapshot still serves reads)" };
+        let message = format!(
+            "op {op} ({what}) failed with no cause: no I/O error on a device it or its copy touched, its snapshot valid, and no COW full{room}"
+        );
         Err(Violation::new(Invariant::I15Availability, message))
     }
 }

@@ -106,6 +106,7 @@ impl Oracle {
             state.valid_at_load = valid;
             state.invalid_since_load = false;
             state.overflowed_since_load = false;
+            state.must_overflow = false;
             state.header_write_failed = false;
             state.merge_failed = false;
         }

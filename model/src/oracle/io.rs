@@ -76,7 +76,10 @@ impl Oracle {
     pub(super) fn on_ack(&mut self, op: u64, ok: bool) -> Result<(), Violation> {
         let pending = self.pending.remove(&op);
         if !ok {
-            return pending.map_or(Ok(()), |pending| self.check_failure_cause(op, &pending));
+            let Some(pending) = pending else { return Ok(()) };
+            self.check_failure_cause(op, &pending)?;
+            self.note_refused_for_room(&pending);
+            return Ok(());
         }
         self.seq += 1;
         match pending {

@@ -189,6 +189,11 @@ struct SnapshotState {
     merge_failed: bool,
     /// A write to its COW failed, so it must be invalid.
     must_invalidate: bool,
+    /// A write to it failed with no I/O error to explain it: only a full
+    /// `PO` store refuses one, and it sets Overflow first, so the snapshot
+    /// must report Overflow (or invalid) until the next (re)load — through
+    /// a handover to snapshot-merge too.
+    must_overflow: bool,
     /// An I/O error that may invalidate it was seen (COW write, origin read).
     io_error_seen: bool,
     /// Origin writes were submitted since the last reload (they may overflow it legitimately).

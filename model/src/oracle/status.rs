@@ -77,6 +77,10 @@ impl Oracle {
             let message = format!("snapshot {snapshot} reported invalid, then valid again without a reload");
             return Err(Violation::new(Invariant::I8Invalidation, message));
         }
+        if valid && !overflowed && state.must_overflow {
+            let message = format!("a write to snapshot {snapshot} (store PO) was refused for room, yet it does not report Overflow");
+            return Err(Violation::new(Invariant::I9Overflow, message));
+        }
         if valid && !overflowed && state.overflowed_since_load {
             let message = format!("snapshot {snapshot} reported Overflow, then lost it without a reload");
             return Err(Violation::new(Invariant::I9Overflow, message));

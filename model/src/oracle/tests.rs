@@ -255,3 +255,22 @@ fn an_engine_request_past_a_device_end_is_no_cause_but_the_kernels_own_next_area
     let past_cow_data = Event::Disk { disk: 1, request: 3, op: write, sector: 64, sectors: 2, ok: false };
     assert_eq!(o.apply(&past_cow_data).unwrap_err().invariant, Invariant::I15Availability);
 }
+
+#[test]
+fn a_full_po_snapshot_refuses_writes_but_serves_reads_and_says_overflow() {
+    let mut o = oracle(false);
+    run(&mut o, &[Event::Reloaded { valid: vec![true] }]).unwrap();
+    // 31 chunks needed by the snapshot's own writes, 30 data chunks: full.
+    o.snapshots[0].claimed = (0..31).collect();
+    let write = Event::Write { op: 1, target: S0, sector: 2, values: Arc::from([5]), flags: UserFlags::PLAIN };
+    run(&mut o, &[write, Event::Ack { op: 1, ok: false }]).unwrap();
+    let read = [Event::Read { op: 2, target: S0, sector: 0, sectors: 1 }, Event::ReadDone { op: 2, values: None, snapshot_valid: true }];
+    let error = run(&mut o.clone(), &read).unwrap_err();
+    assert_eq!(error.invariant, Invariant::I15Availability);
+    assert!(error.message.contains("still serves reads"), "{}", error.message);
+    // Refused for room: it must say Overflow until a reload (a handover that forgets it is I9).
+    let status = |valid, overflowed| Event::Status { snapshot: 0, valid, overflowed, quiescent: false, copies_max: 0 };
+    assert_eq!(o.clone().apply(&status(true, false)).unwrap_err().invariant, Invariant::I9Overflow);
+    o.clone().apply(&status(true, true)).unwrap();
+    o.apply(&status(false, false)).unwrap_err();
+}

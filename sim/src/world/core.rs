@@ -82,6 +82,9 @@ pub struct World {
     epoch: u64,
     /// The durable COW images at the last crash: their records must survive it.
     durable_cows: Vec<Option<Image>>,
+    /// Each snapshot's (valid, Overflow) when its state was last reported:
+    /// a change is reported after the step that made it.
+    last_reported: Vec<(bool, bool)>,
     images: Vec<Image>,
     script: Option<VecDeque<ScriptOp>>,
     injections: Vec<Injection>,
@@ -164,6 +167,7 @@ impl World {
             flags: stream(seed, &format!("flags{streams}")),
             engine: Engine { disks: Vec::new(), deferred: Arc::default(), origin: placeholder_origin(), snapshots: Vec::new() },
             durable_cows: vec![None; knobs.snapshots],
+            last_reported: Vec::new(),
             knobs,
             shared: Arc::new(Mutex::new(observer)),
             stats: Stats::default(),

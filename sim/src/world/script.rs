@@ -11,6 +11,7 @@
 //! reload                  # clean shutdown and reload (waits first)
 //! merge 0                 # hand snapshot 0 to snapshot-merge and start merging (waits first)
 //! crash                   # a power cut now: unflushed writes kept or lost as the seed picks
+//! status                  # every snapshot's state and status line, taken now (judged by the oracle)
 //! ```
 
 use model::{Target, UserFlags};
@@ -40,6 +41,9 @@ pub enum ScriptOp {
     /// A power cut at once (in-flight writes die, persisted or not as the
     /// seed's crash stream picks), then a reboot on the crash images.
     Crash,
+    /// Every snapshot's state taken now, in flight or not, and judged
+    /// (its status line too, when nothing is in flight).
+    Status,
 }
 
 fn target(word: &str) -> Result<Target, String> {
@@ -89,6 +93,7 @@ impl ScriptOp {
             "wait" => Self::Wait,
             "reload" => Self::Reload,
             "crash" => Self::Crash,
+            "status" => Self::Status,
             "merge" => Self::Merge { snapshot: number(words.next(), "snapshot")? as usize },
             other => return Err(format!("unknown operation {other:?}")),
         };
@@ -130,6 +135,7 @@ impl std::fmt::Display for ScriptOp {
             Self::Reload => write!(f, "reload"),
             Self::Merge { snapshot } => write!(f, "merge {snapshot}"),
             Self::Crash => write!(f, "crash"),
+            Self::Status => write!(f, "status"),
         }
     }
 }

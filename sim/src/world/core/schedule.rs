@@ -97,6 +97,13 @@ impl World {
         true
     }
 
+    /// What is judged after every step: a merge step's status line, and any
+    /// snapshot whose state changed.
+    pub(super) fn judge_step(&mut self) {
+        self.judge_merge_step();
+        self.report_status_on_change();
+    }
+
     /// Completes request `id` of disk `disk` and runs its callback.
     fn complete_request(&mut self, disk: usize, id: u64) -> bool {
         if let Some(recorded) = &mut self.recorded {
@@ -202,7 +209,7 @@ impl World {
                 if !self.guided_step(operations) {
                     break;
                 }
-                self.judge_merge_step();
+                self.judge_step();
                 continue;
             }
             if crashes_left > 0 && self.scheduler.random_bool(crash_chance) {
@@ -219,7 +226,7 @@ impl World {
                     recorded.push(Decision::Op);
                 }
                 self.run_op(merge);
-                self.judge_merge_step();
+                self.judge_step();
                 continue;
             }
             let next = match &mut self.script {
@@ -243,7 +250,7 @@ impl World {
                 None if !self.step_event() => break,
                 None => {}
             }
-            self.judge_merge_step();
+            self.judge_step();
         }
         if self.failed() {
             return;

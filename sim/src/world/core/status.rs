@@ -6,9 +6,26 @@ use super::World;
 use crate::world::observer::lock;
 
 impl World {
+    /// After every step: when a snapshot's reported state changed (an
+    /// overflow, an invalidation, a handover to snapshot-merge), every
+    /// snapshot's state is reported at once, so that the oracle judges it
+    /// before a later event can hide it.
+    pub(super) fn report_status_on_change(&mut self) {
+        if self.failed() || self.reported_states() == self.last_reported {
+            return;
+        }
+        self.report_status();
+    }
+
+    /// Each snapshot's (valid, Overflow) as the engine has them now.
+    fn reported_states(&self) -> Vec<(bool, bool)> {
+        self.engine.snapshots.iter().map(|d| (d.snapshot().is_valid(), d.snapshot().is_overflowed())).collect()
+    }
+
     /// Reports every snapshot's state; at quiescence also checks its
     /// status line against its COW (I14).
-    pub(super) fn report_status(&self) {
+    pub(super) fn report_status(&mut self) {
+        self.last_reported = self.reported_states();
         let quiescent = !self.busy() && lock(&self.shared).counters.in_flight == 0;
         for event in self.statuses(quiescent) {
             let Event::Status { snapshot: k, valid, overflowed, .. } = event else { unreachable!("statuses yields status events") };

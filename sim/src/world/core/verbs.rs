@@ -58,7 +58,7 @@ impl World {
     pub fn step(&mut self) -> bool {
         let stepped = self.step_event();
         if stepped {
-            self.judge_merge_step();
+            self.judge_step();
         }
         stepped
     }

@@ -68,6 +68,7 @@ impl World {
                 self.reboot(images, true);
             }
             ScriptOp::Crash => self.crash_seeded(),
+            ScriptOp::Status => self.report_status(),
             ScriptOp::Merge { snapshot } => {
                 if snapshot < self.engine.snapshots.len() && self.merging.is_none() {
                     self.merging = Some((snapshot, Arc::default()));
@@ -141,7 +142,7 @@ impl World {
                     },
                 }
             }
-            ScriptOp::Wait | ScriptOp::Reload | ScriptOp::Merge { .. } | ScriptOp::Crash => unreachable!("not a submission"),
+            ScriptOp::Wait | ScriptOp::Reload | ScriptOp::Merge { .. } | ScriptOp::Crash | ScriptOp::Status => unreachable!("not a submission"),
         }
     }
 

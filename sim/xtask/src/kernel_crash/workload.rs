@@ -279,7 +279,7 @@ pub fn translate(scenario: &Scenario, id: u64) -> Option<Workload> {
     }
     let mut ops = Vec::new();
     for op in &scenario.ops {
-        if ops.last() == Some(&GuestOp::Merge) && !matches!(op, ScriptOp::Wait | ScriptOp::Read { .. }) {
+        if ops.last() == Some(&GuestOp::Merge) && !matches!(op, ScriptOp::Wait | ScriptOp::Read { .. } | ScriptOp::Status) {
             return None;
         }
         match op {
@@ -291,7 +291,8 @@ pub fn translate(scenario: &Scenario, id: u64) -> Option<Workload> {
             }
             ScriptOp::Flush { target } => ops.push(GuestOp::Flush { snapshot: !matches!(target, model::event::Target::Origin) }),
             ScriptOp::Reload => ops.push(GuestOp::Reload),
-            ScriptOp::Read { .. } | ScriptOp::Wait => {}
+            // The guest takes no status between operations; the judge reads it at marks.
+            ScriptOp::Read { .. } | ScriptOp::Wait | ScriptOp::Status => {}
             ScriptOp::Merge { .. } => ops.push(GuestOp::Merge),
             // A power cut is what the recording's crash states stand for, not an operation.
             ScriptOp::Crash => return None,

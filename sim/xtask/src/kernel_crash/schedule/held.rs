@@ -15,13 +15,29 @@ use sim::logwrites::{Entry, EntryFlags};
 
 /// A request the engine issued and the search has not completed yet.
 pub enum Request {
-    Read { sector: u64, sectors: u32, done: IoDone<Vec<u8>> },
-    Write { sector: u64, data: Vec<u8>, flags: WriteFlags, covered: Option<Vec<Entry>>, done: IoDone<()> },
-    Flush { covered: Vec<Entry>, done: IoDone<()> },
+    Read {
+        sector: u64,
+        sectors: u32,
+        done: IoDone<Vec<u8>>,
+    },
+    Write {
+        sector: u64,
+        data: Vec<u8>,
+        flags: WriteFlags,
+        covered: Option<Vec<Entry>>,
+        done: IoDone<()>,
+    },
+    Flush {
+        covered: Vec<Entry>,
+        done: IoDone<()>,
+    },
     /// A write past the device's end (the zeroing of a next area that lies
     /// past the COW, K4): the block layer fails it before dm-log-writes
     /// sees it, so it is never logged.
-    Refused { error: IoError, done: IoDone<()> },
+    Refused {
+        error: IoError,
+        done: IoDone<()>,
+    },
 }
 
 impl Request {
