@@ -92,6 +92,7 @@ scenarios! {
     po_fills_in_flight => "po-fills-in-flight",
     reads_racing_copies => "reads-racing-copies",
     reload_midway => "reload-midway",
+    reused_cow_4k => "reused-cow-4k",
     rewrite_same_chunks => "rewrite-same-chunks",
     short_origin => "short-origin",
     snapshot_writes => "snapshot-writes",

@@ -85,6 +85,8 @@ pub struct World {
     /// Each snapshot's (valid, Overflow) when its state was last reported:
     /// a change is reported after the step that made it.
     last_reported: Vec<(bool, bool)>,
+    /// Clean reloads the random workload has done (a reused COW's, see `due_op`).
+    swarm_reloads: usize,
     images: Vec<Image>,
     script: Option<VecDeque<ScriptOp>>,
     injections: Vec<Injection>,
@@ -168,6 +170,7 @@ impl World {
             engine: Engine { disks: Vec::new(), deferred: Arc::default(), origin: placeholder_origin(), snapshots: Vec::new() },
             durable_cows: vec![None; knobs.snapshots],
             last_reported: Vec::new(),
+            swarm_reloads: 0,
             knobs,
             shared: Arc::new(Mutex::new(observer)),
             stats: Stats::default(),

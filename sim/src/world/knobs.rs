@@ -47,7 +47,9 @@ pub struct Knobs {
     pub stale_cow: bool,
     /// With `stale_cow`, only the header is wiped: area 0 holds stale
     /// records too, so crash states can reach kernel behaviour K3.
-    /// Scenarios only: a live crash into K3 would load garbage.
+    /// Drawn by the swarm only in runs with no crash (a live crash into K3
+    /// would load garbage), which then reload cleanly before the first
+    /// commit and halfway through.
     pub stale_area_zero: bool,
     /// Random writes carrying REQ_FUA, and REQ_PREFLUSH, per thousand.
     pub fua_per_mille: u32,
@@ -121,7 +123,21 @@ impl Knobs {
         // Drawn after every other knob, so that those stay what they were.
         knobs.merge_after = rng.random_bool(0.2).then(|| rng.random_range(1..knobs.operations));
         knobs.draw_geometry(rng);
+        knobs.draw_stale_area_zero(rng);
         knobs
+    }
+
+    /// Drawn after everything else: in half the seeds that reuse COWs and
+    /// never crash, area 0 is stale too (only the header wiped, as a 4 KiB
+    /// wipe leaves it under 4 KiB chunks), and the run reloads cleanly
+    /// before its first commit and halfway through, where a new snapshot
+    /// that did not zero area 0 would load the earlier snapshot's records.
+    /// (A live crash before the first commit may load them legitimately:
+    /// K3, which only `explore` judges.)
+    fn draw_stale_area_zero(&mut self, rng: &mut ChaCha8Rng) {
+        if self.stale_cow && self.crashes == 0 && rng.random_bool(0.5) {
+            self.stale_area_zero = true;
+        }
     }
 
     /// Devices as irregular as real ones, drawn last (every earlier knob

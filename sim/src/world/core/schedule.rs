@@ -163,7 +163,7 @@ impl World {
         let in_flight = lock(&self.shared).counters.in_flight;
         let room = in_flight < self.knobs.queue_depth;
         let quiet = !self.busy() && in_flight == 0;
-        if let Some(merge) = self.merge_due() {
+        if let Some(merge) = self.due_op() {
             return quiet.then_some(merge);
         }
         match &mut self.script {
@@ -178,9 +178,19 @@ impl World {
 
     /// The swarm's merge, when the random workload has reached it
     /// ([`crate::world::Knobs::merge_after`]) and not yet run it.
-    fn merge_due(&self) -> Option<ScriptOp> {
+    fn due_op(&self) -> Option<ScriptOp> {
+        if self.script.is_some() {
+            return None;
+        }
+        // A reused COW with a stale area 0 is reloaded cleanly before the
+        // first commit (right after the new snapshot's header and zeroing)
+        // and halfway through: a stale record loaded either time is I4/I6.
+        let reloads_at = [0, self.knobs.operations / 2];
+        if self.knobs.stale_area_zero && reloads_at.get(self.swarm_reloads).is_some_and(|&at| self.stats.operations >= at) {
+            return Some(ScriptOp::Reload);
+        }
         let after = self.knobs.merge_after?;
-        let due = self.script.is_none() && self.merging.is_none() && self.stats.operations >= after;
+        let due = self.merging.is_none() && self.stats.operations >= after;
         due.then_some(ScriptOp::Merge { snapshot: 0 })
     }
 
@@ -220,7 +230,7 @@ impl World {
             let room = lock(&self.shared).counters.in_flight < self.knobs.queue_depth;
             let busy = self.busy();
             // A swarm merge, once due, waits for quiet: no new operation meanwhile.
-            let merge = self.merge_due();
+            let merge = self.due_op();
             if let Some(merge) = merge.filter(|_| !busy && lock(&self.shared).counters.in_flight == 0) {
                 if let Some(recorded) = &mut self.recorded {
                     recorded.push(Decision::Op);

@@ -64,6 +64,7 @@ impl World {
         match op {
             ScriptOp::Wait => {}
             ScriptOp::Reload => {
+                self.swarm_reloads += usize::from(self.script.is_none());
                 let images = self.engine.disks.iter().map(|d| d.cached()).collect();
                 self.reboot(images, true);
             }
