@@ -87,6 +87,7 @@ scenarios! {
     multi_area => "multi-area",
     one_sector_tail => "one-sector-tail",
     overflow_p => "overflow-p",
+    overflow_p_requests_after => "overflow-p-requests-after",
     overflow_po => "overflow-po",
     po_commit_before_invalidation => "po-commit-before-invalidation",
     po_fills_in_flight => "po-fills-in-flight",
