@@ -49,13 +49,11 @@ impl Oracle {
     /// (all but the merging one for origin writes; the snapshot itself for
     /// its own writes).
     pub(super) fn claim(&mut self, target: Target, sector: u64, sectors: u64, lands_on_origin: bool) {
-        debug_assert!(sectors > 0, "a write covers at least one sector");
         let merging = self.merging.map(|(m, _)| m);
         for k in 0..self.snapshots.len() {
             let reached = if lands_on_origin { merging != Some(k) } else { target == Target::Snapshot(k) };
             if reached {
-                let chunk = u64::from(self.config.snapshots[k].chunk_sectors);
-                self.snapshots[k].claimed.extend(sector / chunk..=(sector + sectors - 1) / chunk);
+                self.claim_sectors(k, sector, sectors);
             }
         }
     }
@@ -64,13 +62,17 @@ impl Oracle {
     /// origin, and every other snapshot must preserve what it overwrites.
     pub(super) fn claim_merge(&mut self, m: usize) {
         let chunk_m = u64::from(self.config.snapshots[m].chunk_sectors);
-        let ranges: Vec<(u64, u64)> = self.snapshots[m].claimed.iter().map(|&c| (c * chunk_m, chunk_m)).collect();
-        for (sector, sectors) in ranges {
-            for k in (0..self.snapshots.len()).filter(|&k| k != m) {
-                let chunk = u64::from(self.config.snapshots[k].chunk_sectors);
-                self.snapshots[k].claimed.extend(sector / chunk..=(sector + sectors - 1) / chunk);
-            }
+        let merged: Vec<u64> = self.snapshots[m].claimed.iter().copied().collect();
+        for k in (0..self.snapshots.len()).filter(|&k| k != m) {
+            merged.iter().for_each(|&c| self.claim_sectors(k, c * chunk_m, chunk_m));
         }
+    }
+
+    /// Snapshot `k`'s chunks that sectors `sector..sector + sectors` cover need exceptions.
+    fn claim_sectors(&mut self, k: usize, sector: u64, sectors: u64) {
+        debug_assert!(sectors > 0, "a write covers at least one sector");
+        let chunk = u64::from(self.config.snapshots[k].chunk_sectors);
+        self.snapshots[k].claimed.extend(sector / chunk..=(sector + sectors - 1) / chunk);
     }
 
     /// A disk request failed: an injected fault is a cause, but a request
@@ -164,7 +166,8 @@ impl Oracle {
         let merging = self.merging.is_some_and(|(m, _)| target == Target::Snapshot(m));
         let explained = match target {
             Target::Origin => self.origin_error_seen,
-            Target::Snapshot(_) if merging => self.origin_error_seen || self.invalid_cause(self.merging.map_or(0, |(m, _)| m)).is_some(),
+            // The merging snapshot's requests go to the merge target, over the origin.
+            Target::Snapshot(k) if merging => self.origin_error_seen || self.invalid_cause(k).is_some(),
             // A full PO store refuses a write that needs a new chunk (Overflow).
             Target::Snapshot(k) => self.invalid_cause(k).is_some() || (is_write && self.may_be_full(k)),
         };

@@ -1,8 +1,10 @@
 //! The snapshots' reported state, and their status lines judged against their COWs (I14), at quiescence and after each merge step.
 
+use engine::targets::SnapshotDevice;
 use model::Event;
 
 use super::World;
+use crate::disk::SimDisk;
 use crate::world::observer::lock;
 
 impl World {
@@ -11,21 +13,24 @@ impl World {
     /// snapshot's state is reported at once, so that the oracle judges it
     /// before a later event can hide it.
     pub(super) fn report_status_on_change(&mut self) {
-        if self.failed() || self.reported_states() == self.last_reported {
-            return;
+        // Runs after every step: compared in place, nothing allocated.
+        let changed = self.engine.snapshots.len() != self.last_reported.len()
+            || self.engine.snapshots.iter().zip(&self.last_reported).any(|(d, &last)| Self::reported_state(d) != last);
+        if changed && !self.failed() {
+            self.report_status();
         }
-        self.report_status();
     }
 
-    /// Each snapshot's (valid, Overflow) as the engine has them now.
-    fn reported_states(&self) -> Vec<(bool, bool)> {
-        self.engine.snapshots.iter().map(|d| (d.snapshot().is_valid(), d.snapshot().is_overflowed())).collect()
+    /// A snapshot's (valid, Overflow) as the engine has them now.
+    fn reported_state(device: &SnapshotDevice<SimDisk>) -> (bool, bool) {
+        let snapshot = device.snapshot();
+        (snapshot.is_valid(), snapshot.is_overflowed())
     }
 
     /// Reports every snapshot's state; at quiescence also checks its
     /// status line against its COW (I14).
     pub(super) fn report_status(&mut self) {
-        self.last_reported = self.reported_states();
+        self.last_reported = self.engine.snapshots.iter().map(|d| Self::reported_state(d)).collect();
         let quiescent = !self.busy() && lock(&self.shared).counters.in_flight == 0;
         for event in self.statuses(quiescent) {
             let Event::Status { snapshot: k, valid, overflowed, .. } = event else { unreachable!("statuses yields status events") };

@@ -151,12 +151,13 @@ fn create(
 fn page_write(
     queue: &Arc<CompletionQueue>,
     device: &impl BlockDevice,
-    (sector, sectors, block): (u64, u64, u64),
+    sector: u64,
+    sectors: u64,
+    blocks: std::ops::Range<u64>,
     labels: impl Fn(u64) -> Vec<u8>,
 ) -> Option<Result<(), engine::io::IoError>> {
-    let first = sector / block * block;
-    let end = (sector + sectors).div_ceil(block) * block;
-    let end = end.min(device.size_sectors());
+    debug_assert!(blocks.end <= device.size_sectors(), "the blocks lie on the device");
+    let (first, end) = (blocks.start, blocks.end);
     let mut data = match run_until_done(queue, |done| device.read(first, (end - first) as u32, done))? {
         Ok(data) => data,
         Err(error) => return Some(Err(error)),
@@ -188,10 +189,11 @@ pub fn record_engine(workload: &Workload, initial: &[u8], kernel_patches: Kernel
         let result = match n.kind {
             GuestOp::Write { snapshot: to_snapshot, sector, sectors } => {
                 let labels = |s: u64| Label { workload: workload.id, op: n.op, snapshot: to_snapshot, sector: s }.bytes();
+                let blocks = workload.blocks(sector, sectors);
                 if to_snapshot {
-                    page_write(&queue, &SnapshotDevice::new(Arc::clone(&snapshot)), (sector, sectors, workload.block_sectors()), labels)
+                    page_write(&queue, &SnapshotDevice::new(Arc::clone(&snapshot)), sector, sectors, blocks, labels)
                 } else {
-                    page_write(&queue, &OriginDevice::new(Arc::clone(&target)), (sector, sectors, workload.block_sectors()), labels)
+                    page_write(&queue, &OriginDevice::new(Arc::clone(&target)), sector, sectors, blocks, labels)
                 }
             }
             GuestOp::Flush { snapshot: to_snapshot } => {

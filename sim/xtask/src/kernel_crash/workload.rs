@@ -152,6 +152,16 @@ impl Workload {
         block
     }
 
+    /// The whole blocks ([`Self::block_sectors`]) of the origin or snapshot
+    /// device that sectors `sector..sector + sectors` touch: what the
+    /// guest's page cache reads in and writes back for them.
+    pub fn blocks(&self, sector: u64, sectors: u64) -> std::ops::Range<u64> {
+        let block = self.block_sectors();
+        let end = ((sector + sectors).div_ceil(block) * block).min(self.origin_sectors);
+        debug_assert!(sectors > 0 && sector < end, "a write touches at least one block");
+        sector / block * block..end
+    }
+
     /// Whether the writes of operations `1..=issued` need more exceptions
     /// than the COW holds: only then may a snapshot be invalidated. Each
     /// write counts the chunks of the whole pages it reaches the device as.
@@ -160,10 +170,8 @@ impl Workload {
         let mut chunks = std::collections::BTreeSet::new();
         for n in self.numbered().iter().filter(|n| n.op <= issued) {
             if let GuestOp::Write { sector, sectors, .. } = n.kind {
-                let block = self.block_sectors();
-                let first = sector / block * block;
-                let end = ((sector + sectors).div_ceil(block) * block).min(self.origin_sectors);
-                chunks.extend(first / chunk..=(end - 1) / chunk);
+                let blocks = self.blocks(sector, sectors);
+                chunks.extend(blocks.start / chunk..=(blocks.end - 1) / chunk);
             }
         }
         chunks.len() as u64 > self.data_chunks()

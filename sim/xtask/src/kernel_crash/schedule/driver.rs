@@ -369,7 +369,7 @@ impl Driver {
 
     fn read_pages(&mut self, w: usize, op: u64, snapshot: bool, sector: u64, sectors: u64) {
         let block = self.workload.block_sectors();
-        let (first, end) = pages(sector, sectors, self.workload.origin_sectors, block);
+        let std::ops::Range { start: first, end } = self.workload.blocks(sector, sectors);
         self.caches[usize::from(snapshot)].openers += 1;
         self.writers[w].steps.push_front(Step::Compose { op, snapshot, sector, sectors });
         let cached = (first..end).step_by(block as usize).all(|p| self.caches[usize::from(snapshot)].pages.contains_key(&p));
@@ -401,7 +401,7 @@ impl Driver {
     /// Lays the labels of `op` over the cached pages (reading in what the cache lacked).
     fn compose(&mut self, w: usize, op: u64, snapshot: bool, sector: u64, sectors: u64) {
         let block = self.workload.block_sectors();
-        let (first, end) = pages(sector, sectors, self.workload.origin_sectors, block);
+        let std::ops::Range { start: first, end } = self.workload.blocks(sector, sectors);
         self.writers[w].steps.push_front(Step::Close { op, snapshot });
         let read = self.outcomes().pages.remove(&op);
         let cache = &mut self.caches[usize::from(snapshot)];
@@ -525,13 +525,4 @@ impl Driver {
         self.target = None;
         let _ = self.outcomes().created.take();
     }
-}
-
-/// The blocks of the guest's page cache (pages, or single sectors on a
-/// device that ends on an odd sector) that sectors `sector..+sectors`
-/// touch, within a device of `device_sectors`.
-fn pages(sector: u64, sectors: u64, device_sectors: u64, block: u64) -> (u64, u64) {
-    let first = sector / block * block;
-    let end = ((sector + sectors).div_ceil(block) * block).min(device_sectors);
-    (first, end)
 }
