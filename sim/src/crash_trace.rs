@@ -258,7 +258,7 @@ impl CrashTrace {
         }
         if let Some(id) = &self.mutation {
             if Mutation::parse(id).is_none() {
-                return Err(FieldError::new("mutation", format!("mutation = {id:?}: no such mutation (Z1..Z21)")));
+                return Err(FieldError::new("mutation", format!("mutation = {id:?}: no such mutation (Z1..Z22)")));
             }
         }
         self.scenario().map(|_| ())

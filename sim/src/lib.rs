@@ -30,6 +30,7 @@ pub mod hostile;
 pub mod limits;
 pub mod logwrites;
 pub mod marks;
+pub mod panics;
 pub mod scenario;
 pub mod shape;
 pub mod soak;

@@ -17,12 +17,10 @@
 //! it happens; the report carries it, and the replay shows its backtrace.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // wall time and worker threads belong to the soak, not the engine
 
-use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Once, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use engine::zoo::Mutations;
@@ -566,9 +564,10 @@ fn run_config(config: &SoakConfig, seed: u64) -> RunConfig {
 /// Runs one seed; a panic in its run is the seed's failure.
 fn soak_seed(config: &SoakConfig, seed: u64) -> SeedDone {
     let run_config = run_config(config, seed);
-    let report = match catch_panic(|| (config.run_seed)(&run_config)) {
+    let report = match crate::panics::catch(|| (config.run_seed)(&run_config)) {
         Ok(report) => report,
-        Err(message) => {
+        Err(panic) => {
+            let message = panic.to_string();
             let failure = SoakFailure {
                 seed,
                 knobs: run_config.knobs().to_string(),
@@ -603,55 +602,6 @@ fn soak_seed(config: &SoakConfig, seed: u64) -> SeedDone {
     }
 }
 
-thread_local! {
-    /// Whether this thread is inside [`catch_panic`], where the panic hook
-    /// keeps quiet and leaves the panic to the report.
-    static CATCHING: Cell<bool> = const { Cell::new(false) };
-    /// The first panic caught on this thread, as the hook saw it: place and
-    /// message (the payload alone has no place).
-    static CAUGHT: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-/// Runs `work` and returns its panic, if any, as where and what. Panics
-/// outside `catch_panic` (another thread, a test) go to the previous hook
-/// as before.
-fn catch_panic<T>(work: impl FnOnce() -> T) -> Result<T, String> {
-    static QUIET_HOOK: Once = Once::new();
-    QUIET_HOOK.call_once(|| {
-        let previous = panic::take_hook();
-        // The hook sees every panic of the process, so it must not panic
-        // itself: a thread being torn down has no thread-locals left.
-        panic::set_hook(Box::new(move |info| {
-            if !CATCHING.try_with(Cell::get).unwrap_or(false) {
-                return previous(info);
-            }
-            // A panic while unwinding from the first (a destructor) is not
-            // the finding; the first one is.
-            let _ = CAUGHT.try_with(|caught| {
-                let mut caught = caught.borrow_mut();
-                if caught.is_none() {
-                    let place = info.location().map_or_else(String::new, |l| format!(" at {}:{}:{}", l.file(), l.line(), l.column()));
-                    *caught = Some(format!("panicked{place}: {}", panic_message(info.payload())));
-                }
-            });
-        }));
-    });
-    let catching = CATCHING.replace(true);
-    let result = panic::catch_unwind(AssertUnwindSafe(work));
-    CATCHING.set(catching);
-    let caught = CAUGHT.take();
-    result.map_err(|payload| caught.unwrap_or_else(|| format!("panicked: {}", panic_message(&*payload))))
-}
-
-/// A panic's message: what `panic!` formatted, when it formatted a string.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
-        (Some(message), _) => (*message).to_string(),
-        (_, Some(message)) => message.clone(),
-        _ => "a panic with no message".to_string(),
-    }
-}
-
 /// Minimizes the first failure of each signature, up to `traces_max`
 /// signatures in the order of their first seeds, and writes them as crash
 /// traces; returns each minimized trace's shape by seed. Panics have no
@@ -667,12 +617,12 @@ fn minimize_failures(config: &SoakConfig, failures: &mut [(SoakFailure, Option<C
         let (failure, Some(trace)) = &mut failures[index] else { continue };
         // A shorter run may panic instead of failing; the trace as run
         // still replays to its verdict, so it is kept unminimized.
-        let trace = catch_panic(|| trace.minimize(config.minimize_budget)).unwrap_or_else(|_| trace.clone());
+        let trace = crate::panics::catch(|| trace.minimize(config.minimize_budget)).unwrap_or_else(|_| trace.clone());
         shapes.insert(failure.seed, ops_shape(&trace.shape.ops));
         failure.trace = Some(match write_new(&config.traces_dir, &trace.file_name(), |name| trace.to_text(name)) {
             Ok(path) => {
                 // The minimized run's timeline beside it: the trace's name, `.html`.
-                if let Ok(Ok(Some(mut timeline))) = catch_panic(|| trace.replay_recording(true).map(|r| r.timeline)) {
+                if let Ok(Ok(Some(mut timeline))) = crate::panics::catch(|| trace.replay_recording(true).map(|r| r.timeline)) {
                     timeline.title = format!("snapsim replay {}", path.display());
                     let page = path.with_extension("html");
                     let _ = page.file_name().map(|name| write_new(&config.traces_dir, &name.to_string_lossy(), |_| timeline.to_html()));

@@ -29,6 +29,10 @@ pub struct ZooEntry {
     /// For a race only several threads can show: the thread-level checks
     /// that catch it (single-threaded runs make every engine call atomic).
     pub threads: Option<Threads>,
+    /// For a mistake the engine's own assertions stop: what the assertion
+    /// says. A panic carrying these words is the catch; any other panic is
+    /// a failure of the hunt.
+    pub asserted: Option<&'static str>,
 }
 
 /// The loom model and the shuttle case that catch a concurrency mutation
@@ -43,7 +47,7 @@ use Invariant::*;
 use Mutation::*;
 
 /// The project's zoo table.
-pub const TABLE: [ZooEntry; 21] = [
+pub const TABLE: [ZooEntry; 22] = [
     entry(Z1NoSkipMetadataAfterLoad, &[I7Allocation, I4MetadataWellFormed, I2SnapshotView], &["area-boundary"]),
     // The status line is computed from the engine's in-memory allocator, the
     // kernel's formula from the records on disk: a lost record shows there
@@ -59,6 +63,7 @@ pub const TABLE: [ZooEntry; 21] = [
             "the header is encoded into its own buffer and every area write carries its own copy of the area, so no header can land in an area",
         ),
         threads: None,
+        asserted: None,
     },
     entry(Z5CopyErrorSkipsCommit, &[I11Liveness, I8Invalidation], &["copy-error"]),
     entry(Z6NoOriginFlushBeforeMergeCommit, &[I10Merge], &["merge-crash"]),
@@ -81,14 +86,24 @@ pub const TABLE: [ZooEntry; 21] = [
     threaded(Z19ReadTrackedAfterUnlock, &[I13ConflictingReads], "tracked_read_holds_back_origin_write", "reads_racing_copies"),
     threaded(Z20ThrottleCheckOutsideQueueLock, &[I11Liveness], "throttle_wakes_every_parked_write", "creation_races_writes_at_throttle"),
     threaded(Z21CommitFeederStopsInTwoSteps, &[I11Liveness], "commits_fed_in_order_by_one_thread", "parallel_io_to_many_snapshots"),
+    // A porting mistake the store's assertions stop at the first area's end:
+    // the hunt must report the panic as a finding, with its replay command.
+    ZooEntry {
+        mutation: Z22NoSkipMetadataOnAllocation,
+        expected: &[],
+        scenarios: &["area-boundary"],
+        by_construction: None,
+        threads: None,
+        asserted: Some("allocator at metadata chunk"),
+    },
 ];
 
 const fn entry(mutation: Mutation, expected: &'static [Invariant], scenarios: &'static [&'static str]) -> ZooEntry {
-    ZooEntry { mutation, expected, scenarios, by_construction: None, threads: None }
+    ZooEntry { mutation, expected, scenarios, by_construction: None, threads: None, asserted: None }
 }
 
 const fn threaded(mutation: Mutation, expected: &'static [Invariant], loom_model: &'static str, shuttle_case: &'static str) -> ZooEntry {
-    ZooEntry { mutation, expected, scenarios: &[], by_construction: None, threads: Some(Threads { loom_model, shuttle_case }) }
+    ZooEntry { mutation, expected, scenarios: &[], by_construction: None, threads: Some(Threads { loom_model, shuttle_case }), asserted: None }
 }
 
 /// The table's row for `mutation`.
@@ -116,6 +131,9 @@ impl Default for Budget {
 pub enum Verdict {
     /// Caught by `invariant` on the `attempts`-th run; `replay` reruns it.
     Caught { invariant: Invariant, message: String, replay: String },
+    /// The engine (or the harness) panicked on the `attempts`-th run:
+    /// `panic` says where and what; `replay` reruns it.
+    Panicked { panic: crate::panics::EnginePanic, replay: String },
     /// Not expressible in the engine; the model catches the state it would leave.
     ByConstruction { invariant: Invariant, message: String, reason: &'static str },
     /// A race: single-threaded runs cannot see it (the budget found
@@ -141,6 +159,7 @@ impl Hunt {
         let expected = entry_of(self.mutation).expected;
         match &self.verdict {
             Verdict::Caught { invariant, .. } | Verdict::ByConstruction { invariant, .. } => expected.contains(invariant),
+            Verdict::Panicked { panic, .. } => entry_of(self.mutation).asserted.is_some_and(|words| panic.message.contains(words)),
             // The loom and shuttle suites assert the catch; they run in CI.
             Verdict::ThreadsOnly { .. } => true,
             Verdict::Survived => false,
@@ -190,10 +209,13 @@ pub fn search(mutation: Option<Mutation>, aimed: &[&str], scenarios: &[Scenario]
                 attempts += 1;
                 let mut config = scenario.run_config(seed);
                 config.mutations = mutations;
-                let (_, outcome) = crate::explore::explore(&config, &scenario.bounds());
-                if let Err(failure) = outcome {
-                    let replay = format!("snapsim explore {}{flag}", scenario.name);
-                    return (Verdict::Caught { invariant: failure.violation.invariant, message: failure.to_string(), replay }, attempts);
+                let replay = format!("snapsim explore {}{flag}", scenario.name);
+                match crate::explore::explore_catching(&config, &scenario.bounds()) {
+                    Ok((_, Ok(()))) => {}
+                    Ok((_, Err(failure))) => {
+                        return (Verdict::Caught { invariant: failure.violation.invariant, message: failure.to_string(), replay }, attempts);
+                    }
+                    Err(panic) => return (Verdict::Panicked { panic, replay }, attempts),
                 }
             }
         }
@@ -202,9 +224,13 @@ pub fn search(mutation: Option<Mutation>, aimed: &[&str], scenarios: &[Scenario]
         attempts += 1;
         let mut config = RunConfig::new(seed);
         config.mutations = mutations;
-        if let Some(failure) = run(&config).failure {
-            let replay = format!("snapsim run --seed {seed}{flag}");
-            return (Verdict::Caught { invariant: failure.violation.invariant, message: failure.to_string(), replay }, attempts);
+        let replay = format!("snapsim run --seed {seed}{flag}");
+        match crate::panics::catch(|| run(&config).failure) {
+            Ok(None) => {}
+            Ok(Some(failure)) => {
+                return (Verdict::Caught { invariant: failure.violation.invariant, message: failure.to_string(), replay }, attempts);
+            }
+            Err(panic) => return (Verdict::Panicked { panic, replay }, attempts),
         }
     }
     (Verdict::Survived, attempts)

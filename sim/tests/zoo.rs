@@ -28,6 +28,9 @@ fn check(mutation: Mutation) {
         Verdict::Caught { invariant, message, replay } => {
             println!("{} caught by {} after {} run(s): {message}\nreplay: {replay}", mutation.id(), invariant.id(), hunt.attempts)
         }
+        Verdict::Panicked { panic, replay } => {
+            println!("{} stopped by the engine's assertion after {} run(s): {panic}\nreplay: {replay}", mutation.id(), hunt.attempts)
+        }
         Verdict::ByConstruction { invariant, message, reason } => {
             println!("{} by construction ({reason}); the model says {}: {message}", mutation.id(), invariant.id())
         }
@@ -92,6 +95,7 @@ zoo_tests! {
     z19_read_tracked_after_unlock => Z19ReadTrackedAfterUnlock,
     z20_throttle_check_outside_queue_lock => Z20ThrottleCheckOutsideQueueLock,
     z21_commit_feeder_stops_in_two_steps => Z21CommitFeederStopsInTwoSteps,
+    z22_no_skip_metadata_on_allocation => Z22NoSkipMetadataOnAllocation,
 }
 
 /// The reverse: the faithful engine survives the very budget every

@@ -345,12 +345,13 @@ impl<D: BlockDevice> PersistentStore<D> {
         let z1 = self.mutations.has(Mutation::Z1NoSkipMetadataAfterLoad);
         assert!(z1 || !self.layout.is_metadata_chunk(next_free), "allocator points at metadata chunk {next_free}");
         assert!(next_free > crate::format::HEADER_CHUNKS, "allocator at chunk {next_free}, the header or area 0");
-        state.next_free = self.layout.skip_metadata(next_free + 1);
+        // Z22: the allocator forgets to step over the next metadata area.
+        let z22 = self.mutations.has(Mutation::Z22NoSkipMetadataOnAllocation);
+        state.next_free = if z22 { next_free + 1 } else { self.layout.skip_metadata(next_free + 1) };
         if state.next_free > next_free + 1 {
             crate::cov::hit(crate::cov::Mark::AllocationSkippedMetadata);
         }
         state.pending_count += 1;
-        debug_assert!(!self.layout.is_metadata_chunk(state.next_free));
         // Chunks are handed out in increasing order, each once.
         assert!(state.next_free > next_free);
         state.check(self.layout, self.mutations);

@@ -46,7 +46,7 @@ enum Command {
     Explore(explore::ExploreArgs),
     /// Replay a crash trace (or a seed) and check it gives its recorded verdict.
     Replay(replay::ReplayArgs),
-    /// Re-inject each historical kernel bug (Z1–Z21) and hunt it; needs `--features bug-zoo`.
+    /// Re-inject each historical kernel bug (Z1–Z22) and hunt it; needs `--features bug-zoo`.
     Zoo(zoo::ZooArgs),
     /// Run swarm seeds on parallel workers for a duration (the nightly soak); report every failure.
     Soak(soak::SoakArgs),

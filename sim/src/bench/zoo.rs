@@ -21,6 +21,7 @@ pub fn print() {
         let (seconds, found) = timed(|| hunt(mutation, &scenarios, Budget::default()));
         let caught_by = match &found.verdict {
             Verdict::Caught { invariant, .. } => invariant.id().to_string(),
+            Verdict::Panicked { .. } => "assertion".to_string(),
             Verdict::ByConstruction { .. } | Verdict::ThreadsOnly { .. } => continue,
             Verdict::Survived => "SURVIVED".to_string(),
         };

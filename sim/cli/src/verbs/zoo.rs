@@ -47,7 +47,7 @@ pub fn run(args: &ZooArgs, out: Out) -> Result<Outcome, CliError> {
     } else {
         args.only
             .iter()
-            .map(|id| Mutation::parse(id).ok_or_else(|| CliError::bad_input(format!("--only: unknown mutation {id:?} (Z1..Z21)"))))
+            .map(|id| Mutation::parse(id).ok_or_else(|| CliError::bad_input(format!("--only: unknown mutation {id:?} (Z1..Z22)"))))
             .collect::<Result<_, _>>()?
     };
     if args.swarm_only && args.swarm_seeds == 0 {
@@ -88,6 +88,7 @@ pub fn run(args: &ZooArgs, out: Out) -> Result<Outcome, CliError> {
 fn row(out: Out, mutation: Mutation, hunt: &sim::zoo::Hunt, seconds: f64) -> Value {
     let (caught_by, replay) = match &hunt.verdict {
         Hunt::Caught { invariant, replay, .. } => (invariant.id().to_string(), replay.clone()),
+        Hunt::Panicked { replay, .. } => ("assertion".to_string(), replay.clone()),
         Hunt::ByConstruction { invariant, reason, .. } => (format!("{} (model)", invariant.id()), format!("by construction: {reason}")),
         Hunt::ThreadsOnly { threads } => (
             "threads".to_string(),
@@ -109,6 +110,7 @@ fn row(out: Out, mutation: Mutation, hunt: &sim::zoo::Hunt, seconds: f64) -> Val
     ));
     let message = match &hunt.verdict {
         Hunt::Caught { message, .. } | Hunt::ByConstruction { message, .. } => Some(message.clone()),
+        Hunt::Panicked { panic, .. } => Some(panic.to_string()),
         _ => None,
     };
     if let Some(message) = &message {
