@@ -33,13 +33,14 @@ pub struct SoakArgs {
     /// The first seed of the range.
     #[arg(long, default_value_t = 0)]
     pub seed_start: u64,
-    /// Where the JSON report goes (rewritten whole every --report-every, never left partial).
-    #[arg(long, default_value = "soak-report.json")]
-    pub report: PathBuf,
+    /// Where the JSON report goes (rewritten whole every --report-every, never left partial)
+    /// [default: soak-report.json, or the first free soak-report-N.json: a default never replaces an old report].
+    #[arg(long)]
+    pub report: Option<PathBuf>,
     /// How often the report so far is written while the soak runs.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1m")]
     pub report_every: std::time::Duration,
-    /// Replace an existing --report file.
+    /// Replace an existing file named by --report.
     #[arg(long)]
     pub force: bool,
     /// Where minimized failures are written as crash traces (never over an existing one).
@@ -67,6 +68,11 @@ pub struct SoakArgs {
     pub directed: Option<u64>,
 }
 
+/// The report's path: the one named, else the first free default name.
+fn report_path(args: &SoakArgs) -> PathBuf {
+    args.report.clone().unwrap_or_else(|| crate::paths::free_name(std::path::Path::new(""), "soak-report.json"))
+}
+
 /// Checks every option and output, before the first seed runs.
 fn config(args: &SoakArgs, strict: Strict) -> Result<sim::soak::SoakConfig, CliError> {
     if args.seeds == Some(0) {
@@ -78,7 +84,7 @@ fn config(args: &SoakArgs, strict: Strict) -> Result<sim::soak::SoakConfig, CliE
     if args.report_every.is_zero() {
         return Err(CliError::bad_input("--report-every 0s: give the report some time between writes"));
     }
-    check_output("--report", &args.report, args.force)?;
+    check_output("--report", &report_path(args), args.force)?;
     if args.traces_dir.exists() && !args.traces_dir.is_dir() {
         return Err(CliError::bad_input(format!("--traces-dir {}: is not a directory", args.traces_dir.display())));
     }
@@ -116,6 +122,7 @@ fn report_text(report: &sim::soak::SoakReport, verdict: Verdict) -> Result<Strin
 pub fn run(args: &SoakArgs, out: Out) -> Result<Outcome, CliError> {
     let strict = Strict::resolve(args.strict)?;
     let mut config = config(args, strict)?;
+    let report_path = report_path(args);
     if let Some(pilot) = args.directed {
         let (rarest, bias) = sim::marks::pilot_bias(pilot);
         out.line(format!("directed: the pilot's {pilot} seeds reached [{}] least; knobs drawn with --bias {bias}", rarest.join(", ")));
@@ -136,13 +143,13 @@ pub fn run(args: &SoakArgs, out: Out) -> Result<Outcome, CliError> {
     let mut checkpoint = |report: &sim::soak::SoakReport| {
         let verdict = if report.failures.is_empty() { Verdict::Partial } else { Verdict::Fail };
         // A checkpoint that cannot be written is retried at the next one; the final write reports.
-        let _ = report_text(report, verdict).and_then(|text| write_atomic("--report", &args.report, text.as_bytes()));
+        let _ = report_text(report, verdict).and_then(|text| write_atomic("--report", &report_path, text.as_bytes()));
     };
     let report = sim::soak::soak_checkpointed(&config, &interrupt, &mut |p| progress.show(p), &mut checkpoint);
     progress.finish();
     let mut outcome = outcome(&report);
-    match report_text(&report, outcome.verdict).and_then(|text| write_atomic("--report", &args.report, text.as_bytes())) {
-        Ok(()) => outcome.lines.push(format!("report: {}", args.report.display())),
+    match report_text(&report, outcome.verdict).and_then(|text| write_atomic("--report", &report_path, text.as_bytes())) {
+        Ok(()) => outcome.lines.push(format!("report: {}", report_path.display())),
         Err(error) => outcome.output_failed(&error),
     }
     Ok(outcome)
