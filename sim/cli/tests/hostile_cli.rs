@@ -728,6 +728,51 @@ fn a_full_disk_leaves_no_partial_file_and_never_turns_a_pass_into_a_fail() {
     assert!(all_files(dir.path()).is_empty(), "left behind: {:?}", all_files(dir.path()));
 }
 
+/// Runs `snapsim args` with a working directory on a full tmpfs (one page,
+/// taken) mounted in a mount namespace of its own: a truly full disk,
+/// where `ENOSPC` comes from the file system rather than a file-size
+/// limit. Returns exit, output and the files left there; `None` where the
+/// machine does not allow it (not root, or no `unshare`).
+fn run_on_a_tmpfs(args: &[&str]) -> Option<(i32, String, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    // The one page is taken by a byte of filler first: every write the verb makes finds the disk full.
+    let script = r#"mount -t tmpfs -o size=4k tmpfs "$1" || exit 99; cd "$1"; shift; printf x > .filler
+"$@"; rc=$?; echo "files:[$(find . -mindepth 1 ! -name .filler | sort | tr '\n' ' ')]"; exit $rc"#;
+    let output = Command::new("unshare")
+        .args(["--mount", "sh", "-c", script, "sh"])
+        .arg(dir.path())
+        .arg(env!("CARGO_BIN_EXE_snapsim"))
+        .args(args)
+        .output()
+        .ok()?;
+    if output.status.code() == Some(99) || !String::from_utf8_lossy(&output.stdout).contains("files:[") {
+        return None;
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    let files = stdout.split("files:[").nth(1).and_then(|rest| rest.split(']').next()).unwrap_or_default().trim().to_string();
+    assert!(!stdout.lines().any(|l| l.starts_with("thread '") && l.contains("' panicked at ")), "{stdout}");
+    Some((output.status.code().unwrap_or(-1), stdout, files))
+}
+
+#[test]
+fn a_full_tmpfs_leaves_no_partial_file_and_never_turns_a_pass_into_a_fail() {
+    let Some((exit, stdout, files)) = run_on_a_tmpfs(&["run", "--seed", "42", "--timeline", "t.html"]) else {
+        println!("skipped: this machine does not let the test mount a tmpfs (needs root and unshare)");
+        return;
+    };
+    assert_eq!(exit, 3, "{stdout}");
+    assert!(stdout.contains("not written: --timeline t.html: No space left on device"), "{stdout}");
+    assert_eq!(files, "", "left behind on the full disk");
+    let (exit, stdout, files) = run_on_a_tmpfs(&["explore", "basic-cow", "--mutation", "Z7", "--export", "z7/", "--timeline", "z7.html"]).unwrap();
+    assert_eq!(exit, 1, "a failing run stays FAIL:\n{stdout}");
+    assert!(stdout.contains("not written: --export z7/") && stdout.contains("not written: --timeline z7.html"), "{stdout}");
+    assert_eq!(files, "", "left behind on the full disk");
+    let (exit, stdout, files) = run_on_a_tmpfs(&["soak", "--seeds", "3", "--jobs", "1", "--report", "r.json"]).unwrap();
+    assert_eq!(exit, 3, "{stdout}");
+    assert!(stdout.contains("not written: --report r.json"), "{stdout}");
+    assert_eq!(files, "", "left behind on the full disk");
+}
+
 #[test]
 fn inputs_that_are_not_regular_files_are_refused_before_they_block() {
     let fifo = |name: &'static str| [(name, File::Fifo)];
