@@ -82,6 +82,19 @@ impl SectorVersions {
         debug_assert!(!self.settled.is_empty(), "the newest submission is always a candidate");
     }
 
+    /// Feeds `state` what a judge of this sector depends on: each value it
+    /// may hold, settled or written since (and whether still in flight), in
+    /// order. Sequence numbers are left out: after a crash they are one
+    /// number for every value, and two crash points that oblige the same
+    /// values must hash alike.
+    pub fn hash_obligations<H: std::hash::Hasher>(&self, state: &mut H) {
+        use std::hash::Hash;
+        self.settled.len().hash(state);
+        self.settled.iter().for_each(|s| s.value.hash(state));
+        self.since.len().hash(state);
+        self.since.iter().for_each(|w| (w.value, matches!(w.stage, Stage::InFlight { .. })).hash(state));
+    }
+
     /// The write of `value`, carrying FUA, was acknowledged: it is on the
     /// media. Values certainly older (acknowledged before it was submitted)
     /// can never come back; every other value stays as possible as it was.

@@ -449,7 +449,11 @@ fn explore_point(
     coverage: &mut Coverage,
 ) -> Result<(), CrashFailure> {
     let durable: Vec<Image> = disks.iter().map(|d| d.durable()).collect();
-    let durable_hash = durable.iter().enumerate().fold(0u64, |h, (disk, image)| {
+    // A state's hash starts from what it is judged against besides its
+    // images, so that `seen` skips a state only where it was judged under
+    // the same obligations: one seen before a flush was acknowledged (when
+    // losing a write was legal) is judged again after it.
+    let durable_hash = durable.iter().enumerate().fold(point.judgement_key(), |h, (disk, image)| {
         image
             .overlay()
             .fold(h, |h, (sector, bytes)| h.wrapping_add(digest(disk, sector, bytes)).wrapping_sub(digest(disk, sector, image.base_sector(sector))))

@@ -231,7 +231,69 @@ pub struct Oracle {
     labels: Vec<(u64, [u8; 16])>,
 }
 
+impl Volume {
+    fn hash_obligations<H: std::hash::Hasher>(&self, state: &mut H) {
+        use std::hash::Hash;
+        self.touched.len().hash(state);
+        for (sector, versions) in &self.touched {
+            sector.hash(state);
+            versions.hash_obligations(state);
+        }
+    }
+}
+
+impl SnapshotState {
+    fn hash_obligations<H: std::hash::Hasher>(&self, state: &mut H) {
+        use std::hash::Hash;
+        self.view.hash_obligations(state);
+        let flags = [
+            self.ever_invalid,
+            self.revived,
+            self.revived_to_read,
+            self.invalid_header_may_be_lost,
+            self.header_write_failed,
+            self.invalid_since_load,
+            self.overflowed_since_load,
+            self.merge_failed,
+            self.must_invalidate,
+            self.must_overflow,
+            self.io_error_seen,
+            self.origin_written,
+            self.valid_at_load,
+        ];
+        flags.hash(state);
+        self.claimed.hash(state);
+        self.ever_written.hash(state);
+    }
+}
+
 impl Oracle {
+    /// A digest of everything a crash state is judged against: the values
+    /// each sector of every volume may hold, every snapshot's obligations
+    /// (must it be invalid, overflowed, may it revive), the merge, the
+    /// writes and reads in flight. Two oracles with one digest judge every
+    /// image alike, so a state judged under one need not be judged under
+    /// the other; a state seen before under weaker obligations (before a
+    /// flush was acknowledged, say) must be judged again. Sequence numbers,
+    /// the story, labels and the counts of allowed kernel behaviours are
+    /// left out: they change no verdict.
+    pub fn obligations_digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        // One process, one fixed key: the digest only ever meets digests of the same run.
+        let mut state = std::hash::DefaultHasher::new();
+        self.origin.hash_obligations(&mut state);
+        self.snapshots.len().hash(&mut state);
+        self.snapshots.iter().for_each(|s| s.hash_obligations(&mut state));
+        self.pending.len().hash(&mut state);
+        for (op, pending) in &self.pending {
+            op.hash(&mut state);
+            format!("{pending:?}").hash(&mut state);
+        }
+        self.origin_values.hash(&mut state);
+        (self.epoch, self.merging, self.origin_error_seen).hash(&mut state);
+        state.finish()
+    }
+
     pub fn new(config: OracleConfig) -> Self {
         let snapshots = vec![SnapshotState::default(); config.snapshots.len()];
         Self {

@@ -40,6 +40,24 @@ pub struct CrashPoint {
 }
 
 impl CrashPoint {
+    /// A digest of everything besides the images that a crash state here
+    /// is judged by: the model's obligations, each COW's durable image
+    /// (whose records must survive), the merge, the exceptions committed.
+    /// Two points with one key judge an image alike.
+    pub fn judgement_key(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut state = std::hash::DefaultHasher::new();
+        self.oracle.obligations_digest().hash(&mut state);
+        for durable in &self.durable_cows {
+            match durable {
+                Some(image) => image.overlay().for_each(|(sector, bytes)| (sector, bytes).hash(&mut state)),
+                None => u64::MAX.hash(&mut state),
+            }
+        }
+        (self.merging, self.epoch, &self.committed).hash(&mut state);
+        state.finish()
+    }
+
     /// Whether `sector` of disk `disk` (0 the origin, `k + 1` COW `k`) is
     /// metadata a reload reads: a COW's header sector (the first of its
     /// header chunk, the only one the loader and the model read) or a
