@@ -74,3 +74,23 @@ fn replay_seed() {
         }
     }
 }
+
+/// What a crash state is judged by besides its images changes when a
+/// flush is acknowledged (an earlier write may no longer be lost):
+/// `explore` skips a state met again only under the same key, so a state
+/// judged before the flush is judged again after it.
+#[test]
+fn a_flush_acknowledged_changes_the_judgement_key_and_a_point_taken_again_keeps_it() {
+    use model::Target;
+    use sim::world::{Knobs, World};
+    let config = RunConfig::new(1).with_knobs(Knobs::plain(8, 64, 160, 1));
+    let mut world = World::boot(&config);
+    world.write(Target::Origin, 56, 2);
+    world.run_until_quiet().unwrap();
+    let written = world.crash_point().unwrap().judgement_key();
+    assert_eq!(world.crash_point().unwrap().judgement_key(), written, "a point taken twice has one key");
+    world.flush(Target::Origin);
+    world.run_until_quiet().unwrap();
+    let flushed = world.crash_point().unwrap().judgement_key();
+    assert_ne!(flushed, written, "after the flush, losing sectors 56+2 is a violation: the key must say so");
+}
