@@ -156,16 +156,18 @@ impl std::fmt::Display for Event {
                 let outcome = if values.is_some() { "read done" } else { "read failed" };
                 write!(f, "op {op}: {outcome}{}", if *snapshot_valid { "" } else { " (snapshot invalid by then)" })
             }
+            // Named as the cause line and the timeline name requests: `W3 on
+            // cow0` is request 3 of COW 0 in its boot, a write.
             Self::Disk { disk, request, op, sector, sectors, ok } => {
-                let device = if *disk == 0 { "origin disk".to_string() } else { format!("cow{} disk", disk - 1) };
-                let kind = match op {
-                    DiskOp::Read => "read".to_string(),
+                let device = if *disk == 0 { "origin".to_string() } else { format!("cow{}", disk - 1) };
+                let (letter, kind) = match op {
+                    DiskOp::Read => ('R', "read".to_string()),
                     DiskOp::Write { preflush, fua } => {
-                        format!("write{}{}", if *preflush { "+preflush" } else { "" }, if *fua { "+fua" } else { "" })
+                        ('W', format!("write{}{}", if *preflush { "+preflush" } else { "" }, if *fua { "+fua" } else { "" }))
                     }
-                    DiskOp::Flush => "flush".to_string(),
+                    DiskOp::Flush => ('F', "flush".to_string()),
                 };
-                write!(f, "{device} request {request}: {kind} {sector}+{sectors} {}", if *ok { "ok" } else { "ERROR" })
+                write!(f, "{letter}{request} on {device}: {kind} {sector}+{sectors} {}", if *ok { "ok" } else { "ERROR" })
             }
             Self::Deferred => write!(f, "engine work"),
             Self::Status { snapshot, valid, overflowed, .. } => {

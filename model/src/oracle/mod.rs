@@ -351,6 +351,17 @@ impl Oracle {
     }
 
     /// Attaches the recent events to a violation.
+    /// The events kept for a violation's story, oldest first.
+    pub fn story(&self) -> Vec<String> {
+        self.story.iter().map(ToString::to_string).collect()
+    }
+
+    /// Starts the story afresh: the judge of a crash state tells what it
+    /// did after the crash apart from what led to it.
+    pub fn forget_story(&mut self) {
+        self.story.clear();
+    }
+
     pub fn with_story(&self, mut violation: Violation) -> Violation {
         violation.events = self.story.iter().map(ToString::to_string).collect();
         violation

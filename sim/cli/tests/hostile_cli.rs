@@ -532,6 +532,32 @@ fn an_engine_panic_in_explore_all_is_a_finding_with_its_replay_line() {
     );
 }
 
+/// The events printed under a crash state's failure name requests as the
+/// cause line does: every write the cause says persisted or was lost and
+/// that completed before the crash is in the story before the crash, under
+/// the same name; what the judge did after the crash (whose boot numbers
+/// its requests afresh) is marked so.
+#[test]
+fn the_events_under_a_failure_use_the_causes_request_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (exit, stdout, stderr) = run_in(dir.path(), &["explore", "basic-cow", "--mutation", "Z7"], &[]);
+    assert_eq!(exit, 1, "{stderr}");
+    let text = format!("{stdout}{stderr}");
+    let needs = text.lines().find_map(|l| l.strip_prefix("the failure needs: ")).expect("a cause line");
+    let events: Vec<&str> = text.lines().filter(|l| l.starts_with("  ")).map(str::trim).collect();
+    let crash = events.iter().position(|e| *e == "CRASH").expect("the crash in the story");
+    assert!(events[crash + 1..].iter().all(|e| e.starts_with("after the crash: ")), "{events:#?}");
+    let named: Vec<&str> = needs.split(" on ").filter_map(|part| part.rsplit(' ').next()).filter(|w| w.starts_with('W')).collect();
+    assert!(named.len() >= 3, "{needs}");
+    let completed_before = |name: &str| events[..crash].iter().any(|e| e.starts_with(&format!("{name} on cow0: write")));
+    for name in &named {
+        assert!(
+            completed_before(name) || needs.contains(&format!("{name} on cow0 (area 0, in flight)")),
+            "{name} of {needs:?} not in the story before the crash: {events:#?}"
+        );
+    }
+}
+
 // A real process is interrupted on the wall clock: outside any simulation.
 #[allow(clippy::disallowed_methods)]
 #[test]

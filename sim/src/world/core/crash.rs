@@ -231,7 +231,19 @@ impl World {
     /// the load (I4–I6), makes one more exception and reloads cleanly (I6,
     /// I7), lets a merge in progress finish (I10), and reads everything back
     /// (I1–I3).
+    ///
+    /// A violation's events are the story up to the crash, in the request
+    /// numbers the cause names, then what the judge did after it, each
+    /// marked so (the boot after a crash numbers its requests afresh).
     pub fn check_crash_state(point: &CrashPoint, images: Vec<Image>) -> Result<Judged, Violation> {
+        Self::judge_crash_state(point, images).map_err(|mut violation| {
+            let after = violation.events.iter().map(|event| format!("after the crash: {event}"));
+            violation.events = point.oracle.story().into_iter().chain(after).collect();
+            violation
+        })
+    }
+
+    fn judge_crash_state(point: &CrashPoint, images: Vec<Image>) -> Result<Judged, Violation> {
         if let Some(k) = Self::stale_area_zero_revived(point, &images) {
             // Only before the first commit: its PREFLUSH makes the zeroing durable.
             if point.committed.get(k).is_some_and(|&n| n > 0) {
@@ -249,8 +261,9 @@ impl World {
         let mut knobs = point.knobs.clone();
         knobs.faults = FaultRates::default();
         knobs.crashes = 0;
-        let mut world =
-            Self::unbooted(point.seed, "-after-crash", knobs, Observer::quiet(point.oracle.clone()), (point.mutations, point.kernel_patches));
+        let mut oracle = point.oracle.clone();
+        oracle.forget_story();
+        let mut world = Self::unbooted(point.seed, "-after-crash", knobs, Observer::quiet(oracle), (point.mutations, point.kernel_patches));
         world.durable_cows = point.durable_cows.clone();
         world.epoch = point.epoch;
         world.merging = point.merging.map(|k| (k, Arc::default()));
