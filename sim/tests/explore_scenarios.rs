@@ -77,6 +77,7 @@ scenarios! {
     merge_commit_error => "merge-commit-error",
     merge_copy_error => "merge-copy-error",
     merge_crash => "merge-crash",
+    merge_last_run => "merge-last-run",
     merge_invalidated => "merge-invalidated",
     merge_multi_area => "merge-multi-area",
     merge_overflowed => "merge-overflowed",

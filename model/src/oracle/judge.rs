@@ -92,6 +92,14 @@ impl Oracle {
         let geometry = self.geometry(k);
         let state = cow::decode(cow, geometry)?;
         cow::check_allocation_order(state.records(), geometry)?;
+        // I4's "every chunk inside its device": an origin chunk too (the
+        // last may end past the origin's end, and is a chunk all the same).
+        let origin_chunks = (self.config.initial.len() as u64).div_ceil(u64::from(geometry.chunk_sectors));
+        if let Some(&(old, new)) = state.records().iter().find(|(old, _)| *old >= origin_chunks) {
+            let message =
+                format!("snapshot {k}'s COW records origin chunk {old} (at COW chunk {new}), past the origin's end ({origin_chunks} chunks)");
+            return Err(Violation::new(Invariant::I4MetadataWellFormed, message));
+        }
         Ok(state)
     }
 }
