@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use model::Invariant;
 
-use crate::disk::{Image, PendingWrite, SimDisk};
+use crate::disk::{HeldWrite, Image, SimDisk};
 use crate::world::{CrashPoint, World};
 
 /// Crash states [`minimal_cause`] may judge before it gives up shrinking.
@@ -88,39 +88,6 @@ impl std::fmt::Display for Cause {
     }
 }
 
-/// Each non-durable write of `disks` and how much of it `images` (a crash
-/// state of them) holds: disk, request, sectors held, sectors.
-pub fn fates(disks: &[Arc<SimDisk>], images: &[Image]) -> Vec<(usize, u64, u64, u64)> {
-    elements(disks, images).iter().map(Element::fate).collect()
-}
-
-/// One non-durable write of the point, and which of its sectors the
-/// failing state holds.
-struct Element {
-    disk: usize,
-    write: PendingWrite,
-    held: Vec<usize>,
-}
-
-impl Element {
-    /// Disk, request, sectors held, sectors.
-    fn fate(&self) -> (usize, u64, u64, u64) {
-        (self.disk, self.write.request, self.held.len() as u64, self.write.sectors.len() as u64)
-    }
-}
-
-/// Every non-durable write of `disks`, with the sectors of it `images` hold.
-fn elements(disks: &[Arc<SimDisk>], images: &[Image]) -> Vec<Element> {
-    let mut elements = Vec::new();
-    for (disk, d) in disks.iter().enumerate() {
-        for write in d.pending_writes() {
-            let held = (0..write.sectors.len()).filter(|&i| images[disk].sector(write.sectors[i].0) == write.sectors[i].1.bytes()).collect();
-            elements.push(Element { disk, write, held });
-        }
-    }
-    elements
-}
-
 /// Shrinks the failing state `failing` (images of every disk, origin
 /// first) of crash point `point` to the writes it needs to break
 /// `invariant`. `None` when the state is not made of the point's writes (a
@@ -129,7 +96,7 @@ fn elements(disks: &[Arc<SimDisk>], images: &[Image]) -> Vec<Element> {
 pub fn minimal_cause(disks: &[Arc<SimDisk>], point: &CrashPoint, failing: &[Image], invariant: Invariant) -> Option<Cause> {
     assert_eq!(disks.len(), failing.len(), "one failing image per disk");
     let durable: Vec<Image> = disks.iter().map(|d| d.durable()).collect();
-    let elements = elements(disks, failing);
+    let elements = crate::disk::held_writes(disks, failing);
     let pending = elements.len();
     let judged = std::cell::Cell::new(0u64);
     let fails = |subset: &[(usize, Vec<usize>)]| -> bool {
@@ -165,7 +132,7 @@ pub fn minimal_cause(disks: &[Arc<SimDisk>], point: &CrashPoint, failing: &[Imag
         }
     }
     let persisted = kept.iter().map(|(e, sectors)| describe(point, &elements[*e], sectors.len())).collect();
-    let fates = elements.iter().map(Element::fate).collect();
+    let fates = elements.iter().map(HeldWrite::fate).collect();
     let judged = judged.get();
     debug_assert!(judged <= JUDGED_MAX + pending as u64 + 1, "judged {judged} states");
     Some(Cause { persisted, lost, pending, fates, judged, truncated })
@@ -199,7 +166,7 @@ fn ddmin<T: Clone>(mut items: Vec<T>, mut still_fails: impl FnMut(&[T]) -> bool,
     }
 }
 
-fn describe(point: &CrashPoint, element: &Element, persisted_sectors: usize) -> CauseWrite {
+fn describe(point: &CrashPoint, element: &HeldWrite, persisted_sectors: usize) -> CauseWrite {
     let write = &element.write;
     let sector = write.sectors.first().map_or(0, |(s, _)| *s);
     let mut flags = Vec::new();

@@ -407,7 +407,7 @@ pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), Cra
             failure.timeline = world.timeline().map(|mut timeline| {
                 let fates = match (&failure.cause, &failure.images) {
                     (Some(cause), _) => cause.fates.clone(),
-                    (None, Some(images)) => crate::cause::fates(world.disks(), images),
+                    (None, Some(images)) => crate::disk::fates(world.disks(), images),
                     (None, None) => Vec::new(),
                 };
                 let needed = failure.cause.as_ref().map(|c| c.named()).unwrap_or_default();

@@ -34,6 +34,7 @@ pub mod panics;
 pub mod scenario;
 pub mod shape;
 pub mod soak;
+pub mod survey;
 #[cfg(shuttle)]
 pub mod threads;
 pub mod timeline;

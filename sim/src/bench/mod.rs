@@ -64,7 +64,7 @@ pub fn run_all(memory: MemoryProbe, dir: &std::path::Path) {
     simulation::print_swarm(300);
     println!();
     // Plain against directed swarm on the five rarest coverage marks.
-    println!("{}", crate::marks::directed_swarm(2_000, 10_000).describe());
+    println!("{}", crate::survey::directed_swarm(2_000, 10_000).describe());
     println!();
     simulation::print_crash_states("");
     println!();

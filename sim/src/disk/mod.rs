@@ -30,6 +30,7 @@
 //!   errors (sectors whose reads fail until they are rewritten). A failed
 //!   write or flush changes nothing. Every request completes exactly once.
 
+pub mod fates;
 pub mod image;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +41,7 @@ use engine::io::{BlockDevice, DeviceIdentity, IoDone, IoError, IoErrorKind, IoOp
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+pub use fates::{HeldWrite, fates, held_writes};
 pub use image::{Image, Sector};
 
 /// Error rates of a disk, drawn per request at completion.

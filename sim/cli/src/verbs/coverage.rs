@@ -38,7 +38,7 @@ pub struct CoverageArgs {
 /// Surveys the marks and prints their table.
 pub fn run(args: &CoverageArgs, _out: Out) -> Result<Outcome, CliError> {
     let scenarios = if args.no_scenarios { Vec::new() } else { Source::resolve(args.scenarios.as_deref())?.all()? };
-    let (total, per_scenario) = sim::marks::survey(&scenarios, args.seeds);
+    let (total, per_scenario) = sim::survey::survey(&scenarios, args.seeds);
     let missing = total.missing();
     let failed = args.require_all && !missing.is_empty();
     let mut outcome = Outcome::new(Verdict::fail_if(failed), json!({ "hits": total.hits, "missing": missing }));
@@ -49,7 +49,7 @@ pub fn run(args: &CoverageArgs, _out: Out) -> Result<Outcome, CliError> {
     }
     outcome.lines.extend(total.table().lines().map(String::from));
     if let Some(seeds) = args.directed {
-        outcome.lines.push(sim::marks::directed_swarm((seeds / 5).max(1), seeds).describe());
+        outcome.lines.push(sim::survey::directed_swarm((seeds / 5).max(1), seeds).describe());
     }
     Ok(if failed { outcome.detail(format!("never hit: {}", missing.join(", "))) } else { outcome })
 }

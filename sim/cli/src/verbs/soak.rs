@@ -124,7 +124,7 @@ pub fn run(args: &SoakArgs, out: Out) -> Result<Outcome, CliError> {
     let mut config = config(args, strict)?;
     let report_path = report_path(args);
     if let Some(pilot) = args.directed {
-        let (rarest, bias) = sim::marks::pilot_bias(pilot);
+        let (rarest, bias) = sim::survey::pilot_bias(pilot);
         out.line(format!("directed: the pilot's {pilot} seeds reached [{}] least; knobs drawn with --bias {bias}", rarest.join(", ")));
         config.bias = bias;
     }

@@ -129,7 +129,7 @@ impl World {
         };
         if let Some(recorder) = &mut self.timeline {
             recorder.collect(&self.engine.disks);
-            recorder.crash_fates(&crate::cause::fates(&self.engine.disks, &images));
+            recorder.crash_fates(&crate::disk::fates(&self.engine.disks, &images));
         }
         self.reboot(images, false);
     }

@@ -1,0 +1,151 @@
+//! The simulation library is a stack: each module of `sim/src` uses only
+//! modules of the layers below its own, so there is a bottom to start
+//! reading from and no import circle. [`LAYERS`] is the order, bottom
+//! first (ARCHITECTURE.md shows it); the test reads every file and fails on
+//! an import that climbs or stays within its layer, and on a module the
+//! order does not place.
+//!
+//! An import is any `crate::NAME` path in code (comments and the unit
+//! tests at the end of a file are not code the module runs on).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// The layers of `sim/src`, bottom first. A module may use any module of a
+/// lower layer, none of its own or a higher one.
+const LAYERS: &[&[&str]] = &[
+    // Leaves: the trace hash, bounds, panics caught, coverage counters, the log-writes format.
+    &["trace", "limits", "panics", "marks", "logwrites"],
+    // The simulated disk: images, writes in flight, what a crash state holds of them.
+    &["disk"],
+    // A run's requests recorded and drawn.
+    &["timeline"],
+    // The world: the engine on simulated disks, the workload, the oracle, crash points.
+    &["world"],
+    // Built on one world: scenario shapes, the cause of a failing state, exports, hostile inputs, threads.
+    &["shape", "cause", "export", "hostile", "threads"],
+    // Scenario files.
+    &["scenario"],
+    // Every crash state of a run, judged.
+    &["explore"],
+    // What uses exploration: crash traces, the zoo's hunt, coverage surveys.
+    &["crash_trace", "zoo", "survey"],
+    // The soak.
+    &["soak"],
+    // The figures of every layer.
+    &["bench"],
+];
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// Every `.rs` file under `dir`.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// The module a file of `sim/src` belongs to: its first path component.
+fn module_of(path: &Path) -> String {
+    let relative = path.strip_prefix(src()).unwrap();
+    let first = relative.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
+    first.trim_end_matches(".rs").to_string()
+}
+
+/// A file's code: without its comments and its unit tests.
+fn code(text: &str) -> String {
+    let text = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+    text.lines().map(|line| line.split("//").next().unwrap()).collect::<Vec<_>>().join("\n")
+}
+
+/// Every module of the crate a piece of code names: `crate::x` and the
+/// names of a `crate::{x, y::z}` group.
+fn named(code: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // Top-level names of the group only: the word after its `{` or a `,` at depth 0.
+            let mut depth = 0;
+            let mut start = true;
+            let mut word = String::new();
+            for c in group.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => start = true,
+                    c if start && (c.is_alphanumeric() || c == '_') => word.push(c),
+                    c if start && c.is_whitespace() && word.is_empty() => {}
+                    _ => start = false,
+                }
+                if !start && !word.is_empty() {
+                    names.insert(std::mem::take(&mut word));
+                }
+            }
+            if !word.is_empty() {
+                names.insert(word);
+            }
+        } else {
+            let word: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            names.insert(word);
+        }
+    }
+    names
+}
+
+/// Each module's imports of other modules of the crate.
+fn imports() -> BTreeMap<String, BTreeSet<String>> {
+    let mut imports: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let modules: BTreeSet<String> = files(&src()).iter().map(|p| module_of(p)).filter(|m| m != "lib").collect();
+    for path in files(&src()) {
+        let module = module_of(&path);
+        if module == "lib" {
+            continue;
+        }
+        let used = named(&code(&std::fs::read_to_string(&path).unwrap()));
+        let entry = imports.entry(module.clone()).or_default();
+        entry.extend(used.into_iter().filter(|m| *m != module && modules.contains(m)));
+    }
+    imports
+}
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|layer| layer.contains(&module))
+}
+
+#[test]
+fn every_import_goes_down_the_stack() {
+    let imports = imports();
+    let mut climbing = Vec::new();
+    for (module, used) in &imports {
+        let here = layer_of(module).unwrap_or_else(|| panic!("module {module} is in no layer of LAYERS: place it"));
+        for other in used {
+            let there = layer_of(other).unwrap_or_else(|| panic!("module {other} is in no layer of LAYERS: place it"));
+            if there >= here {
+                climbing.push(format!("{module} (layer {here}) uses {other} (layer {there})"));
+            }
+        }
+    }
+    assert!(climbing.is_empty(), "imports that climb or stay within a layer:\n  {}", climbing.join("\n  "));
+    for module in LAYERS.iter().flat_map(|layer| layer.iter()) {
+        assert!(imports.contains_key(*module), "LAYERS names {module}, which sim/src does not have");
+    }
+}
+
+/// The reader itself: a group import is read as the modules it names, a
+/// comment is not code.
+#[test]
+fn the_import_reader_sees_groups_and_skips_comments() {
+    let used = named(&code("use crate::{disk::{Image, SimDisk}, world};\n// crate::bench\nlet x = crate::marks::hit(y);"));
+    assert_eq!(used, ["disk", "marks", "world"].map(String::from).into_iter().collect());
+}
