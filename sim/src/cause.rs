@@ -16,7 +16,7 @@ use std::sync::Arc;
 use model::Invariant;
 
 use crate::disk::{HeldWrite, Image, SimDisk};
-use crate::world::{CrashPoint, World};
+use crate::world::{CrashPoint, Report, World};
 
 /// Crash states [`minimal_cause`] may judge before it gives up shrinking.
 pub const JUDGED_MAX: u64 = 4096;
@@ -86,6 +86,25 @@ impl std::fmt::Display for Cause {
             (false, false) => write!(f, "the failure needs: {} lost while {} persisted{some}", list(&self.lost), list(&self.persisted)),
         }
     }
+}
+
+/// Explains a run's failure by the seeded crash before it (kept when the
+/// run recorded a timeline): the writes of that crash state the failure
+/// needs, marked on the run's timeline. `None` when there was no crash
+/// before the failure, or when the crash state alone does not fail as the
+/// run did (the operations after the crash brought the failure about).
+pub fn explain_run(report: &mut Report) -> Option<Cause> {
+    let failure = report.failure.as_ref()?;
+    let crash = report.last_crash.as_ref()?;
+    if failure.step < crash.step {
+        return None;
+    }
+    let cause = minimal_cause(&crash.disks, &crash.point, &crash.images, failure.violation.invariant)?;
+    if let Some(timeline) = &mut report.timeline {
+        timeline.mark_needed(crash.boot, &cause.named());
+        timeline.cause = Some(cause.to_string());
+    }
+    Some(cause)
 }
 
 /// Shrinks the failing state `failing` (images of every disk, origin

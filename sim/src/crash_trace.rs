@@ -318,10 +318,11 @@ impl CrashTrace {
         config.mutations = mutations_of(self.mutation.as_deref()).map_err(ReplayError::Mutation)?;
         match self.mode {
             Mode::Run => {
-                let report = run(&config);
+                let mut report = run(&config);
+                let cause = crate::cause::explain_run(&mut report).map(|c| c.to_string());
                 let violation = report.failure.map(|f| f.violation);
                 let schedule = report.schedule;
-                Ok(Replayed { violation, steps: report.stats.steps, trace_hash: report.trace_hash, cause: None, timeline: report.timeline, schedule })
+                Ok(Replayed { violation, steps: report.stats.steps, trace_hash: report.trace_hash, cause, timeline: report.timeline, schedule })
             }
             Mode::Explore => {
                 let (coverage, outcome) = explore(&config, &scenario.bounds());

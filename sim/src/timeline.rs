@@ -174,10 +174,17 @@ impl Timeline {
     pub fn mark_crash_state(&mut self, boot: u64, fates: &[(usize, u64, u64, u64)], needed: &[(usize, u64)]) {
         self.markers.push(Marker { tick: self.end, label: "crash (failing state)".into(), failing: true });
         apply_fates(&mut self.bars, boot, fates);
+        self.mark_needed(boot, needed);
+        self.end += 1;
+    }
+
+    /// Marks the writes of boot `boot` that a failure needs, by disk and
+    /// request (a cause's [`crate::cause::Cause::named`]); no other write
+    /// of that boot is marked.
+    pub fn mark_needed(&mut self, boot: u64, needed: &[(usize, u64)]) {
         for bar in self.bars.iter_mut().filter(|b| b.boot == boot) {
             bar.needed = needed.contains(&(bar.disk, bar.request));
         }
-        self.end += 1;
     }
 
     /// Records the failure as shown (`failure`) and the sectors the

@@ -558,6 +558,29 @@ fn the_events_under_a_failure_use_the_causes_request_names() {
     }
 }
 
+/// A run that fails after a seeded crash names the writes of that crash's
+/// state it needs, as explore does, and its timeline marks them; so does
+/// the replay of a run's crash trace (the soak draws its pages that way).
+/// Seed 27 under --strict: the invalid header, a plain write, was lost (K1).
+#[test]
+fn a_run_failure_after_a_crash_names_and_marks_the_writes_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (exit, stdout, stderr) = run_in(dir.path(), &["run", "--seed", "27", "--strict", "--timeline", "t.html"], &[]);
+    assert_eq!(exit, 1, "{stderr}");
+    assert!(stdout.contains("the failure needs: W8 on cow0 (header) lost (in the state the crash at step "), "{stdout}");
+    let page = std::fs::read_to_string(dir.path().join("t.html")).unwrap();
+    assert!(page.contains("<tr class=\"needed\" data-request=\"W8\" data-device=\"cow0\""), "the page marks W8 on cow0");
+    assert_eq!(page.matches("<tr class=\"needed\"").count(), 1, "and no other write");
+    let trace = format!("{}/../../crash-traces/i8-run-seed3-strict.toml", env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(trace, dir.path().join("i8.toml")).unwrap();
+    let (exit, stdout, stderr) = run_in(dir.path(), &["replay", "i8.toml", "--timeline", "i8.html"], &[]);
+    assert_eq!(exit, 0, "the trace replays to its recorded verdict: {stderr}");
+    let needs = format!("{stdout}{stderr}");
+    let named = needs.lines().find_map(|l| l.split("the failure needs: ").nth(1)).expect("a cause line").split(' ').next().unwrap().to_string();
+    let page = std::fs::read_to_string(dir.path().join("i8.html")).unwrap();
+    assert!(page.contains(&format!("<tr class=\"needed\" data-request=\"{named}\"")), "the replay's page marks {named}");
+}
+
 // A real process is interrupted on the wall clock: outside any simulation.
 #[allow(clippy::disallowed_methods)]
 #[test]

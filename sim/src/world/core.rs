@@ -103,6 +103,9 @@ pub struct World {
     ops: Vec<ScriptOp>,
     /// The disk requests so far, when a timeline was asked for.
     timeline: Option<crate::timeline::Recorder>,
+    /// The last seeded crash, kept when a timeline was asked for: what a
+    /// failure after it may be explained by.
+    last_crash: Option<Box<super::LastCrash>>,
     /// The schedule being followed instead of the seed's draws.
     guide: Option<VecDeque<crate::world::guide::Decision>>,
     /// The schedule so far, when asked to record it.
@@ -185,6 +188,7 @@ impl World {
             kernel_patches,
             ops: Vec::new(),
             timeline: None,
+            last_crash: None,
             guide: None,
             recorded: None,
         }
@@ -235,6 +239,7 @@ impl World {
             marks: Default::default(),
             timeline,
             schedule: self.recorded.clone(),
+            last_crash: self.last_crash.clone(),
         }
     }
 

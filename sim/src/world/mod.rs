@@ -235,6 +235,20 @@ pub struct Stats {
     pub sectors_checked: u64,
 }
 
+/// A run's last seeded crash, as a failure after it needs it explained:
+/// the crash point, the disks as the power went (their writes in flight),
+/// the images the crash left and the boot it ended.
+#[derive(Debug, Clone)]
+pub struct LastCrash {
+    pub point: CrashPoint,
+    pub disks: Vec<std::sync::Arc<crate::disk::SimDisk>>,
+    pub images: Vec<crate::disk::Image>,
+    /// The timeline's boot the crash ended.
+    pub boot: u64,
+    /// The world's step at the crash.
+    pub step: u64,
+}
+
 /// The outcome of a run.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -258,6 +272,8 @@ pub struct Report {
     pub timeline: Option<crate::timeline::Timeline>,
     /// The run's schedule, when [`RunConfig::record_schedule`] asked for it.
     pub schedule: Option<Vec<guide::Decision>>,
+    /// The last seeded crash, when a timeline was asked for.
+    pub last_crash: Option<Box<LastCrash>>,
 }
 
 impl Report {

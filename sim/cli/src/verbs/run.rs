@@ -61,13 +61,20 @@ pub fn run(args: &RunArgs, out: Out) -> Result<Outcome, CliError> {
     config.kernel_patches = args.kernel_patches.unwrap_or_default();
     config.mutations = mutations(args.mutation.as_deref(), "--mutation")?;
     config.bias = args.bias.unwrap_or_default();
-    config.timeline = args.timeline.is_some();
+    // Always recorded: a failure after a crash is explained by the writes
+    // of that crash's state it needs, which the timeline keeps.
+    config.timeline = true;
     out.line(settings_line(&config, strict));
     let mut report = sim::world::run(&config);
+    let cause = sim::cause::explain_run(&mut report);
     if let Some(timeline) = &mut report.timeline {
         timeline.title = report.replay.clone();
     }
     let mut outcome = outcome(&report);
+    if let (Some(cause), Some(crash)) = (&cause, &report.last_crash) {
+        let at = outcome.after.len().saturating_sub(2);
+        outcome.after.insert(at, format!("{cause} (in the state the crash at step {} left)", crash.step));
+    }
     super::write_timeline(&mut outcome, args.timeline.as_deref(), report.timeline.as_ref());
     if outcome.verdict == Verdict::Fail && args.save_trace {
         super::save_trace(&mut outcome, &sim::crash_trace::CrashTrace::from_run(&config, &report));

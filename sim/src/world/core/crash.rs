@@ -127,6 +127,15 @@ impl World {
                 images
             }
         };
+        if self.timeline.is_some() {
+            // Taken before the recorder's collect: the point is the moment the power went.
+            let point = self.point_now().ok();
+            let boot = self.timeline_boot().unwrap_or(0);
+            self.last_crash = point.map(|point| {
+                let disks = self.engine.disks.clone();
+                Box::new(super::super::LastCrash { point, disks, images: images.clone(), boot, step: self.stats.steps })
+            });
+        }
         if let Some(recorder) = &mut self.timeline {
             recorder.collect(&self.engine.disks);
             recorder.crash_fates(&crate::disk::fates(&self.engine.disks, &images));
@@ -209,6 +218,12 @@ impl World {
     /// leaves it, and the durable COW images.
     pub fn crash_point(&self) -> Result<CrashPoint, Violation> {
         self.note_crash_marks();
+        self.point_now()
+    }
+
+    /// [`World::crash_point`] without counting the moment's coverage marks
+    /// (a seeded crash has counted them already).
+    fn point_now(&self) -> Result<CrashPoint, Violation> {
         let mut oracle = lock(&self.shared).oracle.clone();
         for status in self.statuses(false) {
             oracle.apply(&status)?;
