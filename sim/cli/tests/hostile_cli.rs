@@ -714,6 +714,9 @@ fn outputs_are_refused_before_any_work_naming_the_flag_and_path() {
     case(&["explore", "basic-cow", "--export", "st"], &earlier, 2, "st/origin.img exists; pass --force", &[]);
 }
 
+/// Every verb of snapsim.
+const VERBS: [&str; 11] = ["inspect", "view", "apply", "merge", "run", "explore", "replay", "zoo", "soak", "coverage", "bench"];
+
 #[test]
 fn under_json_every_refusal_is_one_object() {
     for args in [
@@ -722,7 +725,13 @@ fn under_json_every_refusal_is_one_object() {
         &["run", "--seed", "4", "--timeline", "no-dir/t.html", "--json"],
         &["explore", "no-such-scenario", "--json"],
         &["coverage", "--scenarios", "no-dir", "--json"],
-    ] {
+    ]
+    .into_iter()
+    .map(|args| args.to_vec())
+    // Every verb, refusing an option it does not have.
+    .chain(VERBS.iter().map(|verb| vec![*verb, "--frobnicate", "--json"]))
+    {
+        let args = &args[..];
         let (outcome, _) = check(args, &[]);
         assert_eq!(outcome.exit, 2, "{args:?}: {}", outcome.stderr);
         let value: serde_json::Value = serde_json::from_str(outcome.stdout.trim())
@@ -830,6 +839,11 @@ fn inputs_that_are_not_regular_files_are_refused_before_they_block() {
     case(&["replay", "t.toml"], &fifo("t.toml"), 2, "the trace t.toml: not a regular file", &[]);
     let files = with(basic_files(), &fifo("w.txt"));
     case(&["apply", "--origin", "before.img", "--cow", "zero.img", "w.txt"], &files, 2, "the workload w.txt: not a regular file", &[]);
+    // Devices may be block devices, never pipes.
+    case(&["inspect", "p"], &fifo("p"), 2, "p is neither a regular file nor a block device", &[]);
+    let files = with(basic_files(), &fifo("p"));
+    case(&["view", "--origin", "p", "--cow", "zero.img", "--out", "x.img"], &files, 2, "p is neither a regular file nor a block device", &[]);
+    case(&["merge", "--origin", "before.img", "--cow", "p"], &files, 2, "p is neither a regular file nor a block device", &[]);
 }
 
 #[test]
@@ -931,7 +945,7 @@ fn a_killed_soak_keeps_the_report_it_last_wrote() {
 
 #[test]
 fn every_verb_ends_its_help_with_examples() {
-    for verb in ["inspect", "view", "apply", "merge", "run", "explore", "replay", "zoo", "soak", "coverage", "bench"] {
+    for verb in VERBS {
         let (outcome, _) = check(&[verb, "--help"], &[]);
         assert_eq!(outcome.exit, 0, "{verb}");
         let examples = outcome.stdout.split("Examples").nth(1).unwrap_or_else(|| panic!("{verb} --help has no examples:\n{}", outcome.stdout));
