@@ -439,6 +439,48 @@ pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), Cra
     (coverage, outcome)
 }
 
+/// One crash point's space of crash states: the durable images, the
+/// non-durable writes and sectors, what the states are judged against. It
+/// counts the space and judges its states whole (brute force), per data
+/// sector, or within the write bound.
+struct PointSpace<'a> {
+    point: &'a CrashPoint,
+    step: u64,
+    durable: Vec<Image>,
+    /// The durable state's hash, keyed by the point's judgement key.
+    durable_hash: u64,
+    candidates: Vec<Candidate>,
+    choices: PointChoices,
+    /// Indices into `choices.sectors`: metadata sectors, data sectors.
+    metadata: Vec<usize>,
+    data: Vec<usize>,
+    /// The most values a data sector may hold.
+    values_max: usize,
+}
+
+impl<'a> PointSpace<'a> {
+    fn new(disks: &[std::sync::Arc<SimDisk>], point: &'a CrashPoint, step: u64) -> Self {
+        let durable: Vec<Image> = disks.iter().map(|d| d.durable()).collect();
+        // A state's hash starts from what it is judged against besides its
+        // images, so that `seen` skips a state only where it was judged under
+        // the same obligations: one seen before a flush was acknowledged (when
+        // losing a write was legal) is judged again after it.
+        let durable_hash = durable.iter().enumerate().fold(point.judgement_key(), |h, (disk, image)| {
+            image.overlay().fold(h, |h, (sector, bytes)| {
+                h.wrapping_add(digest(disk, sector, bytes)).wrapping_sub(digest(disk, sector, image.base_sector(sector)))
+            })
+        });
+        let candidates: Vec<Candidate> =
+            disks.iter().enumerate().flat_map(|(disk, d)| d.pending_writes().into_iter().map(move |write| Candidate::new(disk, write))).collect();
+        let choices = PointChoices::new(disks);
+        let (metadata, data): (Vec<usize>, Vec<usize>) =
+            (0..choices.sectors.len()).partition(|&i| point.is_metadata(choices.sectors[i].0, choices.sectors[i].1));
+        let values_max = data.iter().map(|&i| choices.values_of(i)).max().unwrap_or(1);
+        debug_assert!(metadata.len() + data.len() == choices.sectors.len(), "every sector is metadata or data");
+        Self { point, step, durable, durable_hash, candidates, choices, metadata, data, values_max }
+    }
+}
+
 #[allow(clippy::result_large_err)] // one failure per exploration: its size costs nothing
 fn explore_point(
     disks: &[std::sync::Arc<SimDisk>],
@@ -448,212 +490,218 @@ fn explore_point(
     seen: &mut BTreeSet<u64>,
     coverage: &mut Coverage,
 ) -> Result<(), CrashFailure> {
-    let durable: Vec<Image> = disks.iter().map(|d| d.durable()).collect();
-    // A state's hash starts from what it is judged against besides its
-    // images, so that `seen` skips a state only where it was judged under
-    // the same obligations: one seen before a flush was acknowledged (when
-    // losing a write was legal) is judged again after it.
-    let durable_hash = durable.iter().enumerate().fold(point.judgement_key(), |h, (disk, image)| {
-        image
-            .overlay()
-            .fold(h, |h, (sector, bytes)| h.wrapping_add(digest(disk, sector, bytes)).wrapping_sub(digest(disk, sector, image.base_sector(sector))))
-    });
-    let candidates: Vec<Candidate> =
-        disks.iter().enumerate().flat_map(|(disk, d)| d.pending_writes().into_iter().map(move |write| Candidate::new(disk, write))).collect();
-    coverage.pending_max = coverage.pending_max.max(candidates.len());
+    let space = PointSpace::new(disks, point, step);
+    coverage.pending_max = coverage.pending_max.max(space.candidates.len());
     // This point's whole space, and the distinct states of it reached here.
-    let choices = PointChoices::new(disks);
-    let point_space = choices.space();
-    let mut point_seen: BTreeSet<u64> = BTreeSet::new();
+    let point_space = space.choices.space();
     let covered_before = coverage.covered;
-    let (metadata, data): (Vec<usize>, Vec<usize>) =
-        (0..choices.sectors.len()).partition(|&i| point.is_metadata(choices.sectors[i].0, choices.sectors[i].1));
-    let values_max = data.iter().map(|&i| choices.values_of(i)).max().unwrap_or(1);
-    if point_space.exact.is_some_and(|space| space <= u128::from(bounds.brute_force_max)) {
-        let brute = brute_force(&durable, durable_hash, &choices, point, step, bounds.states_max, seen, &mut point_seen, coverage);
+    if point_space.exact.is_some_and(|states| states <= u128::from(bounds.brute_force_max)) {
+        let mut point_seen: BTreeSet<u64> = BTreeSet::new();
+        let brute = space.brute_force(bounds.states_max, seen, &mut point_seen, coverage);
         if bounds.cross_check {
-            let mut alone = Coverage::default();
-            let judged = per_sector(&durable, durable_hash, &choices, &metadata, &data, values_max, point, step, 0, &mut BTreeSet::new(), &mut alone);
-            let verdict = |r: Result<(), &CrashFailure>| r.map_or_else(|f| f.violation.invariant.id().to_string(), |()| "pass".to_string());
-            let (by_brute, by_sector) = (verdict(brute.as_ref().map(|_| ())), verdict(judged.as_ref().map(|_| ())));
-            coverage.cross_checked_points += 1;
-            coverage.cross_checked_failing += u64::from(by_brute != "pass");
-            if by_brute != by_sector {
-                coverage.cross_check_mismatches.push(format!("step {step}: brute force {by_brute}, per data sector {by_sector}"));
-            }
+            cross_check(&space, brute.as_ref().err(), coverage);
         }
         brute?;
         // Short of the whole space only when --states-max stopped it.
         coverage.add_point(point_space, Reached::States(u128::from(coverage.covered - covered_before)));
         return Ok(());
     }
-    let metadata_space = StateSpace::product(metadata.iter().map(|&i| choices.values_of(i)));
-    let per_sector_states = metadata_space.exact.and_then(|m| m.checked_mul(values_max as u128));
+    let metadata_space = StateSpace::product(space.metadata.iter().map(|&i| space.choices.values_of(i)));
+    let per_sector_states = metadata_space.exact.and_then(|m| m.checked_mul(space.values_max as u128));
     if per_sector_states.is_some_and(|states| states <= u128::from(bounds.per_sector_states_max)) {
-        let finished = per_sector(&durable, durable_hash, &choices, &metadata, &data, values_max, point, step, bounds.states_max, seen, coverage)?;
+        let finished = space.per_sector(bounds.states_max, seen, coverage)?;
         coverage.add_point(point_space, if finished { Reached::PerDataSector } else { Reached::States(0) });
         return Ok(());
     }
-    let split = candidates.len().saturating_sub(bounds.writes_max);
-    let (older, newer) = candidates.split_at(split);
-    let families: &[bool] = if older.is_empty() { &[false] } else { &[false, true] };
-    for &older_applied in families {
-        let mut base = durable.clone();
-        let mut base_hash = durable_hash;
-        if older_applied {
-            older.iter().for_each(|c| apply(&mut base, Some(&mut base_hash), c, None));
+    space.within_bound(bounds, seen, coverage, point_space, covered_before)
+}
+
+/// The ways a subset `chosen` of the `newer` writes may land: whole
+/// (`None`), and with `tear`, each chosen write torn at each of its cuts,
+/// keeping its first or its last sectors: `(write, cut, first)`.
+fn tears(tear: bool, chosen: &[usize], newer: &[Candidate]) -> Vec<Option<(usize, usize, bool)>> {
+    let mut variants = vec![None];
+    if tear {
+        for &i in chosen {
+            for cut in Bounds::tear_cuts(newer[i].write.sectors.len()) {
+                variants.push(Some((i, cut, true)));
+                variants.push(Some((i, cut, false)));
+            }
         }
-        // What each newer write's sectors hold in `base`, digested once.
-        let base_digests: Vec<Vec<u64>> =
-            newer.iter().map(|c| c.write.sectors.iter().map(|(sector, _)| digest(c.disk, *sector, base[c.disk].sector(*sector))).collect()).collect();
-        for mask in 0u32..(1 << newer.len()) {
-            let chosen: Vec<usize> = (0..newer.len()).filter(|i| mask & (1 << i) != 0).collect();
-            let mut variants: Vec<Option<(usize, usize, bool)>> = vec![None];
-            if bounds.tear {
-                for &i in &chosen {
-                    for cut in Bounds::tear_cuts(newer[i].write.sectors.len()) {
-                        variants.push(Some((i, cut, true)));
-                        variants.push(Some((i, cut, false)));
+    }
+    variants
+}
+
+/// Which state of the write bound failed, in words: the older writes'
+/// family, the newer ones applied (numbered among all the point's writes),
+/// and a tear.
+fn describe_subset((older, older_applied): (usize, bool), newer: usize, chosen: &[usize], tear: Option<(usize, usize, bool)>) -> String {
+    let older_words =
+        if older == 0 { String::new() } else { format!("{older} older write(s) {}, ", if older_applied { "applied" } else { "dropped" }) };
+    let torn = tear.map_or(String::new(), |(i, cut, first)| {
+        format!(", write {} torn to its {} {cut} sector(s)", older + i, if first { "first" } else { "last" })
+    });
+    let applied: Vec<usize> = chosen.iter().map(|i| older + i).collect();
+    format!("{older_words}of the newest {newer} non-durable write(s) applied {applied:?}{torn}")
+}
+
+/// `Bounds::cross_check`: the point judged per data sector alone too; the
+/// two verdicts must agree (ARCHITECTURE.md's argument, checked).
+fn cross_check(space: &PointSpace, brute: Option<&CrashFailure>, coverage: &mut Coverage) {
+    let mut alone = Coverage::default();
+    let judged = space.per_sector(0, &mut BTreeSet::new(), &mut alone);
+    let by_brute = brute.map_or_else(|| "pass".to_string(), |f| f.violation.invariant.id().to_string());
+    let by_sector = judged.as_ref().err().map_or_else(|| "pass".to_string(), |f| f.violation.invariant.id().to_string());
+    coverage.cross_checked_points += 1;
+    coverage.cross_checked_failing += u64::from(by_brute != "pass");
+    if by_brute != by_sector {
+        coverage.cross_check_mismatches.push(format!("step {}: brute force {by_brute}, per data sector {by_sector}", space.step));
+    }
+}
+
+impl PointSpace<'_> {
+    /// The space too large for the other two ways: every subset of the
+    /// newest `bounds.writes_max` non-durable writes (each whole, or torn),
+    /// over the older ones all dropped or all applied.
+    #[allow(clippy::result_large_err)] // one failure per exploration: its size costs nothing
+    fn within_bound(
+        &self,
+        bounds: &Bounds,
+        seen: &mut BTreeSet<u64>,
+        coverage: &mut Coverage,
+        point_space: StateSpace,
+        covered_before: u64,
+    ) -> Result<(), CrashFailure> {
+        let (durable, durable_hash, point, step, candidates) = (&self.durable, self.durable_hash, self.point, self.step, &self.candidates);
+        let mut point_seen: BTreeSet<u64> = BTreeSet::new();
+        let split = candidates.len().saturating_sub(bounds.writes_max);
+        let (older, newer) = candidates.split_at(split);
+        let families: &[bool] = if older.is_empty() { &[false] } else { &[false, true] };
+        for &older_applied in families {
+            let mut base = durable.clone();
+            let mut base_hash = durable_hash;
+            if older_applied {
+                older.iter().for_each(|c| apply(&mut base, Some(&mut base_hash), c, None));
+            }
+            // What each newer write's sectors hold in `base`, digested once.
+            let base_digests: Vec<Vec<u64>> = newer
+                .iter()
+                .map(|c| c.write.sectors.iter().map(|(sector, _)| digest(c.disk, *sector, base[c.disk].sector(*sector))).collect())
+                .collect();
+            for mask in 0u32..(1 << newer.len()) {
+                let chosen: Vec<usize> = (0..newer.len()).filter(|i| mask & (1 << i) != 0).collect();
+                for tear in tears(bounds.tear, &chosen, newer) {
+                    let torn_of = |i: usize| tear.filter(|&(t, _, _)| t == i).map(|(_, cut, prefix)| (cut, prefix));
+                    // Hash first: most states repeat one already judged, and
+                    // building their images would cost more than the hash.
+                    let mut hash = base_hash;
+                    let mut written: Vec<(usize, u64, u64)> = Vec::new();
+                    for &i in &chosen {
+                        hash_apply(&base_digests[i], &mut written, &mut hash, &newer[i], torn_of(i));
+                    }
+                    coverage.states += 1;
+                    if point_seen.insert(hash) {
+                        coverage.covered += 1;
+                    }
+                    if !seen.insert(hash) {
+                        continue;
+                    }
+                    coverage.distinct += 1;
+                    let mut images = base.clone();
+                    // The hash is known; debug builds recompute it as a cross-check.
+                    let mut check_hash = cfg!(debug_assertions).then_some(base_hash);
+                    for &i in &chosen {
+                        apply(&mut images, check_hash.as_mut(), &newer[i], torn_of(i));
+                    }
+                    debug_assert!(check_hash.is_none_or(|h| h == hash), "hash-only and applied state hashes agree");
+                    if let Err(violation) = judge_images(images.clone(), point, coverage) {
+                        let applied = describe_subset((older.len(), older_applied), newer.len(), &chosen, tear);
+                        return Err(CrashFailure::new(step, applied, violation, Some(images)));
+                    }
+                    if bounds.states_max != 0 && coverage.distinct >= bounds.states_max {
+                        coverage.add_point(point_space, Reached::States(u128::from(coverage.covered - covered_before)));
+                        return Ok(());
                     }
                 }
             }
-            for tear in variants {
-                let torn_of = |i: usize| tear.filter(|&(t, _, _)| t == i).map(|(_, cut, prefix)| (cut, prefix));
-                // Hash first: most states repeat one already judged, and
-                // building their images would cost more than the hash.
-                let mut hash = base_hash;
-                let mut written: Vec<(usize, u64, u64)> = Vec::new();
-                for &i in &chosen {
-                    hash_apply(&base_digests[i], &mut written, &mut hash, &newer[i], torn_of(i));
+        }
+        coverage.add_point(point_space, Reached::States(u128::from(coverage.covered - covered_before)));
+        Ok(())
+    }
+}
+
+impl PointSpace<'_> {
+    /// Every state of the point: each non-durable sector takes each of its
+    /// values, in every combination; a state is built and judged only when
+    /// its hash is new.
+    #[allow(clippy::result_large_err)] // one failure per exploration: its size costs nothing
+    fn brute_force(
+        &self,
+        states_max: u64,
+        seen: &mut BTreeSet<u64>,
+        point_seen: &mut BTreeSet<u64>,
+        coverage: &mut Coverage,
+    ) -> Result<(), CrashFailure> {
+        let choices = &self.choices;
+        let mut picked = vec![0usize; choices.sectors.len()];
+        loop {
+            let picks: Vec<(usize, usize)> = picked.iter().copied().enumerate().collect();
+            let hash = choices.hash(self.durable_hash, &picks);
+            coverage.states += 1;
+            if point_seen.insert(hash) {
+                coverage.covered += 1;
+            }
+            if seen.insert(hash) {
+                coverage.distinct += 1;
+                if let Err(violation) = choices.judge(&self.durable, &picks, self.point, coverage) {
+                    let applied = format!("brute force, non-durable sectors holding a newer value: [{}]", choices.describe(&picks));
+                    return Err(CrashFailure::new(self.step, applied, violation, Some(choices.images(&self.durable, &picks))));
                 }
+                if states_max != 0 && coverage.distinct >= states_max {
+                    return Ok(());
+                }
+            }
+            if !next_combination(&mut picked, |i| choices.values_of(i)) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Judges the whole point per data sector: every combination of the
+    /// metadata sectors' values, each with every data sector at its `v`-th
+    /// value (its last, when it has fewer) for `v` below `values_max`, so
+    /// that every value of every data sector meets every metadata
+    /// combination once. By the argument in ARCHITECTURE.md this finds every
+    /// violation any state of the point has. Returns whether it went to the
+    /// end (not stopped by `states_max`).
+    #[allow(clippy::result_large_err)] // one failure per exploration: its size costs nothing
+    fn per_sector(&self, states_max: u64, seen: &mut BTreeSet<u64>, coverage: &mut Coverage) -> Result<bool, CrashFailure> {
+        let (choices, metadata, data) = (&self.choices, &self.metadata, &self.data);
+        let mut picked = vec![0usize; metadata.len()];
+        loop {
+            for v in 0..self.values_max {
+                let mut picks: Vec<(usize, usize)> = metadata.iter().copied().zip(picked.iter().copied()).collect();
+                picks.extend(data.iter().map(|&i| (i, v.min(choices.values_of(i) - 1))));
+                let hash = choices.hash(self.durable_hash, &picks);
                 coverage.states += 1;
-                if point_seen.insert(hash) {
-                    coverage.covered += 1;
-                }
                 if !seen.insert(hash) {
                     continue;
                 }
                 coverage.distinct += 1;
-                let mut images = base.clone();
-                // The hash is known; debug builds recompute it as a cross-check.
-                let mut check_hash = cfg!(debug_assertions).then_some(base_hash);
-                for &i in &chosen {
-                    apply(&mut images, check_hash.as_mut(), &newer[i], torn_of(i));
-                }
-                debug_assert!(check_hash.is_none_or(|h| h == hash), "hash-only and applied state hashes agree");
-                if let Err(violation) = judge_images(images.clone(), point, coverage) {
-                    let older = if older.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{} older write(s) {}, ", older.len(), if older_applied { "applied" } else { "dropped" })
-                    };
-                    let torn = tear.map_or(String::new(), |(i, cut, prefix)| {
-                        format!(", write {} torn to its {} {cut} sector(s)", split + i, if prefix { "first" } else { "last" })
-                    });
+                if let Err(violation) = choices.judge(&self.durable, &picks, self.point, coverage) {
                     let applied = format!(
-                        "{older}of the newest {} non-durable write(s) applied {:?}{torn}",
-                        newer.len(),
-                        chosen.iter().map(|i| split + i).collect::<Vec<_>>()
+                        "judged per data sector: metadata sectors holding a newer value [{}], every data sector at its value {v}",
+                        choices.describe(&picks[..metadata.len()])
                     );
-                    return Err(CrashFailure::new(step, applied, violation, Some(images)));
+                    return Err(CrashFailure::new(self.step, applied, violation, Some(choices.images(&self.durable, &picks))));
                 }
-                if bounds.states_max != 0 && coverage.distinct >= bounds.states_max {
-                    coverage.add_point(point_space, Reached::States(u128::from(coverage.covered - covered_before)));
-                    return Ok(());
+                if states_max != 0 && coverage.distinct >= states_max {
+                    return Ok(false);
                 }
             }
-        }
-    }
-    coverage.add_point(point_space, Reached::States(u128::from(coverage.covered - covered_before)));
-    Ok(())
-}
-
-/// Every state of a crash point: each sector of `choices` takes each of
-/// its values, in every combination; a state is built and judged only when
-/// its hash is new.
-#[allow(clippy::too_many_arguments)]
-#[allow(clippy::result_large_err)] // one failure per exploration: its size costs nothing
-fn brute_force(
-    durable: &[Image],
-    durable_hash: u64,
-    choices: &PointChoices,
-    point: &CrashPoint,
-    step: u64,
-    states_max: u64,
-    seen: &mut BTreeSet<u64>,
-    point_seen: &mut BTreeSet<u64>,
-    coverage: &mut Coverage,
-) -> Result<(), CrashFailure> {
-    let mut picked = vec![0usize; choices.sectors.len()];
-    loop {
-        let picks: Vec<(usize, usize)> = picked.iter().copied().enumerate().collect();
-        let hash = choices.hash(durable_hash, &picks);
-        coverage.states += 1;
-        if point_seen.insert(hash) {
-            coverage.covered += 1;
-        }
-        if seen.insert(hash) {
-            coverage.distinct += 1;
-            if let Err(violation) = choices.judge(durable, &picks, point, coverage) {
-                let applied = format!("brute force, non-durable sectors holding a newer value: [{}]", choices.describe(&picks));
-                return Err(CrashFailure::new(step, applied, violation, Some(choices.images(durable, &picks))));
+            if !next_combination(&mut picked, |j| choices.values_of(metadata[j])) {
+                return Ok(true);
             }
-            if states_max != 0 && coverage.distinct >= states_max {
-                return Ok(());
-            }
-        }
-        if !next_combination(&mut picked, |i| choices.values_of(i)) {
-            return Ok(());
-        }
-    }
-}
-
-/// Judges a whole crash point per data sector: every combination of the
-/// metadata sectors' values, each with every data sector at its `v`-th
-/// value (its last, when it has fewer) for `v` below `values_max`, so that
-/// every value of every data sector meets every metadata combination once.
-/// By the argument in ARCHITECTURE.md this finds every violation any state
-/// of the point has. Returns whether it went to the end (not stopped by
-/// `states_max`).
-#[allow(clippy::too_many_arguments)]
-#[allow(clippy::result_large_err)] // one failure per exploration: its size costs nothing
-fn per_sector(
-    durable: &[Image],
-    durable_hash: u64,
-    choices: &PointChoices,
-    metadata: &[usize],
-    data: &[usize],
-    values_max: usize,
-    point: &CrashPoint,
-    step: u64,
-    states_max: u64,
-    seen: &mut BTreeSet<u64>,
-    coverage: &mut Coverage,
-) -> Result<bool, CrashFailure> {
-    let mut picked = vec![0usize; metadata.len()];
-    loop {
-        for v in 0..values_max {
-            let mut picks: Vec<(usize, usize)> = metadata.iter().copied().zip(picked.iter().copied()).collect();
-            picks.extend(data.iter().map(|&i| (i, v.min(choices.values_of(i) - 1))));
-            let hash = choices.hash(durable_hash, &picks);
-            coverage.states += 1;
-            if !seen.insert(hash) {
-                continue;
-            }
-            coverage.distinct += 1;
-            if let Err(violation) = choices.judge(durable, &picks, point, coverage) {
-                let applied = format!(
-                    "judged per data sector: metadata sectors holding a newer value [{}], every data sector at its value {v}",
-                    choices.describe(&picks[..metadata.len()])
-                );
-                return Err(CrashFailure::new(step, applied, violation, Some(choices.images(durable, &picks))));
-            }
-            if states_max != 0 && coverage.distinct >= states_max {
-                return Ok(false);
-            }
-        }
-        if !next_combination(&mut picked, |j| choices.values_of(metadata[j])) {
-            return Ok(true);
         }
     }
 }
