@@ -854,6 +854,13 @@ fn the_strict_variable_is_parsed_strictly_and_shown_on_the_settings_line() {
         assert_eq!(exit, 2, "SNAPSIM_STRICT={bad:?}: {stderr}");
         assert!(stderr.contains("must be 0, 1, true or false"), "{stderr}");
     }
+    // Every verb that reads it, before any work.
+    for args in [&["explore", "basic-cow"][..], &["soak", "--seeds", "1", "--report", "r.json"], &["replay", "--seed", "4"]] {
+        let (exit, stdout, stderr) = run_in(dir.path(), args, &[("SNAPSIM_STRICT", "yes")]);
+        assert_eq!(exit, 2, "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains("must be 0, 1, true or false") && !stdout.contains("verdict: PASS"), "{args:?}: {stdout}{stderr}");
+    }
+    assert!(!dir.path().join("r.json").exists(), "the refused soak wrote no report");
     // Seed 4 fails only when strict.
     let (exit, stdout, _) = run_in(dir.path(), &["run", "--seed", "4"], &[("SNAPSIM_STRICT", "false")]);
     assert_eq!(exit, 0, "false is not strict:\n{stdout}");
