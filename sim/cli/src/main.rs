@@ -85,7 +85,8 @@ impl Command {
             Command::Replay(args) => args.json,
             Command::Zoo(args) => args.json,
             Command::Coverage(args) => args.json,
-            Command::View(_) | Command::Soak(_) | Command::Bench(_) => false,
+            Command::Bench(args) => args.json,
+            Command::View(_) | Command::Soak(_) => false,
         }
     }
 

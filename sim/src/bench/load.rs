@@ -120,11 +120,14 @@ fn measure(memory: MemoryProbe, name: &str, old_chunk: impl Fn(u64) -> u64) -> M
 /// Loads a million-record COW of each shape and prints rate and memory.
 pub fn print(memory: MemoryProbe) {
     let scatter = |i: u64| i.wrapping_mul(0x9E37_79B1) & ((1 << 24) - 1); // a bijection on 2^24 chunks
-    println!("load benchmark: {RECORDS} records, {} KiB chunks, memory-backed COW, one thread, median of {RUNS}", CHUNK_SECTORS / 2);
-    println!("{:<11} {:>10} {:>16} {:>10} {:>14} {:>14} {:>12}", "shape", "ms", "records/s", "runs", "table bytes", "bytes/record", "peak MiB");
+    super::say!("load benchmark: {RECORDS} records, {} KiB chunks, memory-backed COW, one thread, median of {RUNS}", CHUNK_SECTORS / 2);
+    super::say!("{:<11} {:>10} {:>16} {:>10} {:>14} {:>14} {:>12}", "shape", "ms", "records/s", "runs", "table bytes", "bytes/record", "peak MiB");
     for (name, result) in [("random", measure(memory, "random", scatter)), ("sequential", measure(memory, "sequential", |i| i))] {
         let rate = RECORDS as f64 / result.median_seconds;
-        println!(
+        let shape = if name == "random" { "scattered" } else { "sequential" };
+        super::record(&format!("load.{shape}_records_per_s"), rate);
+        super::record(&format!("load.{shape}_table_bytes_per_record"), result.table_bytes as f64 / RECORDS as f64);
+        super::say!(
             "{:<11} {:>10.1} {:>16.0} {:>10} {:>14} {:>14.1} {:>12}",
             name,
             result.median_seconds * 1e3,

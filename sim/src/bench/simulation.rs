@@ -25,12 +25,16 @@ pub fn print_swarm(seeds: u64) {
         }
         (requests, operations, steps, failures)
     });
-    println!("swarm: seeds 0..{seeds} on one core in {seconds:.2} s ({failures} with a violation)");
-    println!("{:<28} {:>14} {:>14}", "", "total", "per second");
-    for (name, count) in [("simulated disk requests", requests), ("workload operations", operations), ("world steps", steps)] {
-        println!("{name:<28} {count:>14} {:>14.0}", count as f64 / seconds);
+    super::say!("swarm: seeds 0..{seeds} on one core in {seconds:.2} s ({failures} with a violation)");
+    super::say!("{:<28} {:>14} {:>14}", "", "total", "per second");
+    for (name, key, count) in
+        [("simulated disk requests", "requests", requests), ("workload operations", "operations", operations), ("world steps", "steps", steps)]
+    {
+        super::say!("{name:<28} {count:>14} {:>14.0}", count as f64 / seconds);
+        super::record(&format!("swarm.{key}_per_s"), count as f64 / seconds);
     }
-    println!("{:<28} {:>14} {:>14.1}", "seeds", seeds, seeds as f64 / seconds);
+    super::record("swarm.seeds_per_s", seeds as f64 / seconds);
+    super::say!("{:<28} {:>14} {:>14.1}", "seeds", seeds, seeds as f64 / seconds);
 }
 
 /// A basic scenario of 1 KiB chunks (64 records per metadata area) whose
@@ -58,8 +62,8 @@ fn records_scenario(records: u64) -> Scenario {
 /// `filter` are skipped. Rows past 128 records sample the first
 /// [`SAMPLE_STATES`] distinct states (the rate, not a whole exploration).
 pub fn print_crash_states(filter: &str) {
-    println!("{:<28} {:>8} {:>10} {:>10} {:>9} {:>12}", "scenario", "points", "states", "distinct", "seconds", "distinct/s");
-    let measure = |name: &str, scenario: &Scenario, states_max: u64| -> Option<f64> {
+    super::say!("{:<28} {:>8} {:>10} {:>10} {:>9} {:>12}", "scenario", "points", "states", "distinct", "seconds", "distinct/s");
+    let measure = |name: &str, key: &str, scenario: &Scenario, states_max: u64| -> Option<f64> {
         if !name.contains(filter) {
             return None;
         }
@@ -67,20 +71,23 @@ pub fn print_crash_states(filter: &str) {
         let (seconds, (coverage, outcome)) = timed(|| explore(&scenario.run_config(1), &bounds));
         assert!(outcome.is_ok(), "{name}: {}", outcome.unwrap_err());
         let rate = coverage.distinct as f64 / seconds;
-        println!("{name:<28} {:>8} {:>10} {:>10} {:>9.3} {:>12.0}", coverage.crash_points, coverage.states, coverage.distinct, seconds, rate);
+        super::record(&format!("crash_states.{key}.distinct_per_s"), rate);
+        super::say!("{name:<28} {:>8} {:>10} {:>10} {:>9.3} {:>12.0}", coverage.crash_points, coverage.states, coverage.distinct, seconds, rate);
         Some(rate)
     };
     let basic = Scenario::load("basic-cow").expect("scenarios/basic-cow.toml");
-    measure("basic-cow (seed 1)", &basic, 0);
+    measure("basic-cow (seed 1)", "basic_cow", &basic, 0);
     let mut rates = Vec::new();
     for records in [4, 16, 64, 128, 1024] {
         let states_max = if records > 128 { SAMPLE_STATES } else { 0 };
         let sampled = if states_max == 0 { String::new() } else { format!(", first {states_max}") };
-        rates.push((records, measure(&format!("1 KiB, {records} records{sampled}"), &records_scenario(records), states_max)));
+        let key = format!("records_{records}");
+        rates.push((records, measure(&format!("1 KiB, {records} records{sampled}"), &key, &records_scenario(records), states_max)));
     }
     let rate_of = |n: u64| rates.iter().find(|(records, _)| *records == n).and_then(|(_, rate)| *rate);
     if let (Some(small), Some(large)) = (rate_of(16), rate_of(1024)) {
-        println!("cost per distinct state, 1,024 records against 16: {:.1}x", small / large);
+        super::say!("cost per distinct state, 1,024 records against 16: {:.1}x", small / large);
+        super::record("crash_states.cost_1024_over_16", small / large);
     }
 }
 
@@ -93,7 +100,7 @@ pub const SAMPLE_STATES: u64 = 4_000;
 /// and the crash states each covered per second.
 pub fn print_complete_vs_brute_force() {
     use crate::explore::Bounds;
-    println!("{:<22} {:<16} {:>8} {:>10} {:>9} {:>12} {:>16}", "scenario", "mode", "verdict", "distinct", "seconds", "distinct/s", "covered/s");
+    super::say!("{:<22} {:<16} {:>8} {:>10} {:>9} {:>12} {:>16}", "scenario", "mode", "verdict", "distinct", "seconds", "distinct/s", "covered/s");
     for name in ["basic-cow", "copy-error", "overflow-p", "merge-overflowed", "merge-invalidated", "po-fills-in-flight", "stale-area-zero"] {
         let scenario = Scenario::load(name).expect("a scenario of scenarios/");
         let brute = Bounds { brute_force_max: 1 << 18, per_sector_states_max: 0, ..scenario.bounds() };
@@ -106,7 +113,7 @@ pub fn print_complete_vs_brute_force() {
                 Err(failure) => failure.violation.invariant.id().to_string(),
             };
             let covered = coverage.space.exact.map_or(f64::INFINITY, |space| space as f64) / seconds;
-            println!(
+            super::say!(
                 "{name:<22} {mode:<16} {verdict:>8} {:>10} {:>9.3} {:>12.0} {:>16.3e}",
                 coverage.distinct,
                 seconds,
@@ -134,7 +141,10 @@ pub fn print_explore_all() {
             }
         }
     }
-    println!(
+    super::record("explore_all.seconds", total);
+    super::record("explore_all.runs", f64::from(runs));
+    super::record("explore_all.slowest_seconds", slowest.0);
+    super::say!(
         "explore all: {} scenarios, {runs} runs, {complete} complete, {total:.1} s on one core; slowest {} in {:.1} s",
         scenarios.len(),
         slowest.1,
@@ -171,9 +181,11 @@ pub fn print_crash_images() {
         }
     });
     let (overlay_rate, copy_rate) = (overlays as f64 / overlay_seconds, copies as f64 / copy_seconds);
-    println!("crash images of a 64 MiB COW with 64 pending 4 KiB writes ({changeable} changeable sectors)");
-    println!("{:<12} {:>16}", "built as", "images/s");
-    println!("{:<12} {:>16.0}", "overlay", overlay_rate);
-    println!("{:<12} {:>16.1}", "full copy", copy_rate);
-    println!("overlay / full copy: {:.0}x   (checksum {checksum})", overlay_rate / copy_rate);
+    super::say!("crash images of a 64 MiB COW with 64 pending 4 KiB writes ({changeable} changeable sectors)");
+    super::say!("{:<12} {:>16}", "built as", "images/s");
+    super::say!("{:<12} {:>16.0}", "overlay", overlay_rate);
+    super::say!("{:<12} {:>16.1}", "full copy", copy_rate);
+    super::say!("overlay / full copy: {:.0}x   (checksum {checksum})", overlay_rate / copy_rate);
+    super::record("crash_images.overlay_per_s", overlay_rate);
+    super::record("crash_images.full_copy_per_s", copy_rate);
 }

@@ -135,8 +135,8 @@ fn burst_peak(memory: MemoryProbe, writes: u64, cow_threshold: usize) -> (usize,
 pub fn print_throughput(dir: &Path) {
     let origin_bytes = 256 * MIB;
     let chunk_bytes = 64 * 1024;
-    println!("first-write throughput: {} MiB origin, 64 KiB chunks, files under {}", origin_bytes / MIB, dir.display());
-    println!("{:<6} {:>14} {:>14} {:>10}   status", "run", "plain MiB/s", "snapshot MiB/s", "ratio");
+    super::say!("first-write throughput: {} MiB origin, 64 KiB chunks, files under {}", origin_bytes / MIB, dir.display());
+    super::say!("{:<6} {:>14} {:>14} {:>10}   status", "run", "plain MiB/s", "snapshot MiB/s", "ratio");
     let mut ratios = Vec::new();
     // Run 0 warms the page cache and is not counted.
     for run in 0..=5 {
@@ -149,24 +149,26 @@ pub fn print_throughput(dir: &Path) {
         if run > 0 {
             ratios.push(plain / snapshot);
         }
-        println!("{label:<6} {:>14.0} {:>14.0} {:>10.2}   {status}", mib / plain, mib / snapshot, plain / snapshot);
+        super::say!("{label:<6} {:>14.0} {:>14.0} {:>10.2}   {status}", mib / plain, mib / snapshot, plain / snapshot);
     }
     ratios.sort_by(f64::total_cmp);
-    println!("median ratio of 5 (snapshot throughput / plain copy): {:.2}", ratios[ratios.len() / 2]);
-    println!("(a first write copies the old chunk to the COW and writes the new one: twice the bytes of the plain copy)");
+    super::say!("median ratio of 5 (snapshot throughput / plain copy): {:.2}", ratios[ratios.len() / 2]);
+    super::record("targets.first_write_slowdown_median", ratios[ratios.len() / 2]);
+    super::say!("(a first write copies the old chunk to the COW and writes the new one: twice the bytes of the plain copy)");
 }
 
 /// Peak memory of write bursts under 16 snapshots, with and without the throttle.
 pub fn print_burst(memory: MemoryProbe) {
-    println!("burst memory: 16 snapshots, 4 KiB chunks, discard devices");
-    println!("{:<12} {:>10} {:>14} {:>16}", "threshold", "writes", "peak MiB", "copies in flight");
+    super::say!("burst memory: 16 snapshots, 4 KiB chunks, discard devices");
+    super::say!("{:<12} {:>10} {:>14} {:>16}", "threshold", "writes", "peak MiB", "copies in flight");
     for (threshold, bursts) in
         [(engine::targets::DEFAULT_COW_THRESHOLD, &[25_000u64, 50_000, 100_000, 200_000][..]), (0, &[2_500, 5_000, 10_000][..])]
     {
         for &writes in bursts {
             let (peak, copies) = burst_peak(memory, writes, threshold);
             let name = if threshold == 0 { "unlimited".to_string() } else { threshold.to_string() };
-            println!("{name:<12} {writes:>10} {:>14.1} {copies:>16}", peak as f64 / MIB as f64);
+            super::say!("{name:<12} {writes:>10} {:>14.1} {copies:>16}", peak as f64 / MIB as f64);
+            super::record(&format!("targets.burst.threshold_{name}.writes_{writes}.peak_mib"), peak as f64 / MIB as f64);
         }
     }
 }

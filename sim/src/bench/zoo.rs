@@ -11,12 +11,12 @@ use crate::zoo::{Budget, Verdict, hunt};
 /// by construction, nor the thread races) and prints the times.
 pub fn print() {
     if !Mutations::available() {
-        println!("zoo time to detect: this build has no mutations (build with `--features bug-zoo`)");
+        super::say!("zoo time to detect: this build has no mutations (build with `--features bug-zoo`)");
         return;
     }
     let scenarios = crate::scenario::all_in(&crate::scenario::scenarios_dir()).unwrap_or_else(|e| panic!("scenarios: {e}"));
     let mut times = Vec::new();
-    println!("{:<4} {:<14} {:>5} {:>9}", "id", "caught by", "runs", "seconds");
+    super::say!("{:<4} {:<14} {:>5} {:>9}", "id", "caught by", "runs", "seconds");
     for mutation in Mutation::ALL {
         let (seconds, found) = timed(|| hunt(mutation, &scenarios, Budget::default()));
         let caught_by = match &found.verdict {
@@ -25,11 +25,12 @@ pub fn print() {
             Verdict::ByConstruction { .. } | Verdict::ThreadsOnly { .. } => continue,
             Verdict::Survived => "SURVIVED".to_string(),
         };
-        println!("{:<4} {:<14} {:>5} {:>9.3}", mutation.id(), caught_by, found.attempts, seconds);
+        super::say!("{:<4} {:<14} {:>5} {:>9.3}", mutation.id(), caught_by, found.attempts, seconds);
+        super::record(&format!("zoo.{}.seconds", mutation.id().to_lowercase()), seconds);
         times.push(seconds);
     }
     times.sort_by(f64::total_cmp);
     if let (Some(median), Some(max)) = (times.get(times.len() / 2), times.last()) {
-        println!("zoo time to detect: median {median:.3} s, max {max:.3} s over {} mutations hunted by runs", times.len());
+        super::say!("zoo time to detect: median {median:.3} s, max {max:.3} s over {} mutations hunted by runs", times.len());
     }
 }

@@ -9,8 +9,15 @@ use crate::{CliError, ErrorKind};
 
 /// Options of `snapsim bench`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  snapsim bench\n  snapsim bench --dir /var/tmp")]
+#[command(
+    after_help = "Examples:\n  snapsim bench\n  snapsim bench --dir /var/tmp\n  snapsim bench --json > figures.json   # every figure under a stable name; the tables go to stderr"
+)]
 pub struct BenchArgs {
+    /// Print every figure as one JSON object under stable names
+    /// (`crash_states.basic_cow.distinct_per_s`, `swarm.requests_per_s`, …);
+    /// the human tables go to standard error.
+    #[arg(long)]
+    pub json: bool,
     /// Where the throughput runs put their files (512 MiB at most); the system's temporary directory by default.
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -35,6 +42,9 @@ pub fn run(args: &BenchArgs, _out: Out, probe: sim::bench::MemoryProbe) -> Resul
         std::process::exit(i32::from(ErrorKind::Partial.exit_code()));
     })
     .map_err(|e| CliError::failed(format!("cannot catch Ctrl-C: {e}")))?;
+    sim::bench::tables_to_stderr(args.json);
+    let _ = sim::bench::take_figures();
     sim::bench::run_all(probe, &path);
-    Ok(Outcome::new(Verdict::Pass, json!({})))
+    let figures = sim::bench::take_figures();
+    Ok(Outcome::new(Verdict::Pass, json!({ "figures": figures })))
 }
