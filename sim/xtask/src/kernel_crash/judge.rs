@@ -296,29 +296,7 @@ fn class_at(
         Some(f) => (p..f).rev().take_while(|&i| plain(i)).collect(),
         None => Vec::new(),
     };
-    let mut candidates: std::collections::BTreeMap<u64, Vec<Vec<u8>>> = std::collections::BTreeMap::new();
-    for &i in splice.iter().rev() {
-        let entry = &log.entries[i];
-        let data = entry.data().unwrap_or_default();
-        // A workload write of a later operation was not issued at the
-        // mark; the splice lists writes in the order they completed, so
-        // neither was anything that completed after it.
-        let later = data.chunks(512).filter_map(Label::parse).any(|l| l.workload == workload.id && l.op > acknowledged);
-        if later {
-            break;
-        }
-        for (j, bytes) in data.chunks(512).enumerate() {
-            let s = entry.sector + j as u64;
-            if (s as usize + 1) * 512 > durable.len() {
-                continue;
-            }
-            let values = candidates.entry(s).or_insert_with(|| vec![sector(durable, s).to_vec()]);
-            if !values.iter().any(|v| v == bytes) {
-                values.push(bytes.to_vec());
-            }
-        }
-    }
-    let candidates: Vec<_> = candidates.into_iter().filter(|(_, values)| values.len() > 1).collect();
+    let candidates = splice_candidates(workload, log, &splice, acknowledged, durable);
     // The splice is logged at the flush that ends it, after every mark
     // logged since `p`; its writes completed at any time before that flush.
     // The kernel's own writes in it (copies, commits, an invalidation)
@@ -349,6 +327,33 @@ fn class_at(
         committed,
         earlier,
     }
+}
+
+/// The sectors the plain writes of `splice` (log indices, newest first)
+/// may leave, each with its durable value first and every distinct value
+/// written since: the writes up to the first of a later operation than
+/// `acknowledged` (the splice lists writes in the order they completed, so
+/// nothing after that one was issued at the mark either).
+fn splice_candidates(workload: &Workload, log: &Log, splice: &[usize], acknowledged: u64, durable: &[u8]) -> Vec<(u64, Vec<Vec<u8>>)> {
+    let mut candidates: std::collections::BTreeMap<u64, Vec<Vec<u8>>> = std::collections::BTreeMap::new();
+    for &i in splice.iter().rev() {
+        let entry = &log.entries[i];
+        let data = entry.data().unwrap_or_default();
+        if data.chunks(512).filter_map(Label::parse).any(|l| l.workload == workload.id && l.op > acknowledged) {
+            break;
+        }
+        for (j, bytes) in data.chunks(512).enumerate() {
+            let s = entry.sector + j as u64;
+            if (s as usize + 1) * 512 > durable.len() {
+                continue;
+            }
+            let values = candidates.entry(s).or_insert_with(|| vec![sector(durable, s).to_vec()]);
+            if !values.iter().any(|v| v == bytes) {
+                values.push(bytes.to_vec());
+            }
+        }
+    }
+    candidates.into_iter().filter(|(_, values)| values.len() > 1).collect()
 }
 
 /// The operation an `opN` or `failN` mark names.
@@ -392,41 +397,11 @@ pub fn judge_state(
     strict: bool,
     buffer: &mut Vec<u8>,
 ) -> Result<Passed, String> {
-    let origin = workload.origin_sectors;
-    let chunk = u64::from(workload.chunk_sectors);
-    let image = state.image;
-    debug_assert_eq!(image.len() as u64, (origin + workload.cow_sectors) * 512, "the state is the whole data disk");
-    debug_assert_eq!(state.labels.len() as u64, origin + workload.cow_sectors, "a label slot per sector");
-    let cow = &image[origin as usize * 512..];
-    let chunk_bytes = chunk as usize * 512;
-    let mut device_bytes = std::mem::take(buffer);
-    if device_bytes.len() != cow.len() {
-        device_bytes = vec![0u8; cow.len()];
-    }
-    for &c in metadata {
-        let at = c as usize * chunk_bytes;
-        device_bytes[at..at + chunk_bytes].copy_from_slice(&cow[at..at + chunk_bytes]);
-    }
-    let queue = CompletionQueue::new();
-    let device = Arc::new(MemDevice::from_bytes(device_bytes, &queue));
-    let config = StoreConfig { kind: workload.store, chunk_sectors: Some(workload.chunk_sectors), ..StoreConfig::default() };
-    let loaded = load_blocking(&queue, Arc::clone(&device), 512, config);
-    let loaded = match loaded {
-        Ok(loaded) => {
-            let outcome = loaded.outcome;
-            let exceptions: Vec<Option<u64>> = (0..origin.div_ceil(chunk)).map(|c| loaded.exceptions.lookup(c)).collect();
-            (outcome, exceptions)
-        }
-        Err(e) => return Err(format!("I4: our engine refuses the kernel's COW: {e}")),
-    };
-    // The store is dropped: the device is ours again, and so its buffer.
-    if let Ok(device) = Arc::try_unwrap(device) {
-        *buffer = device.into_bytes();
-    }
-    let (outcome, exceptions) = loaded;
+    let (outcome, exceptions) = load_state(workload, state, metadata, buffer)?;
     if let (LoadOutcome::Valid, Some(earlier)) = (outcome, &class.earlier) {
-        let area0 = &cow[chunk_bytes..2 * chunk_bytes];
-        if let Some(record) = earlier.loaded(area0, &exceptions) {
+        let chunk_bytes = workload.chunk_sectors as usize * 512;
+        let cow = &state.image[workload.origin_sectors as usize * 512..];
+        if let Some(record) = earlier.loaded(&cow[chunk_bytes..2 * chunk_bytes], &exceptions) {
             let what = format!(
                 "the new snapshot loaded the earlier snapshot's record {} -> {} from area 0: its header persisted without the zeroing of area 0",
                 record.old_chunk, record.new_chunk
@@ -446,23 +421,78 @@ pub fn judge_state(
         }
         return judge_merging(workload, state, &exceptions, expect);
     }
-    let may_overflow = class.may_overflow;
     let invalid = outcome == LoadOutcome::Invalid;
-    if invalid && !may_overflow {
+    if invalid && !class.may_overflow {
         return Err(format!(
             "I9: the kernel's COW says the snapshot is invalid, but the writes of operations 1..={} fit in its {} data chunks",
             class.issued,
             workload.data_chunks()
         ));
     }
-    let show = |bytes: &[u8]| {
-        Label::parse(bytes).map_or_else(|| format!("unlabelled bytes {:?}", String::from_utf8_lossy(&bytes[..24])), |l| format!("{l:?}"))
+    let changed_without_exception = judge_origin(workload, state, class, &exceptions)?;
+    if invalid {
+        return Ok(Passed::Clean);
+    }
+    // The snapshot: an overwritten origin chunk must have its copy committed first.
+    let mut passed = Passed::Clean;
+    if let Some(c) = changed_without_exception.iter().position(|&changed| changed) {
+        if !class.may_overflow || strict {
+            let why = if class.may_overflow { "K1 (I8): an invalidated snapshot came back valid over a changed origin" } else { "I1" };
+            return Err(format!("{why}: origin chunk {c} was overwritten but the snapshot has no exception for it: the snapshot lost that chunk"));
+        }
+        passed = Passed::KernelBehaviourK1;
+    }
+    judge_snapshot_view(workload, state, class, &exceptions, &changed_without_exception)?;
+    Ok(passed)
+}
+
+/// Loads the state's COW with our engine, from its metadata chunks alone
+/// (data chunks are never read at load): how it loaded, and each origin
+/// chunk's exception. `buffer` is the device's memory, kept between states.
+fn load_state(workload: &Workload, state: &State<'_>, metadata: &[u64], buffer: &mut Vec<u8>) -> Result<(LoadOutcome, Vec<Option<u64>>), String> {
+    let origin = workload.origin_sectors;
+    let chunk = u64::from(workload.chunk_sectors);
+    let image = state.image;
+    debug_assert_eq!(image.len() as u64, (origin + workload.cow_sectors) * 512, "the state is the whole data disk");
+    debug_assert_eq!(state.labels.len() as u64, origin + workload.cow_sectors, "a label slot per sector");
+    let cow = &image[origin as usize * 512..];
+    let chunk_bytes = chunk as usize * 512;
+    let mut device_bytes = std::mem::take(buffer);
+    if device_bytes.len() != cow.len() {
+        device_bytes = vec![0u8; cow.len()];
+    }
+    for &c in metadata {
+        let at = c as usize * chunk_bytes;
+        device_bytes[at..at + chunk_bytes].copy_from_slice(&cow[at..at + chunk_bytes]);
+    }
+    let queue = CompletionQueue::new();
+    let device = Arc::new(MemDevice::from_bytes(device_bytes, &queue));
+    let config = StoreConfig { kind: workload.store, chunk_sectors: Some(workload.chunk_sectors), ..StoreConfig::default() };
+    let loaded = match load_blocking(&queue, Arc::clone(&device), 512, config) {
+        Ok(loaded) => (loaded.outcome, (0..origin.div_ceil(chunk)).map(|c| loaded.exceptions.lookup(c)).collect()),
+        Err(e) => return Err(format!("I4: our engine refuses the kernel's COW: {e}")),
     };
-    // The origin: its own labels only, and what flushes promised.
+    // The store is dropped: the device is ours again, and so its buffer.
+    if let Ok(device) = Arc::try_unwrap(device) {
+        *buffer = device.into_bytes();
+    }
+    Ok(loaded)
+}
+
+/// A sector's label in words, or its first bytes when it has none.
+fn show(bytes: &[u8]) -> String {
+    Label::parse(bytes).map_or_else(|| format!("unlabelled bytes {:?}", String::from_utf8_lossy(&bytes[..24])), |l| format!("{l:?}"))
+}
+
+/// The origin: its own labels only, and what flushes promised (I3).
+/// Returns which origin chunks changed with no exception to keep their
+/// snapshot-time contents.
+fn judge_origin(workload: &Workload, state: &State<'_>, class: &Class, exceptions: &[Option<u64>]) -> Result<Vec<bool>, String> {
+    let (origin, chunk) = (workload.origin_sectors, u64::from(workload.chunk_sectors));
     let mut changed_without_exception = vec![false; origin.div_ceil(chunk) as usize];
     for s in 0..origin {
         let label = state.labels[s as usize].filter(|l| l.workload == workload.id && !l.snapshot && l.sector == s);
-        let Some(label) = label else { return Err(format!("I3: origin sector {s} holds {}", show(sector(image, s)))) };
+        let Some(label) = label else { return Err(format!("I3: origin sector {s} holds {}", show(sector(state.image, s)))) };
         if label.op < class.requirements.origin[s as usize] {
             return Err(format!("I3: origin sector {s} holds op {} although op {} was flushed", label.op, class.requirements.origin[s as usize]));
         }
@@ -470,35 +500,28 @@ pub fn judge_state(
             changed_without_exception[(s / chunk) as usize] = true;
         }
     }
-    if invalid {
-        return Ok(Passed::Clean);
-    }
-    // The snapshot: an overwritten origin chunk must have its copy committed first.
-    let mut passed = Passed::Clean;
-    if let Some(c) = changed_without_exception.iter().position(|&changed| changed) {
-        if !may_overflow || strict {
-            let why = if may_overflow { "K1 (I8): an invalidated snapshot came back valid over a changed origin" } else { "I1" };
-            return Err(format!("{why}: origin chunk {c} was overwritten but the snapshot has no exception for it: the snapshot lost that chunk"));
-        }
-        passed = Passed::KernelBehaviourK1;
-    }
-    for s in 0..origin {
-        if changed_without_exception[(s / chunk) as usize] {
-            continue;
-        }
+    Ok(changed_without_exception)
+}
+
+/// The snapshot's view, chunk by chunk where the origin kept it or an
+/// exception holds it: the snapshot's own labels or the snapshot-time
+/// contents (I2), and what flushes promised (I3).
+fn judge_snapshot_view(workload: &Workload, state: &State<'_>, class: &Class, exceptions: &[Option<u64>], changed: &[bool]) -> Result<(), String> {
+    let (origin, chunk) = (workload.origin_sectors, u64::from(workload.chunk_sectors));
+    for s in (0..origin).filter(|s| !changed[(s / chunk) as usize]) {
         let view = match exceptions[(s / chunk) as usize] {
             Some(new_chunk) => origin + new_chunk * chunk + s % chunk,
             None => s,
         };
         let seen = state.labels.get(view as usize).copied().flatten();
         let seen = seen.filter(|l| l.workload == workload.id && l.sector == s && (l.snapshot || l.op == 0));
-        let Some(seen) = seen else { return Err(format!("I2: snapshot sector {s} reads {}", show(sector(image, view)))) };
+        let Some(seen) = seen else { return Err(format!("I2: snapshot sector {s} reads {}", show(sector(state.image, view)))) };
         let seen_op = if seen.snapshot { seen.op } else { 0 };
         if seen_op < class.requirements.snapshot[s as usize] {
             return Err(format!("I3: snapshot sector {s} reads op {seen_op} although op {} was flushed", class.requirements.snapshot[s as usize]));
         }
     }
-    Ok(passed)
+    Ok(())
 }
 
 /// Judges a crash state of a merge (I10): a chunk whose record is gone
@@ -542,6 +565,35 @@ fn judge_merging(workload: &Workload, state: &State<'_>, exceptions: &[Option<u6
 /// Judges every class of a log. `final_disk`, when given, is the disk the
 /// kernel left: the log replayed over `initial` must equal it.
 pub fn judge_log(workload: &Workload, log: &Log, initial: &[u8], final_disk: Option<&[u8]>, config: JudgeConfig) -> Judgement {
+    let mut judgement = start_judgement(workload, log, initial, final_disk);
+    let mut buffer = Vec::new();
+    let classes = classes(workload, log, initial, &mut judgement.findings);
+    // Digests of every state judged: states met again at a later mark count once.
+    let mut distinct = std::collections::BTreeSet::new();
+    let sampled: Vec<usize> = match (config.samples, classes.len()) {
+        (0, _) | (_, 0) => Vec::new(),
+        (1, _) | (_, 1) => vec![classes.len() / 2],
+        (k, n) => (0..k.min(n)).map(|i| i * (n - 1) / (k.min(n) - 1)).collect(),
+    };
+    for (class_index, class) in classes.into_iter().enumerate() {
+        let plan = ClassPlan::new(workload, &class, config);
+        judgement.classes += 1;
+        judgement.space_log2 = log2_sum(judgement.space_log2, plan.log2);
+        judgement.classes_complete += usize::from(plan.complete);
+        // The middle of the enumeration mixes present, absent and torn writes.
+        let sample_at = sampled.contains(&class_index).then(|| (plan.states.min(config.per_sector_states_max as f64) as u64).div_ceil(2).max(1));
+        let judged = judge_class(workload, &class, &plan, config, sample_at, &mut judgement, &mut distinct, &mut buffer);
+        judgement.states_judged += judged;
+    }
+    judgement.distinct_states = distinct.len() as u64;
+    debug_assert!(judgement.distinct_states <= judgement.states_judged, "distinct states are states judged");
+    judgement
+}
+
+/// A judgement with the log's own checks made: the log replayed over the
+/// initial disk must give the disk the kernel left, and end with the
+/// target's end mark.
+fn start_judgement(workload: &Workload, log: &Log, initial: &[u8], final_disk: Option<&[u8]>) -> Judgement {
     let mut replayed = initial.to_vec();
     for entry in &log.entries {
         if let Some(data) = entry.data() {
@@ -565,112 +617,138 @@ pub fn judge_log(workload: &Workload, log: &Log, initial: &[u8], final_disk: Opt
     if log.entries.last().and_then(|e| e.mark_text()) != Some(END_MARK) {
         judgement.findings.push("the log does not end with the target's end mark: it is incomplete".into());
     }
-    let chunk = u64::from(workload.chunk_sectors);
-    let layout = Layout::new(ChunkSize::from_sectors(workload.chunk_sectors));
-    let is_metadata = |s: u64| {
-        s >= workload.origin_sectors && {
-            let cow_chunk = (s - workload.origin_sectors) / chunk;
-            layout.is_metadata_chunk(cow_chunk)
-        }
-    };
-    let metadata_chunks = metadata_chunks(workload);
-    let mut buffer = Vec::new();
-    let classes = classes(workload, log, initial, &mut judgement.findings);
-    // Digests of every state judged: states met again at a later mark count once.
-    let mut distinct = std::collections::BTreeSet::new();
-    let sampled: Vec<usize> = match (config.samples, classes.len()) {
-        (0, _) | (_, 0) => Vec::new(),
-        (1, _) | (_, 1) => vec![classes.len() / 2],
-        (k, n) => (0..k.min(n)).map(|i| i * (n - 1) / (k.min(n) - 1)).collect(),
-    };
-    for (class_index, class) in classes.into_iter().enumerate() {
-        judgement.classes += 1;
+    judgement
+}
+
+/// How one class's states are enumerated: small classes whole (every
+/// combination of every sector); larger ones per data sector, every
+/// metadata combination times each value index of the data sectors (the
+/// soundness argument is ARCHITECTURE.md's).
+struct ClassPlan {
+    whole: bool,
+    /// The candidates whose values are enumerated in combination.
+    digits: Vec<usize>,
+    /// The data candidates, set together to their `v`-th value when not whole.
+    data: Vec<usize>,
+    values_max: usize,
+    /// log2 of the class's whole space; the states the plan judges.
+    log2: f64,
+    states: f64,
+    complete: bool,
+}
+
+impl ClassPlan {
+    fn new(workload: &Workload, class: &Class, config: JudgeConfig) -> Self {
+        let chunk = u64::from(workload.chunk_sectors);
+        let layout = Layout::new(ChunkSize::from_sectors(workload.chunk_sectors));
+        let is_metadata = |s: u64| s >= workload.origin_sectors && layout.is_metadata_chunk((s - workload.origin_sectors) / chunk);
         let (metadata, data): (Vec<usize>, Vec<usize>) = (0..class.candidates.len()).partition(|&i| is_metadata(class.candidates[i].0));
-        let class_log2: f64 = class.candidates.iter().map(|(_, v)| (v.len() as f64).log2()).sum();
-        judgement.space_log2 = log2_sum(judgement.space_log2, class_log2);
+        let log2: f64 = class.candidates.iter().map(|(_, v)| (v.len() as f64).log2()).sum();
         let metadata_states: f64 = metadata.iter().map(|&i| class.candidates[i].1.len() as f64).product();
         let values_max = data.iter().map(|&i| class.candidates[i].1.len()).max().unwrap_or(1);
-        // Small classes whole (every combination of every sector); larger
-        // ones per data sector: every metadata combination times each value
-        // index of the data sectors (the soundness argument is ARCHITECTURE.md's).
-        let whole = class_log2 <= 12.0;
-        let states = if whole { class_log2.exp2() } else { metadata_states * values_max as f64 };
+        let whole = log2 <= 12.0;
+        let states = if whole { log2.exp2() } else { metadata_states * values_max as f64 };
         let complete = states <= config.per_sector_states_max as f64;
-        // The middle of the enumeration mixes present, absent and torn writes.
-        let sample_at = sampled.contains(&class_index).then(|| (states.min(config.per_sector_states_max as f64) as u64).div_ceil(2).max(1));
-        judgement.classes_complete += usize::from(complete);
-        let digits: Vec<usize> = if whole { (0..class.candidates.len()).collect() } else { metadata.clone() };
-        let mut picked = vec![0usize; digits.len()];
-        let mut image = class.durable.clone();
-        let mut labels: Vec<Option<Label>> = image.chunks(512).map(Label::parse).collect();
-        // What choosing value v of candidate i does to the state's digest.
-        let deltas: Vec<Vec<u64>> = class
-            .candidates
-            .iter()
-            .map(|(s, values)| values.iter().map(|v| sector_digest(*s, &values[0]) ^ sector_digest(*s, v)).collect())
-            .collect();
-        let mut chosen = vec![0usize; class.candidates.len()];
-        let candidate_labels: Vec<Vec<Option<Label>>> =
-            class.candidates.iter().map(|(_, values)| values.iter().map(|v| Label::parse(v)).collect()).collect();
-        let mut judged_in_class = 0u64;
-        'states: loop {
-            let data_values = if whole { 1 } else { values_max };
-            for v in 0..data_values {
-                let mut set = |i: usize, value: usize| {
-                    chosen[i] = value;
-                    let (s, values) = &class.candidates[i];
-                    image[*s as usize * 512..(*s as usize + 1) * 512].copy_from_slice(&values[value]);
-                    labels[*s as usize] = candidate_labels[i][value];
-                };
-                for (d, &i) in digits.iter().enumerate() {
-                    set(i, picked[d]);
-                }
-                if !whole {
-                    for &i in &data {
-                        set(i, v.min(class.candidates[i].1.len() - 1));
-                    }
-                }
-                judged_in_class += 1;
-                let digest = chosen.iter().enumerate().fold(class.durable_digest, |d, (i, &v)| d ^ deltas[i][v]);
-                distinct.insert(digest);
-                let verdict = judge_state(workload, &State { image: &image, labels: &labels }, &metadata_chunks, &class, config.strict, &mut buffer);
-                // The first K1 and K3 states too: the kernel should load
-                // them valid, over the changed origin or the earlier records.
-                let first_k1 = matches!(verdict, Ok(Passed::KernelBehaviourK1)) && judgement.kernel_behaviour_k1 == 0;
-                let first_k3 = matches!(verdict, Ok(Passed::KernelBehaviourK3)) && judgement.kernel_behaviour_k3 == 0;
-                if sample_at == Some(judged_in_class) || verdict.is_err() || ((first_k1 || first_k3) && config.samples > 0) {
-                    let kind = if first_k1 {
-                        " (K1)"
-                    } else if first_k3 {
-                        " (K3)"
-                    } else {
-                        ""
-                    };
-                    let name = format!("{} at mark {:?}, state {judged_in_class}{kind}", workload.name, class.mark);
-                    judgement.samples.push(Sample { name, image: image.clone() });
-                }
-                match verdict {
-                    Ok(Passed::Clean) => {}
-                    Ok(Passed::KernelBehaviourK1) => judgement.kernel_behaviour_k1 += 1,
-                    Ok(Passed::KernelBehaviourK3) => judgement.kernel_behaviour_k3 += 1,
-                    Err(finding) => {
-                        judgement.findings.push(format!("crash at mark {:?}: {finding}", class.mark));
-                        break 'states;
-                    }
-                }
-                if !complete && judged_in_class >= config.per_sector_states_max {
-                    break 'states;
-                }
-            }
-            let Some(d) = (0..digits.len()).find(|&d| picked[d] + 1 < class.candidates[digits[d]].1.len()) else { break };
-            picked[..d].iter_mut().for_each(|p| *p = 0);
-            picked[d] += 1;
-        }
-        judgement.states_judged += judged_in_class;
+        let digits: Vec<usize> = if whole { (0..class.candidates.len()).collect() } else { metadata };
+        Self { whole, digits, data, values_max, log2, states, complete }
     }
-    judgement.distinct_states = distinct.len() as u64;
-    debug_assert!(judgement.distinct_states <= judgement.states_judged, "distinct states are states judged");
-    judgement
+}
+
+/// Judges the states of one class as `plan` says; returns how many. Stops
+/// at the first finding, and at the state budget of an incomplete class.
+#[allow(clippy::too_many_arguments)]
+fn judge_class(
+    workload: &Workload,
+    class: &Class,
+    plan: &ClassPlan,
+    config: JudgeConfig,
+    sample_at: Option<u64>,
+    judgement: &mut Judgement,
+    distinct: &mut std::collections::BTreeSet<u64>,
+    buffer: &mut Vec<u8>,
+) -> u64 {
+    let metadata_chunks = metadata_chunks(workload);
+    let mut picked = vec![0usize; plan.digits.len()];
+    let mut image = class.durable.clone();
+    let mut labels: Vec<Option<Label>> = image.chunks(512).map(Label::parse).collect();
+    // What choosing value v of candidate i does to the state's digest.
+    let deltas: Vec<Vec<u64>> =
+        class.candidates.iter().map(|(s, values)| values.iter().map(|v| sector_digest(*s, &values[0]) ^ sector_digest(*s, v)).collect()).collect();
+    let mut chosen = vec![0usize; class.candidates.len()];
+    let candidate_labels: Vec<Vec<Option<Label>>> =
+        class.candidates.iter().map(|(_, values)| values.iter().map(|v| Label::parse(v)).collect()).collect();
+    let mut judged = 0u64;
+    loop {
+        for v in 0..if plan.whole { 1 } else { plan.values_max } {
+            let mut set = |i: usize, value: usize| {
+                chosen[i] = value;
+                let (s, values) = &class.candidates[i];
+                image[*s as usize * 512..(*s as usize + 1) * 512].copy_from_slice(&values[value]);
+                labels[*s as usize] = candidate_labels[i][value];
+            };
+            plan.digits.iter().enumerate().for_each(|(d, &i)| set(i, picked[d]));
+            if !plan.whole {
+                plan.data.iter().for_each(|&i| set(i, v.min(class.candidates[i].1.len() - 1)));
+            }
+            judged += 1;
+            distinct.insert(chosen.iter().enumerate().fold(class.durable_digest, |d, (i, &v)| d ^ deltas[i][v]));
+            let verdict = judge_state(workload, &State { image: &image, labels: &labels }, &metadata_chunks, class, config.strict, buffer);
+            let sample = sample_at == Some(judged);
+            if record_verdict(workload, class, verdict, &image, judged, sample, config, judgement)
+                || (!plan.complete && judged >= config.per_sector_states_max)
+            {
+                return judged;
+            }
+        }
+        let Some(d) = (0..plan.digits.len()).find(|&d| picked[d] + 1 < class.candidates[plan.digits[d]].1.len()) else { return judged };
+        picked[..d].iter_mut().for_each(|p| *p = 0);
+        picked[d] += 1;
+    }
+}
+
+/// Counts a state's verdict into `judgement`, keeping its image as a sample
+/// when asked, when it failed, and for the first K1 and K3 states (the
+/// kernel should load them valid, over the changed origin or the earlier
+/// records). Returns whether it is a finding (the class stops there).
+#[allow(clippy::too_many_arguments)]
+fn record_verdict(
+    workload: &Workload,
+    class: &Class,
+    verdict: Result<Passed, String>,
+    image: &[u8],
+    judged: u64,
+    sample: bool,
+    config: JudgeConfig,
+    judgement: &mut Judgement,
+) -> bool {
+    let first_k1 = matches!(verdict, Ok(Passed::KernelBehaviourK1)) && judgement.kernel_behaviour_k1 == 0;
+    let first_k3 = matches!(verdict, Ok(Passed::KernelBehaviourK3)) && judgement.kernel_behaviour_k3 == 0;
+    if sample || verdict.is_err() || ((first_k1 || first_k3) && config.samples > 0) {
+        let kind = if first_k1 {
+            " (K1)"
+        } else if first_k3 {
+            " (K3)"
+        } else {
+            ""
+        };
+        let name = format!("{} at mark {:?}, state {judged}{kind}", workload.name, class.mark);
+        judgement.samples.push(Sample { name, image: image.to_vec() });
+    }
+    match verdict {
+        Ok(Passed::Clean) => false,
+        Ok(Passed::KernelBehaviourK1) => {
+            judgement.kernel_behaviour_k1 += 1;
+            false
+        }
+        Ok(Passed::KernelBehaviourK3) => {
+            judgement.kernel_behaviour_k3 += 1;
+            false
+        }
+        Err(finding) => {
+            judgement.findings.push(format!("crash at mark {:?}: {finding}", class.mark));
+            true
+        }
+    }
 }
 
 /// log2(2^a + 2^b), with -inf as the empty sum.
