@@ -7,6 +7,11 @@
 //!
 //! An import is any `crate::NAME` path in code (comments and the unit
 //! tests at the end of a file are not code the module runs on).
+//!
+//! Inside the world the same holds for its parts ([`WORLD_LAYERS`]), and
+//! no part imports the facade (`world/mod.rs`, which only declares the
+//! parts, re-exports their names and runs a seed): a part names the part
+//! it uses, never a name the facade re-exports.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -34,6 +39,16 @@ const LAYERS: &[&[&str]] = &[
     &["soak"],
     // The figures of every layer.
     &["bench"],
+];
+
+/// The parts of `sim/src/world`, bottom first; the facade `mod.rs` is above them all.
+const WORLD_LAYERS: &[&[&str]] = &[
+    // The knobs drawn from a seed, scripted operations, recorded schedules, the oracle's observer.
+    &["knobs", "script", "guide", "observer"],
+    // How a run goes.
+    &["config"],
+    // The world itself and what it reports.
+    &["core"],
 ];
 
 fn src() -> PathBuf {
@@ -70,9 +85,26 @@ fn code(text: &str) -> String {
 /// Every module of the crate a piece of code names: `crate::x` and the
 /// names of a `crate::{x, y::z}` group.
 fn named(code: &str) -> BTreeSet<String> {
+    named_after(code, "crate::")
+}
+
+/// The names that follow `prefix` in code: `prefix` then a name, or a
+/// `prefix{…}` group's top-level names.
+fn named_after(code: &str, prefix: &str) -> BTreeSet<String> {
+    let mut names = named_after_all(code, prefix);
+    // `super::super::x` climbs out of the world: not a name of it.
+    names.retain(|name| name != "super" && name != "self");
+    names
+}
+
+fn named_after_all(code: &str, prefix: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    for (at, _) in code.match_indices("crate::") {
-        let rest = &code[at + "crate::".len()..];
+    for (at, _) in code.match_indices(prefix) {
+        // `crate::` inside `my_crate::`, or `super::` inside `super::super::`, is not this prefix.
+        if code[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':') {
+            continue;
+        }
+        let rest = &code[at + prefix.len()..];
         if let Some(group) = rest.strip_prefix('{') {
             // Top-level names of the group only: the word after its `{` or a `,` at depth 0.
             let mut depth = 0;
@@ -142,10 +174,48 @@ fn every_import_goes_down_the_stack() {
     }
 }
 
+/// Every name a piece of code takes from the world's facade or a part of
+/// it: `crate::world::NAME`, and `super::NAME` where `super` is the world.
+fn world_named(code: &str, super_is_world: bool) -> BTreeSet<String> {
+    let mut names = named_after(code, "crate::world::");
+    if super_is_world {
+        names.extend(named_after(code, "super::"));
+    }
+    names
+}
+
+#[test]
+fn the_worlds_parts_form_a_stack_and_none_imports_the_facade() {
+    let world = src().join("world");
+    let parts: BTreeSet<&str> = WORLD_LAYERS.iter().flat_map(|layer| layer.iter().copied()).collect();
+    let mut wrong = Vec::new();
+    for path in files(&world) {
+        let relative = path.strip_prefix(&world).unwrap();
+        let part = relative.components().next().unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_string();
+        if part == "mod" {
+            continue;
+        }
+        let here = WORLD_LAYERS.iter().position(|l| l.contains(&part.as_str())).unwrap_or_else(|| panic!("world part {part} is in no layer"));
+        // In `core/*.rs`, `super` is `core`; in a file of the world itself, the world.
+        let super_is_world = relative.components().count() == 1;
+        for name in world_named(&code(&std::fs::read_to_string(&path).unwrap()), super_is_world) {
+            match WORLD_LAYERS.iter().position(|l| l.contains(&name.as_str())) {
+                Some(there) if there < here => {}
+                Some(there) => wrong.push(format!("{} (world layer {here}) uses the part {name} (layer {there})", relative.display())),
+                None if parts.contains(name.as_str()) => unreachable!("every part is in a layer"),
+                None => wrong.push(format!("{} uses {name} through the facade: name the part that has it", relative.display())),
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "the world's parts:\n  {}", wrong.join("\n  "));
+}
+
 /// The reader itself: a group import is read as the modules it names, a
 /// comment is not code.
 #[test]
 fn the_import_reader_sees_groups_and_skips_comments() {
     let used = named(&code("use crate::{disk::{Image, SimDisk}, world};\n// crate::bench\nlet x = crate::marks::hit(y);"));
     assert_eq!(used, ["disk", "marks", "world"].map(String::from).into_iter().collect());
+    let world = world_named("use super::config::RunConfig;\nuse crate::world::{knobs::Knobs, Report};\nlet w = super::super::x;", true);
+    assert_eq!(world, ["Report", "config", "knobs"].map(String::from).into_iter().collect());
 }

@@ -14,6 +14,7 @@ mod boot;
 mod crash;
 mod data;
 mod readback;
+mod report;
 mod schedule;
 mod status;
 mod verbs;
@@ -23,9 +24,12 @@ pub use crash::{CrashPoint, Judged};
 use data::stale_cow;
 pub(crate) use data::{initial_origin, label_sectors, sector_hashes};
 pub use data::{initial_sector, sector_hash, tagged};
+pub use report::{LastCrash, Report, Stats};
 
+use super::config::{Injection, RunConfig, stream};
+use super::knobs::Knobs;
 use super::observer::{Observer, Shared, lock};
-use super::{Injection, Knobs, Report, RunConfig, ScriptOp, Stats, stream};
+use super::script::ScriptOp;
 use crate::disk::{FaultRates, Image, SimDisk};
 
 /// Deferred engine work, run by the world as events.
@@ -105,11 +109,11 @@ pub struct World {
     timeline: Option<crate::timeline::Recorder>,
     /// The last seeded crash, kept when a timeline was asked for: what a
     /// failure after it may be explained by.
-    last_crash: Option<Box<super::LastCrash>>,
+    last_crash: Option<Box<LastCrash>>,
     /// The schedule being followed instead of the seed's draws.
-    guide: Option<VecDeque<crate::world::guide::Decision>>,
+    guide: Option<VecDeque<super::guide::Decision>>,
     /// The schedule so far, when asked to record it.
-    recorded: Option<Vec<crate::world::guide::Decision>>,
+    recorded: Option<Vec<super::guide::Decision>>,
 }
 
 impl std::fmt::Debug for World {
@@ -244,7 +248,7 @@ impl World {
     }
 
     /// The schedule recorded so far, when asked for.
-    pub fn schedule(&self) -> Option<&[crate::world::guide::Decision]> {
+    pub fn schedule(&self) -> Option<&[super::guide::Decision]> {
         self.recorded.as_deref()
     }
 

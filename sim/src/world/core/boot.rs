@@ -9,8 +9,8 @@ use rand::RngExt;
 
 use super::{DeferQueue, Engine, Slot, World};
 use crate::disk::{FaultRates, Image, SimDisk};
+use crate::world::config::stream;
 use crate::world::observer::lock;
-use crate::world::stream;
 
 /// A COW image's decoded state, and that of the durable image before the
 /// crash (when its records must survive), or the violation decoding found.

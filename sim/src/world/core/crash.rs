@@ -11,8 +11,9 @@ use super::World;
 use super::data::stale_sector;
 use crate::disk::{FaultRates, Image, SimDisk};
 use crate::world::guide::Decision;
+use crate::world::knobs::Knobs;
 use crate::world::observer::{Observer, lock};
-use crate::world::{Knobs, ScriptOp};
+use crate::world::script::ScriptOp;
 
 /// How a crash state was judged, when no invariant broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +134,7 @@ impl World {
             let boot = self.timeline_boot().unwrap_or(0);
             self.last_crash = point.map(|point| {
                 let disks = self.engine.disks.clone();
-                Box::new(super::super::LastCrash { point, disks, images: images.clone(), boot, step: self.stats.steps })
+                Box::new(super::LastCrash { point, disks, images: images.clone(), boot, step: self.stats.steps })
             });
         }
         if let Some(recorder) = &mut self.timeline {

@@ -7,9 +7,9 @@ use std::collections::VecDeque;
 
 use super::World;
 use crate::disk::RequestKind;
-use crate::world::ScriptOp;
 use crate::world::guide::Decision;
 use crate::world::observer::lock;
+use crate::world::script::ScriptOp;
 
 impl World {
     /// Whether anything is in flight: disk requests or deferred engine work.

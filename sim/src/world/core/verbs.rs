@@ -20,7 +20,9 @@
 use model::{Target, UserFlags};
 
 use super::{Invariant, World, lock};
-use crate::world::{Failure, RunConfig, ScriptOp};
+use crate::world::config::RunConfig;
+use crate::world::observer::Failure;
+use crate::world::script::ScriptOp;
 
 impl World {
     /// A world for `config`, booted: the engine loaded on its initial disks

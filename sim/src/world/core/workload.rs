@@ -10,8 +10,8 @@ use rand::RngExt;
 
 use super::{World, sector_hashes, tagged};
 use crate::disk::SimDisk;
-use crate::world::ScriptOp;
 use crate::world::observer::lock;
+use crate::world::script::ScriptOp;
 
 impl World {
     /// The next operation of the random workload.
