@@ -73,7 +73,8 @@ const EXAMPLES: &[Example] = &[
         prints: &["488/2048 16", "5632/8192 32", "16/4096 16", "Invalid"],
         ..run("for v in basic-4k multi-area-4k merge-4k overflow-invalid; do", 0)
     },
-    // Minutes of measurement by design: its figures are docs/PERFORMANCE.md's.
+    // Minutes of measurement: here its help; run as written by
+    // `the_readme_bench_example_runs_as_written`, which the nightly runs.
     Example { replace: &[("bench", "bench --help")], ..run("snapsim bench", 0) },
     Example { replace: &[("8h", "2s")], leaves: &["soak-report.json"], ..run("snapsim soak --duration 8h", 0) },
     Example { replace: &[("5h", "2s")], leaves: &["soak-report-2.json"], ..run("snapsim soak --duration 5h --shard 2/4 --seed-start 4294967296", 0) },
@@ -224,4 +225,33 @@ fn every_readme_example_runs_as_written() {
     println!("{} README examples run, {claims} claims of output checked", found.len());
     assert_eq!(found.len(), EXAMPLES.len(), "each entry of EXAMPLES is one README example");
     assert!(claims >= 5, "the README's shown outputs are checked: {claims}");
+}
+
+/// The README's bench example, as written: every group of the bench
+/// measured and printed. Minutes of work, so not in the default run; the
+/// nightly runs it with the zoo built in:
+/// `cargo test --release -p snapsim --features bug-zoo --test readme_examples -- --ignored`.
+#[test]
+#[ignore = "minutes of measurement: the nightly runs it"]
+fn the_readme_bench_example_runs_as_written() {
+    let (_root, dir) = workspace();
+    let example = found().into_iter().find(|f| f.key == "snapsim bench").expect("the README shows the bench");
+    let path = format!("{}:{}", dir.join("bin").display(), std::env::var("PATH").unwrap_or_default());
+    let output = Command::new("sh").arg("-c").arg(&example.script).current_dir(&dir).env("PATH", path).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "{}:\n{text}", example.script);
+    for group in [
+        "load benchmark:",
+        "swarm: seeds",
+        "directed swarm:",
+        "cost per distinct state",
+        "explore all:",
+        "crash images of",
+        "first-write throughput:",
+        "burst memory:",
+        "zoo time to detect",
+    ] {
+        assert!(text.contains(group), "the bench printed no {group:?}:\n{text}");
+    }
+    assert!(text.contains("verdict: PASS"), "{text}");
 }
