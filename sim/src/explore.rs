@@ -383,6 +383,7 @@ pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), Cra
     let mut seen: BTreeSet<u64> = BTreeSet::new();
     let mut last_stamps: Vec<u64> = Vec::new();
     let mut outcome: Result<(), CrashFailure> = Ok(());
+    let mut failing_point: Option<CrashPoint> = None;
     world.main_loop(config.max_steps, &mut |world| {
         let stamps: Vec<u64> = world.disks().iter().map(|d| d.stamp()).collect();
         if stamps == last_stamps {
@@ -398,29 +399,17 @@ pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), Cra
                 return false;
             }
         };
-        if let Err(mut failure) = explore_point(world.disks(), &point, bounds, step, &mut seen, &mut coverage) {
-            failure.cause = failure
-                .images
-                .as_ref()
-                .and_then(|images| crate::cause::minimal_cause(world.disks(), &point, images, failure.violation.invariant))
-                .map(Box::new);
-            failure.timeline = world.timeline().map(|mut timeline| {
-                let fates = match (&failure.cause, &failure.images) {
-                    (Some(cause), _) => cause.fates.clone(),
-                    (None, Some(images)) => crate::disk::fates(world.disks(), images),
-                    (None, None) => Vec::new(),
-                };
-                let needed = failure.cause.as_ref().map(|c| c.named()).unwrap_or_default();
-                timeline.mark_crash_state(world.timeline_boot().unwrap_or(0), &fates, &needed);
-                timeline.set_failure(&failure.to_string(), &failure.violation.message);
-                timeline.cause = failure.cause.as_ref().map(ToString::to_string);
-                Box::new(timeline)
-            });
+        if let Err(failure) = explore_point(world.disks(), &point, bounds, step, &mut seen, &mut coverage) {
             outcome = Err(failure);
+            failing_point = Some(point);
             return false;
         }
         bounds.states_max == 0 || coverage.distinct < bounds.states_max
     });
+    // The world stopped at the failing point: its disks still hold the writes the cause is made of.
+    if let (Err(failure), Some(point)) = (&mut outcome, &failing_point) {
+        explain(&world, point, failure);
+    }
     coverage.steps = world.stats().steps;
     coverage.truncated = outcome.is_ok() && bounds.states_max != 0 && coverage.distinct >= bounds.states_max;
     // A run stopped early left later points unvisited.
@@ -437,6 +426,29 @@ pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), Cra
         }
     }
     (coverage, outcome)
+}
+
+/// Explains a failing crash state once exploration has stopped at its
+/// point: the writes it needs (the cause), and the run's timeline with
+/// their fates and the failure marked.
+fn explain(world: &World, point: &CrashPoint, failure: &mut CrashFailure) {
+    failure.cause = failure
+        .images
+        .as_ref()
+        .and_then(|images| crate::cause::minimal_cause(world.disks(), point, images, failure.violation.invariant))
+        .map(Box::new);
+    failure.timeline = world.timeline().map(|mut timeline| {
+        let fates = match (&failure.cause, &failure.images) {
+            (Some(cause), _) => cause.fates.clone(),
+            (None, Some(images)) => crate::disk::fates(world.disks(), images),
+            (None, None) => Vec::new(),
+        };
+        let needed = failure.cause.as_ref().map(|c| c.named()).unwrap_or_default();
+        timeline.mark_crash_state(world.timeline_boot().unwrap_or(0), &fates, &needed);
+        timeline.set_failure(&failure.to_string(), &failure.violation.message);
+        timeline.cause = failure.cause.as_ref().map(ToString::to_string);
+        Box::new(timeline)
+    });
 }
 
 /// One crash point's space of crash states: the durable images, the
