@@ -91,13 +91,7 @@ fn named(code: &str) -> BTreeSet<String> {
 /// The names that follow `prefix` in code: `prefix` then a name, or a
 /// `prefix{…}` group's top-level names.
 fn named_after(code: &str, prefix: &str) -> BTreeSet<String> {
-    let mut names = named_after_all(code, prefix);
-    // `super::super::x` climbs out of the world: not a name of it.
-    names.retain(|name| name != "super" && name != "self");
-    names
-}
-
-fn named_after_all(code: &str, prefix: &str) -> BTreeSet<String> {
+    let leading_name = |text: &str| -> String { text.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect() };
     let mut names = BTreeSet::new();
     for (at, _) in code.match_indices(prefix) {
         // `crate::` inside `my_crate::`, or `super::` inside `super::super::`, is not this prefix.
@@ -105,33 +99,29 @@ fn named_after_all(code: &str, prefix: &str) -> BTreeSet<String> {
             continue;
         }
         let rest = &code[at + prefix.len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            // Top-level names of the group only: the word after its `{` or a `,` at depth 0.
-            let mut depth = 0;
-            let mut start = true;
-            let mut word = String::new();
-            for c in group.chars() {
-                match c {
-                    '{' => depth += 1,
-                    '}' if depth == 0 => break,
-                    '}' => depth -= 1,
-                    ',' if depth == 0 => start = true,
-                    c if start && (c.is_alphanumeric() || c == '_') => word.push(c),
-                    c if start && c.is_whitespace() && word.is_empty() => {}
-                    _ => start = false,
+        let Some(group) = rest.strip_prefix('{') else {
+            names.insert(leading_name(rest));
+            continue;
+        };
+        // The group's items, split at its top-level commas, up to its closing brace.
+        let (mut depth, mut item_start) = (0usize, 0);
+        for (i, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' | ',' if depth == 0 => {
+                    names.insert(leading_name(&group[item_start..i]));
+                    item_start = i + 1;
+                    if c == '}' {
+                        break;
+                    }
                 }
-                if !start && !word.is_empty() {
-                    names.insert(std::mem::take(&mut word));
-                }
+                '}' => depth -= 1,
+                _ => {}
             }
-            if !word.is_empty() {
-                names.insert(word);
-            }
-        } else {
-            let word: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-            names.insert(word);
         }
     }
+    // `super::super::x` climbs out of the world: not a name of it; nor is `self` or a glob.
+    names.retain(|name| !name.is_empty() && name != "super" && name != "self");
     names
 }
 
@@ -218,4 +208,6 @@ fn the_import_reader_sees_groups_and_skips_comments() {
     assert_eq!(used, ["disk", "marks", "world"].map(String::from).into_iter().collect());
     let world = world_named("use super::config::RunConfig;\nuse crate::world::{knobs::Knobs, Report};\nlet w = super::super::x;", true);
     assert_eq!(world, ["Report", "config", "knobs"].map(String::from).into_iter().collect());
+    let flat = named("use crate::{disk,world};\nuse crate::{marks, timeline::Recorder,};");
+    assert_eq!(flat, ["disk", "marks", "timeline", "world"].map(String::from).into_iter().collect());
 }

@@ -350,7 +350,6 @@ impl Oracle {
         self.merging.map(|(k, _)| k)
     }
 
-    /// Attaches the recent events to a violation.
     /// The events kept for a violation's story, oldest first.
     pub fn story(&self) -> Vec<String> {
         self.story.iter().map(ToString::to_string).collect()
@@ -362,8 +361,9 @@ impl Oracle {
         self.story.clear();
     }
 
+    /// Attaches the recent events to a violation.
     pub fn with_story(&self, mut violation: Violation) -> Violation {
-        violation.events = self.story.iter().map(ToString::to_string).collect();
+        violation.events = self.story();
         violation
     }
 

@@ -43,16 +43,16 @@ pub struct RunConfig {
     /// A schedule to follow instead of the seed's scheduling draws (see
     /// [`guide`]): a crash trace's. Default none.
     pub schedule: Option<std::collections::VecDeque<guide::Decision>>,
-    /// Keep the run's schedule in the report ([`Report::schedule`]).
+    /// Keep the run's schedule in the report ([`crate::world::Report::schedule`]).
     /// Default off.
     pub record_schedule: bool,
-    /// Record every disk request for an I/O timeline ([`Report::timeline`],
+    /// Record every disk request for an I/O timeline ([`crate::world::Report::timeline`],
     /// `--timeline`). Default off: it costs memory per request.
     pub timeline: bool,
     /// Knobs to use instead of the ones the seed draws (a scenario, a
     /// minimized run, a test). Default: drawn from the seed.
     pub knobs: Option<Knobs>,
-    /// Operations [`run`] runs instead of the random workload (a scenario).
+    /// Operations [`crate::world::run`] runs instead of the random workload (a scenario).
     /// Default: none, the random workload.
     pub script: Option<Vec<ScriptOp>>,
     /// Scripted faults, armed once the first boot is done. Default: none.

@@ -74,7 +74,7 @@ fn report_path(args: &SoakArgs) -> PathBuf {
 }
 
 /// Checks every option and output, before the first seed runs.
-fn config(args: &SoakArgs, strict: Strict) -> Result<sim::soak::SoakConfig, CliError> {
+fn config(args: &SoakArgs, strict: Strict, report_path: &std::path::Path) -> Result<sim::soak::SoakConfig, CliError> {
     if args.seeds == Some(0) {
         return Err(CliError::bad_input("--seeds 0: at least one seed"));
     }
@@ -84,7 +84,7 @@ fn config(args: &SoakArgs, strict: Strict) -> Result<sim::soak::SoakConfig, CliE
     if args.report_every.is_zero() {
         return Err(CliError::bad_input("--report-every 0s: give the report some time between writes"));
     }
-    check_output("--report", &report_path(args), args.force)?;
+    check_output("--report", report_path, args.force)?;
     if args.traces_dir.exists() && !args.traces_dir.is_dir() {
         return Err(CliError::bad_input(format!("--traces-dir {}: is not a directory", args.traces_dir.display())));
     }
@@ -121,8 +121,8 @@ fn report_text(report: &sim::soak::SoakReport, verdict: Verdict) -> Result<Strin
 /// Runs the soak; progress on stderr, the summary and verdict on stdout.
 pub fn run(args: &SoakArgs, out: Out) -> Result<Outcome, CliError> {
     let strict = Strict::resolve(args.strict)?;
-    let mut config = config(args, strict)?;
     let report_path = report_path(args);
+    let mut config = config(args, strict, &report_path)?;
     if let Some(pilot) = args.directed {
         let (rarest, bias) = sim::survey::pilot_bias(pilot);
         out.line(format!("directed: the pilot's {pilot} seeds reached [{}] least; knobs drawn with --bias {bias}", rarest.join(", ")));

@@ -46,19 +46,19 @@ pub struct Report {
     pub trace_hash: u64,
     pub failure: Option<Failure>,
     pub allowances: Allowances,
-    /// Every event, when [`RunConfig::keep_events`] asked for them.
+    /// Every event, when [`crate::world::RunConfig::keep_events`] asked for them.
     pub events: Vec<Event>,
     /// Every operation the workload ran, as a script.
     pub ops: Vec<ScriptOp>,
-    /// The command that replays this run ([`RunConfig::replay_command`]).
+    /// The command that replays this run ([`crate::world::RunConfig::replay_command`]).
     pub replay: String,
     /// Its `cargo test` form.
     pub replay_test: String,
-    /// The coverage marks the run reached (filled by [`run`]).
+    /// The coverage marks the run reached (filled by [`crate::world::run`]).
     pub marks: crate::marks::MarkCounts,
-    /// The run's I/O, when [`RunConfig::timeline`] asked for it.
+    /// The run's I/O, when [`crate::world::RunConfig::timeline`] asked for it.
     pub timeline: Option<crate::timeline::Timeline>,
-    /// The run's schedule, when [`RunConfig::record_schedule`] asked for it.
+    /// The run's schedule, when [`crate::world::RunConfig::record_schedule`] asked for it.
     pub schedule: Option<Vec<guide::Decision>>,
     /// The last seeded crash, when a timeline was asked for.
     pub last_crash: Option<Box<LastCrash>>,
