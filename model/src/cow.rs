@@ -131,46 +131,86 @@ pub fn decode(cow: &(impl SectorSource + ?Sized), geometry: CowGeometry) -> Resu
     let cow_chunks = cow.sector_count() / chunk_sectors;
     let per_area = geometry.records_per_area();
     let records_per_sector = SECTOR_BYTES as u64 / RECORD_BYTES;
-    let mut records = Vec::new();
-    let mut seen_old = BTreeMap::new();
-    let mut seen_new = BTreeMap::new();
+    let mut records: Vec<(u64, u64)> = Vec::new();
     let mut area = 0;
-    loop {
+    // Each record is checked alone as it is read; that no two records share
+    // an origin or a COW chunk is checked once over all of them (a sort, not
+    // a map insert per record), and the first bad record in disk order,
+    // whichever check it fails, is the one reported.
+    let stopped = 'read: loop {
         let area_chunk = geometry.area_chunk(area);
         if area_chunk >= cow_chunks {
-            return Ok(CowState::Valid(records));
+            break 'read None;
         }
         for index in 0..per_area {
             let sector = cow.sector(area_chunk * chunk_sectors + index / records_per_sector);
             let at = ((index % records_per_sector) * RECORD_BYTES) as usize;
             let (old, new) = (u64_at(sector, at), u64_at(sector, at + 8));
             if new == 0 {
-                return Ok(CowState::Valid(records));
+                break 'read None;
             }
-            let place = || format!("area {area} record {index} (origin chunk {old} → COW chunk {new})");
-            if new >= cow_chunks {
-                return Err(ill_formed(format!("{}: COW chunk beyond the {cow_chunks}-chunk device", place())));
-            }
-            if geometry.is_metadata(new) {
-                // Well-formedness too (I4), but the cause is always the
-                // allocator handing out a metadata chunk: name that.
-                let what = if new == 0 { "the header".to_string() } else { format!("metadata area {}", (new - 1) / (per_area + 1)) };
-                let message = format!("{}: the allocator gave out COW chunk {new}, {what}", place());
-                return Err(Violation::new(Invariant::I7Allocation, message));
-            }
-            if geometry.origin_chunks != CowGeometry::ORIGIN_UNKNOWN && old >= geometry.origin_chunks {
-                return Err(ill_formed(format!("{}: origin chunk beyond the {}-chunk origin", place(), geometry.origin_chunks)));
-            }
-            if let Some(earlier) = seen_old.insert(old, records.len()) {
-                return Err(ill_formed(format!("{}: origin chunk {old} already has record {earlier}", place())));
-            }
-            if let Some(earlier) = seen_new.insert(new, records.len()) {
-                return Err(ill_formed(format!("{}: COW chunk {new} already used by record {earlier}", place())));
+            if let Some(violation) = record_alone(geometry, cow_chunks, records.len() as u64, (old, new)) {
+                break 'read Some(violation);
             }
             records.push((old, new));
         }
         area += 1;
+    };
+    match (first_shared_chunk(&records, per_area), stopped) {
+        (Some(violation), _) | (None, Some(violation)) => Err(violation),
+        (None, None) => Ok(CowState::Valid(records)),
     }
+}
+
+/// Where record `n` (in disk order) sits, in words.
+fn place(n: u64, per_area: u64, (old, new): (u64, u64)) -> String {
+    format!("area {} record {} (origin chunk {old} → COW chunk {new})", n / per_area, n % per_area)
+}
+
+/// What is wrong with record `n` on its own (I4, I7), if anything.
+fn record_alone(geometry: CowGeometry, cow_chunks: u64, n: u64, (old, new): (u64, u64)) -> Option<Violation> {
+    let per_area = geometry.records_per_area();
+    let place = || place(n, per_area, (old, new));
+    if new >= cow_chunks {
+        return Some(ill_formed(format!("{}: COW chunk beyond the {cow_chunks}-chunk device", place())));
+    }
+    if geometry.is_metadata(new) {
+        // Well-formedness too (I4), but the cause is always the allocator
+        // handing out a metadata chunk: name that.
+        let what = if new == 0 { "the header".to_string() } else { format!("metadata area {}", (new - 1) / (per_area + 1)) };
+        let message = format!("{}: the allocator gave out COW chunk {new}, {what}", place());
+        return Some(Violation::new(Invariant::I7Allocation, message));
+    }
+    if geometry.origin_chunks != CowGeometry::ORIGIN_UNKNOWN && old >= geometry.origin_chunks {
+        return Some(ill_formed(format!("{}: origin chunk beyond the {}-chunk origin", place(), geometry.origin_chunks)));
+    }
+    None
+}
+
+/// The first record in disk order that repeats an origin chunk or a COW
+/// chunk of an earlier one (I4); a record repeating both is reported for
+/// its origin chunk, as a reader checking in that order would.
+fn first_shared_chunk(records: &[(u64, u64)], per_area: u64) -> Option<Violation> {
+    // For one side of the records: the earliest record repeating a chunk of
+    // an earlier one, and that earlier record.
+    let first_repeat = |key: fn(&(u64, u64)) -> u64| -> Option<(usize, usize)> {
+        let mut keyed: Vec<(u64, usize)> = records.iter().enumerate().map(|(n, r)| (key(r), n)).collect();
+        keyed.sort_unstable();
+        keyed.windows(2).filter(|w| w[0].0 == w[1].0).map(|w| (w[1].1, w[0].1)).min()
+    };
+    let (by_old, by_new) = (first_repeat(|r| r.0), first_repeat(|r| r.1));
+    let old_first = match (by_old, by_new) {
+        (Some((a, _)), Some((b, _))) => a <= b,
+        (old, _) => old.is_some(),
+    };
+    let (n, earlier) = if old_first { by_old? } else { by_new? };
+    let (old, new) = records[n];
+    let place = place(n as u64, per_area, (old, new));
+    Some(ill_formed(if old_first {
+        format!("{place}: origin chunk {old} already has record {earlier}")
+    } else {
+        format!("{place}: COW chunk {new} already used by record {earlier}")
+    }))
 }
 
 /// I5: records sit in allocation order and leave no data chunk unreferenced.
@@ -279,5 +319,23 @@ mod tests {
         bytes[0] = 0x54;
         assert!(decode(bytes.as_slice(), GEOMETRY).unwrap_err().message.contains("magic"));
         assert_eq!(decode(vec![0u8; 2048].as_slice(), GEOMETRY), Ok(CowState::Fresh));
+    }
+
+    /// The first bad record in disk order is the one named, whichever check
+    /// it fails: a record that repeats both chunks is named for its origin
+    /// chunk, a repeat before a record bad on its own wins, and after one loses.
+    #[test]
+    fn the_first_bad_record_in_disk_order_is_named() {
+        for (records, expected) in [
+            (vec![(1, 2), (1, 2)], "area 0 record 1 (origin chunk 1 → COW chunk 2): origin chunk 1 already has record 0"),
+            (vec![(1, 2), (3, 4), (5, 4), (3, 6)], "area 0 record 2 (origin chunk 5 → COW chunk 4): COW chunk 4 already used by record 1"),
+            (vec![(7, 2), (8, 3), (7, 4), (9, 500)], "area 0 record 2 (origin chunk 7 → COW chunk 4): origin chunk 7 already has record 0"),
+            (vec![(7, 2), (9, 500), (7, 4)], "area 0 record 1 (origin chunk 9 → COW chunk 500): COW chunk beyond the 80-chunk device"),
+            (vec![(7, 2), (8, 3), (8, 5), (8, 6)], "area 0 record 2 (origin chunk 8 → COW chunk 5): origin chunk 8 already has record 1"),
+        ] {
+            let bytes = cow(&records, 80);
+            let error = decode(bytes.as_slice(), GEOMETRY).unwrap_err();
+            assert_eq!(error.message, expected, "{records:?}");
+        }
     }
 }

@@ -36,12 +36,13 @@
 //! minus that of the base. Each distinct state is judged by
 //! [`World::check_crash_state`].
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 
 use model::Violation;
 
 use crate::disk::{Image, PendingWrite, Sector, SimDisk};
-use crate::world::{CrashPoint, Judged, RunConfig, World, sector_hash};
+use crate::world::{CrashPoint, Incremental, IncrementalStats, Judged, RunConfig, World, sector_hash};
 
 pub use crate::shape::Bounds;
 
@@ -79,6 +80,12 @@ pub struct Coverage {
     /// them brute force found failing.
     pub cross_checked_points: u64,
     pub cross_checked_failing: u64,
+    /// How the distinct states were read back: against their point's
+    /// reference, or whole.
+    pub judging: IncrementalStats,
+    /// States whose whole and incremental verdicts differed (with
+    /// [`Bounds::check_incremental`]): step, state, both verdicts.
+    pub incremental_mismatches: Vec<String>,
     /// Every crash point's whole space was reached.
     pub complete: bool,
     /// The run stopped at [`Bounds::states_max`]: states were left unchecked.
@@ -308,12 +315,6 @@ impl PointChoices {
         picks.iter().filter(|(_, v)| *v != 0).fold(durable_hash, |h, &(i, v)| h.wrapping_add(self.digests[i][v]).wrapping_sub(self.digests[i][0]))
     }
 
-    /// Builds the state `picks` names over `durable` and judges it,
-    /// counting kernel behaviour K3 where it shows.
-    fn judge(&self, durable: &[Image], picks: &[(usize, usize)], point: &CrashPoint, coverage: &mut Coverage) -> Result<(), Violation> {
-        judge_images(self.images(durable, picks), point, coverage)
-    }
-
     /// The state `picks` names, built over `durable`.
     fn images(&self, durable: &[Image], picks: &[(usize, usize)]) -> Vec<Image> {
         let mut images = durable.to_vec();
@@ -335,12 +336,34 @@ impl PointChoices {
     }
 }
 
-/// Judges a crash state, counting kernel behaviour K3 where it shows.
-fn judge_images(images: Vec<Image>, point: &CrashPoint, coverage: &mut Coverage) -> Result<(), Violation> {
-    if World::check_crash_state(point, images)? == Judged::AllowedK3 {
-        coverage.allowed_k3 += 1;
+impl PointSpace<'_> {
+    /// Judges a crash state of the point, whole or incrementally as the
+    /// bounds ask (both, comparing the verdicts, under
+    /// [`Bounds::check_incremental`]), counting kernel behaviour K3 where it shows.
+    fn judge(&self, images: Vec<Image>, coverage: &mut Coverage) -> Result<(), Violation> {
+        let mut plan = self.plan.borrow_mut();
+        let verdict = match (plan.as_mut(), self.check_incremental) {
+            (None, _) => World::check_crash_state(self.point, images),
+            (Some(plan), false) => World::check_crash_state_incrementally(self.point, images, plan),
+            (Some(plan), true) => {
+                let whole = World::check_crash_state(self.point, images.clone());
+                let incremental = World::check_crash_state_incrementally(self.point, images, plan);
+                let words =
+                    |v: &Result<Judged, Violation>| v.as_ref().map_or_else(|e| format!("{}: {}", e.invariant.id(), e.message), |j| format!("{j:?}"));
+                if words(&whole) != words(&incremental) {
+                    coverage.incremental_mismatches.push(format!("step {}: whole {}, incremental {}", self.step, words(&whole), words(&incremental)));
+                }
+                whole
+            }
+        };
+        if let Some(plan) = plan.as_mut() {
+            coverage.judging = coverage.judging.plus(std::mem::take(&mut plan.stats));
+        }
+        if verdict? == Judged::AllowedK3 {
+            coverage.allowed_k3 += 1;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Moves `digits` (digit `i` counting to `radix(i)`) to the next
@@ -468,10 +491,14 @@ struct PointSpace<'a> {
     data: Vec<usize>,
     /// The most values a data sector may hold.
     values_max: usize,
+    /// The point's incremental judging, unless every state is read back whole.
+    plan: RefCell<Option<Incremental>>,
+    /// Judge every state both ways too ([`Bounds::check_incremental`]).
+    check_incremental: bool,
 }
 
 impl<'a> PointSpace<'a> {
-    fn new(disks: &[std::sync::Arc<SimDisk>], point: &'a CrashPoint, step: u64) -> Self {
+    fn new(disks: &[std::sync::Arc<SimDisk>], point: &'a CrashPoint, step: u64, bounds: &Bounds) -> Self {
         let durable: Vec<Image> = disks.iter().map(|d| d.durable()).collect();
         // A state's hash starts from what it is judged against besides its
         // images, so that `seen` skips a state only where it was judged under
@@ -489,7 +516,20 @@ impl<'a> PointSpace<'a> {
             (0..choices.sectors.len()).partition(|&i| point.is_metadata(choices.sectors[i].0, choices.sectors[i].1));
         let values_max = data.iter().map(|&i| choices.values_of(i)).max().unwrap_or(1);
         debug_assert!(metadata.len() + data.len() == choices.sectors.len(), "every sector is metadata or data");
-        Self { point, step, durable, durable_hash, candidates, choices, metadata, data, values_max }
+        let plan = RefCell::new((bounds.incremental || bounds.check_incremental).then(|| Incremental::new(disks)));
+        Self {
+            point,
+            step,
+            durable,
+            durable_hash,
+            candidates,
+            choices,
+            metadata,
+            data,
+            values_max,
+            plan,
+            check_incremental: bounds.check_incremental,
+        }
     }
 }
 
@@ -502,7 +542,7 @@ fn explore_point(
     seen: &mut BTreeSet<u64>,
     coverage: &mut Coverage,
 ) -> Result<(), CrashFailure> {
-    let space = PointSpace::new(disks, point, step);
+    let space = PointSpace::new(disks, point, step, bounds);
     coverage.pending_max = coverage.pending_max.max(space.candidates.len());
     // This point's whole space, and the distinct states of it reached here.
     let point_space = space.choices.space();
@@ -584,7 +624,7 @@ impl PointSpace<'_> {
         point_space: StateSpace,
         covered_before: u64,
     ) -> Result<(), CrashFailure> {
-        let (durable, durable_hash, point, step, candidates) = (&self.durable, self.durable_hash, self.point, self.step, &self.candidates);
+        let (durable, durable_hash, step, candidates) = (&self.durable, self.durable_hash, self.step, &self.candidates);
         let mut point_seen: BTreeSet<u64> = BTreeSet::new();
         let split = candidates.len().saturating_sub(bounds.writes_max);
         let (older, newer) = candidates.split_at(split);
@@ -626,7 +666,7 @@ impl PointSpace<'_> {
                         apply(&mut images, check_hash.as_mut(), &newer[i], torn_of(i));
                     }
                     debug_assert!(check_hash.is_none_or(|h| h == hash), "hash-only and applied state hashes agree");
-                    if let Err(violation) = judge_images(images.clone(), point, coverage) {
+                    if let Err(violation) = self.judge(images.clone(), coverage) {
                         let applied = describe_subset((older.len(), older_applied), newer.len(), &chosen, tear);
                         return Err(CrashFailure::new(step, applied, violation, Some(images)));
                     }
@@ -665,7 +705,7 @@ impl PointSpace<'_> {
             }
             if seen.insert(hash) {
                 coverage.distinct += 1;
-                if let Err(violation) = choices.judge(&self.durable, &picks, self.point, coverage) {
+                if let Err(violation) = self.judge(choices.images(&self.durable, &picks), coverage) {
                     let applied = format!("brute force, non-durable sectors holding a newer value: [{}]", choices.describe(&picks));
                     return Err(CrashFailure::new(self.step, applied, violation, Some(choices.images(&self.durable, &picks))));
                 }
@@ -700,7 +740,7 @@ impl PointSpace<'_> {
                     continue;
                 }
                 coverage.distinct += 1;
-                if let Err(violation) = choices.judge(&self.durable, &picks, self.point, coverage) {
+                if let Err(violation) = self.judge(choices.images(&self.durable, &picks), coverage) {
                     let applied = format!(
                         "judged per data sector: metadata sectors holding a newer value [{}], every data sector at its value {v}",
                         choices.describe(&picks[..metadata.len()])

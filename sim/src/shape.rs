@@ -462,11 +462,28 @@ pub struct Bounds {
     /// sector, alone, and record where the two verdicts differ
     /// (`explore`'s `Coverage::cross_check_mismatches`). Default off (tests).
     pub cross_check: bool,
+    /// Read a crash state back against the first state of its point judged
+    /// whole, reading again only what it changed (`world/core/incremental.rs`).
+    /// Default on; off reads every state back whole.
+    pub incremental: bool,
+    /// Judge every state both whole and incrementally, and record where the
+    /// two verdicts differ (`explore`'s `Coverage::incremental_mismatches`).
+    /// Default off (tests).
+    pub check_incremental: bool,
 }
 
 impl Default for Bounds {
     fn default() -> Self {
-        Self { writes_max: 5, tear: true, states_max: 0, brute_force_max: 4096, per_sector_states_max: 65_536, cross_check: false }
+        Self {
+            writes_max: 5,
+            tear: true,
+            states_max: 0,
+            brute_force_max: 4096,
+            per_sector_states_max: 65_536,
+            cross_check: false,
+            incremental: true,
+            check_incremental: false,
+        }
     }
 }
 

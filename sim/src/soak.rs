@@ -228,6 +228,9 @@ pub enum Cause {
     Broke(model::Invariant),
     /// The run panicked: a bug in the engine or the harness.
     Panic,
+    /// A crash state judged whole and judged incrementally got different
+    /// verdicts (`explore --judging both`): a bug in the harness.
+    JudgesDisagree,
 }
 
 impl std::fmt::Display for Cause {
@@ -235,6 +238,7 @@ impl std::fmt::Display for Cause {
         match self {
             Self::Broke(invariant) => f.write_str(invariant.id()),
             Self::Panic => f.write_str("panic"),
+            Self::JudgesDisagree => f.write_str("judges-disagree"),
         }
     }
 }

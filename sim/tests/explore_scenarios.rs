@@ -191,6 +191,43 @@ fn per_sector_judging_agrees_with_brute_force() {
     assert!(points > 100 && failing_points > 0, "the cross-check must compare failing points too");
 }
 
+/// Incremental judging (a state's read-back against the first state of its
+/// crash point judged whole, reading again only what it changed) gives every
+/// crash state the verdict whole judging gives: every state of every
+/// scenario, and of every scenario the zoo aims each single-threaded
+/// mutation at under that mutation, is judged both ways; failing states are
+/// compared too, so a planted bug whole judging finds is found incrementally.
+#[test]
+fn incremental_judging_agrees_with_whole_judging() {
+    use engine::zoo::{Mutation, Mutations};
+    let bounds = |scenario: &Scenario| sim::explore::Bounds { check_incremental: true, ..scenario.bounds() };
+    let mut runs: Vec<(Scenario, Mutations)> = all_in(&scenarios_dir()).unwrap().into_iter().map(|s| (s, Mutations::NONE)).collect();
+    for mutation in Mutation::ALL {
+        let row = sim::zoo::entry_of(mutation);
+        if row.threads.is_some() || row.by_construction.is_some() || row.asserted.is_some() {
+            continue;
+        }
+        for name in row.scenarios {
+            runs.push((Scenario::load(name).unwrap(), Mutations::only(mutation)));
+        }
+    }
+    let (mut incremental, mut whole, mut failing) = (0, 0, 0);
+    for (scenario, mutations) in &runs {
+        for &seed in &scenario.file.seeds {
+            let mut config = scenario.run_config(seed);
+            config.mutations = *mutations;
+            let (coverage, outcome) = explore(&config, &bounds(scenario));
+            assert!(coverage.incremental_mismatches.is_empty(), "{} seed {seed} {mutations:?}: {:?}", scenario.name, coverage.incremental_mismatches);
+            incremental += coverage.judging.incremental;
+            whole += coverage.judging.whole;
+            failing += u64::from(outcome.as_ref().is_err_and(|f| f.images.is_some()));
+        }
+    }
+    println!("{incremental} crash states judged incrementally and whole alike, {whole} read back whole; {failing} failing states compared");
+    assert!(incremental > 10 * whole, "most states must be judged incrementally: {incremental} against {whole} whole");
+    assert!(failing >= 5, "failing crash states must be compared too: {failing}");
+}
+
 /// Every coverage mark a scenario file names exists, and the marks the
 /// scenarios document reach far: a mark dropped from the engine, or a
 /// scenario edited until it no longer reaches its marks, fails here or in

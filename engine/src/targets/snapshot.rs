@@ -301,6 +301,16 @@ impl<D: BlockDevice> Snapshot<D> {
         self.state.lock().complete.run_count()
     }
 
+    /// The completed exceptions as runs, in origin-chunk order: what a
+    /// read of a quiet snapshot resolves its chunks by.
+    pub fn exception_runs(&self) -> Vec<crate::exception_table::Run> {
+        let state = self.state.lock();
+        let runs: Vec<crate::exception_table::Run> = state.complete.runs().collect();
+        debug_assert!(runs.windows(2).all(|w| w[0].old_start + w[0].len <= w[1].old_start), "runs in origin-chunk order, apart");
+        debug_assert_eq!(runs.iter().map(|run| run.len).sum::<u64>(), state.complete.len(), "the runs hold every exception");
+        runs
+    }
+
     /// The COW chunk of origin chunk `chunk`, if its exception is complete.
     pub fn lookup(&self, chunk: u64) -> Option<u64> {
         let state = self.state.lock();

@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 mod boot;
 mod crash;
 mod data;
+mod incremental;
 mod readback;
 mod report;
 mod schedule;
@@ -24,6 +25,7 @@ pub use crash::{CrashPoint, Judged};
 use data::stale_cow;
 pub(crate) use data::{initial_origin, label_sectors, sector_hashes};
 pub use data::{initial_sector, sector_hash, tagged};
+pub use incremental::{Incremental, IncrementalStats};
 pub use report::{LastCrash, Report, Stats};
 
 use super::config::{Injection, RunConfig, stream};
@@ -31,6 +33,10 @@ use super::knobs::Knobs;
 use super::observer::{Observer, Shared, lock};
 use super::script::ScriptOp;
 use crate::disk::{FaultRates, Image, SimDisk};
+
+/// What the oracle read in each snapshot's durable COW image (none where
+/// no record must survive), shared by every state of a crash point.
+type DurableDecoded = Arc<[Option<Result<model::CowState, Violation>>]>;
 
 /// Deferred engine work, run by the world as events.
 #[derive(Default)]
@@ -86,6 +92,9 @@ pub struct World {
     epoch: u64,
     /// The durable COW images at the last crash: their records must survive it.
     durable_cows: Vec<Option<Image>>,
+    /// What the oracle read in `durable_cows`, where already known (a crash
+    /// point reads its durable images once for all its states).
+    durable_decoded: Option<DurableDecoded>,
     /// Each snapshot's (valid, Overflow) when its state was last reported:
     /// a change is reported after the step that made it.
     last_reported: Vec<(bool, bool)>,
@@ -114,6 +123,9 @@ pub struct World {
     guide: Option<VecDeque<super::guide::Decision>>,
     /// The schedule so far, when asked to record it.
     recorded: Option<Vec<super::guide::Decision>>,
+    /// Each disk's sectors written by completed writes, when asked
+    /// (a crash state's judge: what it changed besides the crash).
+    written: Option<Vec<std::collections::BTreeSet<u64>>>,
 }
 
 impl std::fmt::Debug for World {
@@ -176,6 +188,7 @@ impl World {
             flags: stream(seed, &format!("flags{streams}")),
             engine: Engine { disks: Vec::new(), deferred: Arc::default(), origin: placeholder_origin(), snapshots: Vec::new() },
             durable_cows: vec![None; knobs.snapshots],
+            durable_decoded: None,
             last_reported: Vec::new(),
             swarm_reloads: 0,
             knobs,
@@ -195,6 +208,7 @@ impl World {
             last_crash: None,
             guide: None,
             recorded: None,
+            written: None,
         }
     }
 

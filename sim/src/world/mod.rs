@@ -23,7 +23,7 @@ pub mod observer;
 pub mod script;
 
 pub use config::{Injection, RunConfig, parse_strict, stream, strict_from_env};
-pub use core::{CrashPoint, Judged, LastCrash, Report, Stats, World, initial_sector, sector_hash, tagged};
+pub use core::{CrashPoint, Incremental, IncrementalStats, Judged, LastCrash, Report, Stats, World, initial_sector, sector_hash, tagged};
 // The shuttle harness builds its worlds the same way.
 #[cfg(shuttle)]
 pub(crate) use core::{initial_origin, label_sectors, sector_hashes};

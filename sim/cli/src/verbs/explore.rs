@@ -76,9 +76,24 @@ pub struct ExploreArgs {
     /// Replace an existing --timeline file or --export files.
     #[arg(long)]
     pub force: bool,
+    /// How each crash state's final read-back is judged: `incremental`
+    /// (against the first state of its crash point judged whole, reading
+    /// again only what the state changed), `whole` (every sector of every
+    /// device), or `both`, comparing the verdicts: a state they disagree on
+    /// fails the run as a bug of the harness.
+    #[arg(long, value_enum, default_value_t = Judging::Incremental)]
+    pub judging: Judging,
     /// Print one JSON object (every run's counts, the verdict, the replay command) on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--judging`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Judging {
+    Incremental,
+    Whole,
+    Both,
 }
 
 impl ExploreArgs {
@@ -95,6 +110,8 @@ impl ExploreArgs {
             strict.then(|| "--strict".to_string()),
             self.kernel_patches.map(|h| format!("--kernel-patches {}", h.name())),
             self.mutation.as_ref().map(|m| format!("--mutation {m}")),
+            (self.judging == Judging::Whole).then(|| "--judging whole".to_string()),
+            (self.judging == Judging::Both).then(|| "--judging both".to_string()),
         ];
         for option in options.into_iter().flatten() {
             command.push(' ');
@@ -274,6 +291,8 @@ fn explore(plan: &Plan, scenario: &Scenario, outcome: &mut Outcome) -> Explored 
     bounds.states_max = args.states_max;
     bounds.brute_force_max = args.brute_force_max;
     bounds.per_sector_states_max = args.per_sector_max;
+    bounds.incremental = args.judging == Judging::Incremental;
+    bounds.check_incremental = args.judging == Judging::Both;
     let seeds = args.seed.map_or_else(|| scenario.file.seeds.clone(), |seed| vec![seed]);
     let mut explored = Explored::default();
     for (done, &seed) in seeds.iter().enumerate() {
@@ -331,6 +350,9 @@ fn explore_seed(plan: &Plan, scenario: &Scenario, bounds: &sim::explore::Bounds,
         }
     };
     plan.out.line(run_line(scenario, seed, &coverage, bounds, seconds));
+    if !coverage.incremental_mismatches.is_empty() {
+        return judges_disagree(plan, run, &coverage, &replay);
+    }
     let failure = result.as_ref().err();
     let fields = json!({
         "verdict": if failure.is_some() { Verdict::Fail } else if coverage.truncated { Verdict::Partial } else { Verdict::Pass },
@@ -351,6 +373,20 @@ fn explore_seed(plan: &Plan, scenario: &Scenario, bounds: &sim::explore::Bounds,
         Ok(()) if coverage.truncated => (run, SeedEnded::Partial),
         Ok(()) => (run, SeedEnded::Passed),
     }
+}
+
+/// A seed whose crash states the whole and the incremental judge disagreed
+/// on (`--judging both`): a bug of the harness, each state printed.
+fn judges_disagree(plan: &Plan, run: Value, coverage: &sim::explore::Coverage, replay: &str) -> (Value, SeedEnded) {
+    let mismatches = &coverage.incremental_mismatches;
+    plan.out.line(format!("FAIL: the whole and the incremental judge disagree on {} crash state(s), a bug of the harness:", mismatches.len()));
+    for mismatch in mismatches.iter().take(8) {
+        plan.out.line(format!("  {mismatch}"));
+    }
+    plan.out.line(format!("replay: {replay}"));
+    let fields = json!({ "verdict": Verdict::Fail, "invariant": sim::soak::Cause::JudgesDisagree, "message": mismatches.first(),
+        "disagreements": mismatches.len() });
+    (merged(run, fields), SeedEnded::Failed(sim::soak::Cause::JudgesDisagree))
 }
 
 /// `into` with the fields of `more` added (both JSON objects).

@@ -130,7 +130,10 @@ impl World {
         // Both images are read under one lock, not a copy of the oracle.
         let observer = lock(&self.shared);
         let state = observer.oracle.check_cow(k, image)?;
-        let before = self.durable_cows[k].as_ref().filter(|_| !merging).map(|durable| observer.oracle.check_cow(k, durable));
+        let before = match &self.durable_decoded {
+            Some(decoded) => decoded[k].clone().filter(|_| !merging),
+            None => self.durable_cows[k].as_ref().filter(|_| !merging).map(|durable| observer.oracle.check_cow(k, durable)),
+        };
         Ok((state, before))
     }
 

@@ -1,7 +1,7 @@
 //! Crashes: crash images and the reboot on them, crash points, and judging a crash state on a fresh machine.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use engine::zoo::Mutations;
 use model::{Event, Invariant, Oracle, Target, UserFlags, Violation};
@@ -38,9 +38,18 @@ pub struct CrashPoint {
     kernel_patches: engine::store::KernelPatches,
     /// Each snapshot's completed (committed) exceptions at the crash point.
     committed: Vec<u64>,
+    /// What the oracle reads in `durable_cows`: read once, for every state.
+    durable_decoded: Arc<OnceLock<super::DurableDecoded>>,
 }
 
 impl CrashPoint {
+    /// The oracle's reading of each durable COW image (I4, I5), read once.
+    fn durable_decoded(&self) -> super::DurableDecoded {
+        let read =
+            || self.durable_cows.iter().enumerate().map(|(k, durable)| durable.as_ref().map(|image| self.oracle.check_cow(k, image))).collect();
+        Arc::clone(self.durable_decoded.get_or_init(read))
+    }
+
     /// A digest of everything besides the images that a crash state here
     /// is judged by: the model's obligations, each COW's durable image
     /// (whose records must survive), the merge, the exceptions committed.
@@ -200,6 +209,7 @@ impl World {
         self.report_status();
         self.emit(if clean { Event::CleanReload } else { Event::Crash });
         self.durable_cows = must_keep;
+        self.durable_decoded = None;
         {
             let mut observer = lock(&self.shared);
             if observer.traces() {
@@ -240,6 +250,7 @@ impl World {
             mutations: self.mutations,
             kernel_patches: self.kernel_patches,
             committed: self.engine.snapshots.iter().map(|d| d.snapshot().exception_count()).collect(),
+            durable_decoded: Arc::default(),
         })
     }
 
@@ -252,14 +263,23 @@ impl World {
     /// numbers the cause names, then what the judge did after it, each
     /// marked so (the boot after a crash numbers its requests afresh).
     pub fn check_crash_state(point: &CrashPoint, images: Vec<Image>) -> Result<Judged, Violation> {
-        Self::judge_crash_state(point, images).map_err(|mut violation| {
-            let after = violation.events.iter().map(|event| format!("after the crash: {event}"));
-            violation.events = point.oracle.story().into_iter().chain(after).collect();
-            violation
-        })
+        Self::judge_crash_state(point, images, None).map_err(|violation| Self::with_story(point, violation))
     }
 
-    fn judge_crash_state(point: &CrashPoint, images: Vec<Image>) -> Result<Judged, Violation> {
+    /// [`World::check_crash_state`], with the final read-back judged against
+    /// the point's reference where the state fits it (see `incremental.rs`):
+    /// the same verdict, for the cost of what the state changed.
+    pub fn check_crash_state_incrementally(point: &CrashPoint, images: Vec<Image>, plan: &mut super::Incremental) -> Result<Judged, Violation> {
+        Self::judge_crash_state(point, images, Some(plan)).map_err(|violation| Self::with_story(point, violation))
+    }
+
+    fn with_story(point: &CrashPoint, mut violation: Violation) -> Violation {
+        let after = violation.events.iter().map(|event| format!("after the crash: {event}"));
+        violation.events = point.oracle.story().into_iter().chain(after).collect();
+        violation
+    }
+
+    fn judge_crash_state(point: &CrashPoint, images: Vec<Image>, plan: Option<&mut super::Incremental>) -> Result<Judged, Violation> {
         if let Some(k) = Self::stale_area_zero_revived(point, &images) {
             // Only before the first commit: its PREFLUSH makes the zeroing durable.
             if point.committed.get(k).is_some_and(|&n| n > 0) {
@@ -281,9 +301,13 @@ impl World {
         oracle.forget_story();
         let mut world = Self::unbooted(point.seed, "-after-crash", knobs, Observer::quiet(oracle), (point.mutations, point.kernel_patches));
         world.durable_cows = point.durable_cows.clone();
+        world.durable_decoded = Some(point.durable_decoded());
         world.epoch = point.epoch;
         world.merging = point.merging.map(|k| (k, Arc::default()));
         world.read_back_at_end = false;
+        if plan.is_some() {
+            world.note_writes();
+        }
         let loaded_from: Vec<Option<Image>> = images[1..].iter().cloned().map(Some).collect();
         world.boot_on(images);
         if !world.failed() && world.merging.is_none() {
@@ -296,8 +320,11 @@ impl World {
         }
         if !world.failed() {
             world.script = Some(VecDeque::new());
-            world.read_back_at_end = true;
+            world.read_back_at_end = plan.is_none();
             world.main_loop(1_000_000, &mut |_| true);
+            if let Some(plan) = plan.filter(|_| !world.failed()) {
+                world.read_back_against(plan);
+            }
         }
         let failure = lock(&world.shared).failure.clone();
         failure.map_or(Ok(Judged::Checked), |f| Err(f.violation))

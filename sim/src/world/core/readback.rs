@@ -47,21 +47,31 @@ impl World {
         check: impl Fn(&mut Oracle, u64, u64) -> Result<(), Violation>,
     ) -> bool {
         let origin_sectors = self.knobs.origin_sectors();
-        for sector in (0..origin_sectors).step_by(64) {
-            let count = (origin_sectors - sector).min(64);
-            let Some(result) = self.read_now(device, sector, count) else { return false };
-            if let Ok(data) = result {
-                let mut observer = lock(&self.shared);
-                if count_checked {
-                    observer.counters.sectors_checked += count;
-                }
-                for (j, bytes) in data.chunks(SECTOR_BYTES).enumerate() {
-                    let value = sector_hash(bytes);
-                    observer.mix(value);
-                    if let Err(violation) = check(&mut observer.oracle, sector + j as u64, value) {
-                        observer.fail(violation);
-                        return false;
-                    }
+        (0..origin_sectors).step_by(64).all(|sector| self.read_checked(device, sector, (origin_sectors - sector).min(64), count_checked, &check))
+    }
+
+    /// Reads `count` sectors of `device` from `sector` and has `check` judge
+    /// each; `false` once the read stalled or a sector failed its check.
+    pub(super) fn read_checked(
+        &mut self,
+        device: &dyn BlockDevice,
+        sector: u64,
+        count: u64,
+        count_checked: bool,
+        check: &impl Fn(&mut Oracle, u64, u64) -> Result<(), Violation>,
+    ) -> bool {
+        let Some(result) = self.read_now(device, sector, count) else { return false };
+        if let Ok(data) = result {
+            let mut observer = lock(&self.shared);
+            if count_checked {
+                observer.counters.sectors_checked += count;
+            }
+            for (j, bytes) in data.chunks(SECTOR_BYTES).enumerate() {
+                let value = sector_hash(bytes);
+                observer.mix(value);
+                if let Err(violation) = check(&mut observer.oracle, sector + j as u64, value) {
+                    observer.fail(violation);
+                    return false;
                 }
             }
         }

@@ -123,6 +123,9 @@ impl World {
         self.stats.disk_requests += 1;
         self.stats.disk_errors += u64::from(!completion.ok);
         self.emit(Event::Disk { disk, request: info.id, op, sector: info.sector, sectors: info.sectors, ok: completion.ok });
+        if let (Some(written), DiskOp::Write { .. }, true) = (&mut self.written, op, completion.ok) {
+            written[disk].extend(info.sector..info.sector + info.sectors);
+        }
         if let Some(recorder) = &mut self.timeline {
             // Submitted since the last tick (a load's read, say) and done already.
             recorder.collect(&self.engine.disks);

@@ -1,0 +1,319 @@
+//! Judging crash states incrementally: the final read-back of a crash state reuses that of the first state judged whole at its crash point, and reads again only the chunks whose resolution or contents differ.
+//!
+//! # Why it finds what the whole read-back finds
+//!
+//! A crash state is judged by booting on it, one more exception, a clean
+//! reload, and at the end a read of every sector of the origin and of every
+//! judged snapshot, each checked by the oracle (`read_back_everything`).
+//! When that read-back begins the engine is quiet: nothing in flight, no
+//! exception pending, no deferred work. A read of chunk `c` of snapshot `k`
+//! then resolves through its table of completed exceptions to COW chunk `e`
+//! or, unmapped, to origin chunk `c`, and returns what those sectors hold; a
+//! read of the origin returns the origin's sectors (a merge target's through
+//! the merging snapshot's table). The oracle's check of a sector read back
+//! changes nothing when it passes, and depends only on its obligations
+//! (`Oracle::obligations_digest`).
+//!
+//! So take the reference: the first state of a crash point whose judging
+//! passed whole. A later state of the point whose oracle has the
+//! reference's digest, whose snapshots are read back (valid, judged) and
+//! overflowed as the reference's, merging the same snapshot, differs from
+//! the reference only
+//! - in the sectors that may differ between two states of the point (its
+//!   non-durable ones), or that either judge wrote (the probe's copy and
+//!   commit, the merge's copies): every other sector holds the same bytes
+//!   in both, and where the bytes are equal too, the contents are;
+//! - in the table entries that differ between the two reloads.
+//!
+//! Every other chunk reads the same bytes as in the reference and passes as
+//! it passed there. The read-back reads again, in the whole read-back's
+//! order (snapshots by index, then the origin, each by ascending sector):
+//! each snapshot's chunks whose table entry differs, whose COW chunk changed,
+//! or which are unmapped over a changed origin sector; and the origin's
+//! changed sectors, with the merging snapshot's chunks. A state that does
+//! not fit the reference is read back whole. The first failing sector of
+//! the whole read-back is one of these, so both report the same violation;
+//! `Bounds::check_incremental` judges every state both ways and records any
+//! difference, and a test holds it to none.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use engine::exception_table::Run;
+
+use super::World;
+use crate::disk::{Image, SimDisk};
+use crate::world::observer::lock;
+
+/// How the read-backs of one crash point's states went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IncrementalStats {
+    /// States read back against the reference.
+    pub incremental: u64,
+    /// States read back whole (the reference, and states that do not fit it).
+    pub whole: u64,
+    /// Snapshot chunks and origin sectors the incremental read-backs read again.
+    pub chunks_read: u64,
+    pub origin_sectors_read: u64,
+}
+
+impl IncrementalStats {
+    /// Both counts together.
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            incremental: self.incremental + other.incremental,
+            whole: self.whole + other.whole,
+            chunks_read: self.chunks_read + other.chunks_read,
+            origin_sectors_read: self.origin_sectors_read + other.origin_sectors_read,
+        }
+    }
+}
+
+/// What a state's read-back is compared by: everything besides the disks'
+/// contents and the tables that decides what a read returns and how it is judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Basis {
+    obligations: u64,
+    /// Per snapshot: read back (valid and judged by the oracle), overflowed.
+    snapshots: Vec<(bool, bool)>,
+    merging: Option<usize>,
+}
+
+/// The first state of the point judged whole that passed, as its read-back began.
+#[derive(Debug)]
+struct Reference {
+    basis: Basis,
+    /// Each snapshot's completed exceptions.
+    runs: Vec<Vec<Run>>,
+    /// Every disk's contents.
+    images: Vec<Image>,
+    /// Each disk's sectors its judge wrote.
+    written: Vec<BTreeSet<u64>>,
+}
+
+/// Incremental judging at one crash point: the sectors its states may
+/// differ in, and its reference once one passed.
+#[derive(Debug)]
+pub struct Incremental {
+    /// Per disk (origin first), the point's non-durable sectors.
+    varying: Vec<BTreeSet<u64>>,
+    reference: Option<Reference>,
+    pub stats: IncrementalStats,
+}
+
+impl Incremental {
+    /// For the crash point the disks `disks` are at.
+    pub fn new(disks: &[Arc<SimDisk>]) -> Self {
+        let varying = disks.iter().map(|disk| disk.non_durable_sectors().into_keys().collect()).collect();
+        Self { varying, reference: None, stats: IncrementalStats::default() }
+    }
+}
+
+/// What a quiet engine's reads need read again against the reference.
+struct Rereads {
+    /// Per snapshot, the chunks to read again.
+    chunks: Vec<BTreeSet<u64>>,
+    origin_sectors: BTreeSet<u64>,
+}
+
+impl World {
+    /// Tells the world to keep each disk's written sectors from now on.
+    pub(super) fn note_writes(&mut self) {
+        self.written = Some(vec![BTreeSet::new(); self.knobs.snapshots + 1]);
+    }
+
+    /// The final read-back of a crash state's judge: against the point's
+    /// reference where the state fits it, whole otherwise; a state read back
+    /// whole that passes becomes the reference if there is none.
+    pub(super) fn read_back_against(&mut self, plan: &mut Incremental) {
+        let basis = self.basis();
+        let runs: Vec<Vec<Run>> = self.engine.snapshots.iter().map(|device| device.snapshot().exception_runs()).collect();
+        let fits = plan.reference.as_ref().is_some_and(|reference| reference.basis == basis);
+        if let (true, Some(reference)) = (fits, &plan.reference) {
+            let rereads = self.rereads(reference, &plan.varying, &runs);
+            plan.stats.incremental += 1;
+            plan.stats.chunks_read += rereads.chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+            plan.stats.origin_sectors_read += rereads.origin_sectors.len() as u64;
+            self.read_back_only(&rereads);
+            return;
+        }
+        plan.stats.whole += 1;
+        self.read_back_everything();
+        if plan.reference.is_none() && !self.failed() {
+            let images = self.engine.disks.iter().map(|disk| disk.cached()).collect();
+            let written = self.written.clone().unwrap_or_default();
+            debug_assert_eq!(written.len(), self.engine.disks.len(), "the judge noted its writes");
+            plan.reference = Some(Reference { basis, runs, images, written });
+        }
+    }
+
+    fn basis(&self) -> Basis {
+        let observer = lock(&self.shared);
+        let snapshots = self
+            .engine
+            .snapshots
+            .iter()
+            .enumerate()
+            .map(|(k, device)| (device.snapshot().is_valid() && observer.oracle.judges(k), device.snapshot().is_overflowed()))
+            .collect();
+        Basis { obligations: observer.oracle.obligations_digest(), snapshots, merging: self.merging.as_ref().map(|(k, _)| *k) }
+    }
+
+    /// Per disk, the sectors whose contents differ from the reference's.
+    fn changed_sectors(&self, reference: &Reference, varying: &[BTreeSet<u64>]) -> Vec<BTreeSet<u64>> {
+        let none = BTreeSet::new();
+        let written = self.written.as_deref().unwrap_or_default();
+        self.engine
+            .disks
+            .iter()
+            .enumerate()
+            .map(|(d, disk)| {
+                let then = &reference.images[d];
+                let candidates = varying[d].iter().chain(&reference.written[d]).chain(written.get(d).unwrap_or(&none));
+                disk.with_cached(|now| candidates.copied().filter(|&sector| now.sector(sector) != then.sector(sector)).collect())
+            })
+            .collect()
+    }
+
+    /// What this state's read-back must read again (see the module doc).
+    fn rereads(&self, reference: &Reference, varying: &[BTreeSet<u64>], runs: &[Vec<Run>]) -> Rereads {
+        let changed = self.changed_sectors(reference, varying);
+        let chunks: Vec<BTreeSet<u64>> = (0..self.knobs.snapshots)
+            .map(|k| {
+                let chunk_sectors = u64::from(self.knobs.snapshot_chunk_sectors(k));
+                let mut chunks = table_difference(&runs[k], &reference.runs[k]);
+                let cow_chunks: BTreeSet<u64> = changed[k + 1].iter().map(|sector| sector / chunk_sectors).collect();
+                for run in &runs[k] {
+                    chunks.extend(cow_chunks.range(run.new_start..run.new_start + run.len).map(|e| run.old_start + (e - run.new_start)));
+                }
+                chunks.extend(changed[0].iter().map(|sector| sector / chunk_sectors).filter(|&chunk| lookup(&runs[k], chunk).is_none()));
+                chunks
+            })
+            .collect();
+        let mut origin_sectors = changed[0].clone();
+        if let Some((m, _)) = &self.merging {
+            // A merge target serves its unmerged chunks from the COW.
+            let chunk_sectors = u64::from(self.knobs.snapshot_chunk_sectors(*m));
+            origin_sectors.extend(chunks[*m].iter().flat_map(|chunk| chunk * chunk_sectors..(chunk + 1) * chunk_sectors));
+        }
+        let origin_end = self.knobs.origin_sectors();
+        origin_sectors.retain(|&sector| sector < origin_end);
+        Rereads { chunks, origin_sectors }
+    }
+
+    /// Reads again and judges what `rereads` names, in the whole read-back's order.
+    fn read_back_only(&mut self, rereads: &Rereads) {
+        let origin_end = self.knobs.origin_sectors();
+        for (k, device) in self.engine.snapshots.clone().iter().enumerate() {
+            if !device.snapshot().is_valid() || !lock(&self.shared).oracle.judges(k) {
+                continue;
+            }
+            let chunk_sectors = u64::from(self.knobs.snapshot_chunk_sectors(k));
+            for &chunk in &rereads.chunks[k] {
+                let start = chunk * chunk_sectors;
+                if start >= origin_end {
+                    break;
+                }
+                let count = chunk_sectors.min(origin_end - start);
+                let check = |oracle: &mut model::Oracle, sector, value| oracle.check_view_sector(k, sector, value, false, true);
+                if !self.read_checked(device.as_ref(), start, count, true, &check) {
+                    return;
+                }
+            }
+        }
+        let origin = Arc::clone(&self.engine.origin);
+        for (start, count) in ranges(&rereads.origin_sectors, 64) {
+            let check = |oracle: &mut model::Oracle, sector, value| oracle.check_origin_sector(sector, value);
+            if !self.read_checked(origin.as_ref(), start, count, false, &check) {
+                return;
+            }
+        }
+    }
+}
+
+/// The COW chunk origin chunk `chunk` maps to in `runs`.
+fn lookup(runs: &[Run], chunk: u64) -> Option<u64> {
+    let after = runs.partition_point(|run| run.old_start <= chunk);
+    let run = runs[..after].last()?;
+    (chunk < run.old_start + run.len).then(|| run.new_start + (chunk - run.old_start))
+}
+
+/// The origin chunks whose entry differs between two tables.
+fn table_difference(now: &[Run], then: &[Run]) -> BTreeSet<u64> {
+    if now == then {
+        return BTreeSet::new();
+    }
+    let pairs = |runs: &[Run]| -> Vec<(u64, u64)> { runs.iter().flat_map(|r| (0..r.len).map(move |i| (r.old_start + i, r.new_start + i))).collect() };
+    let (now, then) = (pairs(now), pairs(then));
+    let (mut i, mut j) = (0, 0);
+    let mut differ = BTreeSet::new();
+    while i < now.len() || j < then.len() {
+        match (now.get(i), then.get(j)) {
+            (Some(a), Some(b)) if a == b => (i, j) = (i + 1, j + 1),
+            (Some(a), Some(b)) if a.0 == b.0 => {
+                differ.insert(a.0);
+                (i, j) = (i + 1, j + 1);
+            }
+            (Some(a), None) => {
+                differ.insert(a.0);
+                i += 1;
+            }
+            (Some(a), Some(b)) if a.0 < b.0 => {
+                differ.insert(a.0);
+                i += 1;
+            }
+            (_, Some(b)) => {
+                differ.insert(b.0);
+                j += 1;
+            }
+            (None, None) => unreachable!("the loop runs while one is left"),
+        }
+    }
+    differ
+}
+
+/// Sorted `sectors` as ranges of consecutive sectors of at most `most` each.
+fn ranges(sectors: &BTreeSet<u64>, most: u64) -> Vec<(u64, u64)> {
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for &sector in sectors {
+        match ranges.last_mut() {
+            Some((start, count)) if *start + *count == sector && *count < most => *count += 1,
+            _ => ranges.push((sector, 1)),
+        }
+    }
+    ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(old_start: u64, new_start: u64, len: u64) -> Run {
+        Run { old_start, new_start, len }
+    }
+
+    #[test]
+    fn a_table_difference_names_every_chunk_added_removed_or_moved() {
+        let then = [run(0, 10, 3), run(8, 20, 1)];
+        let now = [run(0, 10, 2), run(2, 30, 1), run(5, 31, 1), run(8, 20, 1)];
+        assert_eq!(table_difference(&now, &then), BTreeSet::from([2, 5]));
+        assert_eq!(table_difference(&then, &then), BTreeSet::new());
+        assert_eq!(table_difference(&[], &then), BTreeSet::from([0, 1, 2, 8]));
+    }
+
+    #[test]
+    fn lookup_finds_a_chunk_inside_a_run_and_nothing_between_runs() {
+        let runs = [run(2, 10, 3), run(9, 40, 1)];
+        assert_eq!(lookup(&runs, 3), Some(11));
+        assert_eq!(lookup(&runs, 5), None);
+        assert_eq!(lookup(&runs, 1), None);
+        assert_eq!(lookup(&runs, 9), Some(40));
+    }
+
+    #[test]
+    fn ranges_join_consecutive_sectors_up_to_the_limit() {
+        let sectors = BTreeSet::from([1, 2, 3, 7, 8]);
+        assert_eq!(ranges(&sectors, 2), vec![(1, 2), (3, 1), (7, 2)]);
+        assert_eq!(ranges(&sectors, 64), vec![(1, 3), (7, 2)]);
+    }
+}
