@@ -407,6 +407,12 @@ pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), Cra
     let mut last_stamps: Vec<u64> = Vec::new();
     let mut outcome: Result<(), CrashFailure> = Ok(());
     let mut failing_point: Option<CrashPoint> = None;
+    let plan = RefCell::new((bounds.incremental || bounds.check_incremental).then(Incremental::new));
+    if plan.borrow().is_some() {
+        world.note_writes();
+    }
+    // The entries of the world's write log handed to the plan so far.
+    let mut writes_seen = 0;
     world.main_loop(config.max_steps, &mut |world| {
         let stamps: Vec<u64> = world.disks().iter().map(|d| d.stamp()).collect();
         if stamps == last_stamps {
@@ -422,7 +428,11 @@ pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), Cra
                 return false;
             }
         };
-        if let Err(failure) = explore_point(world.disks(), &point, bounds, step, &mut seen, &mut coverage) {
+        if let Some(plan) = plan.borrow_mut().as_mut() {
+            plan.at_point(world.disks(), world.writes_since(writes_seen), &point);
+            writes_seen += world.writes_since(writes_seen).len();
+        }
+        if let Err(failure) = explore_point(world.disks(), (&point, &plan), bounds, step, &mut seen, &mut coverage) {
             outcome = Err(failure);
             failing_point = Some(point);
             return false;
@@ -491,14 +501,14 @@ struct PointSpace<'a> {
     data: Vec<usize>,
     /// The most values a data sector may hold.
     values_max: usize,
-    /// The point's incremental judging, unless every state is read back whole.
-    plan: RefCell<Option<Incremental>>,
+    /// The run's incremental judging, unless every state is read back whole.
+    plan: &'a RefCell<Option<Incremental>>,
     /// Judge every state both ways too ([`Bounds::check_incremental`]).
     check_incremental: bool,
 }
 
 impl<'a> PointSpace<'a> {
-    fn new(disks: &[std::sync::Arc<SimDisk>], point: &'a CrashPoint, step: u64, bounds: &Bounds) -> Self {
+    fn new(disks: &[std::sync::Arc<SimDisk>], (point, plan): (&'a CrashPoint, &'a RefCell<Option<Incremental>>), step: u64, bounds: &Bounds) -> Self {
         let durable: Vec<Image> = disks.iter().map(|d| d.durable()).collect();
         // A state's hash starts from what it is judged against besides its
         // images, so that `seen` skips a state only where it was judged under
@@ -516,7 +526,6 @@ impl<'a> PointSpace<'a> {
             (0..choices.sectors.len()).partition(|&i| point.is_metadata(choices.sectors[i].0, choices.sectors[i].1));
         let values_max = data.iter().map(|&i| choices.values_of(i)).max().unwrap_or(1);
         debug_assert!(metadata.len() + data.len() == choices.sectors.len(), "every sector is metadata or data");
-        let plan = RefCell::new((bounds.incremental || bounds.check_incremental).then(|| Incremental::new(disks)));
         Self {
             point,
             step,
@@ -536,7 +545,7 @@ impl<'a> PointSpace<'a> {
 #[allow(clippy::result_large_err)] // one failure per exploration: its size costs nothing
 fn explore_point(
     disks: &[std::sync::Arc<SimDisk>],
-    point: &CrashPoint,
+    point: (&CrashPoint, &RefCell<Option<Incremental>>),
     bounds: &Bounds,
     step: u64,
     seen: &mut BTreeSet<u64>,

@@ -123,9 +123,10 @@ pub struct World {
     guide: Option<VecDeque<super::guide::Decision>>,
     /// The schedule so far, when asked to record it.
     recorded: Option<Vec<super::guide::Decision>>,
-    /// Each disk's sectors written by completed writes, when asked
-    /// (a crash state's judge: what it changed besides the crash).
-    written: Option<Vec<std::collections::BTreeSet<u64>>>,
+    /// Every write completed, as (disk, first sector, sectors), when asked:
+    /// what a crash state's judge changed besides the crash, and what the
+    /// recorded run wrote between two crash points.
+    written: Option<Vec<(usize, u64, u64)>>,
 }
 
 impl std::fmt::Debug for World {

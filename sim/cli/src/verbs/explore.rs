@@ -362,6 +362,8 @@ fn explore_seed(plan: &Plan, scenario: &Scenario, bounds: &sim::explore::Bounds,
         "pending_max": coverage.pending_max, "writes_max": bounds.writes_max, "allowed_k3": coverage.allowed_k3,
         "complete": coverage.complete, "space": coverage.space.to_string(), "space_log2": coverage.space.log2, "covered": coverage.covered,
         "trace_hash": format!("{:016x}", coverage.trace_hash),
+        "read_back": { "incremental": coverage.judging.incremental, "whole": coverage.judging.whole,
+            "chunks_read_again": coverage.judging.chunks_read, "origin_sectors_read_again": coverage.judging.origin_sectors_read },
     });
     let run = merged(run, fields);
     match result {

@@ -43,6 +43,11 @@ pub struct CrashPoint {
 }
 
 impl CrashPoint {
+    /// The boot of the run the point is in (a reboot, crash or reload, starts the next).
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// The oracle's reading of each durable COW image (I4, I5), read once.
     fn durable_decoded(&self) -> super::DurableDecoded {
         let read =

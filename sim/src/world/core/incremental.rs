@@ -14,15 +14,18 @@
 //! changes nothing when it passes, and depends only on its obligations
 //! (`Oracle::obligations_digest`).
 //!
-//! So take the reference: the first state of a crash point whose judging
-//! passed whole. A later state of the point whose oracle has the
+//! So take the reference: the last state read back whole that passed, at
+//! this crash point or an earlier one of the same boot of the recorded run.
+//! A later state whose oracle has the
 //! reference's digest, whose snapshots are read back (valid, judged) and
 //! overflowed as the reference's, merging the same snapshot, differs from
 //! the reference only
-//! - in the sectors that may differ between two states of the point (its
-//!   non-durable ones), or that either judge wrote (the probe's copy and
-//!   commit, the merge's copies): every other sector holds the same bytes
-//!   in both, and where the bytes are equal too, the contents are;
+//! - in the sectors that may differ between the two crash images: the
+//!   non-durable sectors of both points, and every sector the run wrote
+//!   between them (only a completed write changes what is durable);
+//! - in the sectors either judge wrote (the probe's copy and commit, the
+//!   merge's copies). Every other sector holds the same bytes in both, and
+//!   of these, those whose bytes are equal too;
 //! - in the table entries that differ between the two reloads.
 //!
 //! Every other chunk reads the same bytes as in the reference and passes as
@@ -91,21 +94,45 @@ struct Reference {
     written: Vec<BTreeSet<u64>>,
 }
 
-/// Incremental judging at one crash point: the sectors its states may
-/// differ in, and its reference once one passed.
-#[derive(Debug)]
+/// Incremental judging over the crash points of one recorded run: the
+/// reference, the last state read back whole that passed, and per disk the
+/// sectors a state of the current point may differ from it in besides
+/// what the judges write.
+#[derive(Debug, Default)]
 pub struct Incremental {
-    /// Per disk (origin first), the point's non-durable sectors.
+    /// Per disk (origin first), the current point's non-durable sectors.
     varying: Vec<BTreeSet<u64>>,
+    /// Per disk, the reference's point's non-durable sectors and every
+    /// sector written since that point: where the durable images of the two
+    /// points, or the reference's crash image, may differ.
+    since_reference: Vec<BTreeSet<u64>>,
+    /// The boot of the recorded run the reference's point was in.
+    epoch: u64,
     reference: Option<Reference>,
     pub stats: IncrementalStats,
 }
 
 impl Incremental {
-    /// For the crash point the disks `disks` are at.
-    pub fn new(disks: &[Arc<SimDisk>]) -> Self {
-        let varying = disks.iter().map(|disk| disk.non_durable_sectors().into_keys().collect()).collect();
-        Self { varying, reference: None, stats: IncrementalStats::default() }
+    /// For a recorded run, before its first crash point.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves to the next crash point of the run (`point`, its disks
+    /// `disks`), the run having written `written` (per disk) since the last
+    /// one. A reference from before a reboot of the run is dropped: the
+    /// reboot replaced every disk by a crash image of it.
+    pub fn at_point(&mut self, disks: &[Arc<SimDisk>], written: &[(usize, u64, u64)], point: &super::CrashPoint) {
+        if point.epoch() != self.epoch {
+            self.reference = None;
+            self.epoch = point.epoch();
+        }
+        self.varying = disks.iter().map(|disk| disk.non_durable_sectors().into_keys().collect()).collect();
+        self.since_reference.resize(disks.len(), BTreeSet::new());
+        for &(disk, sector, sectors) in written {
+            self.since_reference[disk].extend(sector..sector + sectors);
+        }
+        debug_assert_eq!(self.varying.len(), self.since_reference.len(), "one set per disk");
     }
 }
 
@@ -117,20 +144,30 @@ struct Rereads {
 }
 
 impl World {
-    /// Tells the world to keep each disk's written sectors from now on.
-    pub(super) fn note_writes(&mut self) {
-        self.written = Some(vec![BTreeSet::new(); self.knobs.snapshots + 1]);
+    /// Tells the world to keep a log of its completed writes from now on.
+    pub(crate) fn note_writes(&mut self) {
+        self.written = Some(Vec::new());
     }
 
-    /// The final read-back of a crash state's judge: against the point's
-    /// reference where the state fits it, whole otherwise; a state read back
-    /// whole that passes becomes the reference if there is none.
+    /// The writes completed since entry `from` of the log [`World::note_writes`] keeps.
+    pub(crate) fn writes_since(&self, from: usize) -> &[(usize, u64, u64)] {
+        self.written.as_deref().map_or(&[], |log| &log[from.min(log.len())..])
+    }
+
+    /// Per disk, the sectors the logged writes wrote.
+    fn written_sectors(&self) -> Vec<BTreeSet<u64>> {
+        sectors_of(self.writes_since(0), self.engine.disks.len())
+    }
+
+    /// The final read-back of a crash state's judge: against the reference
+    /// where the state fits it, whole otherwise; a state read back whole that
+    /// passes becomes the reference.
     pub(super) fn read_back_against(&mut self, plan: &mut Incremental) {
         let basis = self.basis();
         let runs: Vec<Vec<Run>> = self.engine.snapshots.iter().map(|device| device.snapshot().exception_runs()).collect();
         let fits = plan.reference.as_ref().is_some_and(|reference| reference.basis == basis);
         if let (true, Some(reference)) = (fits, &plan.reference) {
-            let rereads = self.rereads(reference, &plan.varying, &runs);
+            let rereads = self.rereads(reference, [&plan.varying, &plan.since_reference], &runs);
             plan.stats.incremental += 1;
             plan.stats.chunks_read += rereads.chunks.iter().map(|c| c.len() as u64).sum::<u64>();
             plan.stats.origin_sectors_read += rereads.origin_sectors.len() as u64;
@@ -139,11 +176,12 @@ impl World {
         }
         plan.stats.whole += 1;
         self.read_back_everything();
-        if plan.reference.is_none() && !self.failed() {
+        if !self.failed() {
             let images = self.engine.disks.iter().map(|disk| disk.cached()).collect();
-            let written = self.written.clone().unwrap_or_default();
-            debug_assert_eq!(written.len(), self.engine.disks.len(), "the judge noted its writes");
+            let written = self.written_sectors();
+            debug_assert!(self.written.is_some(), "the judge logged its writes");
             plan.reference = Some(Reference { basis, runs, images, written });
+            plan.since_reference.clone_from(&plan.varying);
         }
     }
 
@@ -159,24 +197,26 @@ impl World {
         Basis { obligations: observer.oracle.obligations_digest(), snapshots, merging: self.merging.as_ref().map(|(k, _)| *k) }
     }
 
-    /// Per disk, the sectors whose contents differ from the reference's.
-    fn changed_sectors(&self, reference: &Reference, varying: &[BTreeSet<u64>]) -> Vec<BTreeSet<u64>> {
-        let none = BTreeSet::new();
-        let written = self.written.as_deref().unwrap_or_default();
+    /// Per disk, the sectors whose contents differ from the reference's:
+    /// of those that may (`varying`: the point's non-durable sectors, and
+    /// those that may differ since the reference's point), and those either
+    /// judge wrote.
+    fn changed_sectors(&self, reference: &Reference, varying: [&[BTreeSet<u64>]; 2]) -> Vec<BTreeSet<u64>> {
+        let written = self.written_sectors();
         self.engine
             .disks
             .iter()
             .enumerate()
             .map(|(d, disk)| {
                 let then = &reference.images[d];
-                let candidates = varying[d].iter().chain(&reference.written[d]).chain(written.get(d).unwrap_or(&none));
+                let candidates = varying[0][d].iter().chain(&varying[1][d]).chain(&reference.written[d]).chain(&written[d]);
                 disk.with_cached(|now| candidates.copied().filter(|&sector| now.sector(sector) != then.sector(sector)).collect())
             })
             .collect()
     }
 
     /// What this state's read-back must read again (see the module doc).
-    fn rereads(&self, reference: &Reference, varying: &[BTreeSet<u64>], runs: &[Vec<Run>]) -> Rereads {
+    fn rereads(&self, reference: &Reference, varying: [&[BTreeSet<u64>]; 2], runs: &[Vec<Run>]) -> Rereads {
         let changed = self.changed_sectors(reference, varying);
         let chunks: Vec<BTreeSet<u64>> = (0..self.knobs.snapshots)
             .map(|k| {
@@ -229,6 +269,15 @@ impl World {
             }
         }
     }
+}
+
+/// Per disk (of `disks`), the sectors of the writes `log` lists.
+fn sectors_of(log: &[(usize, u64, u64)], disks: usize) -> Vec<BTreeSet<u64>> {
+    let mut sectors = vec![BTreeSet::new(); disks];
+    for &(disk, sector, count) in log {
+        sectors[disk].extend(sector..sector + count);
+    }
+    sectors
 }
 
 /// The COW chunk origin chunk `chunk` maps to in `runs`.

@@ -123,8 +123,9 @@ impl World {
         self.stats.disk_requests += 1;
         self.stats.disk_errors += u64::from(!completion.ok);
         self.emit(Event::Disk { disk, request: info.id, op, sector: info.sector, sectors: info.sectors, ok: completion.ok });
-        if let (Some(written), DiskOp::Write { .. }, true) = (&mut self.written, op, completion.ok) {
-            written[disk].extend(info.sector..info.sector + info.sectors);
+        // A failed write too: what it left on the media is not the world's to assume.
+        if let (Some(written), DiskOp::Write { .. }) = (&mut self.written, op) {
+            written.push((disk, info.sector, info.sectors));
         }
         if let Some(recorder) = &mut self.timeline {
             // Submitted since the last tick (a load's read, say) and done already.
