@@ -109,6 +109,11 @@ pub struct Incremental {
     /// The boot of the recorded run the reference's point was in.
     epoch: u64,
     reference: Option<Reference>,
+    /// Per disk, the sectors outside the current point's non-durable ones
+    /// that differ from the reference's, or that the judge that found them
+    /// wrote: the same for every state of the point against this reference
+    /// (each state's own judge's writes are compared state by state).
+    settled: Option<Vec<BTreeSet<u64>>>,
     pub stats: IncrementalStats,
 }
 
@@ -123,10 +128,15 @@ impl Incremental {
     /// one. A reference from before a reboot of the run is dropped: the
     /// reboot replaced every disk by a crash image of it.
     pub fn at_point(&mut self, disks: &[Arc<SimDisk>], written: &[(usize, u64, u64)], point: &super::CrashPoint) {
-        if point.epoch() != self.epoch {
+        // After a reboot of the run, and when so much was written since the
+        // reference that comparing it would cost more than a whole read-back,
+        // the next state read back whole is the reference.
+        let since: usize = self.since_reference.iter().map(BTreeSet::len).sum();
+        if point.epoch() != self.epoch || since > SINCE_REFERENCE_MAX {
             self.reference = None;
             self.epoch = point.epoch();
         }
+        self.settled = None;
         self.varying = disks.iter().map(|disk| disk.non_durable_sectors().into_keys().collect()).collect();
         self.since_reference.resize(disks.len(), BTreeSet::new());
         for &(disk, sector, sectors) in written {
@@ -135,6 +145,10 @@ impl Incremental {
         debug_assert_eq!(self.varying.len(), self.since_reference.len(), "one set per disk");
     }
 }
+
+/// Sectors written since the reference's point (over all disks) past which
+/// the next state read back whole replaces it.
+const SINCE_REFERENCE_MAX: usize = 4096;
 
 /// What a quiet engine's reads need read again against the reference.
 struct Rereads {
@@ -167,7 +181,8 @@ impl World {
         let runs: Vec<Vec<Run>> = self.engine.snapshots.iter().map(|device| device.snapshot().exception_runs()).collect();
         let fits = plan.reference.as_ref().is_some_and(|reference| reference.basis == basis);
         if let (true, Some(reference)) = (fits, &plan.reference) {
-            let rereads = self.rereads(reference, [&plan.varying, &plan.since_reference], &runs);
+            let settled = plan.settled.get_or_insert_with(|| self.settled_sectors(reference, [&plan.varying, &plan.since_reference]));
+            let rereads = self.rereads(reference, &plan.varying, settled, &runs);
             plan.stats.incremental += 1;
             plan.stats.chunks_read += rereads.chunks.iter().map(|c| c.len() as u64).sum::<u64>();
             plan.stats.origin_sectors_read += rereads.origin_sectors.len() as u64;
@@ -182,6 +197,7 @@ impl World {
             debug_assert!(self.written.is_some(), "the judge logged its writes");
             plan.reference = Some(Reference { basis, runs, images, written });
             plan.since_reference.clone_from(&plan.varying);
+            plan.settled = None;
         }
     }
 
@@ -197,11 +213,11 @@ impl World {
         Basis { obligations: observer.oracle.obligations_digest(), snapshots, merging: self.merging.as_ref().map(|(k, _)| *k) }
     }
 
-    /// Per disk, the sectors whose contents differ from the reference's:
-    /// of those that may (`varying`: the point's non-durable sectors, and
-    /// those that may differ since the reference's point), and those either
-    /// judge wrote.
-    fn changed_sectors(&self, reference: &Reference, varying: [&[BTreeSet<u64>]; 2]) -> Vec<BTreeSet<u64>> {
+    /// [`Incremental::settled`], worked out on the first state of a point
+    /// that fits the reference: of the sectors written since the
+    /// reference's point (`[varying, since]`) or by its judge, those outside
+    /// the point's non-durable ones that differ, or that this judge wrote.
+    fn settled_sectors(&self, reference: &Reference, [varying, since]: [&[BTreeSet<u64>]; 2]) -> Vec<BTreeSet<u64>> {
         let written = self.written_sectors();
         self.engine
             .disks
@@ -209,15 +225,33 @@ impl World {
             .enumerate()
             .map(|(d, disk)| {
                 let then = &reference.images[d];
-                let candidates = varying[0][d].iter().chain(&varying[1][d]).chain(&reference.written[d]).chain(&written[d]);
-                disk.with_cached(|now| candidates.copied().filter(|&sector| now.sector(sector) != then.sector(sector)).collect())
+                let candidates = since[d].iter().chain(&reference.written[d]).filter(|sector| !varying[d].contains(sector));
+                disk.with_cached(|now| candidates.copied().filter(|&s| written[d].contains(&s) || now.sector(s) != then.sector(s)).collect())
+            })
+            .collect()
+    }
+
+    /// Per disk, the sectors whose contents differ from the reference's:
+    /// `settled`, and of the point's non-durable sectors (`varying`) and
+    /// those this judge wrote, those whose bytes differ.
+    fn changed_sectors(&self, reference: &Reference, varying: &[BTreeSet<u64>], settled: &[BTreeSet<u64>]) -> Vec<BTreeSet<u64>> {
+        let written = self.written_sectors();
+        self.engine
+            .disks
+            .iter()
+            .enumerate()
+            .map(|(d, disk)| {
+                let then = &reference.images[d];
+                let mut changed = settled[d].clone();
+                disk.with_cached(|now| changed.extend(varying[d].iter().chain(&written[d]).copied().filter(|&s| now.sector(s) != then.sector(s))));
+                changed
             })
             .collect()
     }
 
     /// What this state's read-back must read again (see the module doc).
-    fn rereads(&self, reference: &Reference, varying: [&[BTreeSet<u64>]; 2], runs: &[Vec<Run>]) -> Rereads {
-        let changed = self.changed_sectors(reference, varying);
+    fn rereads(&self, reference: &Reference, varying: &[BTreeSet<u64>], settled: &[BTreeSet<u64>], runs: &[Vec<Run>]) -> Rereads {
+        let changed = self.changed_sectors(reference, varying, settled);
         let chunks: Vec<BTreeSet<u64>> = (0..self.knobs.snapshots)
             .map(|k| {
                 let chunk_sectors = u64::from(self.knobs.snapshot_chunk_sectors(k));
