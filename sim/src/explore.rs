@@ -38,12 +38,15 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::ops::ControlFlow;
 
 use model::Violation;
 
 use crate::disk::{Image, PendingWrite, Sector, SimDisk};
 use crate::world::{CrashPoint, Incremental, IncrementalStats, Judged, RunConfig, World, sector_hash};
 
+pub use crate::crash_space::StateSpace;
+use crate::crash_space::{CrashSpace, Way};
 pub use crate::shape::Bounds;
 
 /// What an exploration covered.
@@ -94,89 +97,6 @@ pub struct Coverage {
     pub trace_hash: u64,
     /// The recorded run's schedule, when [`RunConfig::record_schedule`] asked for it.
     pub schedule: Option<Vec<crate::world::guide::Decision>>,
-}
-
-/// A count of crash states that may not fit in any integer: exact while it
-/// fits in a `u128`, as its base-2 logarithm always.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StateSpace {
-    pub exact: Option<u128>,
-    pub log2: f64,
-}
-
-impl StateSpace {
-    /// The empty count.
-    pub fn zero() -> Self {
-        Self { exact: Some(0), log2: f64::NEG_INFINITY }
-    }
-
-    /// The product of `factors` (each at least 1).
-    pub fn product(factors: impl Iterator<Item = usize>) -> Self {
-        let mut exact = Some(1u128);
-        let mut log2 = 0.0;
-        for factor in factors {
-            debug_assert!(factor >= 1, "a sector has at least its durable value");
-            exact = exact.and_then(|e| e.checked_mul(factor as u128));
-            log2 += (factor as f64).log2();
-        }
-        Self { exact, log2 }
-    }
-
-    /// The sum of two counts.
-    pub fn plus(self, other: Self) -> Self {
-        let exact = self.exact.zip(other.exact).and_then(|(a, b)| a.checked_add(b));
-        let (high, low) = if self.log2 >= other.log2 { (self.log2, other.log2) } else { (other.log2, self.log2) };
-        let log2 = if low == f64::NEG_INFINITY { high } else { high + (1.0 + (low - high).exp2()).log2() };
-        Self { exact, log2 }
-    }
-
-    /// `covered` as a fraction of this space.
-    pub fn fraction(self, covered: u64) -> f64 {
-        self.fraction_of(Self::count(covered))
-    }
-
-    /// `part` (a part of this space) as a fraction of it.
-    pub fn fraction_of(self, part: Self) -> f64 {
-        match (self.exact, part.exact) {
-            (Some(0), _) => 1.0,
-            (Some(whole), Some(part)) => part as f64 / whole as f64,
-            _ => (part.log2 - self.log2).exp2(),
-        }
-    }
-
-    /// An exact count.
-    pub fn count(n: u64) -> Self {
-        Self::exactly(u128::from(n))
-    }
-
-    /// An exact count, however large.
-    pub fn exactly(n: u128) -> Self {
-        Self { exact: Some(n), log2: if n == 0 { f64::NEG_INFINITY } else { (n as f64).log2() } }
-    }
-
-    /// This space less `reached` of its states: exact when this space is,
-    /// else (an upper bound) the whole space.
-    pub fn less(self, reached: u128) -> Self {
-        match self.exact {
-            Some(exact) => Self::exactly(exact.saturating_sub(reached)),
-            None => self,
-        }
-    }
-}
-
-impl Default for StateSpace {
-    fn default() -> Self {
-        Self::zero()
-    }
-}
-
-impl std::fmt::Display for StateSpace {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.exact {
-            Some(exact) => write!(f, "{exact}"),
-            None => write!(f, "about 2^{:.1}", self.log2),
-        }
-    }
 }
 
 impl Coverage {
@@ -304,33 +224,27 @@ impl PointChoices {
         self.sectors[i].2.len()
     }
 
-    /// The point's whole space: every combination of every sector's values.
-    fn space(&self) -> StateSpace {
-        StateSpace::product((0..self.sectors.len()).map(|i| self.values_of(i)))
+    /// The hash of the state where sector `i` holds its value `state[i]`.
+    fn hash(&self, durable_hash: u64, state: &[usize]) -> u64 {
+        let picks = state.iter().copied().enumerate().filter(|&(_, v)| v != 0);
+        picks.fold(durable_hash, |h, (i, v)| h.wrapping_add(self.digests[i][v]).wrapping_sub(self.digests[i][0]))
     }
 
-    /// The hash of the state where each `(sector, value)` of `picks` holds
-    /// that value and every other sector its durable one.
-    fn hash(&self, durable_hash: u64, picks: &[(usize, usize)]) -> u64 {
-        picks.iter().filter(|(_, v)| *v != 0).fold(durable_hash, |h, &(i, v)| h.wrapping_add(self.digests[i][v]).wrapping_sub(self.digests[i][0]))
-    }
-
-    /// The state `picks` names, built over `durable`.
-    fn images(&self, durable: &[Image], picks: &[(usize, usize)]) -> Vec<Image> {
+    /// The state `state` names, built over `durable`.
+    fn images(&self, durable: &[Image], state: &[usize]) -> Vec<Image> {
         let mut images = durable.to_vec();
-        for &(i, v) in picks.iter().filter(|(_, v)| *v != 0) {
+        for (i, v) in state.iter().copied().enumerate().filter(|&(_, v)| v != 0) {
             let (disk, sector, values) = &self.sectors[i];
             images[*disk].set(*sector, values[v].clone());
         }
         images
     }
 
-    /// The picks of `picks` that hold a newer value, in words.
-    fn describe(&self, picks: &[(usize, usize)]) -> String {
-        let newer: Vec<String> = picks
-            .iter()
-            .filter(|(_, v)| *v != 0)
-            .map(|&(i, v)| format!("disk {} sector {}: value {v} of {}", self.sectors[i].0, self.sectors[i].1, self.values_of(i) - 1))
+    /// The sectors of `among` that hold a newer value in `state`, in words.
+    fn describe(&self, state: &[usize], among: impl Iterator<Item = usize>) -> String {
+        let newer: Vec<String> = among
+            .filter(|&i| state[i] != 0)
+            .map(|i| format!("disk {} sector {}: value {} of {}", self.sectors[i].0, self.sectors[i].1, state[i], self.values_of(i) - 1))
             .collect();
         newer.join(", ")
     }
@@ -364,15 +278,6 @@ impl PointSpace<'_> {
         }
         Ok(())
     }
-}
-
-/// Moves `digits` (digit `i` counting to `radix(i)`) to the next
-/// combination, like an odometer; false after the last one.
-fn next_combination(digits: &mut [usize], radix: impl Fn(usize) -> usize) -> bool {
-    let Some(i) = (0..digits.len()).find(|&i| digits[i] + 1 < radix(i)) else { return false };
-    digits[..i].iter_mut().for_each(|d| *d = 0);
-    digits[i] += 1;
-    true
 }
 
 /// One non-durable write of one disk.
@@ -496,11 +401,8 @@ struct PointSpace<'a> {
     durable_hash: u64,
     candidates: Vec<Candidate>,
     choices: PointChoices,
-    /// Indices into `choices.sectors`: metadata sectors, data sectors.
-    metadata: Vec<usize>,
-    data: Vec<usize>,
-    /// The most values a data sector may hold.
-    values_max: usize,
+    /// The states as value indices of `choices.sectors`.
+    space: CrashSpace,
     /// The run's incremental judging, unless every state is read back whole.
     plan: &'a RefCell<Option<Incremental>>,
     /// Judge every state both ways too ([`Bounds::check_incremental`]).
@@ -522,23 +424,9 @@ impl<'a> PointSpace<'a> {
         let candidates: Vec<Candidate> =
             disks.iter().enumerate().flat_map(|(disk, d)| d.pending_writes().into_iter().map(move |write| Candidate::new(disk, write))).collect();
         let choices = PointChoices::new(disks);
-        let (metadata, data): (Vec<usize>, Vec<usize>) =
-            (0..choices.sectors.len()).partition(|&i| point.is_metadata(choices.sectors[i].0, choices.sectors[i].1));
-        let values_max = data.iter().map(|&i| choices.values_of(i)).max().unwrap_or(1);
-        debug_assert!(metadata.len() + data.len() == choices.sectors.len(), "every sector is metadata or data");
-        Self {
-            point,
-            step,
-            durable,
-            durable_hash,
-            candidates,
-            choices,
-            metadata,
-            data,
-            values_max,
-            plan,
-            check_incremental: bounds.check_incremental,
-        }
+        let values = (0..choices.sectors.len()).map(|i| choices.values_of(i)).collect();
+        let space = CrashSpace::new(values, |i| point.is_metadata(choices.sectors[i].0, choices.sectors[i].1));
+        Self { point, step, durable, durable_hash, candidates, choices, space, plan, check_incremental: bounds.check_incremental }
     }
 }
 
@@ -554,27 +442,27 @@ fn explore_point(
     let space = PointSpace::new(disks, point, step, bounds);
     coverage.pending_max = coverage.pending_max.max(space.candidates.len());
     // This point's whole space, and the distinct states of it reached here.
-    let point_space = space.choices.space();
+    let point_space = space.space.space();
     let covered_before = coverage.covered;
-    if point_space.exact.is_some_and(|states| states <= u128::from(bounds.brute_force_max)) {
-        let mut point_seen: BTreeSet<u64> = BTreeSet::new();
-        let brute = space.brute_force(bounds.states_max, seen, &mut point_seen, coverage);
-        if bounds.cross_check {
-            cross_check(&space, brute.as_ref().err(), coverage);
+    match space.space.way(bounds.brute_force_max, bounds.per_sector_states_max) {
+        Way::Whole => {
+            let mut point_seen: BTreeSet<u64> = BTreeSet::new();
+            let brute = space.brute_force(bounds.states_max, seen, &mut point_seen, coverage);
+            if bounds.cross_check {
+                cross_check(&space, brute.as_ref().err(), coverage);
+            }
+            brute?;
+            // Short of the whole space only when --states-max stopped it.
+            coverage.add_point(point_space, Reached::States(u128::from(coverage.covered - covered_before)));
+            Ok(())
         }
-        brute?;
-        // Short of the whole space only when --states-max stopped it.
-        coverage.add_point(point_space, Reached::States(u128::from(coverage.covered - covered_before)));
-        return Ok(());
+        Way::PerDataSector => {
+            let finished = space.per_sector(bounds.states_max, seen, coverage)?;
+            coverage.add_point(point_space, if finished { Reached::PerDataSector } else { Reached::States(0) });
+            Ok(())
+        }
+        Way::TooLarge => space.within_bound(bounds, seen, coverage, point_space, covered_before),
     }
-    let metadata_space = StateSpace::product(space.metadata.iter().map(|&i| space.choices.values_of(i)));
-    let per_sector_states = metadata_space.exact.and_then(|m| m.checked_mul(space.values_max as u128));
-    if per_sector_states.is_some_and(|states| states <= u128::from(bounds.per_sector_states_max)) {
-        let finished = space.per_sector(bounds.states_max, seen, coverage)?;
-        coverage.add_point(point_space, if finished { Reached::PerDataSector } else { Reached::States(0) });
-        return Ok(());
-    }
-    space.within_bound(bounds, seen, coverage, point_space, covered_before)
 }
 
 /// The ways a subset `chosen` of the `newer` writes may land: whole
@@ -692,9 +580,8 @@ impl PointSpace<'_> {
 }
 
 impl PointSpace<'_> {
-    /// Every state of the point: each non-durable sector takes each of its
-    /// values, in every combination; a state is built and judged only when
-    /// its hash is new.
+    /// Every state of the point ([`CrashSpace::whole`]); a state is built
+    /// and judged only when its hash is new.
     #[allow(clippy::result_large_err)] // one failure per exploration: its size costs nothing
     fn brute_force(
         &self,
@@ -704,65 +591,60 @@ impl PointSpace<'_> {
         coverage: &mut Coverage,
     ) -> Result<(), CrashFailure> {
         let choices = &self.choices;
-        let mut picked = vec![0usize; choices.sectors.len()];
-        loop {
-            let picks: Vec<(usize, usize)> = picked.iter().copied().enumerate().collect();
-            let hash = choices.hash(self.durable_hash, &picks);
+        let visited = self.space.whole(|state| {
+            let hash = choices.hash(self.durable_hash, state);
             coverage.states += 1;
             if point_seen.insert(hash) {
                 coverage.covered += 1;
             }
-            if seen.insert(hash) {
-                coverage.distinct += 1;
-                if let Err(violation) = self.judge(choices.images(&self.durable, &picks), coverage) {
-                    let applied = format!("brute force, non-durable sectors holding a newer value: [{}]", choices.describe(&picks));
-                    return Err(CrashFailure::new(self.step, applied, violation, Some(choices.images(&self.durable, &picks))));
-                }
-                if states_max != 0 && coverage.distinct >= states_max {
-                    return Ok(());
-                }
+            if !seen.insert(hash) {
+                return ControlFlow::Continue(());
             }
-            if !next_combination(&mut picked, |i| choices.values_of(i)) {
-                return Ok(());
+            coverage.distinct += 1;
+            if let Err(violation) = self.judge(choices.images(&self.durable, state), coverage) {
+                let applied = format!("brute force, non-durable sectors holding a newer value: [{}]", choices.describe(state, 0..state.len()));
+                return ControlFlow::Break(Err(CrashFailure::new(self.step, applied, violation, Some(choices.images(&self.durable, state)))));
             }
+            if states_max != 0 && coverage.distinct >= states_max {
+                return ControlFlow::Break(Ok(()));
+            }
+            ControlFlow::Continue(())
+        });
+        match visited {
+            ControlFlow::Break(ended) => ended,
+            ControlFlow::Continue(()) => Ok(()),
         }
     }
 
-    /// Judges the whole point per data sector: every combination of the
-    /// metadata sectors' values, each with every data sector at its `v`-th
-    /// value (its last, when it has fewer) for `v` below `values_max`, so
-    /// that every value of every data sector meets every metadata
-    /// combination once. By the argument in ARCHITECTURE.md this finds every
-    /// violation any state of the point has. Returns whether it went to the
-    /// end (not stopped by `states_max`).
+    /// Judges the whole point per data sector ([`CrashSpace::per_data_sector`]):
+    /// by the argument in ARCHITECTURE.md this finds every violation any
+    /// state of the point has. Returns whether it went to the end (not
+    /// stopped by `states_max`).
     #[allow(clippy::result_large_err)] // one failure per exploration: its size costs nothing
     fn per_sector(&self, states_max: u64, seen: &mut BTreeSet<u64>, coverage: &mut Coverage) -> Result<bool, CrashFailure> {
-        let (choices, metadata, data) = (&self.choices, &self.metadata, &self.data);
-        let mut picked = vec![0usize; metadata.len()];
-        loop {
-            for v in 0..self.values_max {
-                let mut picks: Vec<(usize, usize)> = metadata.iter().copied().zip(picked.iter().copied()).collect();
-                picks.extend(data.iter().map(|&i| (i, v.min(choices.values_of(i) - 1))));
-                let hash = choices.hash(self.durable_hash, &picks);
-                coverage.states += 1;
-                if !seen.insert(hash) {
-                    continue;
-                }
-                coverage.distinct += 1;
-                if let Err(violation) = self.judge(choices.images(&self.durable, &picks), coverage) {
-                    let applied = format!(
-                        "judged per data sector: metadata sectors holding a newer value [{}], every data sector at its value {v}",
-                        choices.describe(&picks[..metadata.len()])
-                    );
-                    return Err(CrashFailure::new(self.step, applied, violation, Some(choices.images(&self.durable, &picks))));
-                }
-                if states_max != 0 && coverage.distinct >= states_max {
-                    return Ok(false);
-                }
+        let choices = &self.choices;
+        let visited = self.space.per_data_sector(|state, v| {
+            let hash = choices.hash(self.durable_hash, state);
+            coverage.states += 1;
+            if !seen.insert(hash) {
+                return ControlFlow::Continue(());
             }
-            if !next_combination(&mut picked, |j| choices.values_of(metadata[j])) {
-                return Ok(true);
+            coverage.distinct += 1;
+            if let Err(violation) = self.judge(choices.images(&self.durable, state), coverage) {
+                let applied = format!(
+                    "judged per data sector: metadata sectors holding a newer value [{}], every data sector at its value {v}",
+                    choices.describe(state, self.space.metadata().iter().copied())
+                );
+                return ControlFlow::Break(Err(CrashFailure::new(self.step, applied, violation, Some(choices.images(&self.durable, state)))));
             }
+            if states_max != 0 && coverage.distinct >= states_max {
+                return ControlFlow::Break(Ok(false));
+            }
+            ControlFlow::Continue(())
+        });
+        match visited {
+            ControlFlow::Break(ended) => ended,
+            ControlFlow::Continue(()) => Ok(true),
         }
     }
 }

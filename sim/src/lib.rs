@@ -22,6 +22,7 @@
 
 pub mod bench;
 pub mod cause;
+pub mod crash_space;
 pub mod crash_trace;
 pub mod disk;
 pub mod explore;

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 /// The layers of `sim/src`, bottom first. A module may use any module of a
 /// lower layer, none of its own or a higher one.
 const LAYERS: &[&[&str]] = &[
-    // Leaves: the trace hash, bounds, panics caught, coverage counters, the log-writes format.
-    &["trace", "limits", "panics", "marks", "logwrites"],
+    // Leaves: the trace hash, bounds, panics caught, coverage counters, the log-writes format, a crash point's space of states.
+    &["trace", "limits", "panics", "marks", "logwrites", "crash_space"],
     // The simulated disk: images, writes in flight, what a crash state holds of them.
     &["disk"],
     // A run's requests recorded and drawn.

@@ -26,7 +26,10 @@ use engine::io::{CompletionQueue, MemDevice};
 use engine::store::{StoreConfig, load_blocking};
 use engine::sync::Arc;
 use engine::{ChunkSize, LoadOutcome};
+use std::ops::ControlFlow;
+
 use serde::Serialize;
+use sim::crash_space::CrashSpace;
 use sim::logwrites::{END_MARK, Log};
 
 use super::workload::{GuestOp, Label, Workload, earlier_records};
@@ -620,37 +623,41 @@ fn start_judgement(workload: &Workload, log: &Log, initial: &[u8], final_disk: O
     judgement
 }
 
-/// How one class's states are enumerated: small classes whole (every
-/// combination of every sector); larger ones per data sector, every
-/// metadata combination times each value index of the data sectors (the
-/// soundness argument is ARCHITECTURE.md's).
+/// How one class's states are enumerated ([`CrashSpace`], the enumerator
+/// `explore` uses too): small classes whole (every combination of every
+/// sector); larger ones per data sector, every metadata combination times
+/// each value index of the data sectors (the soundness argument is
+/// ARCHITECTURE.md's).
 struct ClassPlan {
+    space: CrashSpace,
     whole: bool,
-    /// The candidates whose values are enumerated in combination.
-    digits: Vec<usize>,
-    /// The data candidates, set together to their `v`-th value when not whole.
-    data: Vec<usize>,
-    values_max: usize,
     /// log2 of the class's whole space; the states the plan judges.
     log2: f64,
     states: f64,
     complete: bool,
 }
 
+/// A class of at most this many states is judged whole (as `explore`'s default brute-force bound).
+const WHOLE_MAX: u64 = 4096;
+
 impl ClassPlan {
     fn new(workload: &Workload, class: &Class, config: JudgeConfig) -> Self {
         let chunk = u64::from(workload.chunk_sectors);
         let layout = Layout::new(ChunkSize::from_sectors(workload.chunk_sectors));
         let is_metadata = |s: u64| s >= workload.origin_sectors && layout.is_metadata_chunk((s - workload.origin_sectors) / chunk);
-        let (metadata, data): (Vec<usize>, Vec<usize>) = (0..class.candidates.len()).partition(|&i| is_metadata(class.candidates[i].0));
-        let log2: f64 = class.candidates.iter().map(|(_, v)| (v.len() as f64).log2()).sum();
-        let metadata_states: f64 = metadata.iter().map(|&i| class.candidates[i].1.len() as f64).product();
-        let values_max = data.iter().map(|&i| class.candidates[i].1.len()).max().unwrap_or(1);
-        let whole = log2 <= 12.0;
-        let states = if whole { log2.exp2() } else { metadata_states * values_max as f64 };
+        let values = class.candidates.iter().map(|(_, values)| values.len()).collect();
+        let space = CrashSpace::new(values, |i| is_metadata(class.candidates[i].0));
+        let log2 = space.space().log2;
+        let whole = space.space().at_most(WHOLE_MAX);
+        let metadata_states: f64 = space.metadata().iter().map(|&i| space.values_of(i) as f64).product();
+        let states = if whole { log2.exp2() } else { metadata_states * space.values_max() as f64 };
         let complete = states <= config.per_sector_states_max as f64;
-        let digits: Vec<usize> = if whole { (0..class.candidates.len()).collect() } else { metadata };
-        Self { whole, digits, data, values_max, log2, states, complete }
+        Self { space, whole, log2, states, complete }
+    }
+
+    /// Visits the plan's states (a value index per candidate) until `visit` breaks.
+    fn visit(&self, mut visit: impl FnMut(&[usize]) -> ControlFlow<()>) {
+        let _ = if self.whole { self.space.whole(visit) } else { self.space.per_data_sector(|state, _| visit(state)) };
     }
 }
 
@@ -668,42 +675,29 @@ fn judge_class(
     buffer: &mut Vec<u8>,
 ) -> u64 {
     let metadata_chunks = metadata_chunks(workload);
-    let mut picked = vec![0usize; plan.digits.len()];
     let mut image = class.durable.clone();
     let mut labels: Vec<Option<Label>> = image.chunks(512).map(Label::parse).collect();
     // What choosing value v of candidate i does to the state's digest.
     let deltas: Vec<Vec<u64>> =
         class.candidates.iter().map(|(s, values)| values.iter().map(|v| sector_digest(*s, &values[0]) ^ sector_digest(*s, v)).collect()).collect();
-    let mut chosen = vec![0usize; class.candidates.len()];
     let candidate_labels: Vec<Vec<Option<Label>>> =
         class.candidates.iter().map(|(_, values)| values.iter().map(|v| Label::parse(v)).collect()).collect();
     let mut judged = 0u64;
-    loop {
-        for v in 0..if plan.whole { 1 } else { plan.values_max } {
-            let mut set = |i: usize, value: usize| {
-                chosen[i] = value;
-                let (s, values) = &class.candidates[i];
-                image[*s as usize * 512..(*s as usize + 1) * 512].copy_from_slice(&values[value]);
-                labels[*s as usize] = candidate_labels[i][value];
-            };
-            plan.digits.iter().enumerate().for_each(|(d, &i)| set(i, picked[d]));
-            if !plan.whole {
-                plan.data.iter().for_each(|&i| set(i, v.min(class.candidates[i].1.len() - 1)));
-            }
-            judged += 1;
-            distinct.insert(chosen.iter().enumerate().fold(class.durable_digest, |d, (i, &v)| d ^ deltas[i][v]));
-            let verdict = judge_state(workload, &State { image: &image, labels: &labels }, &metadata_chunks, class, config.strict, buffer);
-            let sample = sample_at == Some(judged);
-            if record_verdict(workload, class, verdict, &image, judged, sample, config, judgement)
-                || (!plan.complete && judged >= config.per_sector_states_max)
-            {
-                return judged;
-            }
+    plan.visit(|state| {
+        for (i, &value) in state.iter().enumerate() {
+            let (s, values) = &class.candidates[i];
+            image[*s as usize * 512..(*s as usize + 1) * 512].copy_from_slice(&values[value]);
+            labels[*s as usize] = candidate_labels[i][value];
         }
-        let Some(d) = (0..plan.digits.len()).find(|&d| picked[d] + 1 < class.candidates[plan.digits[d]].1.len()) else { return judged };
-        picked[..d].iter_mut().for_each(|p| *p = 0);
-        picked[d] += 1;
-    }
+        judged += 1;
+        distinct.insert(state.iter().enumerate().fold(class.durable_digest, |d, (i, &v)| d ^ deltas[i][v]));
+        let verdict = judge_state(workload, &State { image: &image, labels: &labels }, &metadata_chunks, class, config.strict, buffer);
+        let sample = sample_at == Some(judged);
+        let stop = record_verdict(workload, class, verdict, &image, judged, sample, config, judgement)
+            || (!plan.complete && judged >= config.per_sector_states_max);
+        if stop { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    });
+    judged
 }
 
 /// Counts a state's verdict into `judgement`, keeping its image as a sample
