@@ -111,6 +111,26 @@ struct Version {
     data: Sector,
 }
 
+/// One sector's value that is not durable: a completed version still in
+/// the cache, or a sector of a write in flight.
+enum Unflushed<'a> {
+    Completed { sector: u64, version: &'a Version },
+    InFlight { request: &'a InFlight, index: u64 },
+}
+
+impl Unflushed<'_> {
+    /// The sector, and the value a crash may leave there.
+    fn sector(&self) -> (u64, Sector) {
+        match self {
+            Self::Completed { sector, version } => (*sector, version.data.clone()),
+            Self::InFlight { request, index } => {
+                let data = request.data.as_ref().expect("a write in flight carries its data");
+                (request.info.sector + index, Sector::of(data, *index as usize))
+            }
+        }
+    }
+}
+
 struct State {
     durable: Image,
     /// Completed, non-durable versions per sector, oldest first.
@@ -186,6 +206,24 @@ pub struct PendingWrite {
 /// For every sector a crash may change: its durable value first, then every
 /// value it may hold instead.
 pub type CrashCandidates = BTreeMap<u64, Vec<Sector>>;
+
+impl State {
+    /// The one walk over what is not durable, which the crash candidates,
+    /// the non-durable sectors and the pending writes are views of: every
+    /// completed version still in the cache (by sector, oldest first), then
+    /// every sector of every write in flight (by submission) except
+    /// PREFLUSH ones, which cannot reach the media before they complete.
+    fn unflushed(&self) -> impl Iterator<Item = Unflushed<'_>> {
+        let completed =
+            self.volatile.iter().flat_map(|(&sector, versions)| versions.iter().map(move |version| Unflushed::Completed { sector, version }));
+        let in_flight = self
+            .in_flight
+            .values()
+            .filter(|request| !matches!(request.info.kind, RequestKind::Write { preflush: true, .. }) && request.data.is_some())
+            .flat_map(|request| (0..request.info.sectors).map(move |index| Unflushed::InFlight { request, index }));
+        completed.chain(in_flight)
+    }
+}
 
 impl SimDisk {
     /// A disk holding `image` durably, with fault draws from `seed`.
@@ -364,25 +402,10 @@ impl SimDisk {
     pub fn crash_candidates(&self) -> CrashCandidates {
         let state = self.lock();
         let mut candidates: CrashCandidates = BTreeMap::new();
-        let mut add = |sector: u64, durable: &Image, data: Sector| {
-            let list = candidates.entry(sector).or_insert_with(|| vec![Sector::from_bytes(durable.sector(sector))]);
+        for (sector, data) in state.unflushed().map(|unflushed| unflushed.sector()) {
+            let list = candidates.entry(sector).or_insert_with(|| vec![Sector::from_bytes(state.durable.sector(sector))]);
             if !list.contains(&data) {
                 list.push(data);
-            }
-        };
-        for (&sector, versions) in &state.volatile {
-            for version in versions {
-                add(sector, &state.durable, version.data.clone());
-            }
-        }
-        for request in state.in_flight.values() {
-            if matches!(request.info.kind, RequestKind::Write { preflush: true, .. }) {
-                continue;
-            }
-            if let Some(data) = &request.data {
-                for index in 0..request.info.sectors {
-                    add(request.info.sector + index, &state.durable, Sector::of(data, index as usize));
-                }
             }
         }
         candidates
@@ -394,20 +417,8 @@ impl SimDisk {
     pub fn non_durable_sectors(&self) -> BTreeMap<u64, bool> {
         let state = self.lock();
         let mut sectors: BTreeMap<u64, bool> = BTreeMap::new();
-        for (&sector, versions) in &state.volatile {
-            let zero = versions.iter().any(|v| v.data.bytes().iter().all(|&b| b == 0));
-            *sectors.entry(sector).or_default() |= zero;
-        }
-        for request in state.in_flight.values() {
-            if matches!(request.info.kind, RequestKind::Write { preflush: true, .. }) {
-                continue;
-            }
-            if let Some(data) = &request.data {
-                for index in 0..request.info.sectors {
-                    let bytes = &data[index as usize * engine::SECTOR_BYTES..][..engine::SECTOR_BYTES];
-                    *sectors.entry(request.info.sector + index).or_default() |= bytes.iter().all(|&b| b == 0);
-                }
-            }
+        for (sector, data) in state.unflushed().map(|unflushed| unflushed.sector()) {
+            *sectors.entry(sector).or_default() |= data.bytes().iter().all(|&b| b == 0);
         }
         sectors
     }
@@ -418,29 +429,28 @@ impl SimDisk {
     pub fn pending_writes(&self) -> Vec<PendingWrite> {
         let state = self.lock();
         let mut completed: BTreeMap<u64, Vec<(u64, Sector)>> = BTreeMap::new();
-        for (&sector, versions) in &state.volatile {
-            for version in versions {
-                completed.entry(version.completed).or_default().push((sector, version.data.clone()));
+        let mut in_flight: Vec<PendingWrite> = Vec::new();
+        for unflushed in state.unflushed() {
+            match unflushed {
+                Unflushed::Completed { sector, version } => completed.entry(version.completed).or_default().push((sector, version.data.clone())),
+                Unflushed::InFlight { request, .. } => {
+                    let (sector, data) = unflushed.sector();
+                    match in_flight.last_mut().filter(|write| write.request == request.info.id) {
+                        Some(write) => write.sectors.push((sector, data)),
+                        None => {
+                            let fua = matches!(request.info.kind, RequestKind::Write { fua: true, .. });
+                            let sectors = vec![(sector, data)];
+                            in_flight.push(PendingWrite { sectors, request: request.info.id, preflush: false, fua, completed: false });
+                        }
+                    }
+                }
             }
         }
-        let mut writes: Vec<PendingWrite> = completed
-            .into_iter()
-            .map(|(number, sectors)| {
-                let (request, preflush) = state.completed_requests.get(&number).copied().unwrap_or((u64::MAX, false));
-                PendingWrite { sectors, request, preflush, fua: false, completed: true }
-            })
-            .collect();
-        for request in state.in_flight.values() {
-            if matches!(request.info.kind, RequestKind::Write { preflush: true, .. }) {
-                continue;
-            }
-            if let Some(data) = &request.data {
-                let sectors = (0..request.info.sectors).map(|i| (request.info.sector + i, Sector::of(data, i as usize))).collect();
-                let fua = matches!(request.info.kind, RequestKind::Write { fua: true, .. });
-                writes.push(PendingWrite { sectors, request: request.info.id, preflush: false, fua, completed: false });
-            }
-        }
-        writes
+        let completed = completed.into_iter().map(|(number, sectors)| {
+            let (request, preflush) = state.completed_requests.get(&number).copied().unwrap_or((u64::MAX, false));
+            PendingWrite { sectors, request, preflush, fua: false, completed: true }
+        });
+        completed.chain(in_flight).collect()
     }
 
     /// A number that changes whenever a request is submitted or completed.
