@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cow;
+pub mod digest;
 pub mod event;
 pub mod invariant;
 pub mod oracle;

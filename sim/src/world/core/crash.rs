@@ -61,7 +61,7 @@ impl CrashPoint {
     /// Two points with one key judge an image alike.
     pub fn judgement_key(&self) -> u64 {
         use std::hash::{Hash, Hasher};
-        let mut state = std::hash::DefaultHasher::new();
+        let mut state = model::digest::Digest::default();
         self.oracle.obligations_digest().hash(&mut state);
         for durable in &self.durable_cows {
             match durable {
