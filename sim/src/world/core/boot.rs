@@ -142,7 +142,10 @@ impl World {
     fn check_loaded(&self, k: usize, decoded: Decoded) -> Result<(), Violation> {
         let (state, before) = decoded?;
         let snapshot = self.engine.snapshots[k].snapshot();
-        let table = state.table();
+        // The records by origin chunk (a COW that names one twice failed decoding).
+        let mut table = state.records().to_vec();
+        table.sort_unstable();
+        let recorded = |old: u64| table.binary_search_by_key(&old, |&(o, _)| o).ok().map(|i| table[i].1);
         if matches!(state, CowState::Valid(_)) != snapshot.is_valid() && !matches!(state, CowState::Fresh) {
             let message = format!("snapshot {k}'s COW says {state:?} but the engine loaded it as valid={}", snapshot.is_valid());
             return Err(Violation::new(Invariant::I6Reload, message));
@@ -150,23 +153,57 @@ impl World {
         if snapshot.is_valid() {
             // The last chunk may end past the origin's end: it is a chunk all the same.
             let origin_chunks = self.knobs.origin_sectors().div_ceil(u64::from(self.knobs.snapshot_chunk_sectors(k)));
-            for chunk in 0..origin_chunks {
-                let (engine, disk) = (snapshot.lookup(chunk), table.get(&chunk).copied());
-                if engine != disk {
-                    let message = format!("snapshot {k} origin chunk {chunk}: the COW records {disk:?}, the engine loaded {engine:?}");
-                    return Err(Violation::new(Invariant::I6Reload, message));
-                }
+            let runs = snapshot.exception_runs();
+            let loaded: Vec<(u64, u64)> = runs
+                .iter()
+                .flat_map(|r| (0..r.len).map(move |i| (r.old_start + i, r.new_start + i)))
+                .take_while(|&(old, _)| old < origin_chunks)
+                .collect();
+            let on_disk = &table[..table.partition_point(|&(old, _)| old < origin_chunks)];
+            if let Some(chunk) = first_differing_chunk(&loaded, on_disk) {
+                let engine = loaded.binary_search_by_key(&chunk, |&(o, _)| o).ok().map(|i| loaded[i].1);
+                let message = format!("snapshot {k} origin chunk {chunk}: the COW records {:?}, the engine loaded {engine:?}", recorded(chunk));
+                return Err(Violation::new(Invariant::I6Reload, message));
             }
         }
         if let Some(before) = before {
             let before = before?;
             if let (CowState::Valid(before), CowState::Valid(_)) = (&before, &state) {
-                if let Some(&(old, new)) = before.iter().find(|&&(old, new)| table.get(&old) != Some(&new)) {
+                if let Some(&(old, new)) = before.iter().find(|&&(old, new)| recorded(old) != Some(new)) {
                     let message = format!("snapshot {k}: the durable record origin chunk {old} → COW chunk {new} disappeared in the crash");
                     return Err(Violation::new(Invariant::I6Reload, message));
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// The smallest origin chunk two tables (each `(origin chunk, COW chunk)`
+/// sorted by origin chunk, one entry per chunk) map differently, or only
+/// one of them maps.
+fn first_differing_chunk(a: &[(u64, u64)], b: &[(u64, u64)]) -> Option<u64> {
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (a.get(i), b.get(j)) {
+            (None, None) => return None,
+            (Some(x), Some(y)) if x == y => (i, j) = (i + 1, j + 1),
+            (Some(x), Some(y)) => return Some(x.0.min(y.0)),
+            (Some(x), None) | (None, Some(x)) => return Some(x.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_differing_chunk;
+
+    #[test]
+    fn the_first_differing_chunk_is_the_smallest_mapped_differently_or_once() {
+        assert_eq!(first_differing_chunk(&[(1, 5), (3, 6)], &[(1, 5), (3, 6)]), None);
+        assert_eq!(first_differing_chunk(&[(1, 5), (3, 6)], &[(1, 5), (3, 7)]), Some(3));
+        assert_eq!(first_differing_chunk(&[(1, 5), (3, 6)], &[(1, 5), (2, 9), (3, 6)]), Some(2));
+        assert_eq!(first_differing_chunk(&[(1, 5), (3, 6), (4, 8)], &[(1, 5), (3, 6)]), Some(4));
+        assert_eq!(first_differing_chunk(&[], &[(0, 2)]), Some(0));
     }
 }
