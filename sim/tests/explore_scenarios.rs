@@ -154,16 +154,11 @@ fn state_space_counts_past_any_integer() {
     assert_eq!(small.fraction(12), 0.5);
 }
 
-/// Per-sector judging finds what brute force finds: at every crash point
-/// small enough for brute force, the point is also judged per data sector
-/// alone, and the two verdicts (pass, or the invariant broken) must agree.
-/// Run on every scenario for the faithful engine, and on the scenarios the
-/// zoo table aims at each single-threaded mutation for that mutation, so
-/// that failing points are compared too, not only passing ones.
-#[test]
-fn per_sector_judging_agrees_with_brute_force() {
+/// The runs two ways of judging are compared on: every scenario for the
+/// faithful engine, and each single-threaded zoo mutation on the scenarios
+/// the zoo table aims it at, so that failing states are compared too.
+fn judged_runs() -> Vec<(Scenario, engine::zoo::Mutations)> {
     use engine::zoo::{Mutation, Mutations};
-    let bounds = |scenario: &Scenario| sim::explore::Bounds { cross_check: true, ..scenario.bounds() };
     let mut runs: Vec<(Scenario, Mutations)> = all_in(&scenarios_dir()).unwrap().into_iter().map(|s| (s, Mutations::NONE)).collect();
     for mutation in Mutation::ALL {
         let row = sim::zoo::entry_of(mutation);
@@ -175,6 +170,19 @@ fn per_sector_judging_agrees_with_brute_force() {
             runs.push((Scenario::load(name).unwrap(), Mutations::only(mutation)));
         }
     }
+    runs
+}
+
+/// Per-sector judging finds what brute force finds: at every crash point
+/// small enough for brute force, the point is also judged per data sector
+/// alone, and the two verdicts (pass, or the invariant broken) must agree.
+/// Run on every scenario for the faithful engine, and on the scenarios the
+/// zoo table aims at each single-threaded mutation for that mutation, so
+/// that failing points are compared too, not only passing ones.
+#[test]
+fn per_sector_judging_agrees_with_brute_force() {
+    let bounds = |scenario: &Scenario| sim::explore::Bounds { cross_check: true, ..scenario.bounds() };
+    let runs = judged_runs();
     let (mut points, mut failing_points, mut failing) = (0, 0, 0);
     for (scenario, mutations) in &runs {
         for &seed in &scenario.file.seeds {
@@ -199,18 +207,8 @@ fn per_sector_judging_agrees_with_brute_force() {
 /// compared too, so a planted bug whole judging finds is found incrementally.
 #[test]
 fn incremental_judging_agrees_with_whole_judging() {
-    use engine::zoo::{Mutation, Mutations};
     let bounds = |scenario: &Scenario| sim::explore::Bounds { check_incremental: true, ..scenario.bounds() };
-    let mut runs: Vec<(Scenario, Mutations)> = all_in(&scenarios_dir()).unwrap().into_iter().map(|s| (s, Mutations::NONE)).collect();
-    for mutation in Mutation::ALL {
-        let row = sim::zoo::entry_of(mutation);
-        if row.threads.is_some() || row.by_construction.is_some() || row.asserted.is_some() {
-            continue;
-        }
-        for name in row.scenarios {
-            runs.push((Scenario::load(name).unwrap(), Mutations::only(mutation)));
-        }
-    }
+    let runs = judged_runs();
     let (mut incremental, mut whole, mut failing) = (0, 0, 0);
     for (scenario, mutations) in &runs {
         for &seed in &scenario.file.seeds {

@@ -219,16 +219,10 @@ impl World {
     /// the point's non-durable ones that differ, or that this judge wrote.
     fn settled_sectors(&self, reference: &Reference, [varying, since]: [&[BTreeSet<u64>]; 2]) -> Vec<BTreeSet<u64>> {
         let written = self.written_sectors();
-        self.engine
-            .disks
-            .iter()
-            .enumerate()
-            .map(|(d, disk)| {
-                let then = &reference.images[d];
-                let candidates = since[d].iter().chain(&reference.written[d]).filter(|sector| !varying[d].contains(sector));
-                disk.with_cached(|now| candidates.copied().filter(|&s| written[d].contains(&s) || now.sector(s) != then.sector(s)).collect())
-            })
-            .collect()
+        self.per_disk(reference, |d, differs| {
+            let candidates = since[d].iter().chain(&reference.written[d]).filter(|sector| !varying[d].contains(sector));
+            candidates.copied().filter(|&s| written[d].contains(&s) || differs(s)).collect()
+        })
     }
 
     /// Per disk, the sectors whose contents differ from the reference's:
@@ -236,17 +230,18 @@ impl World {
     /// those this judge wrote, those whose bytes differ.
     fn changed_sectors(&self, reference: &Reference, varying: &[BTreeSet<u64>], settled: &[BTreeSet<u64>]) -> Vec<BTreeSet<u64>> {
         let written = self.written_sectors();
-        self.engine
-            .disks
-            .iter()
-            .enumerate()
-            .map(|(d, disk)| {
-                let then = &reference.images[d];
-                let mut changed = settled[d].clone();
-                disk.with_cached(|now| changed.extend(varying[d].iter().chain(&written[d]).copied().filter(|&s| now.sector(s) != then.sector(s))));
-                changed
-            })
-            .collect()
+        self.per_disk(reference, |d, differs| {
+            let mut changed = settled[d].clone();
+            changed.extend(varying[d].iter().chain(&written[d]).copied().filter(|&s| differs(s)));
+            changed
+        })
+    }
+
+    /// `sectors(d, differs)` for every disk `d`, where `differs(s)` says
+    /// whether sector `s` of the disk now holds other bytes than in the reference.
+    fn per_disk(&self, reference: &Reference, sectors: impl Fn(usize, &dyn Fn(u64) -> bool) -> BTreeSet<u64>) -> Vec<BTreeSet<u64>> {
+        let disks = self.engine.disks.iter().enumerate();
+        disks.map(|(d, disk)| disk.with_cached(|now| sectors(d, &|s| now.sector(s) != reference.images[d].sector(s)))).collect()
     }
 
     /// What this state's read-back must read again (see the module doc).
