@@ -270,8 +270,10 @@ impl PointSpace<'_> {
                 whole
             }
         };
-        if let Some(plan) = plan.as_mut() {
-            coverage.judging = coverage.judging.plus(std::mem::take(&mut plan.stats));
+        match plan.as_mut() {
+            Some(plan) => coverage.judging = coverage.judging.plus(std::mem::take(&mut plan.stats)),
+            // Every state was read back whole (or stopped before a read-back).
+            None => coverage.judging.whole += u64::from(!matches!(verdict, Ok(Judged::AllowedK3))),
         }
         if verdict? == Judged::AllowedK3 {
             coverage.allowed_k3 += 1;

@@ -470,6 +470,38 @@ fn printed_replay_commands_reproduce_verdict_and_trace_hash() {
     }
 }
 
+/// The three ways of judging a crash state's read-back give one verdict:
+/// `--judging both` judges every state both ways, counts the read-backs of
+/// each kind in the JSON, and its replay line keeps the option; under Z3
+/// all three fail basic-cow seed 1 on the same invariant and message.
+#[test]
+fn judging_whole_incremental_or_both_gives_one_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut read_backs = Vec::new();
+    for judging in ["incremental", "whole", "both"] {
+        let (exit, stdout, stderr) = run_in(dir.path(), &["explore", "basic-cow", "--seed", "1", "--judging", judging, "--json"], &[]);
+        assert_eq!(exit, 0, "--judging {judging}: {stderr}");
+        let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        let run = &report["runs"][0];
+        read_backs.push((run["read_back"]["incremental"].as_u64().unwrap(), run["read_back"]["whole"].as_u64().unwrap(), run["distinct"].clone()));
+        let replay = run["replay"].as_str().unwrap();
+        assert_eq!(replay.contains("--judging"), judging != "incremental", "{replay}");
+    }
+    let [incremental, whole, both] = [read_backs[0].clone(), read_backs[1].clone(), read_backs[2].clone()];
+    assert!(incremental.0 > 10 * incremental.1, "most states read back incrementally: {incremental:?}");
+    assert_eq!((whole.0, whole.1 > 0), (0, true), "--judging whole reads every state back whole: {whole:?}");
+    assert!(both.0 > 0 && both.1 > 0 && incremental.2 == whole.2 && whole.2 == both.2, "{read_backs:?}");
+    let failures: Vec<String> = ["incremental", "whole", "both"]
+        .iter()
+        .map(|judging| {
+            let (exit, stdout, stderr) = run_in(dir.path(), &["explore", "basic-cow", "--seed", "1", "--mutation", "Z3", "--judging", judging], &[]);
+            assert_eq!(exit, 1, "{stdout}{stderr}");
+            stdout.lines().find(|l| l.contains("FAIL: I5")).unwrap_or_default().split(" (crash after").next().unwrap().to_string()
+        })
+        .collect();
+    assert!(!failures[0].is_empty() && failures.iter().all(|f| f == &failures[0]), "{failures:#?}");
+}
+
 /// A failing scenario stops at its first failing seed (a broken engine
 /// gives every scenario's verdict fast); `--keep-going` explores the rest.
 /// Under Z3, basic-cow fails on seed 1 and passes on seed 2.
