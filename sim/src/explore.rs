@@ -327,6 +327,11 @@ pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), Cra
         }
         last_stamps = stamps;
         coverage.crash_points += 1;
+        if coverage.crash_points <= bounds.skip_points {
+            // The plan takes the writes since its last point at the next one judged.
+            coverage.complete = false;
+            return true;
+        }
         let step = world.stats().steps;
         let point = match world.crash_point() {
             Ok(point) => point,
@@ -339,6 +344,7 @@ pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), Cra
             plan.at_point(world.disks(), world.writes_since(writes_seen), &point);
             writes_seen += world.writes_since(writes_seen).len();
         }
+
         if let Err(failure) = explore_point(world.disks(), (&point, &plan), bounds, step, &mut seen, &mut coverage) {
             outcome = Err(failure);
             failing_point = Some(point);

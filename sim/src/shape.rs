@@ -470,6 +470,10 @@ pub struct Bounds {
     /// two verdicts differ (`explore`'s `Coverage::incremental_mismatches`).
     /// Default off (tests).
     pub check_incremental: bool,
+    /// Skip this many crash points from the start of the run, judging only
+    /// those after them (a run that skips one is not complete). Default 0;
+    /// the bench uses it to measure states late in a long run.
+    pub skip_points: u64,
 }
 
 impl Default for Bounds {
@@ -483,6 +487,7 @@ impl Default for Bounds {
             cross_check: false,
             incremental: true,
             check_incremental: false,
+            skip_points: 0,
         }
     }
 }
