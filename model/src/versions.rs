@@ -112,6 +112,20 @@ impl SectorVersions {
         debug_assert!(self.may_hold(value), "a durable value is always possible");
     }
 
+    /// Whether [`Self::crashed`] would change the sector: not once an earlier
+    /// crash settled every value and nothing was written since. Its sequence
+    /// numbers then decide nothing: every later write is submitted after
+    /// both crashes, so either crash's number compares alike with it.
+    pub fn crash_changes(&self) -> bool {
+        !self.since.is_empty() || self.settled.iter().any(|s| s.submitted != 0)
+    }
+
+    /// Whether [`Self::flushed`] with `covers` would change the sector:
+    /// only if a write it covers was acknowledged.
+    pub fn flush_changes(&self, covers: u64) -> bool {
+        self.since.iter().any(|w| matches!(w.stage, Stage::Acked { acked } if acked <= covers))
+    }
+
     /// A crash at sequence number `at`: every value that may be on the media
     /// is now settled as possible.
     pub fn crashed(&mut self, at: u64) {

@@ -27,9 +27,9 @@ impl Oracle {
         self.seq += 1;
         let at = self.seq;
         self.pending.clear();
-        self.origin.touched.values_mut().for_each(|v| v.crashed(at));
+        self.origin.crashed(at);
         for state in &mut self.snapshots {
-            state.view.touched.values_mut().for_each(|v| v.crashed(at));
+            state.view.crashed(at);
             // A failed exception that never completed left no record:
             // the snapshot may load valid, and consistent.
             state.must_invalidate = false;

@@ -100,7 +100,7 @@ impl Oracle {
         // PREFLUSH: what was acknowledged before the write was
         // submitted is durable, as after a flush submitted then.
         if flags.preflush {
-            self.volume(target).touched.values_mut().for_each(|v| v.flushed(submitted - 1));
+            self.volume(target).flushed(submitted - 1);
         }
         for j in 0..values.len() as u64 {
             let versions = self.volume(target).sector(&initial, sector + j);
@@ -116,7 +116,7 @@ impl Oracle {
     /// acknowledged before it was submitted is durable (I3 judges by this).
     fn on_flush_acked(&mut self, target: Target, covers: u64) {
         debug_assert!(covers < self.seq, "a flush is acknowledged after its submission");
-        self.volume(target).touched.values_mut().for_each(|v| v.flushed(covers));
+        self.volume(target).flushed(covers);
     }
 
     /// A user read completed: each value a snapshot read returned must be one

@@ -141,14 +141,29 @@ enum Pending {
 }
 
 /// A volume's legal contents: snapshot-time values plus what was written since.
+///
+/// Each sector's versions are shared between copies of the oracle (every
+/// crash state's judge starts from a copy of its crash point's) and copied
+/// only when one of them changes it: a crash or a flush leaves alone the
+/// sectors it would not change.
 #[derive(Debug, Clone, Default)]
 struct Volume {
-    touched: BTreeMap<u64, SectorVersions>,
+    touched: BTreeMap<u64, Arc<SectorVersions>>,
 }
 
 impl Volume {
     fn sector(&mut self, initial: &[u64], sector: u64) -> &mut SectorVersions {
-        self.touched.entry(sector).or_insert_with(|| SectorVersions::new(initial[sector as usize]))
+        Arc::make_mut(self.touched.entry(sector).or_insert_with(|| Arc::new(SectorVersions::new(initial[sector as usize]))))
+    }
+
+    /// A crash at sequence number `at` (see [`SectorVersions::crashed`]).
+    fn crashed(&mut self, at: u64) {
+        self.touched.values_mut().filter(|v| v.crash_changes()).for_each(|v| Arc::make_mut(v).crashed(at));
+    }
+
+    /// A flush covering `covers` acknowledged (see [`SectorVersions::flushed`]).
+    fn flushed(&mut self, covers: u64) {
+        self.touched.values_mut().filter(|v| v.flush_changes(covers)).for_each(|v| Arc::make_mut(v).flushed(covers));
     }
 
     /// Values a read submitted now may return, absent a crash.
