@@ -341,8 +341,9 @@ pub fn explore(config: &RunConfig, bounds: &Bounds) -> (Coverage, Result<(), Cra
             }
         };
         if let Some(plan) = plan.borrow_mut().as_mut() {
-            plan.at_point(world.disks(), world.writes_since(writes_seen), &point);
-            writes_seen += world.writes_since(writes_seen).len();
+            let written = world.writes_since(writes_seen);
+            writes_seen += written.len();
+            plan.at_point(world.disks(), written, &point);
         }
 
         if let Err(failure) = explore_point(world.disks(), (&point, &plan), bounds, step, &mut seen, &mut coverage) {

@@ -462,8 +462,8 @@ pub struct Bounds {
     /// sector, alone, and record where the two verdicts differ
     /// (`explore`'s `Coverage::cross_check_mismatches`). Default off (tests).
     pub cross_check: bool,
-    /// Read a crash state back against the first state of its point judged
-    /// whole, reading again only what it changed (`world/core/incremental.rs`).
+    /// Read a crash state back against the last state read back whole that
+    /// passed, reading again only what it changed (`world/core/incremental.rs`).
     /// Default on; off reads every state back whole.
     pub incremental: bool,
     /// Judge every state both whole and incrementally, and record where the

@@ -199,8 +199,8 @@ fn per_sector_judging_agrees_with_brute_force() {
     assert!(points > 100 && failing_points > 0, "the cross-check must compare failing points too");
 }
 
-/// Incremental judging (a state's read-back against the first state of its
-/// crash point judged whole, reading again only what it changed) gives every
+/// Incremental judging (a state's read-back against the last state read back
+/// whole that passed, reading again only what it changed) gives every
 /// crash state the verdict whole judging gives: every state of every
 /// scenario, and of every scenario the zoo aims each single-threaded
 /// mutation at under that mutation, is judged both ways; failing states are

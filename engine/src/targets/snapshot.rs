@@ -301,14 +301,14 @@ impl<D: BlockDevice> Snapshot<D> {
         self.state.lock().complete.run_count()
     }
 
-    /// The completed exceptions as runs, in origin-chunk order: what a
-    /// read of a quiet snapshot resolves its chunks by.
-    pub fn exception_runs(&self) -> Vec<crate::exception_table::Run> {
+    /// A copy of the table of completed exceptions: what a read of a quiet
+    /// snapshot resolves its chunks by.
+    pub fn completed_table(&self) -> ExceptionTable {
         let state = self.state.lock();
-        let runs: Vec<crate::exception_table::Run> = state.complete.runs().collect();
-        debug_assert!(runs.windows(2).all(|w| w[0].old_start + w[0].len <= w[1].old_start), "runs in origin-chunk order, apart");
-        debug_assert_eq!(runs.iter().map(|run| run.len).sum::<u64>(), state.complete.len(), "the runs hold every exception");
-        runs
+        let table = state.complete.clone();
+        debug_assert_eq!(table, state.complete, "a copy equals its table");
+        debug_assert_eq!(table.runs().map(|run| run.len).sum::<u64>(), table.len(), "the runs hold every exception");
+        table
     }
 
     /// The COW chunk of origin chunk `chunk`, if its exception is complete.

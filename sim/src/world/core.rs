@@ -18,6 +18,7 @@ mod readback;
 mod report;
 mod schedule;
 mod status;
+mod tables;
 mod verbs;
 mod workload;
 

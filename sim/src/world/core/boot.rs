@@ -7,6 +7,7 @@ use engine::targets::{Origin, OriginConfig, OriginDevice, Snapshot, SnapshotDevi
 use model::{CowState, Event, Invariant, Violation};
 use rand::RngExt;
 
+use super::tables::differing_chunks;
 use super::{DeferQueue, Engine, Slot, World};
 use crate::disk::{FaultRates, Image, SimDisk};
 use crate::world::config::stream;
@@ -153,16 +154,12 @@ impl World {
         if snapshot.is_valid() {
             // The last chunk may end past the origin's end: it is a chunk all the same.
             let origin_chunks = self.knobs.origin_sectors().div_ceil(u64::from(self.knobs.snapshot_chunk_sectors(k)));
-            let runs = snapshot.exception_runs();
-            let loaded: Vec<(u64, u64)> = runs
-                .iter()
-                .flat_map(|r| (0..r.len).map(move |i| (r.old_start + i, r.new_start + i)))
-                .take_while(|&(old, _)| old < origin_chunks)
-                .collect();
-            let on_disk = &table[..table.partition_point(|&(old, _)| old < origin_chunks)];
-            if let Some(chunk) = first_differing_chunk(&loaded, on_disk) {
-                let engine = loaded.binary_search_by_key(&chunk, |&(o, _)| o).ok().map(|i| loaded[i].1);
-                let message = format!("snapshot {k} origin chunk {chunk}: the COW records {:?}, the engine loaded {engine:?}", recorded(chunk));
+            let loaded = snapshot.completed_table();
+            let inside = |&(old, _): &(u64, u64)| old < origin_chunks;
+            let on_disk = table.iter().copied().take_while(inside);
+            if let Some(chunk) = differing_chunks(loaded.iter().take_while(inside), on_disk).next() {
+                let message =
+                    format!("snapshot {k} origin chunk {chunk}: the COW records {:?}, the engine loaded {:?}", recorded(chunk), loaded.lookup(chunk));
                 return Err(Violation::new(Invariant::I6Reload, message));
             }
         }
@@ -176,34 +173,5 @@ impl World {
             }
         }
         Ok(())
-    }
-}
-
-/// The smallest origin chunk two tables (each `(origin chunk, COW chunk)`
-/// sorted by origin chunk, one entry per chunk) map differently, or only
-/// one of them maps.
-fn first_differing_chunk(a: &[(u64, u64)], b: &[(u64, u64)]) -> Option<u64> {
-    let (mut i, mut j) = (0, 0);
-    loop {
-        match (a.get(i), b.get(j)) {
-            (None, None) => return None,
-            (Some(x), Some(y)) if x == y => (i, j) = (i + 1, j + 1),
-            (Some(x), Some(y)) => return Some(x.0.min(y.0)),
-            (Some(x), None) | (None, Some(x)) => return Some(x.0),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::first_differing_chunk;
-
-    #[test]
-    fn the_first_differing_chunk_is_the_smallest_mapped_differently_or_once() {
-        assert_eq!(first_differing_chunk(&[(1, 5), (3, 6)], &[(1, 5), (3, 6)]), None);
-        assert_eq!(first_differing_chunk(&[(1, 5), (3, 6)], &[(1, 5), (3, 7)]), Some(3));
-        assert_eq!(first_differing_chunk(&[(1, 5), (3, 6)], &[(1, 5), (2, 9), (3, 6)]), Some(2));
-        assert_eq!(first_differing_chunk(&[(1, 5), (3, 6), (4, 8)], &[(1, 5), (3, 6)]), Some(4));
-        assert_eq!(first_differing_chunk(&[], &[(0, 2)]), Some(0));
     }
 }

@@ -272,7 +272,7 @@ impl World {
     }
 
     /// [`World::check_crash_state`], with the final read-back judged against
-    /// the point's reference where the state fits it (see `incremental.rs`):
+    /// the plan's reference where the state fits it (see `incremental.rs`):
     /// the same verdict, for the cost of what the state changed.
     pub fn check_crash_state_incrementally(point: &CrashPoint, images: Vec<Image>, plan: &mut super::Incremental) -> Result<Judged, Violation> {
         Self::judge_crash_state(point, images, Some(plan)).map_err(|violation| Self::with_story(point, violation))

@@ -1,4 +1,4 @@
-//! Judging crash states incrementally: the final read-back of a crash state reuses that of the first state judged whole at its crash point, and reads again only the chunks whose resolution or contents differ.
+//! Judging crash states incrementally: the final read-back of a crash state reuses that of the last state read back whole, and reads again only the chunks whose resolution or contents differ.
 //!
 //! # Why it finds what the whole read-back finds
 //!
@@ -42,13 +42,14 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use engine::exception_table::Run;
+use engine::ExceptionTable;
 
 use super::World;
+use super::tables::differing_chunks;
 use crate::disk::{Image, SimDisk};
 use crate::world::observer::lock;
 
-/// How the read-backs of one crash point's states went.
+/// How the read-backs of a run's crash states went.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IncrementalStats {
     /// States read back against the reference.
@@ -82,12 +83,12 @@ struct Basis {
     merging: Option<usize>,
 }
 
-/// The first state of the point judged whole that passed, as its read-back began.
+/// The last state read back whole that passed, as its read-back began.
 #[derive(Debug)]
 struct Reference {
     basis: Basis,
     /// Each snapshot's completed exceptions.
-    runs: Vec<Vec<Run>>,
+    tables: Vec<ExceptionTable>,
     /// Every disk's contents.
     images: Vec<Image>,
     /// Each disk's sectors its judge wrote.
@@ -139,9 +140,7 @@ impl Incremental {
         self.settled = None;
         self.varying = disks.iter().map(|disk| disk.non_durable_sectors().into_keys().collect()).collect();
         self.since_reference.resize(disks.len(), BTreeSet::new());
-        for &(disk, sector, sectors) in written {
-            self.since_reference[disk].extend(sector..sector + sectors);
-        }
+        add_sectors(&mut self.since_reference, written);
         debug_assert_eq!(self.varying.len(), self.since_reference.len(), "one set per disk");
     }
 }
@@ -170,7 +169,9 @@ impl World {
 
     /// Per disk, the sectors the logged writes wrote.
     fn written_sectors(&self) -> Vec<BTreeSet<u64>> {
-        sectors_of(self.writes_since(0), self.engine.disks.len())
+        let mut sectors = vec![BTreeSet::new(); self.engine.disks.len()];
+        add_sectors(&mut sectors, self.writes_since(0));
+        sectors
     }
 
     /// The final read-back of a crash state's judge: against the reference
@@ -178,11 +179,12 @@ impl World {
     /// passes becomes the reference.
     pub(super) fn read_back_against(&mut self, plan: &mut Incremental) {
         let basis = self.basis();
-        let runs: Vec<Vec<Run>> = self.engine.snapshots.iter().map(|device| device.snapshot().exception_runs()).collect();
-        let fits = plan.reference.as_ref().is_some_and(|reference| reference.basis == basis);
-        if let (true, Some(reference)) = (fits, &plan.reference) {
-            let settled = plan.settled.get_or_insert_with(|| self.settled_sectors(reference, [&plan.varying, &plan.since_reference]));
-            let rereads = self.rereads(reference, &plan.varying, settled, &runs);
+        let tables: Vec<ExceptionTable> = self.engine.snapshots.iter().map(|device| device.snapshot().completed_table()).collect();
+        let written = self.written_sectors();
+        if let Some(reference) = plan.reference.as_ref().filter(|reference| reference.basis == basis) {
+            let settled = plan.settled.get_or_insert_with(|| self.settled_sectors(reference, [&plan.varying, &plan.since_reference], &written));
+            let changed = self.changed_sectors(reference, [&plan.varying, &written], settled);
+            let rereads = self.rereads(reference, &changed, &tables);
             plan.stats.incremental += 1;
             plan.stats.chunks_read += rereads.chunks.iter().map(|c| c.len() as u64).sum::<u64>();
             plan.stats.origin_sectors_read += rereads.origin_sectors.len() as u64;
@@ -193,9 +195,8 @@ impl World {
         self.read_back_everything();
         if !self.failed() {
             let images = self.engine.disks.iter().map(|disk| disk.cached()).collect();
-            let written = self.written_sectors();
             debug_assert!(self.written.is_some(), "the judge logged its writes");
-            plan.reference = Some(Reference { basis, runs, images, written });
+            plan.reference = Some(Reference { basis, tables, images, written });
             plan.since_reference.clone_from(&plan.varying);
             plan.settled = None;
         }
@@ -217,8 +218,7 @@ impl World {
     /// that fits the reference: of the sectors written since the
     /// reference's point (`[varying, since]`) or by its judge, those outside
     /// the point's non-durable ones that differ, or that this judge wrote.
-    fn settled_sectors(&self, reference: &Reference, [varying, since]: [&[BTreeSet<u64>]; 2]) -> Vec<BTreeSet<u64>> {
-        let written = self.written_sectors();
+    fn settled_sectors(&self, reference: &Reference, [varying, since]: [&[BTreeSet<u64>]; 2], written: &[BTreeSet<u64>]) -> Vec<BTreeSet<u64>> {
         self.per_disk(reference, |d, differs| {
             let candidates = since[d].iter().chain(&reference.written[d]).filter(|sector| !varying[d].contains(sector));
             candidates.copied().filter(|&s| written[d].contains(&s) || differs(s)).collect()
@@ -226,10 +226,9 @@ impl World {
     }
 
     /// Per disk, the sectors whose contents differ from the reference's:
-    /// `settled`, and of the point's non-durable sectors (`varying`) and
-    /// those this judge wrote, those whose bytes differ.
-    fn changed_sectors(&self, reference: &Reference, varying: &[BTreeSet<u64>], settled: &[BTreeSet<u64>]) -> Vec<BTreeSet<u64>> {
-        let written = self.written_sectors();
+    /// `settled`, and of the point's non-durable sectors and those this
+    /// judge wrote (`[varying, written]`), those whose bytes differ.
+    fn changed_sectors(&self, reference: &Reference, [varying, written]: [&[BTreeSet<u64>]; 2], settled: &[BTreeSet<u64>]) -> Vec<BTreeSet<u64>> {
         self.per_disk(reference, |d, differs| {
             let mut changed = settled[d].clone();
             changed.extend(varying[d].iter().chain(&written[d]).copied().filter(|&s| differs(s)));
@@ -244,18 +243,19 @@ impl World {
         disks.map(|(d, disk)| disk.with_cached(|now| sectors(d, &|s| now.sector(s) != reference.images[d].sector(s)))).collect()
     }
 
-    /// What this state's read-back must read again (see the module doc).
-    fn rereads(&self, reference: &Reference, varying: &[BTreeSet<u64>], settled: &[BTreeSet<u64>], runs: &[Vec<Run>]) -> Rereads {
-        let changed = self.changed_sectors(reference, varying, settled);
+    /// What this state's read-back must read again (see the module doc),
+    /// its sectors that differ from the reference's being `changed`.
+    fn rereads(&self, reference: &Reference, changed: &[BTreeSet<u64>], tables: &[ExceptionTable]) -> Rereads {
         let chunks: Vec<BTreeSet<u64>> = (0..self.knobs.snapshots)
             .map(|k| {
                 let chunk_sectors = u64::from(self.knobs.snapshot_chunk_sectors(k));
-                let mut chunks = table_difference(&runs[k], &reference.runs[k]);
+                let (now, then) = (&tables[k], &reference.tables[k]);
+                let mut chunks: BTreeSet<u64> = if now == then { BTreeSet::new() } else { differing_chunks(now.iter(), then.iter()).collect() };
                 let cow_chunks: BTreeSet<u64> = changed[k + 1].iter().map(|sector| sector / chunk_sectors).collect();
-                for run in &runs[k] {
+                for run in now.runs() {
                     chunks.extend(cow_chunks.range(run.new_start..run.new_start + run.len).map(|e| run.old_start + (e - run.new_start)));
                 }
-                chunks.extend(changed[0].iter().map(|sector| sector / chunk_sectors).filter(|&chunk| lookup(&runs[k], chunk).is_none()));
+                chunks.extend(changed[0].iter().map(|sector| sector / chunk_sectors).filter(|&chunk| now.lookup(chunk).is_none()));
                 chunks
             })
             .collect();
@@ -300,54 +300,12 @@ impl World {
     }
 }
 
-/// Per disk (of `disks`), the sectors of the writes `log` lists.
-fn sectors_of(log: &[(usize, u64, u64)], disks: usize) -> Vec<BTreeSet<u64>> {
-    let mut sectors = vec![BTreeSet::new(); disks];
+/// Adds to `sectors` (one set per disk) the sectors of the writes `log`
+/// lists as (disk, first sector, sectors).
+fn add_sectors(sectors: &mut [BTreeSet<u64>], log: &[(usize, u64, u64)]) {
     for &(disk, sector, count) in log {
         sectors[disk].extend(sector..sector + count);
     }
-    sectors
-}
-
-/// The COW chunk origin chunk `chunk` maps to in `runs`.
-fn lookup(runs: &[Run], chunk: u64) -> Option<u64> {
-    let after = runs.partition_point(|run| run.old_start <= chunk);
-    let run = runs[..after].last()?;
-    (chunk < run.old_start + run.len).then(|| run.new_start + (chunk - run.old_start))
-}
-
-/// The origin chunks whose entry differs between two tables.
-fn table_difference(now: &[Run], then: &[Run]) -> BTreeSet<u64> {
-    if now == then {
-        return BTreeSet::new();
-    }
-    let pairs = |runs: &[Run]| -> Vec<(u64, u64)> { runs.iter().flat_map(|r| (0..r.len).map(move |i| (r.old_start + i, r.new_start + i))).collect() };
-    let (now, then) = (pairs(now), pairs(then));
-    let (mut i, mut j) = (0, 0);
-    let mut differ = BTreeSet::new();
-    while i < now.len() || j < then.len() {
-        match (now.get(i), then.get(j)) {
-            (Some(a), Some(b)) if a == b => (i, j) = (i + 1, j + 1),
-            (Some(a), Some(b)) if a.0 == b.0 => {
-                differ.insert(a.0);
-                (i, j) = (i + 1, j + 1);
-            }
-            (Some(a), None) => {
-                differ.insert(a.0);
-                i += 1;
-            }
-            (Some(a), Some(b)) if a.0 < b.0 => {
-                differ.insert(a.0);
-                i += 1;
-            }
-            (_, Some(b)) => {
-                differ.insert(b.0);
-                j += 1;
-            }
-            (None, None) => unreachable!("the loop runs while one is left"),
-        }
-    }
-    differ
 }
 
 /// Sorted `sectors` as ranges of consecutive sectors of at most `most` each.
@@ -365,28 +323,6 @@ fn ranges(sectors: &BTreeSet<u64>, most: u64) -> Vec<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn run(old_start: u64, new_start: u64, len: u64) -> Run {
-        Run { old_start, new_start, len }
-    }
-
-    #[test]
-    fn a_table_difference_names_every_chunk_added_removed_or_moved() {
-        let then = [run(0, 10, 3), run(8, 20, 1)];
-        let now = [run(0, 10, 2), run(2, 30, 1), run(5, 31, 1), run(8, 20, 1)];
-        assert_eq!(table_difference(&now, &then), BTreeSet::from([2, 5]));
-        assert_eq!(table_difference(&then, &then), BTreeSet::new());
-        assert_eq!(table_difference(&[], &then), BTreeSet::from([0, 1, 2, 8]));
-    }
-
-    #[test]
-    fn lookup_finds_a_chunk_inside_a_run_and_nothing_between_runs() {
-        let runs = [run(2, 10, 3), run(9, 40, 1)];
-        assert_eq!(lookup(&runs, 3), Some(11));
-        assert_eq!(lookup(&runs, 5), None);
-        assert_eq!(lookup(&runs, 1), None);
-        assert_eq!(lookup(&runs, 9), Some(40));
-    }
 
     #[test]
     fn ranges_join_consecutive_sectors_up_to_the_limit() {
