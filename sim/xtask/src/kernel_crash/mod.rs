@@ -493,6 +493,20 @@ mod kernel_logs {
         }
     }
 
+    /// Four writers at once, through the guest's page cache: a writer may
+    /// open a device while another's close writes it back, and the kernel
+    /// commits while clones of one page are still being mapped. Our engine,
+    /// driven in the kernel's timing, writes these logs exactly.
+    #[test]
+    fn kept_logs_of_four_parallel_writers_are_followed() {
+        for (seed, name) in [(1008, "random-1008-po-filled-again"), (1014, "random-1014-po-filled")] {
+            let (log, id) = kept_log(name);
+            let workload = workload::random_workload(seed, id, false, true);
+            let following = schedule::follow(&workload, &initial_image(&workload), &log, KernelPatches::Stock, schedule::Budget::default());
+            assert_eq!(following.verdict(), schedule::Verdict::Follows, "{name}: {:?}", following.divergence);
+        }
+    }
+
     /// A kernel that lets an origin write go before the commit of its
     /// chunk's copy (kernel mutant 03's order) writes a log no schedule of
     /// ours writes, and the search says so having tried them all.

@@ -4,13 +4,19 @@
 //!
 //! A write goes through the guest's page cache, one per device: the pages
 //! it touches are read through the target if the cache lacks them, the
-//! labels laid over the cached pages, and the device closed. The last
-//! writer to close a device writes every dirty page back (as the kernel's
-//! last close of a block device does), in page order, each page as clones
-//! of at most one chunk mapped one after the other as dm core maps them (a
-//! copy may complete between two clones), waits for them, and drops the
-//! cache. So the writers of a batch share pages, and a page written back
-//! carries every label laid over it by then. A failed writeback is not the
+//! labels laid over the cached pages, and the device closed. A close that
+//! finds itself the only opener writes every dirty page back and waits for
+//! it while still counted open (the kernel's `blkdev_put` syncs early, before
+//! it takes the open mutex), then drops its count; the close that drops it
+//! to none writes back what was dirtied meanwhile and drops the cache, with
+//! the device's opens held off (its mutex). So a writer may open the device
+//! while another's writeback runs: it finds the pages cached, and what it
+//! lays over a page not yet written back goes out with that page. Dirty
+//! pages go out in page order, each page taken as it is when its turn comes
+//! (and made clean), as clones of at most one chunk mapped one after the
+//! other as dm core maps them (a copy may complete between two clones). So
+//! the writers of a batch share pages, and a page written back carries every
+//! label laid over it by then. A failed writeback is not the
 //! writer's failure (nothing reports it to `dd`); the next fsync of that
 //! device reports it and issues no flush. A write whose page read fails
 //! (an invalid snapshot) fails. The writes of a batch are writers of their
@@ -49,9 +55,20 @@ enum Step {
         sector: u64,
         sectors: u64,
     },
-    /// Close the device: the last writer writes the dirty pages back.
+    /// Close the device: a close that finds itself the only opener writes
+    /// the dirty pages back first (then [`Step::Release`]).
     Close {
         op: u64,
+        snapshot: bool,
+    },
+    /// Drop this writer's count of openers; the last writes back what was
+    /// dirtied since and drops the cache (then [`Step::DropCache`]).
+    Release {
+        op: u64,
+        snapshot: bool,
+    },
+    /// The last close's writeback done: the cache dropped, opens let in.
+    DropCache {
         snapshot: bool,
     },
     Flush {
@@ -75,7 +92,32 @@ enum Step {
 struct Writer {
     steps: VecDeque<Step>,
     wait: Option<Wait>,
-    clones: VecDeque<(bool, u64, Vec<u8>, u64)>,
+    clones: VecDeque<Clone>,
+    /// The page whose clones it is mapping, as it was when its turn came.
+    taken: Option<(u64, Vec<u8>)>,
+}
+
+/// A piece of a dirty page's writeback: at most one chunk.
+#[derive(Debug, Clone, Copy)]
+struct Clone {
+    snapshot: bool,
+    /// The page it is part of.
+    page: u64,
+    sector: u64,
+    sectors: u64,
+    op: u64,
+}
+
+impl Writer {
+    fn new(steps: VecDeque<Step>) -> Self {
+        Self { steps, wait: None, clones: VecDeque::new(), taken: None }
+    }
+
+    /// The data of `clone` if its page has been taken.
+    fn taken_data(&self, clone: &Clone) -> Option<&[u8]> {
+        let (page, data) = self.taken.as_ref().filter(|(page, _)| *page == clone.page)?;
+        Some(&data[((clone.sector - page) * 512) as usize..][..(clone.sectors * 512) as usize])
+    }
 }
 
 enum Wait {
@@ -95,7 +137,7 @@ struct Outcomes {
     created: Option<Arc<Snapshot<HeldDevice>>>,
     /// An operation our engine failed where the guest's did not fail, or a load that failed.
     error: Option<String>,
-    /// Clones of each operation still in flight, and the flag set when none is.
+    /// Clones of each operation queued or in flight, and the flag set when none is.
     in_flight: BTreeMap<u64, (usize, std::sync::Arc<Mutex<bool>>)>,
     /// A writeback to the device (origin, snapshot) failed and no fsync has reported it yet.
     unreported: [bool; 2],
@@ -107,6 +149,19 @@ struct PageCache {
     pages: BTreeMap<u64, Vec<u8>>,
     dirty: std::collections::BTreeSet<u64>,
     openers: usize,
+    /// The last close's writeback runs: opens wait (the open mutex).
+    closing: bool,
+}
+
+impl Outcomes {
+    /// One clone of `op` done or skipped: the writer's wait ends with the last.
+    fn clone_done(&mut self, op: u64) {
+        let (left, flag) = self.in_flight.get_mut(&op).expect("a clone of an operation in flight");
+        *left -= 1;
+        if *left == 0 {
+            set(flag);
+        }
+    }
 }
 
 pub struct Driver {
@@ -122,6 +177,32 @@ pub struct Driver {
     outcomes: std::sync::Arc<Mutex<Outcomes>>,
     /// The origin's and the snapshot's page caches.
     caches: [PageCache; 2],
+    /// Every origin clone mapped, in the order mapped: its sector and data.
+    mapped_origin: Vec<(u64, Vec<u8>)>,
+    /// Every write laid over the cache, in the order laid.
+    composed: Vec<PageWrite>,
+    /// Every writeback begun: its device, the pages it takes in order, and
+    /// the chunks the other device's writers may still write.
+    writebacks: Vec<Writeback>,
+}
+
+/// A writeback as begun: the dirty pages it takes, in the order it takes them.
+#[derive(Debug, Clone)]
+pub struct Writeback {
+    pub snapshot: bool,
+    /// Each page's first sector and length in sectors.
+    pub pages: Vec<(u64, u64)>,
+    /// Sectors the other device's cache, clones or writers not yet laid may still write.
+    pub elsewhere: Vec<std::ops::Range<u64>>,
+}
+
+/// A guest write as laid over a page cache: operation, device, sectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageWrite {
+    pub op: u64,
+    pub snapshot: bool,
+    pub sector: u64,
+    pub sectors: u64,
 }
 
 fn flag() -> std::sync::Arc<Mutex<bool>> {
@@ -186,9 +267,12 @@ impl Driver {
             disk,
             target: None,
             snapshot: None,
-            writers: vec![Writer { steps: script(workload), wait: None, clones: VecDeque::new() }],
+            writers: vec![Writer::new(script(workload))],
             outcomes: std::sync::Arc::default(),
             caches: Default::default(),
+            mapped_origin: Vec::new(),
+            composed: Vec::new(),
+            writebacks: Vec::new(),
         }
     }
 
@@ -221,7 +305,8 @@ impl Driver {
             Some(Wait::Flag(flag)) => !is_set(flag),
             Some(Wait::Writers(ids)) => ids.iter().any(|&id| !self.finished(id)),
         };
-        !waiting && !writer.steps.is_empty()
+        let held_off = matches!(writer.steps.front(), Some(Step::Write { snapshot, .. }) if self.caches[usize::from(*snapshot)].closing);
+        !waiting && !held_off && !writer.steps.is_empty()
     }
 
     fn finished(&self, w: usize) -> bool {
@@ -239,23 +324,65 @@ impl Driver {
         (0..self.writers.len()).all(|w| self.finished(w))
     }
 
-    /// Origin clones queued by writebacks and not mapped yet, in the order
-    /// they will be: their sectors and data are known before they are
-    /// issued, so a writeback the kernel did not do is refused at once.
+    /// Every writeback begun so far, in the order begun.
+    pub fn writebacks(&self) -> &[Writeback] {
+        &self.writebacks
+    }
+
+    /// Sectors of the device (`snapshot`) its cache's dirty pages, its
+    /// queued clones and its writers not yet laid over the cache may write.
+    fn may_write(&self, snapshot: bool) -> Vec<std::ops::Range<u64>> {
+        let cache = &self.caches[usize::from(snapshot)];
+        let dirty = cache.dirty.iter().map(|p| *p..*p + (cache.pages[p].len() / 512) as u64);
+        let clones = self.writers.iter().flat_map(|w| w.clones.iter()).filter(|c| c.snapshot == snapshot).map(|c| c.sector..c.sector + c.sectors);
+        let pending = self.to_compose().into_iter().filter(|p| p.snapshot == snapshot).map(|p| self.workload.blocks(p.sector, p.sectors));
+        dirty.chain(clones).chain(pending).collect()
+    }
+
+    /// Every write laid over a page cache so far, in the order laid.
+    pub fn composed(&self) -> &[PageWrite] {
+        &self.composed
+    }
+
+    /// The writes of writers that have not laid them over the cache yet.
+    pub fn to_compose(&self) -> Vec<PageWrite> {
+        let pending = |w: &Writer| match w.steps.front() {
+            Some(&Step::Write { op, snapshot, sector, sectors } | &Step::Compose { op, snapshot, sector, sectors }) => {
+                Some(PageWrite { op, snapshot, sector, sectors })
+            }
+            _ => None,
+        };
+        self.writers.iter().filter_map(pending).collect()
+    }
+
+    /// Every origin clone mapped so far, in the order mapped.
+    pub fn mapped_origin_clones(&self) -> &[(u64, Vec<u8>)] {
+        &self.mapped_origin
+    }
+
+    /// Origin clones of pages taken for writeback and not mapped yet, in
+    /// the order they will be: their sectors and data are known before they
+    /// are issued, so a writeback the kernel did not do is refused at once.
+    /// (A page not taken yet may still change.)
     pub fn queued_origin_clones(&self) -> Vec<(u64, &[u8])> {
-        self.writers.iter().flat_map(|w| w.clones.iter()).filter(|c| !c.0).map(|c| (c.1, c.2.as_slice())).collect()
+        let mut out = Vec::new();
+        for w in &self.writers {
+            out.extend(w.clones.iter().filter(|c| !c.snapshot).filter_map(|c| Some((c.sector, w.taken_data(c)?))));
+        }
+        out
     }
 
     /// The operation writer `w` works on next, if its next step names one.
     pub fn op_of(&self, w: usize) -> Option<u64> {
         let writer = &self.writers[w];
-        if let Some((_, _, _, op)) = writer.clones.front() {
-            return Some(*op);
+        if let Some(clone) = writer.clones.front() {
+            return Some(clone.op);
         }
         match writer.steps.front()? {
             Step::Write { op, .. }
             | Step::Compose { op, .. }
             | Step::Close { op, .. }
+            | Step::Release { op, .. }
             | Step::Flush { op, .. }
             | Step::FlushBeforeMerge { op, .. }
             | Step::Done(op) => Some(*op),
@@ -267,8 +394,8 @@ impl Driver {
     pub fn next_step(&self, w: usize) -> String {
         let writer = &self.writers[w];
         match writer.clones.front() {
-            Some((snapshot, sector, data, op)) => {
-                format!("op {op}: map a clone of {} sectors at {} sector {sector}", data.len() / 512, if *snapshot { "snapshot" } else { "origin" })
+            Some(Clone { snapshot, sector, sectors, op, .. }) => {
+                format!("op {op}: map a clone of {sectors} sectors at {} sector {sector}", if *snapshot { "snapshot" } else { "origin" })
             }
             None => format!("{:?}", writer.steps.front()),
         }
@@ -277,8 +404,8 @@ impl Driver {
     /// Writer `w` takes its next step.
     pub fn step(&mut self, w: usize) {
         debug_assert!(self.is_ready(w), "writer {w} stepped while it waits");
-        if let Some((snapshot, sector, data, op)) = self.writers[w].clones.pop_front() {
-            return self.map_clone(snapshot, sector, data, op);
+        if let Some(clone) = self.writers[w].clones.pop_front() {
+            return self.map_clone(w, clone);
         }
         self.writers[w].wait = None;
         let step = self.writers[w].steps.pop_front().expect("a ready writer has a step");
@@ -293,6 +420,12 @@ impl Driver {
             Step::Write { op, snapshot, sector, sectors } => self.read_pages(w, op, snapshot, sector, sectors),
             Step::Compose { op, snapshot, sector, sectors } => self.compose(w, op, snapshot, sector, sectors),
             Step::Close { op, snapshot } => self.close(w, op, snapshot),
+            Step::Release { op, snapshot } => self.release(w, op, snapshot),
+            Step::DropCache { snapshot } => {
+                let cache = &mut self.caches[usize::from(snapshot)];
+                debug_assert!(cache.closing && cache.openers == 0 && cache.dirty.is_empty(), "the cache dropped with the device open or dirty");
+                *cache = PageCache::default();
+            }
             Step::Flush { op, snapshot } => self.flush(w, op, snapshot, true),
             Step::FlushBeforeMerge { op, snapshot } => self.flush(w, op, snapshot, false),
             Step::StartMerge => self.start_merge(w),
@@ -300,7 +433,7 @@ impl Driver {
                 let first = self.writers.len();
                 for (op, snapshot, sector, sectors) in writes {
                     let steps = VecDeque::from([Step::Write { op, snapshot, sector, sectors }]);
-                    self.writers.push(Writer { steps, wait: None, clones: VecDeque::new() });
+                    self.writers.push(Writer::new(steps));
                 }
                 self.writers[w].wait = Some(Wait::Writers((first..self.writers.len()).collect()));
             }
@@ -421,37 +554,83 @@ impl Driver {
             cache.pages.get_mut(&page).expect("a cached page")[at..at + 512].copy_from_slice(&label);
             cache.dirty.insert(page);
         }
+        self.composed.push(PageWrite { op, snapshot, sector, sectors });
     }
 
-    /// Closes the device: the last writer writes every dirty page back as
-    /// clones of at most one chunk, and waits for them.
+    /// Closes the device. A close that finds itself the only opener writes
+    /// every dirty page back and waits for it, still counted open (then
+    /// [`Step::Release`]); any other drops its count at once.
     fn close(&mut self, w: usize, op: u64, snapshot: bool) {
         let cache = &mut self.caches[usize::from(snapshot)];
         assert!(cache.openers > 0, "op {op} closes a device nobody opened");
-        cache.openers -= 1;
-        if cache.openers > 0 || cache.dirty.is_empty() {
+        if cache.openers > 1 {
+            cache.openers -= 1;
             return;
         }
+        self.writers[w].steps.push_front(Step::Release { op, snapshot });
+        self.write_back(w, op, snapshot);
+    }
+
+    /// Drops the count of a close that synced early. The last opener gone,
+    /// what was dirtied since is written back with opens held off, and the
+    /// cache dropped ([`Step::DropCache`]).
+    fn release(&mut self, w: usize, op: u64, snapshot: bool) {
+        let cache = &mut self.caches[usize::from(snapshot)];
+        assert!(cache.openers > 0 && !cache.closing, "op {op} releases a device nobody holds");
+        cache.openers -= 1;
+        if cache.openers > 0 {
+            return;
+        }
+        cache.closing = true;
+        self.writers[w].steps.push_front(Step::DropCache { snapshot });
+        self.write_back(w, op, snapshot);
+    }
+
+    /// Queues the writeback of the pages dirty now, as clones of at most
+    /// one chunk, and makes writer `w` wait for them. Each page is taken as
+    /// it is when its first clone is mapped.
+    fn write_back(&mut self, w: usize, op: u64, snapshot: bool) {
         let chunk = u64::from(self.workload.chunk_sectors);
+        let cache = &self.caches[usize::from(snapshot)];
         let mut clones = VecDeque::new();
-        for page in std::mem::take(&mut cache.dirty) {
-            let data = &cache.pages[&page];
-            let end = page + (data.len() / 512) as u64;
+        for &page in &cache.dirty {
+            let end = page + (cache.pages[&page].len() / 512) as u64;
             let mut at = page;
             while at < end {
                 let stop = ((at / chunk + 1) * chunk).min(end);
-                clones.push_back((snapshot, at, data[((at - page) * 512) as usize..((stop - page) * 512) as usize].to_vec(), op));
+                clones.push_back(Clone { snapshot, page, sector: at, sectors: stop - at, op });
                 at = stop;
             }
         }
-        // The last close drops the cache once the writeback is done.
-        cache.pages.clear();
+        if clones.is_empty() {
+            return;
+        }
+        let pages = cache.dirty.iter().map(|p| (*p, (cache.pages[p].len() / 512) as u64)).collect();
+        let elsewhere = self.may_write(!snapshot);
+        self.writebacks.push(Writeback { snapshot, pages, elsewhere });
         let done = self.wait_on(w);
         self.outcomes().in_flight.insert(op, (clones.len(), done));
+        debug_assert!(self.writers[w].clones.is_empty(), "a writeback queued over another");
         self.writers[w].clones = clones;
     }
 
-    fn map_clone(&mut self, snapshot: bool, sector: u64, data: Vec<u8>, op: u64) {
+    /// Maps the next clone of writer `w`'s writeback; the first of a page
+    /// takes the page as it is now and makes it clean, a page already made
+    /// clean is skipped.
+    fn map_clone(&mut self, w: usize, clone: Clone) {
+        let Clone { snapshot, page, sector, op, .. } = clone;
+        if self.writers[w].taken_data(&clone).is_none() {
+            let cache = &mut self.caches[usize::from(snapshot)];
+            if !cache.dirty.remove(&page) {
+                self.writers[w].taken = None;
+                return self.outcomes().clone_done(op);
+            }
+            self.writers[w].taken = Some((page, cache.pages[&page].clone()));
+        }
+        let data = self.writers[w].taken_data(&clone).expect("the page taken").to_vec();
+        if !snapshot {
+            self.mapped_origin.push((sector, data.clone()));
+        }
         let device = self.device(snapshot);
         let outcomes = std::sync::Arc::clone(&self.outcomes);
         let done: IoDone<()> = Box::new(move |result| {
@@ -464,11 +643,7 @@ impl Driver {
                 }
                 outcomes.unreported[usize::from(snapshot)] = true;
             }
-            let (left, flag) = outcomes.in_flight.get_mut(&op).expect("a clone of an operation in flight");
-            *left -= 1;
-            if *left == 0 {
-                set(flag);
-            }
+            outcomes.clone_done(op);
         });
         device.write(sector, data, WriteFlags::PLAIN, done);
     }

@@ -23,6 +23,7 @@
 
 mod driver;
 mod held;
+mod search;
 
 use serde::Serialize;
 use sim::logwrites::{END_MARK, Entry, EntryKind, Log};
@@ -104,6 +105,8 @@ struct Commits {
     full: Vec<bool>,
     /// COW chunk -> index (among `fua`) of the first commit recording it.
     batch: std::collections::BTreeMap<u64, usize>,
+    /// Chunk (of origin and snapshot) -> the COW chunk the kernel allocated to it.
+    allocated_to: std::collections::BTreeMap<u64, u64>,
     /// COW chunk -> the first write the kernel logged to it (its sector and
     /// data): a copy's data names the origin chunk allocated there.
     first: std::collections::BTreeMap<u64, (u64, Vec<u8>)>,
@@ -112,6 +115,10 @@ struct Commits {
     /// Operation -> the first entry whose data carries one of its labels:
     /// writers whose labels the kernel logged first are stepped first.
     first_label: std::collections::BTreeMap<u64, usize>,
+    /// Operation -> the first entry, after the operation began, that
+    /// allocates a COW chunk for a chunk its pages cover: writers whose
+    /// chunks the kernel allocated first are stepped first.
+    first_allocation: std::collections::BTreeMap<u64, usize>,
 }
 
 impl Commits {
@@ -125,6 +132,8 @@ impl Commits {
             first: std::collections::BTreeMap::new(),
             by_sector: std::collections::BTreeMap::new(),
             first_label: std::collections::BTreeMap::new(),
+            first_allocation: std::collections::BTreeMap::new(),
+            allocated_to: std::collections::BTreeMap::new(),
         };
         for (i, e) in kernel.iter().enumerate() {
             if let Some(data) = e.data() {
@@ -137,6 +146,8 @@ impl Commits {
                 out.first.entry(s / chunk).or_insert_with(|| (e.sector, data.to_vec()));
             }
         }
+        out.first_allocation = first_allocations(workload, kernel);
+        let chunk_of = |data: &[u8]| Label::parse(&data[..512.min(data.len())]).map(|l| l.sector / chunk);
         for e in kernel.iter().filter(|e| e.flags.fua() && e.data().is_some()) {
             let index = out.fua.len();
             out.fua.push(e.clone());
@@ -146,6 +157,11 @@ impl Commits {
             out.full.push(records.len() as u64 == u64::from(layout.exceptions_per_area()));
             for r in records {
                 out.batch.entry(r.new_chunk).or_insert(index);
+            }
+        }
+        for (&cow, (_, data)) in &out.first {
+            if let (true, Some(c)) = (out.batch.contains_key(&cow), chunk_of(data)) {
+                out.allocated_to.entry(c).or_insert(cow);
             }
         }
         out
@@ -164,6 +180,48 @@ impl Commits {
     }
 }
 
+/// Operation -> the first kernel entry after the operation began (the mark
+/// before it) that is the first write to a COW chunk whose data is of a
+/// chunk the operation's pages cover.
+fn first_allocations(workload: &Workload, kernel: &[Entry]) -> std::collections::BTreeMap<u64, usize> {
+    let chunk = u64::from(workload.chunk_sectors);
+    let mark = |text: &str| kernel.iter().position(|e| e.mark_text() == Some(text));
+    let began = |op: u64| if op == 1 { mark("created") } else { mark(&format!("op{}", op - 1)).or_else(|| mark(&format!("fail{}", op - 1))) };
+    // Each write operation: the chunks its pages cover, and where its batch began.
+    let mut spans: Vec<(u64, std::ops::Range<u64>, usize)> = Vec::new();
+    let mut op = 0;
+    for guest_op in &workload.ops {
+        let writes: Vec<(u64, u64)> = match guest_op {
+            super::workload::GuestOp::Write { sector, sectors, .. } => vec![(*sector, *sectors)],
+            super::workload::GuestOp::Parallel(writes) => writes.iter().map(|&(_, sector, sectors)| (sector, sectors)).collect(),
+            _ => vec![(0, 0)],
+        };
+        let first = op + 1;
+        for (sector, sectors) in writes {
+            op += 1;
+            if sectors > 0 {
+                let pages = workload.blocks(sector, sectors);
+                spans.push((op, pages.start / chunk..pages.end.div_ceil(chunk), began(first).unwrap_or(usize::MAX)));
+            }
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = std::collections::BTreeMap::new();
+    for (i, e) in kernel.iter().enumerate() {
+        let (Some(data), Some(s)) = (e.data(), e.sector.checked_sub(workload.origin_sectors)) else { continue };
+        let Some(label) = Label::parse(&data[..512.min(data.len())]) else { continue };
+        if !seen.insert(s / chunk) {
+            continue;
+        }
+        for (op, chunks, began) in &spans {
+            if *began < i && chunks.contains(&(label.sector / chunk)) {
+                out.entry(*op).or_insert(i);
+            }
+        }
+    }
+    out
+}
+
 /// One run of our engine under construction.
 struct Run<'a> {
     kernel: &'a [Entry],
@@ -172,6 +230,15 @@ struct Run<'a> {
     checked_fua: usize,
     checked_first: usize,
     checked_submitted: usize,
+    /// Origin clones mapped and checked, and how many of them each sector had.
+    checked_mapped: usize,
+    mapped_per_sector: std::collections::BTreeMap<u64, usize>,
+    /// Writes laid over the cache and checked.
+    checked_composed: usize,
+    /// Writebacks begun and checked.
+    checked_writebacks: usize,
+    /// The guest's page, in sectors.
+    block_sectors: u64,
     origin_sectors: u64,
     chunk_sectors: u64,
     disk: SharedDisk,
@@ -208,8 +275,23 @@ impl<'a> Run<'a> {
         let disk = Disk::new(Vec::new());
         let driver = Driver::new(workload, initial, kernel_patches, std::sync::Arc::clone(&disk));
         let (origin_sectors, chunk_sectors) = (workload.origin_sectors, u64::from(workload.chunk_sectors));
-        let mut run =
-            Self { kernel, commits, checked_fua: 0, checked_first: 0, checked_submitted: 0, origin_sectors, chunk_sectors, disk, driver, checked: 0 };
+        let mut run = Self {
+            kernel,
+            commits,
+            checked_fua: 0,
+            checked_first: 0,
+            checked_submitted: 0,
+            checked_mapped: 0,
+            mapped_per_sector: std::collections::BTreeMap::new(),
+            checked_composed: 0,
+            checked_writebacks: 0,
+            block_sectors: workload.block_sectors(),
+            origin_sectors,
+            chunk_sectors,
+            disk,
+            driver,
+            checked: 0,
+        };
         run.settle();
         run
     }
@@ -246,15 +328,33 @@ impl<'a> Run<'a> {
             if fits_log || fits_block { fits.push(Move::Complete(*id)) } else { rest.push(Move::Complete(*id)) }
         }
         let delivers: Vec<Move> = disk.completed.iter().map(|(id, _)| Move::Deliver(*id)).collect();
+        // The commit the kernel issues next records these chunks: while one
+        // of them is not allocated yet, a completion would close the batch early.
+        let next_commit = disk.fua_submitted.len();
+        let allocated: std::collections::BTreeSet<u64> = disk.first_writes.iter().map(|(c, _, _)| *c).collect();
+        let batch_open = self.commits.batch.iter().any(|(c, &j)| j == next_commit && !allocated.contains(c));
         drop(disk);
         let mut ready = self.driver.ready();
-        ready.sort_by_key(|&w| self.driver.op_of(w).and_then(|op| self.commits.first_label.get(&op).copied()).unwrap_or(usize::MAX));
-        let steps = ready.into_iter().map(Move::Step);
+        // Writers whose chunks the kernel allocated first, or whose labels
+        // it logged first, step first.
+        ready.sort_by_key(|&w| {
+            let op = self.driver.op_of(w);
+            let label = op.and_then(|op| self.commits.first_label.get(&op).copied()).unwrap_or(usize::MAX);
+            let allocation = op.and_then(|op| self.commits.first_allocation.get(&op).copied()).unwrap_or(usize::MAX);
+            (allocation.min(label), label)
+        });
+        let steps: Vec<Move> = ready.into_iter().map(Move::Step).collect();
+        if !batch_open {
+            // Every chunk of the kernel's next commit is allocated: the
+            // completions that close its batch come before anything else
+            // is allocated.
+            return fits.into_iter().chain(delivers).chain(steps).chain(rest).collect();
+        }
         // dm core maps clones in the submitter's context, faster than
         // copies complete, and a waiter usually wakes before the next
         // completion: steps first, then completions seen, then what the
         // log shows next.
-        steps.chain(delivers).chain(fits).chain(rest).collect()
+        steps.into_iter().chain(delivers).chain(fits).chain(rest).collect()
     }
 
     fn apply(&mut self, m: Move) {
@@ -274,19 +374,26 @@ impl<'a> Run<'a> {
         if let Some(error) = self.driver.error() {
             return Some(error);
         }
-        let disk = lock(&self.disk);
-        // FUA writes as submitted, in the kernel's order of them.
+        let shared = std::sync::Arc::clone(&self.disk);
+        let disk = lock(&shared);
+        self.submitted_writes(&disk).or_else(|| self.origin_writebacks()).or_else(|| self.allocations(&disk)).or_else(|| self.logged_entries(&disk))
+    }
+
+    /// FUA writes as submitted, in the kernel's order of them; each write as
+    /// submitted is the kernel's write to the same sector at the same turn.
+    fn submitted_writes(&mut self, disk: &Disk) -> Option<String> {
         for i in self.checked_fua..disk.fua_submitted.len() {
+            let ours = &disk.fua_submitted[i];
             match self.commits.fua.get(i) {
-                Some(k) if same_entry(&disk.fua_submitted[i], k) => {}
+                Some(k) if same_entry(ours, k) => {}
                 Some(k) => {
-                    return Some(format!("FUA write {i} submitted: the kernel's is {}, ours {}", describe(k), describe(&disk.fua_submitted[i])));
+                    let records = self.record_difference(k, ours);
+                    return Some(format!("FUA write {i} submitted: the kernel's is {}, ours {}{records}", describe(k), describe(ours)));
                 }
-                None => return Some(format!("ours submits FUA write {i} ({}), the kernel logs only {}", describe(&disk.fua_submitted[i]), i)),
+                None => return Some(format!("ours submits FUA write {i} ({}), the kernel logs only {}", describe(ours), i)),
             }
         }
         self.checked_fua = disk.fua_submitted.len();
-        // Each write as submitted is the kernel's write to the same sector at the same turn.
         for (sector, data, nth) in &disk.submitted[self.checked_submitted..] {
             match self.commits.by_sector.get(sector).and_then(|writes| writes.get(*nth)) {
                 Some(theirs) if theirs == data => {}
@@ -295,31 +402,79 @@ impl<'a> Run<'a> {
                     return Some(format!("write {} to sector {sector}: the kernel's is {k}, ours {o}", nth + 1));
                 }
                 None => {
-                    return Some(format!(
-                        "ours writes sector {sector} a {} time ({}); the kernel does not",
-                        nth + 1,
-                        describe(&Entry::write(*sector, data.clone(), 0))
-                    ));
+                    let ours = describe(&Entry::write(*sector, data.clone(), 0));
+                    return Some(format!("ours writes sector {sector} a {} time ({ours}); the kernel does not", nth + 1));
                 }
             }
         }
         self.checked_submitted = disk.submitted.len();
+        None
+    }
+
+    /// Where two commits to the same area differ: the records only one of them holds.
+    fn record_difference(&self, theirs: &Entry, ours: &Entry) -> String {
+        let layout = engine::format::Layout::new(engine::ChunkSize::from_sectors(self.chunk_sectors as u32));
+        let records = |e: &Entry| -> std::collections::BTreeSet<(u64, u64)> {
+            layout.decode_area(e.data().unwrap_or_default()).records.iter().map(|r| (r.old_chunk, r.new_chunk)).collect()
+        };
+        let (k, o) = (records(theirs), records(ours));
+        if theirs.sector != ours.sector || k == o {
+            return String::new();
+        }
+        let only = |a: &std::collections::BTreeSet<(u64, u64)>, b: &std::collections::BTreeSet<(u64, u64)>| {
+            a.difference(b).map(|(old, new)| format!("{old}->{new}")).collect::<Vec<_>>().join(" ")
+        };
+        format!("; records only in the kernel's: [{}], only in ours: [{}]", only(&k, &o), only(&o, &k))
+    }
+
+    /// Each origin clone as mapped (its page taken as the kernel took it),
+    /// then those of pages taken and not mapped yet, is the kernel's write
+    /// to its sector at the same turn; each write laid over a page since
+    /// can still be.
+    fn origin_writebacks(&mut self) -> Option<String> {
+        for (sector, data) in &self.driver.mapped_origin_clones()[self.checked_mapped..] {
+            let nth = self.mapped_per_sector.entry(*sector).or_insert(0);
+            let theirs = self.commits.by_sector.get(sector).and_then(|writes| writes.get(*nth));
+            *nth += 1;
+            if theirs != Some(data) {
+                return Some(writeback_difference(*sector, *nth - 1, theirs.map(Vec::as_slice), data, " as mapped"));
+            }
+        }
+        self.checked_mapped = self.driver.mapped_origin_clones().len();
         let mut queued: std::collections::BTreeMap<u64, usize> = std::collections::BTreeMap::new();
         for (sector, data) in self.driver.queued_origin_clones() {
             let turn = queued.entry(sector).or_insert(0);
-            let nth = disk.per_sector.get(&sector).copied().unwrap_or(0) + *turn;
+            let nth = self.mapped_per_sector.get(&sector).copied().unwrap_or(0) + *turn;
             *turn += 1;
-            match self.commits.by_sector.get(&sector).and_then(|writes| writes.get(nth)) {
-                Some(theirs) if theirs.as_slice() == data => {}
-                Some(theirs) => {
-                    let (k, o) = (describe(&Entry::write(sector, theirs.clone(), 0)), describe(&Entry::write(sector, data.to_vec(), 0)));
-                    return Some(format!("writeback {} of origin sector {sector}: the kernel's is {k}, ours {o}", nth + 1));
-                }
-                None => return Some(format!("ours writes origin sector {sector} back a {} time; the kernel does not", nth + 1)),
+            let theirs = self.commits.by_sector.get(&sector).and_then(|writes| writes.get(nth));
+            if theirs.map(Vec::as_slice) != Some(data) {
+                return Some(writeback_difference(sector, nth, theirs.map(Vec::as_slice), data, ""));
             }
         }
+        if let Some(why) = self.early_compose(&queued) {
+            return Some(why);
+        }
+        self.checked_composed = self.driver.composed().len();
+        None
+    }
+
+    /// Each writeback begun allocates in the kernel's order; the kernel's
+    /// first write to each COW chunk is ours (the same chunk allocated to
+    /// the same origin chunk), and not before the commit that closed the
+    /// batch before its own.
+    fn allocations(&mut self, disk: &Disk) -> Option<String> {
+        let has: std::collections::BTreeSet<u64> = disk
+            .first_writes
+            .iter()
+            .filter_map(|(_, _, data)| Label::parse(&data[..512.min(data.len())]).map(|l| l.sector / self.chunk_sectors))
+            .collect();
+        for writeback in &self.driver.writebacks()[self.checked_writebacks..] {
+            if let Some(why) = self.allocation_order(writeback, &has) {
+                return Some(why);
+            }
+        }
+        self.checked_writebacks = self.driver.writebacks().len();
         for (chunk, submitted, data) in &disk.first_writes[self.checked_first..] {
-            // The kernel's first write to the chunk is ours: the same chunk allocated to the same origin chunk.
             let sector = self.origin_sectors + chunk * self.chunk_sectors;
             match self.commits.first.get(chunk) {
                 Some((at, theirs)) if *at == sector && theirs == data => {}
@@ -334,6 +489,14 @@ impl<'a> Run<'a> {
             }
         }
         self.checked_first = disk.first_writes.len();
+        None
+    }
+
+    /// Our log so far is the kernel's; each flush held (in the order
+    /// submitted) covers the kernel's next block of plain writes exactly,
+    /// and the plain writes completed since the last of them begin the
+    /// block after it.
+    fn logged_entries(&mut self, disk: &Disk) -> Option<String> {
         for i in self.checked..disk.entries.len() {
             match self.kernel.get(i) {
                 Some(k) if same_entry(&disk.entries[i], k) => {}
@@ -342,9 +505,6 @@ impl<'a> Run<'a> {
             }
         }
         self.checked = disk.entries.len();
-        // Each flush held (in the order submitted) covers the kernel's next
-        // block of plain writes exactly; the plain writes completed since
-        // the last of them begin the block after it.
         let mut at = disk.entries.len();
         for (_, request) in &disk.held {
             let Some(covered) = request.covered() else { continue };
@@ -369,6 +529,70 @@ impl<'a> Run<'a> {
             }
         }
         None
+    }
+
+    /// Why a write laid over an origin page since the last check cannot be
+    /// the kernel's, if it cannot: the page's next writeback in the kernel's
+    /// log carries, at one of its sectors, neither its label nor that of a
+    /// write not laid yet that may still cover it. (`queued`: clones of
+    /// pages taken and not mapped yet, per sector; they precede it.)
+    fn early_compose(&self, queued: &std::collections::BTreeMap<u64, usize>) -> Option<String> {
+        let pending = self.driver.to_compose();
+        for write in &self.driver.composed()[self.checked_composed..] {
+            if write.snapshot {
+                continue;
+            }
+            for s in write.sector..write.sector + write.sectors {
+                let page = s / self.block_sectors * self.block_sectors;
+                let start = page.max(s / self.chunk_sectors * self.chunk_sectors);
+                let turn = self.mapped_per_sector.get(&start).copied().unwrap_or(0) + queued.get(&start).copied().unwrap_or(0);
+                let theirs = self.commits.by_sector.get(&start).and_then(|writes| writes.get(turn));
+                let label = theirs.and_then(|data| data.get(((s - start) * 512) as usize..).and_then(Label::parse));
+                let fits = label.is_some_and(|l| {
+                    l.op == write.op || pending.iter().any(|p| p.op == l.op && !p.snapshot && (p.sector..p.sector + p.sectors).contains(&s))
+                });
+                if !fits {
+                    let carries = label.map_or_else(|| "no label of this workload".to_string(), |l| format!("op {}'s label", l.op));
+                    return Some(format!(
+                        "op {} lays its label over origin sector {s} before writeback {} of sector {start}, which carries {carries} there in the kernel's log",
+                        write.op,
+                        turn + 1
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    /// Why a writeback just begun cannot allocate as the kernel did, if it
+    /// cannot: it takes its pages in page order, so the chunks it will be
+    /// the first to write (none ours has, none the other device may write
+    /// first) get COW chunks in that order; the kernel gave them others.
+    fn allocation_order(&self, writeback: &driver::Writeback, has: &std::collections::BTreeSet<u64>) -> Option<String> {
+        let chunk = self.chunk_sectors;
+        let elsewhere = |c: u64| writeback.elsewhere.iter().any(|r| r.start < (c + 1) * chunk && c * chunk < r.end);
+        let mut last: Option<(u64, u64)> = None;
+        for &(page, sectors) in &writeback.pages {
+            for c in page / chunk..(page + sectors).div_ceil(chunk) {
+                if has.contains(&c) || elsewhere(c) {
+                    continue;
+                }
+                let Some(&cow) = self.commits.allocated_to.get(&c) else { continue };
+                if let Some((before, before_cow)) = last.filter(|&(_, before_cow)| before_cow > cow) {
+                    let device = if writeback.snapshot { "snapshot" } else { "origin" };
+                    return Some(format!(
+                        "a writeback of the {device} takes chunk {before} before chunk {c}; the kernel gave them COW chunks {before_cow} and {cow}"
+                    ));
+                }
+                last = Some((c, cow));
+            }
+        }
+        None
+    }
+
+    /// How many of the kernel's entries our log has matched.
+    fn logged(&self) -> usize {
+        lock(&self.disk).entries.len()
     }
 
     /// The kernel's first flush entry at or after `from` (its length if none).
@@ -419,6 +643,28 @@ impl Drop for Run<'_> {
     }
 }
 
+/// Why our `nth` writeback (from 0) of origin `sector` is not the kernel's (`theirs`, if it has one).
+fn writeback_difference(sector: u64, nth: usize, theirs: Option<&[u8]>, ours: &[u8], how: &str) -> String {
+    match theirs {
+        Some(theirs) => {
+            let (k, o) = (describe(&Entry::write(sector, theirs.to_vec(), 0)), describe(&Entry::write(sector, ours.to_vec(), 0)));
+            let differ = first_difference(sector, theirs, ours);
+            format!("writeback {} of origin sector {sector}{how}: the kernel's is {k}, ours {o}{differ}", nth + 1)
+        }
+        None => format!("ours writes origin sector {sector} back a {} time; the kernel does not", nth + 1),
+    }
+}
+
+/// Where two writes to `sector` first differ, and what each carries there.
+fn first_difference(sector: u64, theirs: &[u8], ours: &[u8]) -> String {
+    let label = |data: &[u8]| Label::parse(data).map_or_else(|| "unlabelled".to_string(), |l| format!("op {}'s label", l.op));
+    let differs = theirs.chunks(512).zip(ours.chunks(512)).position(|(a, b)| a != b);
+    differs.map_or_else(String::new, |k| {
+        let (a, b) = (&theirs[k * 512..][..512], &ours[k * 512..][..512]);
+        format!("; they differ first at sector {}: the kernel's carries {}, ours {}", sector + k as u64, label(a), label(b))
+    })
+}
+
 /// An entry as a reader wants it: where, how, and the label of its first sector.
 fn describe(entry: &Entry) -> String {
     match entry.data() {
@@ -433,77 +679,5 @@ fn describe(entry: &Entry) -> String {
 
 /// Searches for schedules under which our engine writes `kernel` exactly.
 pub fn follow(workload: &Workload, initial: &[u8], kernel: &Log, kernel_patches: KernelPatches, budget: Budget) -> Following {
-    let entries = &kernel.entries[..];
-    let commits = Commits::of(workload, entries);
-    let mut out = Following { workload: workload.name.clone(), kernel_entries: entries.len(), ..Following::default() };
-    // Each level: the move taken and how many there were.
-    let mut path: Vec<(usize, usize)> = Vec::new();
-    let mut furthest: (usize, String) = (0, String::new());
-    loop {
-        out.replays += 1;
-        let mut run = Run::new(workload, initial, entries, &commits, kernel_patches);
-        for &(taken, count) in &path {
-            let moves = run.moves();
-            assert_eq!(moves.len(), count, "a replay offered other moves: our engine is not deterministic");
-            run.apply(moves[taken]);
-        }
-        // A replay ends in the state its last move left: check it.
-        let mut failed = false;
-        if let Some(why) = run.mismatch() {
-            let reached = lock(&run.disk).entries.len();
-            if reached >= furthest.0 {
-                furthest = (reached, why);
-            }
-            failed = true;
-        }
-        while !failed {
-            if let Some(whole) = run.finished() {
-                if whole {
-                    out.matching_schedules += 1;
-                    if out.matching_schedules == 1 {
-                        out.moves = path.len();
-                    }
-                } else {
-                    let reached = lock(&run.disk).entries.len();
-                    furthest = furthest.max((reached, "ours ends with the log above, the kernel's goes on or differs at its end".to_string()));
-                }
-                break;
-            }
-            let moves = run.moves();
-            if moves.is_empty() {
-                let reached = lock(&run.disk).entries.len();
-                if reached >= furthest.0 {
-                    furthest = (reached, run.stuck());
-                }
-                break;
-            }
-            path.push((0, moves.len()));
-            run.apply(moves[0]);
-            if let Some(why) = run.mismatch() {
-                let reached = lock(&run.disk).entries.len();
-                if reached >= furthest.0 {
-                    furthest = (reached, why);
-                }
-                failed = true;
-            }
-        }
-        // Backtrack to the deepest level with a move left.
-        while path.last().is_some_and(|&(taken, count)| taken + 1 >= count) {
-            path.pop();
-        }
-        let Some(last) = path.last_mut() else {
-            out.exhausted = true;
-            break;
-        };
-        last.0 += 1;
-        let enough = out.matching_schedules > budget.more_matches;
-        if enough || out.replays >= budget.replays {
-            break;
-        }
-    }
-    if out.matching_schedules == 0 {
-        let bounded = if out.exhausted { "every schedule tried" } else { "search bounded" };
-        out.divergence = Some(format!("no schedule found ({bounded}, {} runs); furthest: {}", out.replays, furthest.1));
-    }
-    out
+    search::follow(workload, initial, kernel, kernel_patches, budget)
 }
