@@ -93,8 +93,9 @@ struct Writer {
     steps: VecDeque<Step>,
     wait: Option<Wait>,
     clones: VecDeque<Clone>,
-    /// The page whose clones it is mapping, as it was when its turn came.
-    taken: Option<(u64, Vec<u8>)>,
+    /// The page whose clones it is mapping (device, first sector), as it
+    /// was when its turn came.
+    taken: Option<((bool, u64), Vec<u8>)>,
 }
 
 /// A piece of a dirty page's writeback: at most one chunk.
@@ -115,7 +116,7 @@ impl Writer {
 
     /// The data of `clone` if its page has been taken.
     fn taken_data(&self, clone: &Clone) -> Option<&[u8]> {
-        let (page, data) = self.taken.as_ref().filter(|(page, _)| *page == clone.page)?;
+        let ((_, page), data) = self.taken.as_ref().filter(|(taken, _)| *taken == (clone.snapshot, clone.page))?;
         Some(&data[((clone.sector - page) * 512) as usize..][..(clone.sectors * 512) as usize])
     }
 }
@@ -612,6 +613,8 @@ impl Driver {
         self.outcomes().in_flight.insert(op, (clones.len(), done));
         debug_assert!(self.writers[w].clones.is_empty(), "a writeback queued over another");
         self.writers[w].clones = clones;
+        // A page taken by an earlier writeback is not this one's.
+        self.writers[w].taken = None;
     }
 
     /// Maps the next clone of writer `w`'s writeback; the first of a page
@@ -625,7 +628,7 @@ impl Driver {
                 self.writers[w].taken = None;
                 return self.outcomes().clone_done(op);
             }
-            self.writers[w].taken = Some((page, cache.pages[&page].clone()));
+            self.writers[w].taken = Some(((snapshot, page), cache.pages[&page].clone()));
         }
         let data = self.writers[w].taken_data(&clone).expect("the page taken").to_vec();
         if !snapshot {

@@ -332,7 +332,7 @@ impl<'a> Run<'a> {
         // of them is not allocated yet, a completion would close the batch early.
         let next_commit = disk.fua_submitted.len();
         let allocated: std::collections::BTreeSet<u64> = disk.first_writes.iter().map(|(c, _, _)| *c).collect();
-        let batch_open = self.commits.batch.iter().any(|(c, &j)| j == next_commit && !allocated.contains(c));
+        let batch_open = next_commit >= self.commits.fua.len() || self.commits.batch.iter().any(|(c, &j)| j == next_commit && !allocated.contains(c));
         drop(disk);
         let mut ready = self.driver.ready();
         // Writers whose chunks the kernel allocated first, or whose labels
