@@ -12,9 +12,9 @@
 //! after each move our log so far must equal the kernel's log so far:
 //! marks, flushes, and every write byte for byte with its flags (header,
 //! zeroing, commits and their batching, copies to the same COW chunks,
-//! origin writes), plain writes in the order they completed. A
-//! depth-first search with replay from the start finds a schedule under
-//! which our engine writes exactly the kernel's log. Where the log cannot
+//! origin writes), plain writes in the order they completed. A search
+//! with replay from the start ([`search`]) finds a schedule under which
+//! our engine writes exactly the kernel's log. Where the log cannot
 //! pin a choice (plain writes logged together at a flush, completions with
 //! no write of their own), the search tries each and counts the schedules
 //! that match. Where none matches, it reports the furthest entry any
