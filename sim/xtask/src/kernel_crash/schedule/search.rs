@@ -19,8 +19,9 @@
 //! within its limit is given up and the search goes back into the segment
 //! before it. The first pass limits each segment to [`DISCREPANCIES_FIRST`];
 //! if it finds no schedule and gave up a segment for the limit, a second
-//! pass limits nothing: it tries every schedule, so that "none matches" is
-//! a proof.
+//! pass is plain depth-first search (every segment allows any number of
+//! discrepancies from the start): it tries every schedule once, so that
+//! "none matches" is a proof.
 
 use sim::logwrites::{Entry, EntryKind, Log};
 
@@ -69,13 +70,15 @@ struct Search<'a> {
     out: Following,
     /// The furthest kernel entry any run reached, and why it stopped there.
     furthest: (usize, String),
+    /// The discrepancies a segment allows when it opens in this pass.
+    opening_k: usize,
 }
 
 pub fn follow(workload: &Workload, initial: &[u8], kernel: &Log, kernel_patches: KernelPatches, budget: Budget) -> Following {
     let entries = &kernel.entries[..];
     let out = Following { workload: workload.name.clone(), kernel_entries: entries.len(), ..Following::default() };
     let commits = Commits::of(workload, entries);
-    let mut search = Search { workload, initial, entries, commits, kernel_patches, budget, out, furthest: (0, String::new()) };
+    let mut search = Search { workload, initial, entries, commits, kernel_patches, budget, out, furthest: (0, String::new()), opening_k: 0 };
     // A first pass that limits each segment; if it gave a segment up for
     // the limit and found nothing, a second that tries every schedule.
     let mut complete = search.pass(DISCREPANCIES_FIRST).unwrap_or_default();
@@ -97,7 +100,10 @@ impl Search<'_> {
     /// enough matches.
     fn pass(&mut self, k_max: usize) -> Option<bool> {
         let mut path: Vec<Level> = Vec::new();
-        let mut segments = vec![Segment { start: 0, logged: 0, k: 0, refused: false }];
+        // Unlimited, each segment allows every discrepancy at once: plain
+        // depth-first search, which tries each schedule once.
+        self.opening_k = if k_max == usize::MAX { usize::MAX } else { 0 };
+        let mut segments = vec![Segment { start: 0, logged: 0, k: self.opening_k, refused: false }];
         let mut left_out = false;
         loop {
             if self.out.replays >= self.budget.replays {
@@ -164,7 +170,7 @@ impl Search<'_> {
             let logged = run.logged();
             let segment = segments.last().expect("the first segment");
             if logged > segment.logged && matches!(self.entries[logged - 1].kind, EntryKind::Mark(_)) {
-                segments.push(Segment { start: path.len(), logged, k: 0, refused: false });
+                segments.push(Segment { start: path.len(), logged, k: self.opening_k, refused: false });
             }
         }
     }
