@@ -92,7 +92,7 @@ enum Step {
 struct Writer {
     steps: VecDeque<Step>,
     wait: Option<Wait>,
-    clones: VecDeque<Clone>,
+    clones: VecDeque<PageClone>,
     /// The page whose clones it is mapping (device, first sector), as it
     /// was when its turn came.
     taken: Option<((bool, u64), Vec<u8>)>,
@@ -100,7 +100,7 @@ struct Writer {
 
 /// A piece of a dirty page's writeback: at most one chunk.
 #[derive(Debug, Clone, Copy)]
-struct Clone {
+struct PageClone {
     snapshot: bool,
     /// The page it is part of.
     page: u64,
@@ -115,7 +115,7 @@ impl Writer {
     }
 
     /// The data of `clone` if its page has been taken.
-    fn taken_data(&self, clone: &Clone) -> Option<&[u8]> {
+    fn taken_data(&self, clone: &PageClone) -> Option<&[u8]> {
         let ((_, page), data) = self.taken.as_ref().filter(|(taken, _)| *taken == (clone.snapshot, clone.page))?;
         Some(&data[((clone.sector - page) * 512) as usize..][..(clone.sectors * 512) as usize])
     }
@@ -395,7 +395,7 @@ impl Driver {
     pub fn next_step(&self, w: usize) -> String {
         let writer = &self.writers[w];
         match writer.clones.front() {
-            Some(Clone { snapshot, sector, sectors, op, .. }) => {
+            Some(PageClone { snapshot, sector, sectors, op, .. }) => {
                 format!("op {op}: map a clone of {sectors} sectors at {} sector {sector}", if *snapshot { "snapshot" } else { "origin" })
             }
             None => format!("{:?}", writer.steps.front()),
@@ -599,7 +599,7 @@ impl Driver {
             let mut at = page;
             while at < end {
                 let stop = ((at / chunk + 1) * chunk).min(end);
-                clones.push_back(Clone { snapshot, page, sector: at, sectors: stop - at, op });
+                clones.push_back(PageClone { snapshot, page, sector: at, sectors: stop - at, op });
                 at = stop;
             }
         }
@@ -620,8 +620,8 @@ impl Driver {
     /// Maps the next clone of writer `w`'s writeback; the first of a page
     /// takes the page as it is now and makes it clean, a page already made
     /// clean is skipped.
-    fn map_clone(&mut self, w: usize, clone: Clone) {
-        let Clone { snapshot, page, sector, op, .. } = clone;
+    fn map_clone(&mut self, w: usize, clone: PageClone) {
+        let PageClone { snapshot, page, sector, op, .. } = clone;
         if self.writers[w].taken_data(&clone).is_none() {
             let cache = &mut self.caches[usize::from(snapshot)];
             if !cache.dirty.remove(&page) {

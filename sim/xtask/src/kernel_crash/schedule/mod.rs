@@ -147,7 +147,7 @@ impl Commits {
             }
         }
         out.first_allocation = first_allocations(workload, kernel);
-        let chunk_of = |data: &[u8]| Label::parse(&data[..512.min(data.len())]).map(|l| l.sector / chunk);
+        let chunk_of = |data: &[u8]| first_sector_label(data).map(|l| l.sector / chunk);
         for e in kernel.iter().filter(|e| e.flags.fua() && e.data().is_some()) {
             let index = out.fua.len();
             out.fua.push(e.clone());
@@ -209,7 +209,7 @@ fn first_allocations(workload: &Workload, kernel: &[Entry]) -> std::collections:
     let mut out = std::collections::BTreeMap::new();
     for (i, e) in kernel.iter().enumerate() {
         let (Some(data), Some(s)) = (e.data(), e.sector.checked_sub(workload.origin_sectors)) else { continue };
-        let Some(label) = Label::parse(&data[..512.min(data.len())]) else { continue };
+        let Some(label) = first_sector_label(data) else { continue };
         if !seen.insert(s / chunk) {
             continue;
         }
@@ -463,11 +463,8 @@ impl<'a> Run<'a> {
     /// the same origin chunk), and not before the commit that closed the
     /// batch before its own.
     fn allocations(&mut self, disk: &Disk) -> Option<String> {
-        let has: std::collections::BTreeSet<u64> = disk
-            .first_writes
-            .iter()
-            .filter_map(|(_, _, data)| Label::parse(&data[..512.min(data.len())]).map(|l| l.sector / self.chunk_sectors))
-            .collect();
+        let has: std::collections::BTreeSet<u64> =
+            disk.first_writes.iter().filter_map(|(_, _, data)| first_sector_label(data).map(|l| l.sector / self.chunk_sectors)).collect();
         for writeback in &self.driver.writebacks()[self.checked_writebacks..] {
             if let Some(why) = self.allocation_order(writeback, &has) {
                 return Some(why);
@@ -665,11 +662,16 @@ fn first_difference(sector: u64, theirs: &[u8], ours: &[u8]) -> String {
     })
 }
 
+/// The label of a write's first sector, if it carries one.
+fn first_sector_label(data: &[u8]) -> Option<Label> {
+    Label::parse(&data[..512.min(data.len())])
+}
+
 /// An entry as a reader wants it: where, how, and the label of its first sector.
 fn describe(entry: &Entry) -> String {
     match entry.data() {
         Some(data) => {
-            let label = Label::parse(&data[..512.min(data.len())])
+            let label = first_sector_label(data)
                 .map_or_else(|| if data.iter().all(|&b| b == 0) { "zeros".to_string() } else { "unlabelled".to_string() }, |l| format!("{l:?}"));
             format!("{entry} ({label})")
         }
